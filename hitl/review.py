@@ -1,0 +1,232 @@
+"""What a reviewer sees and answers: the approval summary, the prompt, the decision round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO
+
+from pydantic import ValidationError
+from temporalio.client import WorkflowHandle
+
+from hitl import contract
+from hitl.models import (
+    ApprovalRecord,
+    ApproveDecision,
+    DecisionEntry,
+    ModifyDecision,
+    RejectDecision,
+)
+from hitl.policy import format_validation_error
+from hitl.tools import REGISTRY
+
+AnyDecision = ApproveDecision | RejectDecision | ModifyDecision
+PROMPT = "Approve? [y/n/e(dit)]: "
+
+
+def reviewer_identity(explicit: str | None = None) -> str:
+    """--reviewer, else HITL_REVIEWER, else the OS user."""
+    if explicit:
+        return explicit
+    if os.environ.get("HITL_REVIEWER"):
+        return os.environ["HITL_REVIEWER"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = int((now - moment).total_seconds())
+    sign = "" if seconds >= 0 else "in "
+    seconds = abs(seconds)
+    if seconds < 120:
+        text = f"{seconds} s"
+    elif seconds < 7200:
+        text = f"{seconds // 60} min"
+    else:
+        text = f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{sign}{text}" + (" ago" if not sign else "")
+
+
+def format_approval(record: ApprovalRecord, now: datetime | None = None) -> str:
+    """The whole story a reviewer decides on, in the order they read it."""
+    now = now or datetime.now(UTC)
+    rule = "─" * 72
+    lines = [
+        rule,
+        f"APPROVAL {record.id}   run {record.session_id}   status {record.status.value.upper()}",
+        rule,
+        "Request:   " + record.context.original_request,
+    ]
+    if record.context.reasoning:
+        lines.append("Reasoning: " + record.context.reasoning)
+    lines += [
+        f"Action:    {record.action_json.tool}  (digest {record.action_digest})",
+        *(
+            "  " + line
+            for line in json.dumps(
+                record.action_json.args, indent=2, ensure_ascii=False
+            ).splitlines()
+        ),
+        f"Effect:    {record.preview.summary}",
+    ]
+    if record.preview.details:
+        lines += ["  " + line for line in record.preview.details.splitlines()]
+    lines += [f"  ! {warning}" for warning in record.preview.warnings]
+    lines += [
+        f"Risk:      {record.risk}/100",
+        f"Created:   {record.created_at:%Y-%m-%d %H:%M:%S} UTC ({_ago(record.created_at, now)})",
+        f"Expires:   {record.expires_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"({_ago(record.expires_at, now)}; then auto-rejected)",
+    ]
+    if record.modified_action_json is not None:
+        lines.append("Modified:  " + json.dumps(record.modified_action_json.args))
+    if record.reviewer:
+        lines.append(
+            f"Decided:   {record.status.value} by {record.reviewer}"
+            + (f": {record.reason}" if record.reason else "")
+        )
+    if record.decisions:
+        lines.append("Decisions:")
+        lines += [f"  {format_entry(entry)}" for entry in record.decisions]
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+def format_entry(entry: DecisionEntry) -> str:
+    text = f"{entry.received_at:%H:%M:%S} {entry.kind.value} by {entry.reviewer}: {entry.outcome}"
+    if entry.reason:
+        text += f" ({entry.reason})"
+    if entry.refusal:
+        text += f" — {entry.refusal}"
+    return text
+
+
+class Prompter:
+    """Asks on a terminal or reads piped answers; end of input means 'stop asking'."""
+
+    def __init__(
+        self,
+        stdin: IO[str] | None = None,
+        stdout: IO[str] | None = None,
+        editor: Callable[[str], str] | None = None,
+    ) -> None:
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.editor = editor
+
+    def ask(self, question: str) -> str | None:
+        self.stdout.write(question)
+        self.stdout.flush()
+        line = self.stdin.readline()
+        if not line:
+            self.stdout.write("\n")
+            return None
+        if not self.stdin.isatty():
+            self.stdout.write(line if line.endswith("\n") else line + "\n")  # echo piped answers
+        return line.strip()
+
+    def edit(self, text: str) -> str | None:
+        if self.editor is not None:
+            return self.editor(text)
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if editor and self.stdin.isatty():
+            return edit_in_editor(text, editor)
+        self.stdout.write(f"Current arguments: {text}\n")
+        return self.ask("New arguments as JSON (empty to cancel): ") or None
+
+
+def edit_in_editor(text: str, editor: str) -> str:
+    with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False) as handle:
+        handle.write(text)
+        name = handle.name
+    try:
+        subprocess.run([*editor.split(), name], check=True)
+        with open(name) as edited:
+            return edited.read()
+    finally:
+        os.unlink(name)
+
+
+def parse_modified_args(record: ApprovalRecord, text: str) -> dict | str:
+    """The new arguments, or a sentence saying what is wrong with them."""
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"not valid JSON: {error}"
+    if not isinstance(args, dict):
+        return 'the arguments must be a JSON object, e.g. {"paths": ["a.log"]}'
+    spec = REGISTRY[record.action_json.tool]
+    try:
+        spec.args_model.model_validate(args)
+    except ValidationError as error:
+        return f"invalid for {spec.name}: {format_validation_error(error)}"
+    return args
+
+
+def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> AnyDecision | None:
+    """y, n (then a reason) or e (then new arguments); None when input ends."""
+    common = {
+        "approval_id": record.id,
+        "reviewer": reviewer,
+        "decision_id": f"dec_{uuid.uuid4().hex[:12]}",
+        "action_digest": record.action_digest,
+    }
+    while True:
+        answer = prompter.ask(PROMPT)
+        if answer is None:
+            return None
+        choice = answer.lower()
+        if choice in ("y", "yes"):
+            return ApproveDecision(**common)
+        if choice in ("n", "no"):
+            reason = prompter.ask("Reason for rejecting (sent to the agent): ")
+            return RejectDecision(**common, reason=reason or "")
+        if choice in ("e", "edit"):
+            current = json.dumps(record.action_json.args, indent=2, ensure_ascii=False)
+            edited = prompter.edit(current)
+            if edited is None:
+                continue
+            parsed = parse_modified_args(record, edited)
+            if isinstance(parsed, str):
+                prompter.stdout.write(f"Not sent: {parsed}. Try again.\n")
+                continue
+            return ModifyDecision(**common, args=parsed)
+        prompter.stdout.write("Answer y (approve), n (reject) or e (edit the arguments).\n")
+
+
+async def send_decision(
+    handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float = 10.0
+) -> DecisionEntry | None:
+    """Signal the decision, then wait until the run's decision log shows its outcome."""
+    signal = {
+        "approve": contract.SIGNAL_APPROVE,
+        "reject": contract.SIGNAL_REJECT,
+        "modify": contract.SIGNAL_MODIFY,
+    }[decision.kind]
+    if decision.decision_id is None:
+        decision = decision.model_copy(update={"decision_id": f"dec_{uuid.uuid4().hex[:12]}"})
+    await handle.signal(signal, decision.model_dump(mode="json", exclude={"kind"}))
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    delay = 0.02
+    while True:
+        records: list[ApprovalRecord] = await handle.query(
+            contract.QUERY_APPROVALS, result_type=list[ApprovalRecord]
+        )
+        for record in records:
+            for entry in record.decisions:
+                if entry.decision_id == decision.decision_id:
+                    return entry
+        if asyncio.get_running_loop().time() > deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)

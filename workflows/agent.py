@@ -1,0 +1,560 @@
+"""The agent run: an LLM loop whose flagged tool calls wait for a reviewer's decision."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from hitl import contract, policy
+    from hitl.models import (
+        SCRIPTED_BANNER,
+        ApprovalContext,
+        ApprovalRecord,
+        ApprovalStatus,
+        AssistantTurn,
+        ChatMessage,
+        DecisionEntry,
+        DecisionKind,
+        LlmRequest,
+        ModifyDecision,
+        PendingApproval,
+        RefusedDecision,
+        RejectDecision,
+        RunInput,
+        RunResult,
+        RunState,
+        RunStatus,
+        ToolAction,
+        ToolCall,
+        ToolPreview,
+        ToolRequest,
+        ToolResult,
+        ToolRun,
+    )
+    from hitl.tools import REGISTRY, ToolSpec, tool_schemas
+
+SYSTEM_PROMPT = (
+    "You are an operations agent working inside one workspace directory. Use the tools to do "
+    "the user's task. Inspect before you act. Tools that change things (deleting or writing "
+    "files, running commands, sending email) are reviewed by a human first: they may approve, "
+    "modify or reject. If an action is rejected, do not propose the same action again: find "
+    "another way or stop and explain. Finish with a short answer saying what you did."
+)
+
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+
+
+def _error(message: str) -> ToolResult:
+    return ToolResult(ok=False, error=message, summary=message)
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+@workflow.defn(name=contract.WORKFLOW_NAME)
+class AgentWorkflow:
+    """One agent run.
+
+    Signals `approve`, `reject`, `modify` decide an approval named by `approval_id`;
+    every one, applied or refused, lands in that approval's decision log (or, when it
+    names no approval of this run, in the run's refused decisions).
+    Queries `approvals` (every `ApprovalRecord`) and `status` (`RunStatus`).
+    """
+
+    @workflow.init
+    def __init__(self, run: RunInput) -> None:
+        self._run = run
+        self._state = RunState.RUNNING
+        self._step = 0
+        self._answer: str | None = None
+        self._approvals: dict[str, ApprovalRecord] = {}
+        self._rejected: dict[str, ApprovalRecord] = {}
+        self._refused: list[RefusedDecision] = []
+        self._tool_runs: list[ToolRun] = []
+        self._models_seen: list[str] = []
+
+    @workflow.run
+    async def run(self, run: RunInput) -> RunResult:
+        started_at = workflow.now()
+        messages = [
+            ChatMessage(role="system", content=SYSTEM_PROMPT),
+            ChatMessage(role="user", content=run.task),
+        ]
+        schemas = tool_schemas()
+        self._publish()
+        while self._answer is None:
+            if self._step >= run.max_steps:
+                self._state = RunState.STEP_LIMIT
+                self._answer = (
+                    f"Stopped after {run.max_steps} steps without a final answer "
+                    "(raise max_steps to allow more)."
+                )
+                break
+            self._step += 1
+            turn = await self._next_turn(messages, schemas)
+            messages.append(
+                ChatMessage(role="assistant", content=turn.content, tool_calls=turn.tool_calls)
+            )
+            if not turn.tool_calls:
+                self._state = RunState.COMPLETED
+                self._answer = turn.content
+                break
+            step = self._step
+            results = await asyncio.gather(
+                *(self._handle_call(step, call, turn.content) for call in turn.tool_calls)
+            )
+            for call, result in zip(turn.tool_calls, results, strict=True):
+                messages.append(
+                    ChatMessage(
+                        role="tool",
+                        tool_call_id=call.id,
+                        content=json.dumps(
+                            result.model_dump(mode="json", exclude={"summary"}),
+                            ensure_ascii=False,
+                        ),
+                    )
+                )
+        self._publish()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        info = workflow.info()
+        return RunResult(
+            state=self._state,
+            answer=self._answer,
+            steps=self._step,
+            approvals=list(self._approvals.values()),
+            tool_runs=self._tool_runs,
+            refused_decisions=self._refused,
+            evidence={
+                "workflow_id": info.workflow_id,
+                "run_id": info.run_id,
+                "task_queue": info.task_queue,
+                "task": run.task,
+                "workspace": run.workspace,
+                "model": {
+                    "provider": run.model.provider,
+                    "requested": run.model.name,
+                    "base_url": run.model.base_url,
+                    "answered_by": self._models_seen,
+                },
+                "started_at": started_at.isoformat(),
+                "finished_at": workflow.now().isoformat(),
+                "state": self._state.value,
+                "steps": self._step,
+                "answer": self._answer,
+                "origin": run.origin,
+            },
+        )
+
+    # --- signals and queries ------------------------------------------------------
+
+    @workflow.signal(name=contract.SIGNAL_APPROVE)
+    def approve(self, payload: Any) -> None:
+        self._receive(DecisionKind.APPROVE, payload)
+
+    @workflow.signal(name=contract.SIGNAL_REJECT)
+    def reject(self, payload: Any) -> None:
+        self._receive(DecisionKind.REJECT, payload)
+
+    @workflow.signal(name=contract.SIGNAL_MODIFY)
+    def modify(self, payload: Any) -> None:
+        self._receive(DecisionKind.MODIFY, payload)
+
+    @workflow.query(name=contract.QUERY_APPROVALS)
+    def approvals(self) -> list[ApprovalRecord]:
+        return list(self._approvals.values())
+
+    @workflow.query(name=contract.QUERY_STATUS)
+    def status(self) -> RunStatus:
+        return RunStatus(
+            state=self._current_state(),
+            task=self._run.task,
+            step=self._step,
+            max_steps=self._run.max_steps,
+            pending=self._pending(),
+            approvals_total=len(self._approvals),
+            refused_decisions=self._refused,
+            answer=self._answer,
+        )
+
+    # --- the decision path ----------------------------------------------------------
+
+    def _receive(self, kind: DecisionKind, payload: Any) -> None:
+        """Apply or refuse one decision; never raise, so no signal can fail the run."""
+        now = workflow.now()
+        raw = dict(payload) if isinstance(payload, dict) else payload
+        if isinstance(raw, dict):
+            raw.pop("kind", None)
+        try:
+            decision = policy.DECISION_MODELS[kind].model_validate(raw)
+        except ValidationError as error:
+            refusal = f"malformed {kind.value} decision: {policy.format_validation_error(error)}"
+            fields: dict[str, Any] = raw if isinstance(raw, dict) else {}
+
+            def text(name: str) -> str | None:
+                value = fields.get(name)
+                return value if isinstance(value, str) else None
+
+            record = self._approvals.get(text("approval_id") or "")
+            if record is None:
+                self._refuse_unattached(now, payload, refusal)
+            else:
+                record.decisions.append(
+                    DecisionEntry(
+                        decision_id=text("decision_id"),
+                        kind=kind,
+                        reviewer=text("reviewer") or "unknown",
+                        received_at=now,
+                        outcome="refused",
+                        refusal=refusal,
+                    )
+                )
+                workflow.logger.warning("Refused decision on %s: %s", record.id, refusal)
+            return
+
+        record = self._approvals.get(decision.approval_id)
+        if record is None:
+            known = ", ".join(self._approvals) or "none yet"
+            self._refuse_unattached(
+                now,
+                payload,
+                f"unknown approval id {decision.approval_id!r}: this run's approvals are {known}",
+            )
+            return
+
+        verdict = policy.judge(record, decision, REGISTRY[record.action_json.tool])
+        entry = DecisionEntry(
+            decision_id=decision.decision_id,
+            kind=kind,
+            reviewer=decision.reviewer,
+            reason=decision.reason if isinstance(decision, RejectDecision) else decision.comment,
+            args=decision.args if isinstance(decision, ModifyDecision) else None,
+            received_at=now,
+            outcome="refused" if verdict.refusal else "applied",
+            refusal=verdict.refusal,
+        )
+        record.decisions.append(entry)
+        if verdict.refusal:
+            workflow.logger.warning("Refused decision on %s: %s", record.id, verdict.refusal)
+            return
+        record.reviewer = decision.reviewer
+        record.reviewed_at = now
+        record.reason = entry.reason or None
+        if isinstance(decision, RejectDecision):
+            record.status = ApprovalStatus.REJECTED
+            record.reason = decision.reason or "no reason given"
+        elif verdict.modified_action is not None:
+            record.status = ApprovalStatus.MODIFIED
+            record.modified_action_json = verdict.modified_action
+        else:
+            record.status = ApprovalStatus.APPROVED
+        workflow.logger.info(
+            "Approval %s %s by %s", record.id, record.status.value, decision.reviewer
+        )
+
+    def _refuse_unattached(self, now: datetime, payload: Any, refusal: str) -> None:
+        self._refused.append(RefusedDecision(received_at=now, payload=payload, refusal=refusal))
+        workflow.logger.warning("Refused decision: %s", refusal)
+
+    # --- one tool call ---------------------------------------------------------------
+
+    async def _handle_call(self, step: int, call: ToolCall, reasoning: str) -> ToolResult:
+        spec = REGISTRY.get(call.name)
+        args_seen: Any = call.arguments
+        approval_id: str | None = None
+        if spec is None:
+            result = _error(f"unknown tool {call.name!r}; the tools are: {', '.join(REGISTRY)}")
+        else:
+            try:
+                args_seen = json.loads(call.arguments or "{}")
+            except json.JSONDecodeError as error:
+                result = _error(f"the arguments of {call.name} are not valid JSON: {error}")
+            else:
+                try:
+                    args = spec.args_model.model_validate(args_seen)
+                except ValidationError as error:
+                    result = _error(
+                        f"invalid arguments for {call.name}: "
+                        f"{policy.format_validation_error(error)}"
+                    )
+                else:
+                    action = ToolAction(tool=spec.name, args=args.model_dump(mode="json"))
+                    if spec.needs_approval(args):
+                        approval_id, result = await self._gated(step, spec, args, action, reasoning)
+                    else:
+                        result = await self._execute(action, None, None)
+        self._tool_runs.append(
+            ToolRun(
+                step=step,
+                call_id=call.id,
+                tool=call.name,
+                args=args_seen,
+                approval_id=approval_id,
+                result=result,
+            )
+        )
+        return result
+
+    async def _gated(
+        self, step: int, spec: ToolSpec, args: Any, action: ToolAction, reasoning: str
+    ) -> tuple[str | None, ToolResult]:
+        earlier = self._rejected.get(action.key())
+        if earlier is not None:
+            return None, _error(
+                f"this exact action was already rejected in this run (approval {earlier.id}, "
+                f"by {earlier.reviewer}): {earlier.reason}. It was not asked again. Do not "
+                "propose it again; find another way or stop and explain."
+            )
+        preview = await self._preview(action)
+        now = workflow.now()
+        info = workflow.info()
+        record = ApprovalRecord(
+            id=f"apr_{workflow.uuid4().hex[:16]}",
+            session_id=info.workflow_id,
+            run_id=info.run_id,
+            action_json=action,
+            action_digest=action.digest(),
+            created_at=now,
+            expires_at=now + policy.approval_timeout(spec, self._run),
+            context=ApprovalContext(
+                original_request=self._run.task, reasoning=reasoning, step=step
+            ),
+            preview=preview,
+            risk=spec.risk(args, preview),
+        )
+        self._approvals[record.id] = record
+        if policy.auto_approved(record.risk, self._run.auto_approve_below):
+            record.status = ApprovalStatus.APPROVED
+            record.reviewer = policy.POLICY_REVIEWER
+            record.reviewed_at = now
+            record.reason = (
+                f"risk {record.risk} is below the run's auto-approve threshold "
+                f"{self._run.auto_approve_below}"
+            )
+            record.decisions.append(
+                DecisionEntry(
+                    kind=DecisionKind.POLICY,
+                    reviewer=policy.POLICY_REVIEWER,
+                    reason=record.reason,
+                    received_at=now,
+                    outcome="applied",
+                )
+            )
+        else:
+            await self._await_decision(record)
+        return record.id, await self._conclude(record)
+
+    async def _await_decision(self, record: ApprovalRecord) -> None:
+        self._publish()
+        workflow.logger.info(
+            "Approval %s pending: %s %s (risk %d, expires %s)",
+            record.id,
+            record.action_json.tool,
+            record.preview.summary,
+            record.risk,
+            record.expires_at.isoformat(),
+        )
+        try:
+            await workflow.execute_activity(
+                contract.ACTIVITY_NOTIFY,
+                record,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=TOOL_RETRY,
+                summary=f"notify reviewers: {record.id}",
+            )
+        except ActivityError as error:
+            # A notification that can't be delivered must not cost the approval.
+            workflow.logger.warning("Notification for %s failed: %s", record.id, error.cause)
+        timeout = record.expires_at - record.created_at
+        try:
+            await workflow.wait_condition(
+                lambda: record.status is not ApprovalStatus.PENDING,
+                timeout=timeout,
+                timeout_summary=f"approval {record.id} timeout",
+            )
+        except TimeoutError:
+            pass
+        # The status, not which of the two woke us, is the truth: a decision and the
+        # timer can land in the same workflow task, and the decision came first.
+        if record.status is ApprovalStatus.PENDING:
+            now = workflow.now()
+            record.status = ApprovalStatus.REJECTED
+            record.reviewer = policy.TIMEOUT_REVIEWER
+            record.reviewed_at = now
+            record.reason = (
+                f"no decision came within {_duration(timeout)}; auto-rejected at {now.isoformat()}"
+            )
+            record.decisions.append(
+                DecisionEntry(
+                    kind=DecisionKind.TIMEOUT,
+                    reviewer=policy.TIMEOUT_REVIEWER,
+                    reason=record.reason,
+                    received_at=now,
+                    outcome="applied",
+                )
+            )
+            workflow.logger.warning("Approval %s timed out: %s", record.id, record.reason)
+        self._publish()
+
+    async def _conclude(self, record: ApprovalRecord) -> ToolResult:
+        if record.status is ApprovalStatus.REJECTED:
+            self._rejected[record.action_json.key()] = record
+            who = (
+                "nobody (timeout)"
+                if record.reviewer == policy.TIMEOUT_REVIEWER
+                else (record.reviewer)
+            )
+            return _error(
+                f"REJECTED by {who}: {record.reason}. The action was not performed. Do not "
+                "retry the same action; find another way to do the task or stop and explain."
+            )
+        preview = record.preview
+        if record.modified_action_json is not None:
+            record.modified_preview = await self._preview(record.modified_action_json)
+            preview = record.modified_preview
+        result = await self._execute(record.effective_action, record.id, preview)
+        record.executed_at = workflow.now()
+        record.result = result
+        if record.status is ApprovalStatus.MODIFIED and result.ok:
+            result = result.model_copy(
+                update={
+                    "summary": f"{result.summary} (arguments modified by {record.reviewer})",
+                    "output": {
+                        "reviewer_modified_arguments": record.effective_action.args,
+                        "result": result.output,
+                    },
+                }
+            )
+        return result
+
+    # --- activities ------------------------------------------------------------------
+
+    async def _next_turn(self, messages: list[ChatMessage], schemas: list[dict]) -> AssistantTurn:
+        model = self._run.model
+        try:
+            turn: AssistantTurn = await workflow.execute_activity(
+                contract.ACTIVITY_LLM,
+                LlmRequest(model=model, messages=messages, tools=schemas),
+                result_type=AssistantTurn,
+                start_to_close_timeout=timedelta(minutes=3),
+                retry_policy=LLM_RETRY,
+                summary=f"step {self._step}: ask {model.provider}:{model.name}",
+            )
+        except ActivityError as error:
+            raise ApplicationError(
+                f"the model could not be asked at step {self._step}: {error.cause}",
+                non_retryable=True,
+            ) from error
+        if turn.model and turn.model not in self._models_seen:
+            self._models_seen.append(turn.model)
+        if turn.scripted and not turn.content.startswith(SCRIPTED_BANNER):
+            turn.content = f"{SCRIPTED_BANNER} {turn.content}".strip()
+        return turn
+
+    async def _preview(self, action: ToolAction) -> ToolPreview:
+        try:
+            preview: ToolPreview = await workflow.execute_activity(
+                contract.ACTIVITY_PREVIEW,
+                ToolRequest(action=action, workspace=self._run.workspace),
+                result_type=ToolPreview,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=TOOL_RETRY,
+                summary=f"preview {action.tool}",
+            )
+        except ActivityError as error:
+            # The reviewer still decides; they are told the preview is missing.
+            return ToolPreview(
+                summary=f"{action.tool}: no preview available",
+                warnings=[f"the preview failed: {error.cause}"],
+            )
+        return preview
+
+    async def _execute(
+        self, action: ToolAction, approval_id: str | None, preview: ToolPreview | None
+    ) -> ToolResult:
+        spec = REGISTRY[action.tool]
+        args = spec.args_model.model_validate(action.args)
+        label = f"{action.tool}" + (f" (approval {approval_id})" if approval_id else "")
+        try:
+            result: ToolResult = await workflow.execute_activity(
+                contract.ACTIVITY_RUN_TOOL,
+                ToolRequest(
+                    action=action,
+                    workspace=self._run.workspace,
+                    idempotency_key=approval_id,
+                    preview=preview,
+                ),
+                result_type=ToolResult,
+                start_to_close_timeout=spec.execution_timeout(args),
+                retry_policy=TOOL_RETRY,
+                summary=label,
+            )
+        except ActivityError as error:
+            return _error(f"{action.tool} failed: {error.cause}")
+        return result
+
+    # --- visibility ------------------------------------------------------------------
+
+    def _pending(self) -> list[PendingApproval]:
+        return [
+            record.summary()
+            for record in self._approvals.values()
+            if record.status is ApprovalStatus.PENDING
+        ]
+
+    def _current_state(self) -> RunState:
+        if self._answer is not None:
+            return self._state
+        return RunState.AWAITING_APPROVAL if self._pending() else RunState.RUNNING
+
+    def _publish(self) -> None:
+        """Mirror the run's approval state to search attributes, memo and current details."""
+        pending = self._pending()
+        state = self._current_state()
+        workflow.upsert_search_attributes(
+            [
+                contract.STATE_KEY.value_set(state.value),
+                contract.PENDING_KEY.value_set(len(pending)),
+                contract.APPROVAL_IDS_KEY.value_set(list(self._approvals)),
+            ]
+        )
+        workflow.upsert_memo(
+            {
+                contract.MEMO_PENDING: [item.model_dump(mode="json") for item in pending],
+                contract.MEMO_TASK: self._run.task,
+            }
+        )
+        if pending:
+            details = "\n".join(
+                f"awaiting approval: {item.tool}, {item.summary}, expires "
+                f"{item.expires_at:%H:%M} UTC ({item.id})"
+                for item in pending
+            )
+        elif self._answer is not None:
+            details = f"{state.value}: {self._answer}"
+        else:
+            details = f"running: step {self._step} of at most {self._run.max_steps}"
+        workflow.set_current_details(details)
