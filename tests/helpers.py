@@ -1,0 +1,119 @@
+"""What the tests do to a run: start it, wait for approvals, decide, read records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from hitl import contract
+from hitl.devserver import temporal_binary
+from hitl.models import (
+    ApprovalRecord,
+    ModelSettings,
+    RunInput,
+    RunResult,
+    RunStatus,
+    ScriptedTurn,
+    ToolCall,
+)
+
+CLEANUP_TASK = "Delete all log files older than 7 days"
+
+
+def turn(*calls: tuple[str, Any], content: str = "") -> ScriptedTurn:
+    """A scripted turn; a call's arguments may be a dict or raw (possibly broken) text."""
+    return ScriptedTurn(
+        content=content,
+        tool_calls=[
+            ToolCall(
+                id=f"call_{uuid.uuid4().hex[:8]}",
+                name=name,
+                arguments=args if isinstance(args, str) else json.dumps(args),
+            )
+            for name, args in calls
+        ],
+    )
+
+
+async def start_run(
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    task: str = CLEANUP_TASK,
+    script: list[ScriptedTurn] | None = None,
+    **overrides: Any,
+) -> WorkflowHandle[Any, RunResult]:
+    run = RunInput(
+        task=task,
+        workspace=str(workspace),
+        model=overrides.pop("model", None) or ModelSettings(provider="scripted", script=script),
+        **overrides,
+    )
+    return await client.start_workflow(
+        contract.WORKFLOW_NAME,
+        run,
+        id=f"test-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue,
+        result_type=RunResult,
+    )
+
+
+async def status(handle: WorkflowHandle) -> RunStatus:
+    return await handle.query(contract.QUERY_STATUS, result_type=RunStatus)
+
+
+async def approvals(handle: WorkflowHandle) -> list[ApprovalRecord]:
+    return await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+
+
+async def wait_pending(
+    handle: WorkflowHandle, count: int = 1, timeout: float = 20
+) -> list[ApprovalRecord]:
+    """The pending approvals, once there are `count` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pending = [r for r in await approvals(handle) if r.status.value == "pending"]
+        if len(pending) >= count:
+            return pending
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"expected {count} pending approvals, have {len(pending)}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_decisions(
+    handle: WorkflowHandle, approval_id: str | None, count: int, timeout: float = 10
+) -> Any:
+    """The decision log of an approval (or the run's refused decisions) once it has `count`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if approval_id is None:
+            log: list[Any] = (await status(handle)).refused_decisions
+        else:
+            log = next(r for r in await approvals(handle) if r.id == approval_id).decisions
+        if len(log) >= count:
+            return log
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"expected {count} decisions, have {len(log)}: {log}")
+        await asyncio.sleep(0.05)
+
+
+def decision(approval_id: str, reviewer: str = "alice", **fields: Any) -> dict[str, Any]:
+    return {"approval_id": approval_id, "reviewer": reviewer, **fields}
+
+
+async def temporal_cli(*args: str, timeout: float = 30) -> str:
+    """Run the `temporal` CLI without blocking the event loop the test's worker runs on."""
+    process = await asyncio.create_subprocess_exec(
+        temporal_binary(),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode == 0, f"temporal {' '.join(args)} failed: {err.decode()}"
+    return out.decode()

@@ -1,0 +1,209 @@
+"""The tools' activities on real files: confinement, previews, idempotency, at-most-once."""
+
+from __future__ import annotations
+
+import email
+import os
+import socketserver
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.tools import preview_tool, run_tool
+from activities.workspace import JOURNAL_DIR, Journal
+from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
+
+
+async def preview(workspace: Path, tool: str, **args: Any) -> ToolPreview:
+    request = ToolRequest(action=ToolAction(tool=tool, args=args), workspace=str(workspace))
+    return await ActivityEnvironment().run(preview_tool, request)
+
+
+async def run(
+    workspace: Path,
+    tool: str,
+    key: str | None = None,
+    seen: ToolPreview | None = None,
+    **args: Any,
+) -> ToolResult:
+    request = ToolRequest(
+        action=ToolAction(tool=tool, args=args),
+        workspace=str(workspace),
+        idempotency_key=key,
+        preview=seen,
+    )
+    return await ActivityEnvironment().run(run_tool, request)
+
+
+async def test_find_files_filters_by_age_and_reports_size_and_time(workspace: Path) -> None:
+    result = await run(workspace, "find_files", pattern="*.log", older_than_days=7)
+    files = result.output["files"]
+    assert sorted(item["path"] for item in files) == sorted(OLD_LOGS)
+    assert all(item["size"] == 500 and item["modified"].endswith("+00:00") for item in files)
+    everything = await run(workspace, "find_files")
+    assert len(everything.output["files"]) == len(OLD_LOGS + NEW_LOGS + OTHER)
+
+
+async def test_paths_are_confined_to_the_workspace(workspace: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    (workspace / "escape").symlink_to(tmp_path)
+    (workspace / "link.log").symlink_to(secret)
+    for path, expected in [
+        ("../secret.txt", "leads out of the workspace"),
+        (str(secret), "is an absolute path"),
+        ("escape/secret.txt", "outside the workspace through a symlink"),
+        ("link.log", "outside the workspace through a symlink"),
+        (f"{JOURNAL_DIR}/actions/x.json", "reserve"),
+    ]:
+        result = await run(workspace, "read_file", path=path)
+        assert not result.ok and expected in (result.error or ""), path
+    deleted = await run(workspace, "delete_files", key="apr_x", paths=["../secret.txt"])
+    assert not deleted.ok and secret.exists()
+    found = await run(workspace, "find_files", pattern="*.log")
+    assert "link.log" not in [item["path"] for item in found.output["files"]]
+
+
+async def test_delete_preview_lists_files_and_flags_missing_ones(workspace: Path) -> None:
+    seen = await preview(workspace, "delete_files", paths=[*OLD_LOGS, "logs/gone.log"])
+    assert seen.facts["existing"] == 3 and seen.facts["total_bytes"] == 1500
+    assert "logs/gone.log does not exist" in seen.warnings
+    assert "MISSING" in seen.details and all(name in seen.details for name in OLD_LOGS)
+    assert seen.summary == "delete 3 files (1.5 KB), 1 not deletable"
+
+
+async def test_delete_is_exact_idempotent_and_keeps_what_changed_since_the_preview(
+    workspace: Path,
+) -> None:
+    seen = await preview(workspace, "delete_files", paths=OLD_LOGS)
+    (workspace / OLD_LOGS[2]).write_text("rewritten after the reviewer looked")
+    (workspace / "logs/app-2026-12-01.log").write_text("appeared later")
+    first = await run(workspace, "delete_files", key="apr_1", seen=seen, paths=OLD_LOGS)
+    assert first.output["deleted"] == OLD_LOGS[:2]
+    assert first.output["kept"] == [
+        {"path": OLD_LOGS[2], "reason": "changed since the reviewer saw the preview"}
+    ]
+    # A retry of the same approval returns what happened and does nothing more.
+    again = await run(workspace, "delete_files", key="apr_1", seen=seen, paths=OLD_LOGS)
+    assert again == first
+    assert OLD_LOGS[2] in files_in(workspace) and "logs/app-2026-12-01.log" in files_in(workspace)
+
+
+async def test_write_file_previews_a_diff_and_refuses_a_file_changed_since(
+    workspace: Path,
+) -> None:
+    seen = await preview(workspace, "write_file", path="config/app.yaml", content="a: 1\n")
+    assert seen.details.startswith("--- a/config/app.yaml")
+    assert "+a: 1" in seen.details and "-" + "x" * 50 in seen.details
+    (workspace / "config/app.yaml").write_text("someone else: edited\n")
+    refused = await run(
+        workspace, "write_file", key="apr_w", seen=seen, path="config/app.yaml", content="a: 1\n"
+    )
+    assert not refused.ok and "changed since the reviewer saw the diff" in (refused.error or "")
+    assert (workspace / "config/app.yaml").read_text() == "someone else: edited\n"
+    fresh = await preview(workspace, "write_file", path="new/settings.toml", content="x = 1\n")
+    assert fresh.summary == "create new/settings.toml (+1 -0 lines)"
+    done = await run(
+        workspace,
+        "write_file",
+        key="apr_n",
+        seen=fresh,
+        path="new/settings.toml",
+        content="x = 1\n",
+    )
+    assert done.ok and (workspace / "new/settings.toml").read_text() == "x = 1\n"
+
+
+async def test_run_command_runs_once_with_a_time_limit_and_no_secrets(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-leaks")
+    script = "import os; print(os.getcwd()); print(os.environ.get('OPENAI_API_KEY'))"
+    seen = await preview(workspace, "run_command", argv=[sys.executable, "-c", script])
+    assert sys.executable in seen.details
+    done = await run(workspace, "run_command", key="apr_c", argv=[sys.executable, "-c", script])
+    assert done.ok and done.output["exit_code"] == 0
+    assert done.output["stdout"].split() == [str(workspace.resolve()), "None"]
+    slow = await run(
+        workspace,
+        "run_command",
+        key="apr_slow",
+        argv=[sys.executable, "-c", "import time; time.sleep(5)"],
+        timeout_seconds=0.5,
+    )
+    assert not slow.ok and slow.output["timed_out"] and "0.5 s limit" in (slow.error or "")
+    # An attempt that claimed the approval and died is not repeated.
+    marker = workspace / "marker"
+    Journal(workspace.resolve(), "apr_died").begin({"tool": "run_command"})
+    again = await run(
+        workspace,
+        "run_command",
+        key="apr_died",
+        argv=[sys.executable, "-c", f"open({str(marker)!r}, 'w')"],
+    )
+    assert not again.ok and "not repeated" in (again.error or "") and not marker.exists()
+
+
+async def test_send_email_goes_to_the_outbox_at_most_once_per_approval(workspace: Path) -> None:
+    args = {"to": "ops@example.com, cto@example.com", "subject": "Cleanup", "body": "Done."}
+    seen = await preview(workspace, "send_email", **args)
+    assert "To: ops@example.com, cto@example.com" in seen.details
+    first = await run(workspace, "send_email", key="apr_mail", **args)
+    second = await run(workspace, "send_email", key="apr_mail", **args)
+    assert first.ok and second == first
+    [sent] = list((workspace / "outbox").iterdir())
+    message = email.message_from_bytes(sent.read_bytes())
+    assert message["Message-ID"] == "<apr_mail@hitl-agents>" and message["Subject"] == "Cleanup"
+
+
+class _SMTP(socketserver.StreamRequestHandler):
+    received: list[bytes] = []
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 test ESMTP\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                self.wfile.write(b"354 go on\r\n")
+                data = b""
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    data += chunk
+                type(self).received.append(data)
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+async def test_send_email_over_smtp_when_configured(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SMTP)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HITL_SMTP_URL", f"smtp://127.0.0.1:{server.server_address[1]}")
+        args = {"to": ["ops@example.com"], "subject": "Hello", "body": "From the agent."}
+        done = await run(workspace, "send_email", key="apr_smtp", **args)
+        await run(workspace, "send_email", key="apr_smtp", **args)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.ok and "SMTP 127.0.0.1" in done.summary
+    assert len(_SMTP.received) == 1 and b"Subject: Hello" in _SMTP.received[0]
+    assert not (workspace / "outbox").exists()
+
+
+def test_journal_claims_a_key_once(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, "apr/../../evil")
+    assert journal.path.parent == tmp_path / JOURNAL_DIR / "actions"
+    assert journal.begin({"a": 1}) and not journal.begin({"a": 1})
+    journal.finish({"a": 1}, {"ok": True})
+    assert journal.read() == {"status": "done", "action": {"a": 1}, "result": {"ok": True}}
+    assert not os.path.exists(journal.path.with_suffix(".tmp"))

@@ -1,0 +1,187 @@
+"""Pure pieces: policy, specs, the scripted model, configuration and argument parsing."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from activities.scripted import scripted_turn
+from hitl import policy
+from hitl.config import choose_model, load_settings
+from hitl.models import (
+    SCRIPTED_BANNER,
+    ApprovalContext,
+    ApprovalRecord,
+    ApprovalStatus,
+    ApproveDecision,
+    ChatMessage,
+    LlmRequest,
+    ModelSettings,
+    ModifyDecision,
+    RunInput,
+    ToolAction,
+    ToolPreview,
+)
+from hitl.review import Prompter, ask_decision, format_approval
+from hitl.tools import REGISTRY, SendEmailArgs
+from starter import parse_duration
+
+
+def record(**changes: object) -> ApprovalRecord:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    action = ToolAction(tool="delete_files", args={"paths": ["a.log", "b.log"]})
+    base = ApprovalRecord(
+        id="apr_1",
+        session_id="run-1",
+        action_json=action,
+        action_digest=action.digest(),
+        created_at=now,
+        expires_at=now + timedelta(minutes=30),
+        context=ApprovalContext(original_request="clean up", reasoning="they are old"),
+        preview=ToolPreview(summary="delete 2 files (1 KB)", details="  a.log\n  b.log"),
+        risk=38,
+    )
+    return base.model_copy(update=changes)
+
+
+def test_timeouts_take_the_most_specific_setting() -> None:
+    spec = REGISTRY["delete_files"]
+    run = RunInput(task="t", workspace="/w")
+    assert policy.approval_timeout(spec, run) == timedelta(minutes=30)
+    run = RunInput(task="t", workspace="/w", approval_timeout_seconds=60)
+    assert policy.approval_timeout(spec, run) == timedelta(seconds=60)
+    run = RunInput(
+        task="t",
+        workspace="/w",
+        approval_timeout_seconds=60,
+        tool_approval_timeouts={"delete_files": 5},
+    )
+    assert policy.approval_timeout(spec, run) == timedelta(seconds=5)
+
+
+def test_judge_refuses_decided_and_invalid_decisions() -> None:
+    spec = REGISTRY["delete_files"]
+    pending = record()
+    assert (
+        policy.judge(pending, ApproveDecision(approval_id="apr_1", reviewer="a"), spec).refusal
+        is None
+    )
+    decided = record(
+        status=ApprovalStatus.APPROVED,
+        reviewer="bob",
+        reviewed_at=datetime(2026, 11, 24, 12, 5, tzinfo=UTC),
+    )
+    refusal = policy.judge(decided, ApproveDecision(approval_id="apr_1", reviewer="a"), spec)
+    assert "already approved by bob at 2026-11-24T12:05:00+00:00" in (refusal.refusal or "")
+    bad = policy.judge(
+        pending,
+        ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["x"], "force": True}),
+        spec,
+    )
+    assert "force: Extra inputs are not permitted" in (bad.refusal or "")
+    good = policy.judge(
+        pending, ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["a.log"]}), spec
+    )
+    assert good.modified_action == ToolAction(tool="delete_files", args={"paths": ["a.log"]})
+
+
+def test_flags_and_schemas_come_from_the_specs() -> None:
+    flagged = {name for name, spec in REGISTRY.items() if spec.requires_approval}
+    assert flagged == {"delete_files", "write_file", "run_command", "send_email"}
+    assert REGISTRY["run_command"].risk(
+        REGISTRY["run_command"].args_model(argv=["rm", "-rf", "x"]), ToolPreview(summary="")
+    ) > REGISTRY["run_command"].risk(
+        REGISTRY["run_command"].args_model(argv=["ls"]), ToolPreview(summary="")
+    )
+    with pytest.raises(ValueError, match="not an email address: nobody"):
+        SendEmailArgs(to="nobody", subject="s", body="b")
+
+
+def test_the_scripted_model_always_says_it_is_scripted() -> None:
+    request = LlmRequest(
+        model=ModelSettings(),
+        messages=[ChatMessage(role="user", content="Write me a poem")],
+        tools=[],
+    )
+    turn = scripted_turn(request)
+    assert turn.scripted and turn.content.startswith(SCRIPTED_BANNER)
+    assert "OPENAI_API_KEY" in turn.content and not turn.tool_calls
+    request.messages[0].content = "Delete all tmp files older than 3 days"
+    [call] = scripted_turn(request).tool_calls
+    assert json.loads(call.arguments) == {"pattern": "*.tmp", "older_than_days": 3.0}
+
+
+def test_model_choice_falls_back_to_scripted_without_credentials() -> None:
+    assert choose_model(None, {}).provider == "scripted"
+    assert choose_model(None, {"OPENAI_API_KEY": "k"}).name == "gpt-4o-mini"
+    chosen = choose_model(
+        None, {"OPENAI_BASE_URL": "http://localhost:11434/v1", "HITL_MODEL": "llama3.1"}
+    )
+    assert (chosen.provider, chosen.name, chosen.base_url) == (
+        "openai",
+        "llama3.1",
+        "http://localhost:11434/v1",
+    )
+    assert choose_model("scripted", {"OPENAI_API_KEY": "k"}).provider == "scripted"
+
+
+def test_settings_say_where_each_value_came_from() -> None:
+    settings = load_settings(
+        {
+            "TEMPORAL_ADDRESS": "temporal:7233",
+            "HITL_TASK_QUEUE": "q",
+            "TEMPORAL_CONFIG_FILE": "/nonexistent.toml",
+        }
+    )
+    assert (settings.address, settings.namespace, settings.task_queue) == (
+        "temporal:7233",
+        "default",
+        "q",
+    )
+    assert settings.sources == {
+        "address": "env TEMPORAL_ADDRESS",
+        "namespace": "default",
+        "task_queue": "env HITL_TASK_QUEUE",
+    }
+
+
+def test_durations() -> None:
+    assert parse_duration("30m") == 1800 and parse_duration("90s") == 90
+    assert parse_duration("1.5h") == 5400 and parse_duration("45") == 45
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_the_summary_shows_what_a_reviewer_decides_on() -> None:
+    text = format_approval(record(), now=datetime(2026, 11, 24, 12, 10, tzinfo=UTC))
+    for expected in [
+        "clean up",
+        "they are old",
+        "delete_files",
+        "a.log",
+        "b.log",
+        "delete 2 files (1 KB)",
+        "Risk:      38/100",
+        "in 20 min; then auto-rejected",
+    ]:
+        assert expected in text
+
+
+def test_the_prompt_takes_y_n_and_edits_and_asks_again_on_nonsense() -> None:
+    def answers(*lines: str) -> Prompter:
+        return Prompter(
+            stdin=io.StringIO("".join(f"{line}\n" for line in lines)), stdout=io.StringIO()
+        )
+
+    approve = ask_decision(record(), "ann", answers("maybe", "y"))
+    assert approve is not None and approve.kind == "approve" and approve.reviewer == "ann"
+    assert approve.action_digest == record().action_digest
+    reject = ask_decision(record(), "ann", answers("n", "too broad"))
+    assert reject is not None and reject.kind == "reject" and reject.reason == "too broad"
+    edit = ask_decision(record(), "ann", answers("e", '{"paths": []}', "e", '{"paths": ["a.log"]}'))
+    assert edit is not None and edit.kind == "modify" and edit.args == {"paths": ["a.log"]}
+    assert ask_decision(record(), "ann", answers()) is None
