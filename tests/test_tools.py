@@ -8,7 +8,7 @@ import socketserver
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -162,7 +162,7 @@ async def test_send_email_goes_to_the_outbox_at_most_once_per_approval(workspace
 
 
 class _SMTP(socketserver.StreamRequestHandler):
-    received: list[bytes] = []
+    received: ClassVar[list[bytes]] = []
 
     def handle(self) -> None:
         self.wfile.write(b"220 test ESMTP\r\n")

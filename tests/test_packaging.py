@@ -1,0 +1,52 @@
+"""docker-compose.yml is for users' machines (no Docker engine here): it must still be right."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from hitl import contract
+from hitl.devserver import server_command
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT.parent / "shared" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict) -> None:
+    if not SCHEMA.exists():
+        pytest.skip(f"the Compose schema is not beside this checkout ({SCHEMA})")
+    jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).validate(compose)
+
+
+def test_compose_server_registers_what_the_dev_server_registers(compose: dict) -> None:
+    server = compose["services"]["temporal"]
+    flags = [arg for arg in server["command"] if arg.startswith("--search-attribute")]
+    ours = server_command(Path("x.db"))
+    expected = [
+        f"--search-attribute={ours[i + 1]}"
+        for i, arg in enumerate(ours)
+        if arg == "--search-attribute"
+    ]
+    assert flags == expected and len(flags) == len(contract.SEARCH_ATTRIBUTES)
+    assert "7233:7233" in server["ports"] and "8233:8233" in server["ports"]
+
+
+def test_compose_worker_reaches_the_server_and_builds_from_this_repo(compose: dict) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert worker["depends_on"]["temporal"]["condition"] == "service_healthy"
+    assert worker["image"] == compose["services"]["temporal"]["image"]
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in shlex.split(line)[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
