@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from hitl import contract
 from hitl.devserver import temporal_binary
@@ -117,3 +119,11 @@ async def temporal_cli(*args: str, timeout: float = 30) -> str:
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode == 0, f"temporal {' '.join(args)} failed: {err.decode()}"
     return out.decode()
+
+
+async def assert_replays(handle: WorkflowHandle) -> None:
+    """The recorded history replays deterministically on today's workflow code."""
+    from workflows import ALL_WORKFLOWS
+
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
 from hitl import contract
@@ -16,6 +17,7 @@ from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 from tests.helpers import (
     CLEANUP_TASK,
     approvals,
+    assert_replays,
     decision,
     start_run,
     status,
@@ -63,6 +65,10 @@ async def test_approve_deletes_exactly_the_old_logs(
     ]
     assert listing == [handle.id]
     assert (await status(handle)).state is RunState.AWAITING_APPROVAL
+    # The Web UI's "current details" say what the run waits for.
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert metadata.current_details.startswith("awaiting approval: delete_files, delete 3 files")
+    assert record.id in metadata.current_details and "expires" in metadata.current_details
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER), "nothing before approval"
 
     await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, comment="old logs, fine"))
@@ -79,6 +85,7 @@ async def test_approve_deletes_exactly_the_old_logs(
     attributes = (await handle.describe()).typed_search_attributes
     assert attributes.get(contract.STATE_KEY) == "completed"
     assert attributes.get(contract.PENDING_KEY) == 0
+    await assert_replays(handle)
 
 
 async def test_reject_deletes_nothing_and_the_agent_reports_it(
@@ -164,6 +171,7 @@ async def test_invalid_and_late_decisions_are_refused_and_the_approval_survives(
     assert done.decisions[-2].decision_id == "d-first"
     assert "already approved by dave" in (done.decisions[-1].refusal or "")
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
+    await assert_replays(handle)
 
 
 async def test_a_per_tool_timeout_auto_rejects(
@@ -267,6 +275,7 @@ async def test_parallel_flagged_calls_are_decided_independently(
     result = await handle.result()
     assert OLD_LOGS[0] in files_in(workspace)
     assert [run.tool for run in result.tool_runs] == ["find_files", "write_file", "delete_files"]
+    await assert_replays(handle)
 
 
 async def test_an_action_identical_to_a_rejected_one_is_refused_without_asking(
