@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 from hitl import contract
 from hitl.config import Settings, choose_model, connect, load_settings
 from hitl.devserver import temporal_binary
+from hitl.entry import exit_now
 from hitl.logs import configure_logging
 from hitl.models import (
     ApprovalRecord,
@@ -310,7 +311,11 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run()))
+    try:
+        code = asyncio.run(run())
+    except SystemExit as done:  # argparse: --help (0) and usage errors (2)
+        code = done.code if isinstance(done.code, int) else 2
+    exit_now(code)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities import ALL_ACTIVITIES
 from hitl.config import connect, load_settings
+from hitl.entry import exit_now
 from hitl.logs import configure_logging
 from hitl.visibility import ensure_search_attributes
 from workflows import ALL_WORKFLOWS
@@ -57,3 +58,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_now(0)

@@ -21,6 +21,7 @@ from pathlib import Path
 import starter
 from hitl.config import connect, load_settings
 from hitl.devserver import DevServer, free_port, port_free
+from hitl.entry import exit_now
 from hitl.visibility import ensure_search_attributes
 
 TASK = "Delete all log files older than 7 days"
@@ -192,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

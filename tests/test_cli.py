@@ -1,0 +1,307 @@
+"""The reviewer's CLI, run as a subprocess against a real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from hitl import contract
+from hitl.devserver import free_port
+from hitl.models import ApprovalStatus
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
+from tests.helpers import approvals, start_run, turn, wait_pending
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+class Hitl:
+    def __init__(self, address: str, task_queue: str) -> None:
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "HITL_"))},
+            "TEMPORAL_ADDRESS": address,
+            "HITL_TASK_QUEUE": task_queue,
+            "HITL_REVIEWER": "cli-reviewer",
+            "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml",
+        }
+
+    async def __call__(self, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hitl.cli",
+            *args,
+            env={**self.env, **env},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def hitl(env: WorkflowEnvironment, task_queue: str) -> Hitl:
+    return Hitl(env.client.service_client.config.target_host, task_queue)
+
+
+async def visible(client: Client, approval_id: str, pending: bool = True) -> None:
+    """Visibility is eventually consistent: wait until the listing shows the approval."""
+    query = f"HitlApprovalIds = '{approval_id}'" + (
+        " AND HitlPendingApprovals > 0" if pending else ""
+    )
+    for _ in range(200):
+        if [wf async for wf in client.list_workflows(query)]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{approval_id} never became visible")
+
+
+async def test_pending_and_show_list_and_explain_an_approval(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    await visible(client, record.id)
+
+    code, out, _ = await hitl("pending", "--json")
+    assert code == 0
+    [mine] = [item for item in json.loads(out) if item["id"] == record.id]
+    for field in (
+        "id",
+        "session_id",
+        "status",
+        "action_json",
+        "preview",
+        "created_at",
+        "expires_at",
+        "reviewer",
+        "reviewed_at",
+        "modified_action_json",
+        "reason",
+    ):
+        assert field in mine
+    assert mine["session_id"] == handle.id and mine["status"] == "pending"
+    assert mine["action_json"]["tool"] == "delete_files"
+    assert sorted(mine["action_json"]["args"]["paths"]) == sorted(OLD_LOGS)
+    code, out, _ = await hitl("pending")
+    assert code == 0 and record.id in out and "delete 3 files" in out and "LEFT" in out
+    code, out, _ = await hitl("pending", "--tool", "send_email", "--json")
+    assert record.id not in out
+
+    code, out, _ = await hitl("show", record.id)
+    assert code == 0
+    for expected in [
+        *OLD_LOGS,
+        "Delete all log files older than 7 days",
+        "scripted model",
+        "delete_files",
+        "Risk:",
+        "Expires:",
+    ]:
+        assert expected in out
+    code, out, _ = await hitl("show", record.id, "--json")
+    assert json.loads(out)["preview"]["facts"]["existing"] == 3
+
+    code, out, _ = await hitl("runs", "--state", "awaiting_approval", "--json")
+    [run] = [item for item in json.loads(out) if item["id"] == handle.id]
+    assert run["pending"] == 1 and run["task"] == "Delete all log files older than 7 days"
+    await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
+    await handle.result()
+
+
+async def test_approve_applies_and_every_later_decision_is_refused(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    await visible(client, record.id)
+
+    code, out, err = await hitl("approve", record.id, "--comment", "routine cleanup")
+    assert code == 0, err
+    assert f"Approved {record.id}" in out and "cli-reviewer" in out
+    result = await handle.result()
+    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
+    assert result.approvals[0].reviewer == "cli-reviewer"
+
+    # The run has ended: a second decision is refused, saying by whom it was decided.
+    code, out, err = await hitl("reject", record.id, "--reason", "changed my mind")
+    assert code == 1 and "approved by cli-reviewer" in err and "Traceback" not in err
+    code, out, err = await hitl("audit", handle.id)
+    assert code == 0 and "approve by cli-reviewer: applied (routine cleanup)" in out
+    code, out, err = await hitl("audit", handle.id, "--json")
+    [audited] = json.loads(out)["approvals"]
+    assert audited["status"] == "approved" and audited["decisions"][0]["outcome"] == "applied"
+
+
+async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    await visible(client, record.id)
+
+    code, _, err = await hitl("modify", record.id, "--args", "{paths: nope")
+    assert code == 1 and "not valid JSON" in err
+    code, _, err = await hitl("modify", record.id, "--args", '{"paths": []}')
+    assert code == 1 and "modified arguments are invalid for delete_files" in err
+    code, _, err = await hitl("approve", "apr_0000000000000000")
+    assert code == 1 and "no run has an approval apr_0000000000000000" in err
+    code, _, err = await hitl("approve", record.id, "--digest", "deadbeefdeadbeef")
+    assert code == 1 and "look at it again" in err
+    [still] = await wait_pending(handle)
+    assert still.id == record.id
+
+    # A second decision while the run is still running is refused by the run itself.
+    code, out, err = await hitl("modify", record.id, "--args", json.dumps({"paths": OLD_LOGS[:1]}))
+    assert code == 0 and f"Modified {record.id}" in out, err
+    code, _, err = await hitl("approve", record.id)
+    assert code == 1 and ("already modified by cli-reviewer" in err or "has already ended" in err)
+    result = await handle.result()
+    assert result.approvals[0].status is ApprovalStatus.MODIFIED
+    assert files_in(workspace) == sorted(OLD_LOGS[1:] + NEW_LOGS + OTHER)
+
+
+async def test_a_decision_after_the_timeout_is_refused(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    wait = turn(("run_command", {"argv": ["true"]}))
+    handle = await start_run(
+        client,
+        task_queue,
+        workspace,
+        script=[turn(("delete_files", {"paths": OLD_LOGS})), wait],
+        tool_approval_timeouts={"delete_files": 1},
+    )
+    [record] = await wait_pending(handle)
+    for _ in range(100):  # the delete times out; the run then waits on the command
+        if len(await approvals(handle)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    code, _, err = await hitl("approve", record.id)
+    assert code == 1 and "timed out" in err
+    assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
+    await handle.terminate("test done")
+
+
+async def test_review_takes_piped_answers(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    script = [
+        turn(
+            ("delete_files", {"paths": [OLD_LOGS[0]]}),
+            ("delete_files", {"paths": [OLD_LOGS[1]]}),
+            ("delete_files", {"paths": [OLD_LOGS[2]]}),
+        )
+    ]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    await wait_pending(handle, count=3)
+    edited = json.dumps({"paths": [NEW_LOGS[0]]})
+    code, out, err = await hitl(
+        "review", "--run", handle.id, stdin=f"y\nn\nnot this one\ne\n{edited}\n"
+    )
+    assert code == 0, err
+    assert out.count("Approve? [y/n/e(dit)]:") == 3 and "[3/3]" in out
+    result = await handle.result()
+    assert [r.status for r in result.approvals] == [
+        ApprovalStatus.APPROVED,
+        ApprovalStatus.REJECTED,
+        ApprovalStatus.MODIFIED,
+    ]
+    assert result.approvals[1].reason == "not this one"
+    assert files_in(workspace) == sorted([OLD_LOGS[1], OLD_LOGS[2], NEW_LOGS[1], *OTHER])
+
+
+async def test_doctor_reports_the_set_up_and_a_server_that_is_down(hitl: Hitl) -> None:
+    code, out, _ = await hitl("doctor")
+    assert code == 0, out
+    for expected in [
+        "temporalio",
+        "temporal version",
+        "env TEMPORAL_ADDRESS",
+        "server        up",
+        "search attrs  registered",
+        "workers       1 polling",
+        "All good.",
+    ]:
+        assert expected in out
+    down = f"127.0.0.1:{free_port()}"
+    code, out, _ = await hitl("doctor", TEMPORAL_ADDRESS=down)
+    assert code == 1 and "DOWN" in out and "make server" in out
+    code, out, err = await hitl("pending", TEMPORAL_ADDRESS=down)
+    assert code == 2 and "cannot reach the Temporal server" in err and "make server" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    code, _, err = await hitl("approve")
+    assert code == 2 and "usage" in err
+
+
+async def test_starter_reviews_inline_and_writes_evidence(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path, tmp_path: Path
+) -> None:
+    evidence = tmp_path / "evidence.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "Delete all log files older than 7 days",
+        "--workspace",
+        str(workspace),
+        "--review",
+        "inline",
+        "--evidence",
+        str(evidence),
+        "--reviewer",
+        "inline-reviewer",
+        cwd=Path(__file__).resolve().parent.parent,
+        env=hitl.env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(b"y\n"), timeout=60)
+    text = out.decode()
+    assert process.returncode == 0, text
+    assert "Starting state:" in text and "temporalio" in text and "scripted" in text
+    assert "Approve? [y/n/e(dit)]:" in text and "Decision applied: approve" in text
+    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
+    data = json.loads(evidence.read_text())
+    assert data["state"] == "completed" and "Deleted 3 file(s)" in data["answer"]
+    assert "starter.py" in data["origin"]["command"]
+    assert data["origin"]["versions"]["temporalio"]
+    assert data["model"]["provider"] == "scripted"
+    assert data["approvals"][0]["reviewer"] == "inline-reviewer"
+    assert data["started_at"] <= data["finished_at"]
+
+
+async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "Delete all log files older than 7 days",
+        "--workspace",
+        str(workspace),
+        "--no-wait",
+        "--id",
+        f"nowait-{task_queue}",
+        cwd=Path(__file__).resolve().parent.parent,
+        env=hitl.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0 and "temporal workflow signal" in out.decode()
+    handle = client.get_workflow_handle(f"nowait-{task_queue}")
+    [record] = await wait_pending(handle)
+    await visible(client, record.id)
+    code, out, err = await hitl("reject", record.id, "--reason", "not today")
+    assert code == 0 and f"Rejected {record.id}" in out, err
+    await handle.result()
+    assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
