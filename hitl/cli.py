@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +45,7 @@ from hitl.models import (
     RunStatus,
 )
 from hitl.review import (
+    AnyDecision,
     Prompter,
     ask_decision,
     edit_in_editor,
@@ -207,33 +208,55 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
     return APPLIED
 
 
-def _report(entry: DecisionEntry | None, record: ApprovalRecord, handle: WorkflowHandle) -> int:
+def _report(entry: DecisionEntry | None, approval_id: str, what: str, run_id: str) -> int:
     if entry is None:
         raise CliError(
-            f"the decision was sent to run {handle.id}, but the run did not confirm it within "
+            f"the decision was sent to run {run_id}, but the run did not confirm it within "
             f"{CONFIRM_SECONDS:g} s; it applies when a worker runs the workflow "
             "(`hitl doctor` checks for workers)"
         )
     if entry.outcome == "applied":
         verb = {"approve": "Approved", "reject": "Rejected", "modify": "Modified"}[entry.kind]
-        print(
-            f"{verb} {record.id} ({record.action_json.tool}: {record.preview.summary}) "
-            f"in run {handle.id} as {entry.reviewer}."
-        )
+        print(f"{verb} {approval_id} ({what}) in run {run_id} as {entry.reviewer}.")
         return APPLIED
-    print(f"Refused: {entry.refusal}", file=sys.stderr)
+    print(f"Refused {approval_id}: {entry.refusal}", file=sys.stderr)
     return REFUSED
 
 
-async def _decide(
+async def decide_pending(
     client: Client,
-    args: argparse.Namespace,
-    build: Any,
+    items: Sequence[PendingApproval],
+    build: Callable[[PendingApproval], AnyDecision],
+    concurrency: int = 64,
+) -> list[tuple[PendingApproval, DecisionEntry | None]]:
+    """Decide many pending approvals at once: signals in parallel, each confirmed by its run."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: PendingApproval) -> tuple[PendingApproval, DecisionEntry | None]:
+        async with gate:
+            handle = client.get_workflow_handle(item.session_id)
+            try:
+                return item, await send_decision(handle, build(item), CONFIRM_SECONDS)
+            except RPCError as error:
+                if error.status is RPCStatusCode.NOT_FOUND:  # the run ended meanwhile
+                    return item, None
+                raise
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+async def _decide(
+    client: Client, args: argparse.Namespace, build: Callable[[str], AnyDecision]
 ) -> int:
+    if args.all:
+        if args.id:
+            raise CliError("give an approval id or --all, not both")
+        return await _decide_all(client, args, build)
+    if not args.id:
+        raise CliError("give the approval id (from `hitl pending`), or --all")
     handle, record = await find_approval(client, args.id)
-    decision = build(record)
     try:
-        entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
+        entry = await send_decision(handle, build(record.id), wait_seconds=CONFIRM_SECONDS)
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND:
             who = f" by {record.reviewer}" if record.reviewer else ""
@@ -243,7 +266,27 @@ async def _decide(
                 REFUSED,
             ) from error
         raise
-    return _report(entry, record, handle)
+    return _report(
+        entry, record.id, f"{record.action_json.tool}: {record.preview.summary}", handle.id
+    )
+
+
+async def _decide_all(
+    client: Client, args: argparse.Namespace, build: Callable[[str], AnyDecision]
+) -> int:
+    items = await list_pending(client, args.tool)
+    if not items:
+        print("No pending approvals." + (f" (tool {args.tool})" if args.tool else ""))
+        return APPLIED
+    outcome = APPLIED
+    for item, entry in await decide_pending(client, items, lambda item: build(item.id)):
+        try:
+            if _report(entry, item.id, f"{item.tool}: {item.summary}", item.session_id):
+                outcome = REFUSED
+        except CliError as error:
+            print(f"{item.id}: {error}", file=sys.stderr)
+            outcome = REFUSED
+    return outcome
 
 
 async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
@@ -251,8 +294,8 @@ async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
     return await _decide(
         client,
         args,
-        lambda record: ApproveDecision(
-            approval_id=record.id,
+        lambda approval_id: ApproveDecision(
+            approval_id=approval_id,
             reviewer=reviewer,
             comment=args.comment or "",
             action_digest=args.digest,
@@ -265,8 +308,8 @@ async def cmd_reject(client: Client, args: argparse.Namespace) -> int:
     return await _decide(
         client,
         args,
-        lambda record: RejectDecision(
-            approval_id=record.id,
+        lambda approval_id: RejectDecision(
+            approval_id=approval_id,
             reviewer=reviewer,
             reason=args.reason,
             action_digest=args.digest,
@@ -304,7 +347,9 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         action_digest=args.digest,
     )
     entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
-    return _report(entry, record, handle)
+    return _report(
+        entry, record.id, f"{record.action_json.tool}: {record.preview.summary}", handle.id
+    )
 
 
 async def cmd_review(client: Client, args: argparse.Namespace) -> int:
@@ -329,7 +374,8 @@ async def cmd_review(client: Client, args: argparse.Namespace) -> int:
             break
         entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
         try:
-            if _report(entry, record, handle) == REFUSED:
+            what = f"{record.action_json.tool}: {record.preview.summary}"
+            if _report(entry, record.id, what, handle.id) == REFUSED:
                 outcome = REFUSED
         except CliError as error:
             print(str(error), file=sys.stderr)
@@ -536,9 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", help="approval id, as `hitl pending` prints it")
     show.add_argument("--json", action="store_true")
 
-    def decision_command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def decision_command(name: str, help_text: str, bulk: bool = True) -> argparse.ArgumentParser:
         command = add(name, help_text)
-        command.add_argument("id", help="approval id")
+        if bulk:
+            command.add_argument("id", nargs="?", help="approval id")
+            command.add_argument("--all", action="store_true", help="every pending approval")
+            command.add_argument("--tool", help="with --all: only this tool's approvals")
+        else:
+            command.add_argument("id", help="approval id")
         command.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
         command.add_argument(
             "--digest", help="apply only if the action still has this digest (from `show`)"
@@ -549,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--comment", help="a note kept with the decision")
     reject = decision_command("reject", "reject; the agent is told the reason")
     reject.add_argument("--reason", required=True, help="why (the agent reads it)")
-    modify = decision_command("modify", "run the action with other arguments")
+    modify = decision_command("modify", "run the action with other arguments", bulk=False)
     how = modify.add_mutually_exclusive_group(required=True)
     how.add_argument("--args", help="the new arguments as a JSON object")
     how.add_argument("--edit", action="store_true", help="edit the arguments in $EDITOR")

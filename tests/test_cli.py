@@ -239,7 +239,7 @@ async def test_doctor_reports_the_set_up_and_a_server_that_is_down(hitl: Hitl) -
     assert code == 2 and "cannot reach the Temporal server" in err and "make server" in err
     assert "Traceback" not in err and err.count("\n") == 1
     code, _, err = await hitl("approve")
-    assert code == 2 and "usage" in err
+    assert code == 2 and "give the approval id" in err
 
 
 async def test_starter_reviews_inline_and_writes_evidence(
@@ -305,3 +305,26 @@ async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
     assert code == 0 and f"Rejected {record.id}" in out, err
     await handle.result()
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
+
+
+async def test_approve_all_decides_every_pending_approval_of_a_tool(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    email = turn(("send_email", {"to": "ops@example.com", "subject": "s", "body": "b"}))
+    mails = [await start_run(client, task_queue, workspace, script=[email]) for _ in range(3)]
+    other = await start_run(client, task_queue, workspace)
+    ids = [(await wait_pending(handle))[0].id for handle in mails]
+    [kept] = await wait_pending(other)
+    for approval_id in [*ids, kept.id]:
+        await visible(client, approval_id)
+    code, out, err = await hitl("approve", "--all", "--tool", "send_email")
+    assert code == 0, err
+    assert all(f"Approved {approval_id}" in out for approval_id in ids) and kept.id not in out
+    for handle in mails:
+        assert (await handle.result()).approvals[0].status is ApprovalStatus.APPROVED
+    assert len(list((workspace / "outbox").iterdir())) == 3
+    [still] = await wait_pending(other)
+    assert still.id == kept.id
+    code, _, err = await hitl("approve", kept.id, "--all")
+    assert code == 2 and "not both" in err
+    await other.terminate("test done")
