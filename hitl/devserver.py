@@ -55,6 +55,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# Measured with `make bench` on a 2-core machine (docs/benchmarks.md): the dev server's
+# history queues poll at most 20 times a second by default, which put a ~50 ms floor
+# under every workflow task after a signal or an activity; and SQLite's default rollback
+# journal syncs every commit. WAL with synchronous=NORMAL stays durable across process
+# crashes and restarts (only an OS crash can lose the last commits).
+SERVER_TUNING = (
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=normal",
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=1000",
+    "--dynamic-config-value",
+    "history.visibilityProcessorMaxPollRPS=1000",
+)
+
+
 def server_command(
     db_file: Path, port: int = 7233, ui_port: int | None = None, headless: bool = False
 ) -> list[str]:
@@ -70,6 +87,7 @@ def server_command(
         "127.0.0.1",
         "--log-level",
         "error",
+        *SERVER_TUNING,
     ]
     if headless:
         command.append("--headless")

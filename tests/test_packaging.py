@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from hitl import contract
-from hitl.devserver import server_command
+from hitl.devserver import SERVER_TUNING, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT.parent / "shared" / "compose-spec.json"
@@ -39,6 +39,11 @@ def test_compose_server_registers_what_the_dev_server_registers(compose: dict) -
     ]
     assert flags == expected and len(flags) == len(contract.SEARCH_ATTRIBUTES)
     assert "7233:7233" in server["ports"] and "8233:8233" in server["ports"]
+    tuning = [
+        f"{flag}={value}"
+        for flag, value in zip(SERVER_TUNING[::2], SERVER_TUNING[1::2], strict=True)
+    ]
+    assert [arg for arg in server["command"] if arg.startswith(("--sqlite", "--dynamic"))] == tuning
 
 
 def test_compose_worker_reaches_the_server_and_builds_from_this_repo(compose: dict) -> None:

@@ -1,0 +1,1 @@
+"""`make bench`: decision latency, bulk decisions, paused runs at scale, per-step overhead."""

@@ -1,0 +1,572 @@
+"""`make bench`: the project against a baseline, on its own dev server, scripted model only.
+
+1. decision to resume: signal sent -> approved action's activity started, one at a time
+2. bulk: N paused runs approved at once through `hitl approve --all`'s library call
+3. waiting at scale: resident memory of worker and server, and `hitl pending` latency
+4. orchestration overhead per agent step: the workflow against the same loop in-process
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from activities.scripted import scripted_turn
+from activities.tools import _run_sync
+from hitl import contract
+from hitl.cli import decide_pending, list_pending
+from hitl.config import connect, load_settings
+from hitl.devserver import DevServer, free_port, temporal_binary
+from hitl.entry import exit_now
+from hitl.models import (
+    ApproveDecision,
+    ChatMessage,
+    LlmRequest,
+    ModelSettings,
+    RunInput,
+    RunResult,
+    ScriptedTurn,
+    ToolAction,
+    ToolCall,
+    ToolRequest,
+)
+from hitl.tools import tool_schemas
+from workflows.agent import SYSTEM_PROMPT
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _turn(tool: str, args: dict[str, Any]) -> ScriptedTurn:
+    return ScriptedTurn(
+        content="bench", tool_calls=[ToolCall(id="c1", name=tool, arguments=json.dumps(args))]
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Probe:
+    """Reads the activity-start times a worker process appends to its probe file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: dict[str, float] = {}
+        self.offset = 0
+
+    def poll(self) -> dict[str, float]:
+        with open(self.path) as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        complete = data[: data.rfind("\n") + 1]
+        self.offset += len(complete)
+        for line in complete.splitlines():
+            key, stamp = line.split()
+            self.seen[key] = float(stamp)
+        return self.seen
+
+    async def wait(self, key: str, timeout: float = 30) -> float:
+        deadline = time.monotonic() + timeout
+        while key not in self.poll():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"activity for {key} never started")
+            await asyncio.sleep(0.0005)
+        return self.seen[key]
+
+    async def wait_count(self, keys: set[str], timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while not keys <= self.poll().keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(keys - self.seen.keys())} activities never started")
+            await asyncio.sleep(0.01)
+        return max(self.seen[key] for key in keys)
+
+
+class WorkerProcess:
+    def __init__(self, kind: str, address: str, task_queue: str, probe: Path) -> None:
+        probe.touch()
+        self.probe = Probe(probe)
+        ready = probe.with_suffix(".ready")
+        # Output goes to a file: an undrained pipe would block the worker once it fills.
+        with open(probe.with_suffix(".log"), "w") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.worker",
+                    "--kind",
+                    kind,
+                    "--task-queue",
+                    task_queue,
+                    "--probe",
+                    str(probe),
+                    "--ready",
+                    str(ready),
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TEMPORAL_ADDRESS": address, "HITL_LOG_LEVEL": "ERROR"},
+            )
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {kind} worker did not start; see {log.name}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def gather_limited(calls: list[Callable[[], Awaitable[Any]]], limit: int = 100) -> list:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await call()
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
+
+
+class Bench:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        project: Client,
+        baseline: Client,
+        workspace: Path,
+        workers: dict[str, WorkerProcess],
+        queues: dict[str, str],
+        server: DevServer,
+    ) -> None:
+        self.args = args
+        self.project = project
+        self.baseline = baseline
+        self.workspace = workspace
+        self.workers = workers
+        self.queues = queues
+        self.server = server
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(self, name: str, ours: float, base: float, unit: str, better: str = "lower") -> None:
+        ratio = (
+            (base / ours if better == "lower" else ours / base) if ours and base else float("nan")
+        )
+        self.rows.append(
+            (name, f"{ours:,.1f} {unit}", f"{base:,.1f} {unit}", f"{ratio:.2f}x", better)
+        )
+        print(
+            f"  {name:44} {ours:>10,.1f} {unit:6} baseline {base:>10,.1f} {unit:6} "
+            f"({ratio:.2f}x, {better} is better)",
+            flush=True,
+        )
+
+    # --- paused runs ----------------------------------------------------------------------
+
+    async def pause_project_runs(self, count: int, label: str) -> list[tuple[str, str]]:
+        """`count` agent runs paused on one approval each; returns (workflow id, approval id)."""
+        prefix = f"bench-{label}-{uuid.uuid4().hex[:6]}"
+        (self.workspace / label).mkdir(exist_ok=True)
+
+        def start(i: int) -> Callable[[], Awaitable[Any]]:
+            run = RunInput(
+                task=f"bench {label} {i}",
+                workspace=str(self.workspace),
+                model=ModelSettings(
+                    script=[
+                        _turn("write_file", {"path": f"{label}/{i}.txt", "content": f"run {i}\n"})
+                    ]
+                ),
+            )
+            return lambda: self.project.start_workflow(
+                contract.WORKFLOW_NAME,
+                run,
+                id=f"{prefix}-{i}",
+                task_queue=self.queues["project"],
+            )
+
+        await gather_limited([start(i) for i in range(count)])
+        return await self._wait_paused(prefix, count)
+
+    async def _wait_paused(self, prefix: str, count: int) -> list[tuple[str, str]]:
+        deadline = time.monotonic() + 3600
+        while True:
+            pending = [
+                p for p in await list_pending(self.project) if p.session_id.startswith(prefix)
+            ]
+            if len(pending) >= count:
+                return [(p.session_id, p.id) for p in pending]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(pending)} of {count} runs paused")
+            await asyncio.sleep(0.5)
+
+    async def pause_baseline_runs(self, count: int, label: str) -> list[WorkflowHandle]:
+        prefix = f"base-{label}-{uuid.uuid4().hex[:6]}"
+        handles = await gather_limited(
+            [
+                (
+                    lambda i=i: self.baseline.start_workflow(
+                        "BaselineApproval",
+                        f"{prefix}-{i}",
+                        id=f"{prefix}-{i}",
+                        task_queue=self.queues["baseline"],
+                    )
+                )
+                for i in range(count)
+            ]
+        )
+
+        # Each has run its first workflow task (waiting) once it has 4+ history events.
+        async def settled(handle: WorkflowHandle) -> None:
+            while True:
+                events = [e async for e in handle.fetch_history_events()]
+                if len(events) >= 4:
+                    return
+                await asyncio.sleep(0.05)
+
+        await gather_limited([(lambda h=h: settled(h)) for h in handles], 50)
+        return handles
+
+    # --- 1. decision to resume -------------------------------------------------------------
+
+    async def latency(self) -> None:
+        count = self.args.latency
+        print(f"\n1. decision to resume, {count} approvals one at a time", flush=True)
+        pairs = await self.pause_project_runs(count, "latency")
+        probe = self.workers["project"].probe
+        ours = []
+        # One at a time: each run finishes before the next decision, so no run's tail
+        # (the agent's next turn) overlaps the next measurement.
+        for workflow_id, approval_id in pairs:
+            handle = self.project.get_workflow_handle(workflow_id)
+            payload = {"approval_id": approval_id, "reviewer": "bench"}
+            sent = time.time()
+            await handle.signal(contract.SIGNAL_APPROVE, payload)
+            ours.append((await probe.wait(approval_id) - sent) * 1000)
+            await handle.result()
+        handles = await self.pause_baseline_runs(count, "latency")
+        base_probe = self.workers["baseline"].probe
+        base = []
+        for handle in handles:
+            sent = time.time()
+            await handle.signal("approve")
+            base.append((await base_probe.wait(handle.id) - sent) * 1000)
+            await handle.result()
+        for q in (50, 95, 99):
+            self.row(f"decision to resume p{q}", percentile(ours, q), percentile(base, q), "ms")
+        self.row("decision to resume max", max(ours), max(base), "ms")
+
+    # --- 2. bulk ----------------------------------------------------------------------------
+
+    async def bulk(self) -> None:
+        count = self.args.bulk
+        print(f"\n2. bulk: {count} paused runs approved at once", flush=True)
+        pairs = await self.pause_project_runs(count, "bulk")
+        wanted = {approval_id for _, approval_id in pairs}
+        items = [p for p in await list_pending(self.project) if p.id in wanted]
+        probe = self.workers["project"].probe
+        began = time.time()
+        outcomes = await decide_pending(
+            self.project,
+            items,
+            lambda item: ApproveDecision(approval_id=item.id, reviewer="bench-bulk"),
+        )
+        applied = sum(1 for _, entry in outcomes if entry and entry.outcome == "applied")
+        started = await probe.wait_count(wanted)
+        await gather_limited(
+            [
+                (lambda wf=wf: self.project.get_workflow_handle(wf, result_type=RunResult).result())
+                for wf, _ in pairs
+            ]
+        )
+        ours_done = time.time() - began
+        assert applied == count, f"only {applied} of {count} decisions applied"
+
+        handles = await self.pause_baseline_runs(count, "bulk")
+        base_probe = self.workers["baseline"].probe
+        began_base = time.time()
+        await gather_limited([(lambda h=h: h.signal("approve")) for h in handles], 64)
+        base_started = await base_probe.wait_count({h.id for h in handles})
+        await gather_limited([(lambda h=h: h.result()) for h in handles])
+        base_done = time.time() - began_base
+        self.row(
+            "bulk: all approved actions started", started - began, base_started - began_base, "s"
+        )
+        self.row("bulk: all runs completed", ours_done, base_done, "s")
+        self.row("bulk: decisions per second", count / ours_done, count / base_done, "/s", "higher")
+
+    # --- 3. waiting at scale -----------------------------------------------------------------
+
+    async def scale(self) -> None:
+        count = self.args.scale
+        print(f"\n3. waiting at scale: {count} paused runs", flush=True)
+        began = time.time()
+        await self.pause_project_runs(count, "scale")
+        print(f"  ({count} project runs paused in {time.time() - began:.0f} s)", flush=True)
+        await self.pause_baseline_runs(count, "scale")
+        await asyncio.sleep(2)
+        ours_rss = rss_mb(self.workers["project"].process.pid)
+        base_rss = rss_mb(self.workers["baseline"].process.pid)
+        server_rss = rss_mb(self.server.process.pid) if self.server.process else float("nan")
+        listings = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            pending = await list_pending(self.project)
+            listings.append(time.perf_counter() - t0)
+        assert len(pending) >= count
+        base_listings = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            ids = [
+                wf.id
+                async for wf in self.baseline.list_workflows(
+                    "WorkflowType = 'BaselineApproval' AND ExecutionStatus = 'Running'"
+                )
+            ]
+            base_listings.append(time.perf_counter() - t0)
+        assert len(ids) >= count
+        self.row(f"worker resident memory, {count} paused", ours_rss, base_rss, "MB")
+        self.row(
+            f"`hitl pending` over {len(pending)} approvals",
+            statistics.median(listings),
+            statistics.median(base_listings),
+            "s",
+        )
+        self.rows.append(
+            (
+                f"server resident memory, {2 * count} paused",
+                f"{server_rss:,.0f} MB",
+                "(shared)",
+                "",
+                "lower",
+            )
+        )
+        print(f"  server resident memory: {server_rss:,.0f} MB", flush=True)
+
+    # --- 4. per-step overhead ----------------------------------------------------------------
+
+    async def steps(self) -> None:
+        steps, repeats = self.args.steps, self.args.repeats
+        print(f"\n4. per-step overhead: {steps} steps x {repeats} runs", flush=True)
+        (self.workspace / "steps").mkdir(exist_ok=True)
+        (self.workspace / "steps" / "a.log").write_text("x")
+        script = [_turn("find_files", {"pattern": "*.log"}) for _ in range(steps - 1)]
+        ours = []
+        for _ in range(repeats):
+            run = RunInput(
+                task="bench steps",
+                workspace=str(self.workspace / "steps"),
+                model=ModelSettings(script=script),
+                max_steps=steps + 1,
+            )
+            t0 = time.perf_counter()
+            await self.project.execute_workflow(
+                contract.WORKFLOW_NAME,
+                run,
+                id=f"bench-steps-{uuid.uuid4().hex[:8]}",
+                task_queue=self.queues["project"],
+                result_type=RunResult,
+            )
+            ours.append((time.perf_counter() - t0) / steps)
+        local = [self._in_process(script, steps) for _ in range(repeats)]
+        overhead = [(o - w) * 1000 for o, w in zip(ours, local, strict=True)]
+        base = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            await self.baseline.execute_workflow(
+                "BaselineLoop",
+                steps,
+                id=f"base-steps-{uuid.uuid4().hex[:8]}",
+                task_queue=self.queues["baseline"],
+            )
+            base.append((time.perf_counter() - t0) / steps * 1000)
+        self.row(
+            "overhead per agent step p50",
+            statistics.median(overhead),
+            statistics.median(base),
+            "ms",
+        )
+        print(f"  (in-process step: {statistics.median(local) * 1000:.2f} ms)", flush=True)
+
+    def _in_process(self, script: list[ScriptedTurn], steps: int) -> float:
+        """The same loop without Temporal: model turn, then each tool call, per step."""
+        messages = [
+            ChatMessage(role="system", content=SYSTEM_PROMPT),
+            ChatMessage(role="user", content="bench steps"),
+        ]
+        schemas = tool_schemas()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            turn = scripted_turn(
+                LlmRequest(model=ModelSettings(script=script), messages=messages, tools=schemas)
+            )
+            messages.append(
+                ChatMessage(role="assistant", content=turn.content, tool_calls=turn.tool_calls)
+            )
+            for call in turn.tool_calls:
+                result = _run_sync(
+                    ToolRequest(
+                        action=ToolAction(tool=call.name, args=json.loads(call.arguments)),
+                        workspace=str(self.workspace / "steps"),
+                    )
+                )
+                messages.append(
+                    ChatMessage(role="tool", tool_call_id=call.id, content=result.model_dump_json())
+                )
+        return (time.perf_counter() - t0) / steps
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = Path("/proc/meminfo").read_text().split()[1] if Path("/proc/meminfo").exists() else "0"
+    version = subprocess.run([temporal_binary(), "--version"], capture_output=True, text=True)
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": f"{int(memory) / 1024 / 1024:.0f} GiB",
+        "python": platform.python_version(),
+        "temporal": version.stdout.strip(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_report(
+    path: Path,
+    rows: list[tuple[str, str, str, str, str]],
+    args: argparse.Namespace,
+    facts: dict[str, str],
+) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench.run`); not part of CI. The baseline runs in",
+        "the same process tree on the same server: a minimal approval workflow written the",
+        "obvious way (signal + `wait_condition`, default data converter, default worker).",
+        "",
+        f"- machine: {facts['cores']} cores, {facts['cpu']}, {facts['memory']}",
+        f"- python {facts['python']}; {facts['temporal']}; dev server with a SQLite file",
+        f"- run: {facts['date']}; command: `{' '.join(['python -m bench.run', *sys.argv[1:]])}`",
+        f"- sizes: latency {args.latency}, bulk {args.bulk}, scale {args.scale}, "
+        f"steps {args.steps} x {args.repeats}",
+        "",
+        "| measure | project | baseline | project vs baseline | better |",
+        "|---|---:|---:|---:|---|",
+        *[f"| {' | '.join(row)} |" for row in rows],
+        "",
+        "How each is measured:",
+        "",
+        "1. **Decision to resume**: the bench sends the `approve` signal and notes the time;",
+        "   a probe interceptor in the worker process notes when the approved action's activity",
+        "   (`run_tool`, or the baseline's activity) starts. Runs are paused first, then",
+        "   approved one at a time.",
+        "2. **Bulk**: all paused runs are approved through `hitl approve --all`'s library call",
+        "   (`decide_pending`: parallel signals, each confirmed from the run's decision log);",
+        "   the baseline signals all runs with the same parallelism. Decisions per second =",
+        "   runs / time until every run completed.",
+        "3. **Waiting at scale**: resident memory (VmRSS) of each worker process with all runs",
+        "   paused; `hitl pending` is `list_pending` (visibility + memo, no per-run query).",
+        "   The baseline listing only lists the running workflow ids (it has no approval",
+        "   details at all), so it is a lower bound for any listing.",
+        "4. **Per-step overhead**: a scripted agent run of N read-only steps through the",
+        "   workflow, minus the same loop (scripted model + tool) called in-process, per step.",
+        "   The baseline is a loop workflow of two trivial activities per step on a default",
+        "   worker (its whole time per step is overhead).",
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="hitl-bench-") as scratch:
+        root = Path(os.environ.get("HITL_BENCH_DIR") or scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        server = DevServer(root / "temporal.db", port=free_port(), headless=True)
+        with server:
+            os.environ["TEMPORAL_ADDRESS"] = server.address
+            project = None
+            for _ in range(100):
+                try:
+                    project = await connect(load_settings())
+                    break
+                except RuntimeError:
+                    await asyncio.sleep(0.2)
+            assert project is not None
+            baseline = await Client.connect(server.address)
+            queues = {"project": "bench-project", "baseline": "bench-baseline"}
+            workers = {
+                kind: WorkerProcess(kind, server.address, queues[kind], root / f"{kind}.probe")
+                for kind in queues
+            }
+            workspace = root / "workspace"
+            workspace.mkdir()
+            bench = Bench(args, project, baseline, workspace, workers, queues, server)
+            try:
+                for part in args.parts:
+                    await getattr(bench, part)()
+            finally:
+                for worker in workers.values():
+                    worker.stop()
+            facts = machine()
+    print("\n" + "\n".join(f"{r[0]:48} {r[1]:>14} {r[2]:>14} {r[3]:>8}" for r in bench.rows))
+    if args.out:
+        write_report(args.out, bench.rows, args, facts)
+        print(f"\nWritten to {args.out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=int, default=200)
+    parser.add_argument("--bulk", type=int, default=1000)
+    parser.add_argument("--scale", type=int, default=10000)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["latency", "bulk", "steps", "scale"],
+        choices=["latency", "bulk", "steps", "scale"],
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+    exit_now(0)
+
+
+if __name__ == "__main__":
+    main()
