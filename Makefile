@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint fmt server worker clean
+.PHONY: install demo test bench lint fmt server worker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 ## Lint, type-check and the whole test suite (what CI runs).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+## Latency, bulk decisions, paused runs at scale, per-step overhead vs a baseline (not CI).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

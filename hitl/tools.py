@@ -112,6 +112,8 @@ class ToolSpec:
     """This tool's own approval timeout; None means the run's default."""
     idempotent: bool = True
     """False: the implementation must use the idempotency key to act at most once."""
+    read_only: bool = False
+    """Changes nothing and is quick: runs as a local activity, saving a server round trip."""
     execution_timeout: Callable[[Any], timedelta] = field(
         default=lambda args: timedelta(seconds=60)
     )
@@ -170,12 +172,14 @@ TOOLS: tuple[ToolSpec, ...] = (
         ),
         args_model=FindFilesArgs,
         risk=lambda args, preview: 0,
+        read_only=True,
     ),
     ToolSpec(
         name="read_file",
         description="Read a UTF-8 text file from the workspace (at most 64 KiB is returned).",
         args_model=ReadFileArgs,
         risk=lambda args, preview: 0,
+        read_only=True,
     ),
     ToolSpec(
         name="delete_files",

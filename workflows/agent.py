@@ -498,15 +498,19 @@ class AgentWorkflow:
         spec = REGISTRY[action.tool]
         args = spec.args_model.model_validate(action.args)
         label = f"{action.tool}" + (f" (approval {approval_id})" if approval_id else "")
+        request = ToolRequest(
+            action=action,
+            workspace=self._run.workspace,
+            idempotency_key=approval_id,
+            preview=preview,
+        )
+        # A read-only tool is quick and changes nothing: a local activity runs it inside
+        # the current workflow task, without a round trip through the server.
+        start = workflow.execute_local_activity if spec.read_only else workflow.execute_activity
         try:
-            result: ToolResult = await workflow.execute_activity(
+            result: ToolResult = await start(
                 contract.ACTIVITY_RUN_TOOL,
-                ToolRequest(
-                    action=action,
-                    workspace=self._run.workspace,
-                    idempotency_key=approval_id,
-                    preview=preview,
-                ),
+                request,
                 result_type=ToolResult,
                 start_to_close_timeout=spec.execution_timeout(args),
                 retry_policy=TOOL_RETRY,
