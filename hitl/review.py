@@ -11,11 +11,12 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO
 
 from pydantic import ValidationError
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
 from hitl.models import (
@@ -229,17 +230,26 @@ async def confirm_decision(
     handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float = 10.0
 ) -> DecisionEntry | None:
     """The decision's entry in the run's decision log, or None if it is not there in time."""
-    deadline = asyncio.get_running_loop().time() + wait_seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
     delay = 0.02
     while True:
-        records: list[ApprovalRecord] = await handle.query(
-            contract.QUERY_APPROVALS, result_type=list[ApprovalRecord]
-        )
+        try:
+            records: list[ApprovalRecord] = await handle.query(
+                contract.QUERY_APPROVALS,
+                result_type=list[ApprovalRecord],
+                rpc_timeout=timedelta(seconds=max(1.0, deadline - loop.time())),
+            )
+        except RPCError as error:
+            # A busy or absent worker answers late: that is "not confirmed yet".
+            if error.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise
+            records = []
         for record in records:
             for entry in record.decisions:
                 if entry.decision_id == decision.decision_id:
                     return entry
-        if asyncio.get_running_loop().time() > deadline:
+        if loop.time() > deadline:
             return None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)

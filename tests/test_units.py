@@ -27,7 +27,7 @@ from hitl.models import (
     ToolPreview,
 )
 from hitl.review import Prompter, ask_decision, format_approval
-from hitl.tools import REGISTRY, SendEmailArgs
+from hitl.tools import REGISTRY, DeleteFilesArgs, SendEmailArgs, ToolSpec
 from starter import parse_duration
 
 
@@ -99,6 +99,15 @@ def test_flags_and_schemas_come_from_the_specs() -> None:
     )
     with pytest.raises(ValueError, match="not an email address: nobody"):
         SendEmailArgs(to="nobody", subject="s", body="b")
+
+
+def test_a_predicate_flags_only_the_calls_it_matches() -> None:
+    bulk_only = ToolSpec(
+        name="delete_many", description="", args_model=DeleteFilesArgs,
+        requires_approval=lambda args: len(args.paths) > 1,
+    )
+    assert not bulk_only.needs_approval(DeleteFilesArgs(paths=["a.log"]))
+    assert bulk_only.needs_approval(DeleteFilesArgs(paths=["a.log", "b.log"]))
 
 
 def test_the_scripted_model_always_says_it_is_scripted() -> None:
