@@ -103,7 +103,9 @@ def test_flags_and_schemas_come_from_the_specs() -> None:
 
 def test_a_predicate_flags_only_the_calls_it_matches() -> None:
     bulk_only = ToolSpec(
-        name="delete_many", description="", args_model=DeleteFilesArgs,
+        name="delete_many",
+        description="",
+        args_model=DeleteFilesArgs,
         requires_approval=lambda args: len(args.paths) > 1,
     )
     assert not bulk_only.needs_approval(DeleteFilesArgs(paths=["a.log"]))
