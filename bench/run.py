@@ -180,8 +180,11 @@ class Bench:
         self.queues = queues
         self.server = server
         self.rows: list[tuple[str, str, str, str, str]] = []
+        self.values: dict[str, tuple[float, float]] = {}
+        self.notes: list[str] = []
 
     def row(self, name: str, ours: float, base: float, unit: str, better: str = "lower") -> None:
+        self.values[name] = (ours, base)
         ratio = (
             (base / ours if better == "lower" else ours / base) if ours and base else float("nan")
         )
@@ -206,7 +209,11 @@ class Bench:
     def _report_cpu(self, label: str, before: dict[str, float]) -> None:
         after = self._cpu()
         spent = ", ".join(f"{name} {after[name] - before[name]:.1f}" for name in after)
-        print(f"  ({label}: CPU seconds: {spent})", flush=True)
+        self.note(f"{label}: CPU seconds: {spent}")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  ({text})", flush=True)
 
     # --- paused runs ----------------------------------------------------------------------
 
@@ -358,7 +365,7 @@ class Bench:
         print(f"\n3. waiting at scale: {count} paused runs", flush=True)
         began = time.time()
         await self.pause_project_runs(count, "scale")
-        print(f"  ({count} project runs paused in {time.time() - began:.0f} s)", flush=True)
+        self.note(f"{count} project runs paused in {time.time() - began:.0f} s")
         await self.pause_baseline_runs(count, "scale")
         await asyncio.sleep(2)
         ours_rss = rss_mb(self.workers["project"].process.pid)
@@ -397,7 +404,7 @@ class Bench:
                 "lower",
             )
         )
-        print(f"  server resident memory: {server_rss:,.0f} MB", flush=True)
+        self.note(f"server resident memory with {2 * count} paused runs: {server_rss:,.0f} MB")
 
     # --- 4. per-step overhead ----------------------------------------------------------------
 
@@ -442,7 +449,7 @@ class Bench:
             statistics.median(base),
             "ms",
         )
-        print(f"  (in-process step: {statistics.median(local) * 1000:.2f} ms)", flush=True)
+        self.note(f"the same step in-process: {statistics.median(local) * 1000:.2f} ms")
 
     def _in_process(self, script: list[ScriptedTurn], steps: int) -> float:
         """The same loop without Temporal: model turn, then each tool call, per step."""
@@ -493,11 +500,54 @@ def machine() -> dict[str, str]:
     }
 
 
+TARGETS: list[tuple[str, str, Callable[[float, float], bool]]] = [
+    ("decision to resume p50", "at most 15 ms", lambda ours, base: ours <= 15),
+    ("decision to resume p99", "at most 50 ms", lambda ours, base: ours <= 50),
+    (
+        "bulk: decisions per second",
+        "at least 200/s and 5x the baseline",
+        lambda ours, base: ours >= 200 and ours >= 5 * base,
+    ),
+    ("worker resident memory", "under 300 MB with 10,000 paused", lambda ours, base: ours < 300),
+    ("`hitl pending`", "under 2 s over 10,000", lambda ours, base: ours < 2),
+    ("overhead per agent step p50", "under 20 ms", lambda ours, base: ours < 20),
+]
+
+BOUNDS = """\
+What bounds the targets that are not met (read with the CPU notes above):
+
+- **Bulk decisions per second** is bound by the dev server's CPU on 2 cores. Per
+  decision the server spends about twice what it spends for the baseline, because an
+  agent run does about twice the work after a decision: the approved action, the
+  model's next turn and the final answer (3 workflow tasks and 2 activities, against
+  2 and 1), plus the approval's visibility update. Confirmation queries and the
+  visibility updates were each measured away in experiments and each changed the
+  rate by under 5%. The baseline itself, doing half the work, stays far below 200/s
+  on this server, so 200/s and 5x the baseline are not reachable here by worker
+  tuning; a server with a real database on more cores is the lever.
+- **`hitl pending` over 10,000** is bound by the server's SQLite visibility store:
+  listing only the ids of 10,000 running workflows, with no memo, takes most of the
+  time (the baseline column). Partitioned queries in parallel did not help (the
+  server is CPU-bound); the project's part, decoding the pending field of each memo,
+  is a few tenths of a second. Counting is instant (`count_workflows`).
+- **Decision to resume p50** is within a few ms of the baseline; run-to-run noise on
+  this machine is about +-2 ms at p50. What is left is the server's dispatch and
+  persistence of the workflow task (measured from history event times: ~5 ms to
+  dispatch, ~9 ms until completed, for project and baseline alike).
+- **Per-step overhead** is one activity round trip (the LLM step) plus one workflow
+  task per step; read-only tools already run as local activities. It grows with the
+  conversation, since each LLM activity carries the whole message history: about
+  20 ms per step for 10-step runs, more for 20-step runs.
+"""
+
+
 def write_report(
     path: Path,
     rows: list[tuple[str, str, str, str, str]],
     args: argparse.Namespace,
     facts: dict[str, str],
+    values: dict[str, tuple[float, float]] | None = None,
+    notes: list[str] | None = None,
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -536,6 +586,16 @@ def write_report(
         "   worker (its whole time per step is overhead).",
         "",
     ]
+    values = values or {}
+    lines += ["## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+    for prefix, wanted, met in TARGETS:
+        found = [(name, v) for name, v in values.items() if name.startswith(prefix)]
+        for name, (ours, base) in found:
+            lines.append(
+                f"| {name}: {wanted} | {ours:,.1f} | {'yes' if met(ours, base) else 'no'} |"
+            )
+    lines += ["", "Notes from the run:", ""] + [f"- {note}" for note in notes or []]
+    lines += ["", BOUNDS]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
@@ -573,7 +633,10 @@ async def main_async(args: argparse.Namespace) -> None:
             facts = machine()
     print("\n" + "\n".join(f"{r[0]:48} {r[1]:>14} {r[2]:>14} {r[3]:>8}" for r in bench.rows))
     if args.out:
-        write_report(args.out, bench.rows, args, facts)
+        write_report(args.out, bench.rows, args, facts, bench.values, bench.notes)
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"facts": facts, "values": bench.values, "notes": bench.notes}, indent=2)
+        )
         print(f"\nWritten to {args.out}")
 
 
