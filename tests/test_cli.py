@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
 from hitl.devserver import free_port
-from hitl.models import ApprovalStatus
+from hitl.models import ApprovalRecord, ApprovalStatus
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 from tests.helpers import approvals, start_run, turn, wait_pending
 
@@ -64,12 +64,20 @@ async def visible(client: Client, approval_id: str, pending: bool = True) -> Non
     raise AssertionError(f"{approval_id} never became visible")
 
 
-async def test_pending_and_show_list_and_explain_an_approval(
-    hitl: Hitl, client: Client, task_queue: str, workspace: Path
-) -> None:
+async def paused_run(
+    client: Client, task_queue: str, workspace: Path
+) -> tuple[WorkflowHandle, ApprovalRecord]:
+    """A cleanup run waiting on its one approval, already listed by visibility."""
     handle = await start_run(client, task_queue, workspace)
     [record] = await wait_pending(handle)
     await visible(client, record.id)
+    return handle, record
+
+
+async def test_pending_and_show_list_and_explain_an_approval(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    handle, record = await paused_run(client, task_queue, workspace)
 
     code, out, _ = await hitl("pending", "--json")
     assert code == 0
@@ -120,9 +128,7 @@ async def test_pending_and_show_list_and_explain_an_approval(
 async def test_approve_applies_and_every_later_decision_is_refused(
     hitl: Hitl, client: Client, task_queue: str, workspace: Path
 ) -> None:
-    handle = await start_run(client, task_queue, workspace)
-    [record] = await wait_pending(handle)
-    await visible(client, record.id)
+    handle, record = await paused_run(client, task_queue, workspace)
 
     code, out, err = await hitl("approve", record.id, "--comment", "routine cleanup")
     assert code == 0, err
@@ -144,9 +150,7 @@ async def test_approve_applies_and_every_later_decision_is_refused(
 async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
     hitl: Hitl, client: Client, task_queue: str, workspace: Path
 ) -> None:
-    handle = await start_run(client, task_queue, workspace)
-    [record] = await wait_pending(handle)
-    await visible(client, record.id)
+    handle, record = await paused_run(client, task_queue, workspace)
 
     code, _, err = await hitl("modify", record.id, "--args", "{paths: nope")
     assert code == 1 and "not valid JSON" in err

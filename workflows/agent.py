@@ -347,21 +347,13 @@ class AgentWorkflow:
         )
         self._approvals[record.id] = record
         if policy.auto_approved(record.risk, self._run.auto_approve_below):
-            record.status = ApprovalStatus.APPROVED
-            record.reviewer = policy.POLICY_REVIEWER
-            record.reviewed_at = now
-            record.reason = (
+            self._settle_by_system(
+                record,
+                DecisionKind.POLICY,
+                ApprovalStatus.APPROVED,
+                policy.POLICY_REVIEWER,
                 f"risk {record.risk} is below the run's auto-approve threshold "
-                f"{self._run.auto_approve_below}"
-            )
-            record.decisions.append(
-                DecisionEntry(
-                    kind=DecisionKind.POLICY,
-                    reviewer=policy.POLICY_REVIEWER,
-                    reason=record.reason,
-                    received_at=now,
-                    outcome="applied",
-                )
+                f"{self._run.auto_approve_below}",
             )
         else:
             await self._await_decision(record)
@@ -400,24 +392,38 @@ class AgentWorkflow:
         # The status, not which of the two woke us, is the truth: a decision and the
         # timer can land in the same workflow task, and the decision came first.
         if record.status is ApprovalStatus.PENDING:
-            now = workflow.now()
-            record.status = ApprovalStatus.REJECTED
-            record.reviewer = policy.TIMEOUT_REVIEWER
-            record.reviewed_at = now
-            record.reason = (
-                f"no decision came within {_duration(timeout)}; auto-rejected at {now.isoformat()}"
-            )
-            record.decisions.append(
-                DecisionEntry(
-                    kind=DecisionKind.TIMEOUT,
-                    reviewer=policy.TIMEOUT_REVIEWER,
-                    reason=record.reason,
-                    received_at=now,
-                    outcome="applied",
-                )
+            self._settle_by_system(
+                record,
+                DecisionKind.TIMEOUT,
+                ApprovalStatus.REJECTED,
+                policy.TIMEOUT_REVIEWER,
+                f"no decision came within {_duration(timeout)}; auto-rejected at "
+                f"{workflow.now().isoformat()}",
             )
             workflow.logger.warning("Approval %s timed out: %s", record.id, record.reason)
         self._publish()
+
+    @staticmethod
+    def _settle_by_system(
+        record: ApprovalRecord,
+        kind: DecisionKind,
+        status: ApprovalStatus,
+        reviewer: str,
+        reason: str,
+    ) -> None:
+        """A decision the run makes itself (policy, timeout), logged like a reviewer's."""
+        now = workflow.now()
+        record.status, record.reviewer, record.reviewed_at, record.reason = (
+            status,
+            reviewer,
+            now,
+            reason,
+        )
+        record.decisions.append(
+            DecisionEntry(
+                kind=kind, reviewer=reviewer, reason=reason, received_at=now, outcome="applied"
+            )
+        )
 
     async def _conclude(self, record: ApprovalRecord) -> ToolResult:
         if record.status is ApprovalStatus.REJECTED:
