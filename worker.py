@@ -26,8 +26,10 @@ def build_worker(client: Client, task_queue: str, **options: Any) -> Worker:
     """The project's worker: every workflow and activity, on one task queue.
 
     Tuned by `make bench` (docs/benchmarks.md): the sandbox still enforces determinism,
-    but passes every module through instead of re-importing them for each run, which
-    cut the memory and CPU each cached run costs.
+    but passes every module through instead of re-importing them for each run. That cut
+    the memory each cached run costs (154 -> 132 MB with 300 paused runs) and bettered
+    decision latency at p99, at about 1.5 ms more at p50 (the proxies that guard
+    passed-through modules).
     """
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     options.setdefault(

@@ -31,7 +31,7 @@ from activities.tools import _run_sync
 from hitl import contract
 from hitl.cli import decide_pending, list_pending
 from hitl.config import connect, load_settings
-from hitl.devserver import DevServer, free_port, temporal_binary
+from hitl.devserver import DevServer, free_port, temporal_version
 from hitl.entry import exit_now
 from hitl.models import (
     ApproveDecision,
@@ -489,13 +489,12 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     memory = Path("/proc/meminfo").read_text().split()[1] if Path("/proc/meminfo").exists() else "0"
-    version = subprocess.run([temporal_binary(), "--version"], capture_output=True, text=True)
     return {
         "cores": str(os.cpu_count()),
         "cpu": cpu,
         "memory": f"{int(memory) / 1024 / 1024:.0f} GiB",
         "python": platform.python_version(),
-        "temporal": version.stdout.strip(),
+        "temporal": temporal_version()[1],
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

