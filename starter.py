@@ -21,7 +21,7 @@ from temporalio.service import RPCError
 from hitl import contract
 from hitl.config import Settings, choose_model, connect, load_settings, package_versions
 from hitl.devserver import temporal_version
-from hitl.entry import exit_now
+from hitl.entry import run_main
 from hitl.logs import configure_logging
 from hitl.models import (
     ApprovalRecord,
@@ -296,11 +296,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 def main() -> None:
-    try:
-        code = asyncio.run(run())
-    except SystemExit as done:  # argparse: --help (0) and usage errors (2)
-        code = done.code if isinstance(done.code, int) else 2
-    exit_now(code)
+    run_main(run)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from hitl.config import (
     package_versions,
 )
 from hitl.devserver import temporal_version
-from hitl.entry import exit_now
+from hitl.entry import run_main
 from hitl.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -691,13 +691,7 @@ def _down(settings: Settings, error: BaseException) -> str:
 
 
 def main() -> None:
-    try:
-        code = asyncio.run(run())
-    except KeyboardInterrupt:
-        code = USAGE
-    except SystemExit as done:  # argparse: --help (0) and usage errors (2)
-        code = done.code if isinstance(done.code, int) else USAGE
-    exit_now(code)
+    run_main(run)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
+
+USAGE = 2
 
 
 def exit_now(code: int) -> NoReturn:
@@ -23,3 +27,18 @@ def exit_now(code: int) -> NoReturn:
             pass
     logging.shutdown()
     os._exit(code)
+
+
+def run_main(main: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
+    """Run an async entry point and leave with its exit code.
+
+    argparse's own exits (--help: 0, usage errors: 2) and Ctrl-C (2) leave the same way.
+    """
+    code: int
+    try:
+        code = asyncio.run(main())
+    except KeyboardInterrupt:
+        code = USAGE
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else USAGE
+    exit_now(code)
