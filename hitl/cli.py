@@ -388,12 +388,17 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
 async def cmd_review(client: Client, args: argparse.Namespace) -> int:
     reviewer = reviewer_identity(args.reviewer)
     prompter = Prompter()
-    if args.run:
-        handle = client.get_workflow_handle(args.run, result_type=RunResult)
-        records = [r for r in await run_approvals(handle) if r.status is ApprovalStatus.PENDING]
-        queue = [(handle, record) for record in records]
-    else:
-        queue = [await find_approval(client, item.id) for item in await list_pending(client)]
+    # The listing already names each approval's run: one query per run gives the records.
+    runs = (
+        [args.run]
+        if args.run
+        else list(dict.fromkeys(item.session_id for item in await list_pending(client)))
+    )
+    queue = []
+    for run_id in runs:
+        handle = client.get_workflow_handle(run_id, result_type=RunResult)
+        records = await run_approvals(handle)
+        queue += [(handle, r) for r in records if r.status is ApprovalStatus.PENDING]
     if not queue:
         print("No pending approvals to review.")
         return APPLIED

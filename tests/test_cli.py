@@ -52,6 +52,23 @@ def hitl(env: WorkflowEnvironment, task_queue: str) -> Hitl:
     return Hitl(env.client.service_client.config.target_host, task_queue)
 
 
+async def run_starter(hitl: Hitl, *args: str, stdin: bytes = b"") -> tuple[int, str]:
+    """`starter.py ARGS` as a user runs it, with answers on standard input."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        *args,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=hitl.env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(stdin), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
 async def visible(client: Client, approval_id: str, pending: bool = True) -> None:
     """Visibility is eventually consistent: wait until the listing shows the approval."""
     query = f"HitlApprovalIds = '{approval_id}'" + (
@@ -255,9 +272,8 @@ async def test_starter_reviews_inline_and_writes_evidence(
     hitl: Hitl, client: Client, task_queue: str, workspace: Path, tmp_path: Path
 ) -> None:
     evidence = tmp_path / "evidence.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
+    code, text = await run_starter(
+        hitl,
         "Delete all log files older than 7 days",
         "--workspace",
         str(workspace),
@@ -267,15 +283,9 @@ async def test_starter_reviews_inline_and_writes_evidence(
         str(evidence),
         "--reviewer",
         "inline-reviewer",
-        cwd=Path(__file__).resolve().parent.parent,
-        env=hitl.env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stdin=b"y\n",
     )
-    out, _ = await asyncio.wait_for(process.communicate(b"y\n"), timeout=60)
-    text = out.decode()
-    assert process.returncode == 0, text
+    assert code == 0, text
     assert "Starting state:" in text and "temporalio" in text and "scripted" in text
     assert "Approve? [y/n/e(dit)]:" in text and "Decision applied: approve" in text
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
@@ -291,22 +301,16 @@ async def test_starter_reviews_inline_and_writes_evidence(
 async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
     hitl: Hitl, client: Client, task_queue: str, workspace: Path
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
+    code, text = await run_starter(
+        hitl,
         "Delete all log files older than 7 days",
         "--workspace",
         str(workspace),
         "--no-wait",
         "--id",
         f"nowait-{task_queue}",
-        cwd=Path(__file__).resolve().parent.parent,
-        env=hitl.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0 and "temporal workflow signal" in out.decode()
+    assert code == 0 and "temporal workflow signal" in text
     handle = client.get_workflow_handle(f"nowait-{task_queue}")
     [record] = await wait_pending(handle)
     await visible(client, record.id)
