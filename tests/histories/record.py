@@ -1,0 +1,167 @@
+"""Record the workflow histories that every later version of the code must replay.
+
+    .venv/bin/python -m tests.histories.record LABEL
+
+Runs one agent run per kind of pause against a fresh dev server, with the workflow
+code as it is in this checkout, and writes each history twice: as it stood while the
+run was paused (`LABEL-KIND-paused.json`) and once the run had completed
+(`LABEL-KIND-completed.json`). Record a new set under a new label whenever the
+workflow code changes (docs/upgrades.md); never re-record an old label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from hitl import contract
+from hitl.devserver import temporal_binary
+from tests.conftest import OLD_LOGS, make_logs
+from tests.helpers import start_run, turn, wait_pending
+from worker import build_worker
+
+HERE = Path(__file__).resolve().parent
+
+
+def _decision(approval_id: str, reviewer: str, **fields: Any) -> dict[str, Any]:
+    return {"approval_id": approval_id, "reviewer": reviewer, **fields}
+
+
+async def single(client: Client, queue: str, ws: Path, save: Any) -> None:
+    handle = await start_run(client, queue, ws)
+    [record] = await wait_pending(handle)
+    await save("paused", handle)
+    await handle.signal(contract.SIGNAL_APPROVE, _decision(record.id, "alice", comment="ok"))
+    await handle.result()
+    await save("completed", handle)
+
+
+async def parallel(client: Client, queue: str, ws: Path, save: Any) -> None:
+    script = [
+        turn(
+            ("delete_files", {"paths": [OLD_LOGS[0]]}),
+            ("write_file", {"path": "config/app.yaml", "content": "level: debug\n"}),
+            ("find_files", {"pattern": "*.yaml"}),
+        )
+    ]
+    handle = await start_run(client, queue, ws, script=script)
+    pending = await wait_pending(handle, count=2)
+    await save("paused", handle)
+    first, second = sorted(pending, key=lambda record: record.action_json.tool)
+    await handle.signal(contract.SIGNAL_APPROVE, _decision(first.id, "bob"))
+    await handle.signal(contract.SIGNAL_REJECT, _decision(second.id, "bob", reason="not yet"))
+    await handle.result()
+    await save("completed", handle)
+
+
+async def modified(client: Client, queue: str, ws: Path, save: Any) -> None:
+    handle = await start_run(client, queue, ws)
+    [record] = await wait_pending(handle)
+    await save("paused", handle)
+    await handle.signal(
+        contract.SIGNAL_MODIFY, _decision(record.id, "carol", args={"paths": [OLD_LOGS[0]]})
+    )
+    await handle.result()
+    await save("completed", handle)
+
+
+async def refused(client: Client, queue: str, ws: Path, save: Any) -> None:
+    handle = await start_run(client, queue, ws)
+    [record] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_MODIFY, _decision(record.id, "dan", args={"paths": []}))
+    await handle.signal(contract.SIGNAL_APPROVE, _decision("apr_doesnotexist", "dan"))
+    await handle.signal(contract.SIGNAL_APPROVE, {"approval_id": record.id})
+    await handle.signal(contract.SIGNAL_REJECT, "just reject it")
+    await asyncio.sleep(1)
+    await save("paused", handle)
+    await handle.signal(contract.SIGNAL_APPROVE, _decision(record.id, "dan"))
+    await handle.signal(contract.SIGNAL_REJECT, _decision(record.id, "erin", reason="late"))
+    await handle.result()
+    await save("completed", handle)
+
+
+async def timed_out(client: Client, queue: str, ws: Path, save: Any) -> None:
+    handle = await start_run(client, queue, ws, tool_approval_timeouts={"delete_files": 1.5})
+    await wait_pending(handle)
+    await save("paused", handle)
+    await handle.result()
+    await save("completed", handle)
+
+
+SCENARIOS: dict[str, Any] = {
+    "single": single,
+    "parallel": parallel,
+    "modified": modified,
+    "refused": refused,
+    "timed-out": timed_out,
+}
+
+
+async def record(label: str, out: Path) -> list[Path]:
+    written: list[Path] = []
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=list(contract.SEARCH_ATTRIBUTES),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    try:
+        client = env.client
+        with tempfile.TemporaryDirectory() as tmp:
+
+            def saver(kind: str) -> Callable[[str, WorkflowHandle], Awaitable[None]]:
+                async def save(stage: str, handle: WorkflowHandle) -> None:
+                    history = await handle.fetch_history()
+                    path = out / f"{label}-{kind}-{stage}.json"
+                    path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+                    written.append(path)
+
+                return save
+
+            for kind, scenario in SCENARIOS.items():
+                queue = f"record-{uuid.uuid4().hex[:8]}"
+                ws = make_logs(Path(tmp) / kind)
+                async with build_worker(client, queue):
+                    await scenario(client, queue, ws, saver(kind))
+
+            # Paused under one worker, decided while none runs, finished by a new one.
+            queue = f"record-{uuid.uuid4().hex[:8]}"
+            ws = make_logs(Path(tmp) / "worker-restart")
+            save = saver("worker-restart")
+            async with build_worker(client, queue):
+                handle = await start_run(client, queue, ws)
+                [pending] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, _decision(pending.id, "after-restart"))
+            await save("paused", handle)
+            async with build_worker(client, queue, max_cached_workflows=0):
+                await handle.result()
+            await save("completed", handle)
+    finally:
+        await env.shutdown()
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("label", help="e.g. v1 (the version of the workflow code)")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    if list(args.out.glob(f"{args.label}-*.json")):
+        sys.exit(f"histories labelled {args.label} exist already; choose a new label")
+    for path in asyncio.run(record(args.label, args.out)):
+        print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
+
+
+if __name__ == "__main__":
+    main()
