@@ -14,11 +14,26 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 30 * 60
 SCRIPTED_MODEL_NAME = "scripted-offline"
 SCRIPTED_BANNER = "[scripted model, offline: no LLM was called]"
+
+# What a decision may carry, and what a run keeps of refused ones (docs/reliability.md).
+MAX_ID_CHARS = 100
+MAX_REVIEWER_CHARS = 100
+MAX_REASON_CHARS = 2_000
+MAX_DECISION_ARGS_BYTES = 64 * 1024
+MAX_DECISION_BYTES = 96 * 1024
+"""A decision payload larger than this is refused before it is looked at."""
+MAX_REFUSED_PER_APPROVAL = 20
+MAX_REFUSED_PER_RUN = 50
+EXCERPT_CHARS = 300
+"""What a refused payload leaves in the log: its first characters and its size."""
+MAX_TASK_CHARS = 20_000
+RESERVED_REVIEWER_PREFIXES = ("system:", "policy")
+"""Names the run gives its own decisions; a decision from outside may not use them."""
 
 
 def canonical_json(value: Any) -> str:
@@ -111,6 +126,9 @@ class ToolPreview(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)
     """Structured data for the risk score and for checking the action still matches."""
     warnings: list[str] = Field(default_factory=list)
+    failed: bool = False
+    """The dry run itself failed: the reviewer decides without it, and execution has
+    nothing to check the workspace against, so change-checked tools refuse to act."""
 
 
 class ToolRequest(BaseModel):
@@ -171,6 +189,8 @@ class DecisionEntry(BaseModel):
     outcome: Literal["applied", "refused"]
     refusal: str | None = None
     """Why it was refused, in one sentence a reviewer can act on."""
+    excerpt: str | None = None
+    """For a refused payload that could not be read as a decision: its first characters."""
 
 
 class ApprovalRecord(BaseModel):
@@ -196,6 +216,8 @@ class ApprovalRecord(BaseModel):
     decisions: list[DecisionEntry] = Field(default_factory=list)
     executed_at: datetime | None = None
     result: ToolResult | None = None
+    refused_dropped: int = 0
+    """Refused decisions beyond the ones the log keeps (MAX_REFUSED_PER_APPROVAL)."""
 
     @property
     def effective_action(self) -> ToolAction:
@@ -213,6 +235,24 @@ class ApprovalRecord(BaseModel):
             action_json=self.action_json,
             action_digest=self.action_digest,
         )
+
+
+class ApprovalOutcome(BaseModel):
+    """What the gate answers a workflow that asked for approval."""
+
+    approval_id: str
+    status: ApprovalStatus
+    action: ToolAction
+    """The action to carry out: the proposed one, or the reviewer's modification."""
+    reviewer: str | None = None
+    reason: str | None = None
+    timed_out: bool = False
+    repeated: bool = False
+    """Rejected at once: identical to an action rejected earlier (`approval_id` is that one)."""
+
+    @property
+    def approved(self) -> bool:
+        return self.status in (ApprovalStatus.APPROVED, ApprovalStatus.MODIFIED)
 
 
 class PendingApproval(BaseModel):
@@ -233,31 +273,61 @@ class PendingApproval(BaseModel):
 # --- decisions (signal payloads) ----------------------------------------------
 
 
+def _reviewer_name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ValueError("a reviewer name is required")
+    if not name.isprintable():
+        raise ValueError("a reviewer name is printable text, with no control characters")
+    folded = name.casefold()
+    if any(folded.startswith(prefix) for prefix in RESERVED_REVIEWER_PREFIXES):
+        raise ValueError(
+            f"reviewer names starting with {' or '.join(RESERVED_REVIEWER_PREFIXES)} are "
+            "reserved for decisions the run makes itself (timeouts, policy); use your own name"
+        )
+    return name
+
+
 class _DecisionBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    approval_id: str = Field(min_length=1)
-    reviewer: str = Field(min_length=1)
-    decision_id: str | None = None
+    approval_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS)
+    decision_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     """Chosen by the sender to find its outcome in the decision log."""
-    action_digest: str | None = None
+    action_digest: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     """If given, the decision applies only if the action is still this one."""
+
+    @field_validator("reviewer")
+    @classmethod
+    def _reviewer(cls, value: str) -> str:
+        return _reviewer_name(value)
 
 
 class ApproveDecision(_DecisionBase):
     kind: Literal["approve"] = "approve"
-    comment: str = ""
+    comment: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
 class RejectDecision(_DecisionBase):
     kind: Literal["reject"] = "reject"
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
 class ModifyDecision(_DecisionBase):
     kind: Literal["modify"] = "modify"
     args: dict[str, Any]
-    comment: str = ""
+    comment: str = Field(default="", max_length=MAX_REASON_CHARS)
+
+    @field_validator("args")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(canonical_json(value).encode())
+        if size > MAX_DECISION_ARGS_BYTES:
+            raise ValueError(
+                f"the new arguments are {size:,} bytes; at most {MAX_DECISION_ARGS_BYTES:,}"
+            )
+        return value
 
 
 Decision = Annotated[ApproveDecision | RejectDecision | ModifyDecision, Field(discriminator="kind")]
@@ -271,6 +341,74 @@ class RunState(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     COMPLETED = "completed"
     STEP_LIMIT = "step_limit"
+
+
+class RunLimits(BaseModel):
+    """Bounds that keep every payload of a run, and its history, from growing without end.
+
+    Defaults suit real runs; tests shrink them to reach the limits quickly.
+    """
+
+    max_tool_calls_per_turn: int = Field(default=8, ge=1, le=64)
+    """Calls beyond this in one model turn are not run; the model is told to ask for fewer."""
+    max_action_bytes: int = Field(default=64 * 1024, ge=1024, le=512 * 1024)
+    """A tool call whose arguments are larger is refused back to the model."""
+    conversation_chars: int = Field(default=200_000, ge=10_000, le=1_000_000)
+    """The conversation sent to the model keeps the newest steps that fit in this."""
+    tool_message_chars: int = Field(default=16_000, ge=1_000, le=200_000)
+    """One tool result as the model reads it; longer ones are cut with a note."""
+    continue_as_new_events: int = Field(default=10_000, ge=200, le=40_000)
+    continue_as_new_bytes: int = Field(default=16 * 1024 * 1024, ge=256 * 1024, le=40 * 1024 * 1024)
+    approvals_per_run: int = Field(default=50, ge=2, le=500)
+    """Approvals one run keeps before it continues as new (pending ones carry over)."""
+
+
+class CallState(BaseModel):
+    """One tool call of the turn in progress, as carried across continue-as-new."""
+
+    call: ToolCall
+    approval_id: str | None = None
+    """Set while the call waits on this approval."""
+    result: ToolResult | None = None
+    """Set once the call has its result."""
+
+
+class TurnState(BaseModel):
+    step: int
+    content: str = ""
+    calls: list[CallState]
+
+
+class RejectedAction(BaseModel):
+    """What the gate remembers of a rejected action, to refuse an identical one at once."""
+
+    approval_id: str
+    reviewer: str
+    reason: str
+
+
+class GateState(BaseModel):
+    """The gate's state carried across continue-as-new: pending approvals intact."""
+
+    pending: list[ApprovalRecord] = Field(default_factory=list)
+    rejected: dict[str, RejectedAction] = Field(default_factory=dict)
+    approvals_total: int = 0
+    """Approvals over the whole chain of runs, this one included."""
+
+
+class AgentCarry(BaseModel):
+    """Everything an agent run hands to the run it continues as."""
+
+    messages: list[ChatMessage]
+    """The conversation after the system prompt and the task, already trimmed."""
+    omitted_steps: int = 0
+    step: int
+    turn: TurnState | None = None
+    gate: GateState
+    models_seen: list[str] = Field(default_factory=list)
+    started_at: datetime
+    previous_runs: list[str] = Field(default_factory=list)
+    """Run ids of the earlier runs of this workflow id, oldest first (the last 20)."""
 
 
 class RunInput(BaseModel):
@@ -289,14 +427,34 @@ class RunInput(BaseModel):
     """Flagged calls whose risk is below this are approved by policy (0: none)."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
+    limits: RunLimits = Field(default_factory=RunLimits)
+    carry: AgentCarry | None = None
+    """Set only when a run continues as new: where the previous run stopped."""
 
 
 class RefusedDecision(BaseModel):
     """A decision that named no approval of this run (unknown id or malformed)."""
 
     received_at: datetime
-    payload: Any
+    payload: Any = None
+    """Version 1 kept the whole payload; now only `excerpt` and `size` are kept."""
     refusal: str
+    signal: str | None = None
+    """The signal (or update) name it came as."""
+    excerpt: str = ""
+    """The payload's first characters, as JSON."""
+    size: int = 0
+    """The payload's size in bytes, as JSON."""
+
+
+class GateStatus(BaseModel):
+    """Answer of the `status` query for a workflow that uses the gate without its own."""
+
+    state: str
+    pending: list[PendingApproval]
+    approvals_total: int
+    refused_decisions: list[RefusedDecision] = Field(default_factory=list)
+    refused_dropped: int = 0
 
 
 class RunStatus(BaseModel):
@@ -310,6 +468,8 @@ class RunStatus(BaseModel):
     approvals_total: int
     refused_decisions: list[RefusedDecision] = Field(default_factory=list)
     answer: str | None = None
+    refused_dropped: int = 0
+    previous_runs: list[str] = Field(default_factory=list)
 
 
 class ToolRun(BaseModel):
@@ -333,3 +493,5 @@ class RunResult(BaseModel):
     tool_runs: list[ToolRun]
     refused_decisions: list[RefusedDecision] = Field(default_factory=list)
     evidence: dict[str, Any] = Field(default_factory=dict)
+    previous_runs: list[str] = Field(default_factory=list)
+    """Earlier runs of this workflow id (continue-as-new); their approvals are queryable."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,7 +20,7 @@ from hitl.models import (
     RunInput,
     ToolAction,
 )
-from hitl.tools import ToolSpec
+from hitl.text import quoted
 
 TIMEOUT_REVIEWER = "system:timeout"
 POLICY_REVIEWER = "policy"
@@ -31,14 +33,14 @@ DECISION_MODELS: dict[DecisionKind, type[ApproveDecision | RejectDecision | Modi
 """The payload each signal takes; the signal's name decides the kind."""
 
 
-def approval_timeout(spec: ToolSpec, run: RunInput) -> timedelta:
+def approval_timeout(tool: str, own: timedelta | None, run: RunInput) -> timedelta:
     """Run-and-tool override, then the run's override, then the tool's, then 30 minutes."""
-    if spec.name in run.tool_approval_timeouts:
-        return timedelta(seconds=run.tool_approval_timeouts[spec.name])
+    if tool in run.tool_approval_timeouts:
+        return timedelta(seconds=run.tool_approval_timeouts[tool])
     if run.approval_timeout_seconds is not None:
         return timedelta(seconds=run.approval_timeout_seconds)
-    if spec.approval_timeout is not None:
-        return spec.approval_timeout
+    if own is not None:
+        return own
     return timedelta(seconds=DEFAULT_APPROVAL_TIMEOUT_SECONDS)
 
 
@@ -63,38 +65,61 @@ class Verdict:
     modified_action: ToolAction | None = None
 
 
+def refusal_for_decided(record: ApprovalRecord) -> str:
+    when = record.reviewed_at.isoformat() if record.reviewed_at else "an earlier time"
+    if record.reviewer == TIMEOUT_REVIEWER:
+        return (
+            f"approval {record.id} timed out at {record.expires_at.isoformat()} and was "
+            "auto-rejected; a decision can no longer change it"
+        )
+    return (
+        f"approval {record.id} was already {record.status.value} by "
+        f"{quoted(record.reviewer or 'unknown')} at {when}"
+    )
+
+
 def judge(
     record: ApprovalRecord,
     decision: ApproveDecision | RejectDecision | ModifyDecision,
-    spec: ToolSpec,
+    received_at: datetime,
+    validate: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> Verdict:
-    """First valid decision wins; everything else is refused with a reason to act on."""
+    """First valid decision wins; everything else is refused with a reason to act on.
+
+    A decision counts from when it arrived: one that arrived before the deadline is
+    judged even if its turn comes later; one at or after the deadline is late.
+    """
     if record.status is not ApprovalStatus.PENDING:
-        when = record.reviewed_at.isoformat() if record.reviewed_at else "an earlier time"
-        if record.reviewer == TIMEOUT_REVIEWER:
-            return Verdict(
-                refusal=f"approval {record.id} timed out at {when} and was auto-rejected; "
-                "a decision can no longer change it"
-            )
+        return Verdict(refusal=refusal_for_decided(record))
+    if received_at >= record.expires_at:
         return Verdict(
-            refusal=f"approval {record.id} was already {record.status.value} by "
-            f"{record.reviewer} at {when}"
+            refusal=f"the decision arrived at {received_at.isoformat()}, at or after approval "
+            f"{record.id}'s deadline {record.expires_at.isoformat()}; it is auto-rejected"
         )
     if decision.action_digest is not None and decision.action_digest != record.action_digest:
         return Verdict(
-            refusal=f"the decision names action {decision.action_digest}, but approval "
+            refusal=f"the decision names action {quoted(decision.action_digest)}, but approval "
             f"{record.id} is for action {record.action_digest}; look at it again and decide "
             "on what it is now"
         )
     if isinstance(decision, ModifyDecision):
+        if validate is None:
+            return Verdict(
+                refusal=f"approval {record.id} does not take modified arguments; approve or "
+                "reject it"
+            )
         try:
-            args = spec.args_model.model_validate(decision.args)
+            args = validate(decision.args)
         except ValidationError as error:
             return Verdict(
-                refusal=f"modified arguments are invalid for {spec.name}: "
+                refusal=f"modified arguments are invalid for {record.action_json.tool}: "
                 f"{format_validation_error(error)}; the approval is still pending"
             )
-        return Verdict(
-            modified_action=ToolAction(tool=spec.name, args=args.model_dump(mode="json"))
-        )
+        except Exception as error:  # a validator is the user's code
+            return Verdict(
+                refusal=f"modified arguments could not be checked for "
+                f"{record.action_json.tool} ({type(error).__name__}: {error}); the approval "
+                "is still pending"
+            )
+        return Verdict(modified_action=ToolAction(tool=record.action_json.tool, args=args))
     return Verdict()

@@ -51,42 +51,46 @@ def record(**changes: object) -> ApprovalRecord:
 def test_timeouts_take_the_most_specific_setting() -> None:
     spec = REGISTRY["delete_files"]
     run = RunInput(task="t", workspace="/w")
-    assert policy.approval_timeout(spec, run) == timedelta(minutes=30)
+    assert policy.approval_timeout(spec.name, spec.approval_timeout, run) == timedelta(minutes=30)
     run = RunInput(task="t", workspace="/w", approval_timeout_seconds=60)
-    assert policy.approval_timeout(spec, run) == timedelta(seconds=60)
+    assert policy.approval_timeout(spec.name, spec.approval_timeout, run) == timedelta(seconds=60)
     run = RunInput(
         task="t",
         workspace="/w",
         approval_timeout_seconds=60,
         tool_approval_timeouts={"delete_files": 5},
     )
-    assert policy.approval_timeout(spec, run) == timedelta(seconds=5)
+    assert policy.approval_timeout(spec.name, spec.approval_timeout, run) == timedelta(seconds=5)
 
 
 def test_judge_refuses_decided_and_invalid_decisions() -> None:
     spec = REGISTRY["delete_files"]
     pending = record()
-    assert (
-        policy.judge(pending, ApproveDecision(approval_id="apr_1", reviewer="a"), spec).refusal
-        is None
-    )
+    on_time = pending.created_at + timedelta(minutes=1)
+    validate = lambda args: spec.args_model.model_validate(args).model_dump(mode="json")  # noqa: E731
+    approve = ApproveDecision(approval_id="apr_1", reviewer="a")
+    assert policy.judge(pending, approve, on_time, validate).refusal is None
     decided = record(
         status=ApprovalStatus.APPROVED,
         reviewer="bob",
         reviewed_at=datetime(2026, 11, 24, 12, 5, tzinfo=UTC),
     )
-    refusal = policy.judge(decided, ApproveDecision(approval_id="apr_1", reviewer="a"), spec)
+    refusal = policy.judge(decided, approve, on_time, validate)
     assert "already approved by bob at 2026-11-24T12:05:00+00:00" in (refusal.refusal or "")
+    late = policy.judge(pending, approve, pending.expires_at, validate)
+    assert "at or after approval apr_1's deadline" in (late.refusal or "")
     bad = policy.judge(
         pending,
         ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["x"], "force": True}),
-        spec,
+        on_time,
+        validate,
     )
     assert "force: Extra inputs are not permitted" in (bad.refusal or "")
-    good = policy.judge(
-        pending, ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["a.log"]}), spec
-    )
+    modify = ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["a.log"]})
+    good = policy.judge(pending, modify, on_time, validate)
     assert good.modified_action == ToolAction(tool="delete_files", args={"paths": ["a.log"]})
+    fixed = policy.judge(pending, modify, on_time, None)
+    assert "does not take modified arguments" in (fixed.refusal or "")
 
 
 def test_flags_and_schemas_come_from_the_specs() -> None:

@@ -1,10 +1,10 @@
-"""The agent run: an LLM loop whose flagged tool calls wait for a reviewer's decision."""
+"""The agent run: an LLM loop whose flagged tool calls pass the approval gate."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -15,39 +15,45 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from hitl import contract, policy
+    from hitl.gate import ApprovalGate, compact_record
     from hitl.models import (
+        MAX_TASK_CHARS,
         SCRIPTED_BANNER,
+        AgentCarry,
         ApprovalContext,
-        ApprovalRecord,
+        ApprovalOutcome,
         ApprovalStatus,
         AssistantTurn,
+        CallState,
         ChatMessage,
-        DecisionEntry,
-        DecisionKind,
         LlmRequest,
-        ModifyDecision,
-        PendingApproval,
-        RefusedDecision,
-        RejectDecision,
         RunInput,
         RunResult,
         RunState,
         RunStatus,
         ToolAction,
-        ToolCall,
         ToolPreview,
         ToolRequest,
         ToolResult,
         ToolRun,
+        TurnState,
+        canonical_json,
     )
+    from hitl.text import clip
     from hitl.tools import REGISTRY, ToolSpec, tool_schemas
+    from workflows.agent_v1 import AgentV1
+
+PATCH_GATE_V2 = "hitl-gate-v2"
+"""Runs that began before the gate (no marker) keep version 1's code (workflows/agent_v1.py)."""
 
 SYSTEM_PROMPT = (
     "You are an operations agent working inside one workspace directory. Use the tools to do "
     "the user's task. Inspect before you act. Tools that change things (deleting or writing "
     "files, running commands, sending email) are reviewed by a human first: they may approve, "
     "modify or reject. If an action is rejected, do not propose the same action again: find "
-    "another way or stop and explain. Finish with a short answer saying what you did."
+    "another way or stop and explain. Ask for at most a few tool calls per turn; long tool "
+    "outputs are cut short, so ask for small parts. Finish with a short answer saying what "
+    "you did."
 )
 
 LLM_RETRY = RetryPolicy(
@@ -60,390 +66,322 @@ TOOL_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=3,
 )
+LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+"""The LLM activity heartbeats every few seconds, so a dead worker is noticed in seconds."""
+MAX_TOOL_RUNS_KEPT = 100
+MAX_REASONING_CHARS = 8_000
+MAX_EXCERPT_CHARS = 2_000
+MAX_PREVIOUS_RUNS = 20
+OMITTED_NOTE = (
+    "[Note from the agent runtime: {count} earlier step(s) of this conversation were left out "
+    "to keep it within its size limit. What they did stands; look again at anything you "
+    "need.]"
+)
 
 
 def _error(message: str) -> ToolResult:
-    return ToolResult(ok=False, error=message, summary=message)
+    return ToolResult(ok=False, error=message, summary=clip(message, 200))
 
 
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds % 3600 == 0 and seconds >= 3600:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0 and seconds >= 60:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
+def _size(message: ChatMessage) -> int:
+    return len(message.content or "") + sum(
+        len(call.name) + len(call.arguments) for call in message.tool_calls
+    )
+
+
+def _compact(value: Any, limit: int = MAX_EXCERPT_CHARS) -> Any:
+    """A value as it is when small; its JSON text cut to `limit` characters when not."""
+    text = value if isinstance(value, str) else canonical_json(value)
+    if len(text) <= limit:
+        return value
+    return clip(text, limit)
+
+
+def _validator(spec: ToolSpec) -> Any:
+    def validate(args: dict[str, Any]) -> dict[str, Any]:
+        return spec.args_model.model_validate(args).model_dump(mode="json")
+
+    return validate
 
 
 @workflow.defn(name=contract.WORKFLOW_NAME)
 class AgentWorkflow:
     """One agent run.
 
-    Signals `approve`, `reject`, `modify` decide an approval named by `approval_id`;
-    every one, applied or refused, lands in that approval's decision log (or, when it
-    names no approval of this run, in the run's refused decisions).
-    Queries `approvals` (every `ApprovalRecord`) and `status` (`RunStatus`).
+    Its approval gate (`hitl.gate.ApprovalGate`) owns the signals `approve`, `reject`,
+    `modify` and the query `approvals`; the run answers the query `status` (`RunStatus`).
+    Long runs continue as new, carrying the conversation (trimmed), the turn in progress
+    and every pending approval.
     """
 
     @workflow.init
     def __init__(self, run: RunInput) -> None:
+        self._legacy: AgentV1 | None = None
+        if not workflow.patched(PATCH_GATE_V2):
+            self._legacy = AgentV1(run)
+            return
+        carry = run.carry
         self._run = run
         self._state = RunState.RUNNING
-        self._step = 0
         self._answer: str | None = None
-        self._approvals: dict[str, ApprovalRecord] = {}
-        self._rejected: dict[str, ApprovalRecord] = {}
-        self._refused: list[RefusedDecision] = []
+        self._step = carry.step if carry else 0
+        self._messages: list[ChatMessage] = list(carry.messages) if carry else []
+        self._omitted = carry.omitted_steps if carry else 0
+        self._turn: TurnState | None = carry.turn if carry else None
+        self._models_seen: list[str] = list(carry.models_seen) if carry else []
+        self._started_at = carry.started_at if carry else workflow.now()
+        self._previous_runs: list[str] = list(carry.previous_runs) if carry else []
+        self._carried = len(carry.gate.pending) if carry else 0
         self._tool_runs: list[ToolRun] = []
-        self._models_seen: list[str] = []
+        self._busy: set[str] = set()
+        """Calls with an activity in flight, as opposed to waiting on a reviewer."""
+        self._gate = ApprovalGate(
+            state=carry.gate if carry else None,
+            status=self.status,
+            memo={contract.MEMO_TASK: clip(run.task, 500)},
+        )
 
     @workflow.run
     async def run(self, run: RunInput) -> RunResult:
-        started_at = workflow.now()
-        messages = [
-            ChatMessage(role="system", content=SYSTEM_PROMPT),
-            ChatMessage(role="user", content=run.task),
-        ]
+        if self._legacy is not None:
+            return await self._legacy.run(run)
+        if len(run.task) > MAX_TASK_CHARS:
+            raise ApplicationError(
+                f"the task is {len(run.task):,} characters; at most {MAX_TASK_CHARS:,} are "
+                "accepted. Put long material in a file in the workspace and refer to it.",
+                type="TaskTooLong",
+                non_retryable=True,
+            )
         schemas = tool_schemas()
-        self._publish()
         while self._answer is None:
-            if self._step >= run.max_steps:
-                self._state = RunState.STEP_LIMIT
-                self._answer = (
-                    f"Stopped after {run.max_steps} steps without a final answer "
-                    "(raise max_steps to allow more)."
+            if self._turn is None:
+                if self._step >= run.max_steps:
+                    self._state = RunState.STEP_LIMIT
+                    self._answer = (
+                        f"Stopped after {run.max_steps} steps without a final answer "
+                        "(raise max_steps to allow more)."
+                    )
+                    break
+                if self._should_continue_as_new():
+                    await self._continue_as_new()
+                self._step += 1
+                self._gate.set_run_state(
+                    RunState.RUNNING.value,
+                    f"running: step {self._step} of at most {run.max_steps}",
                 )
-                break
-            self._step += 1
-            turn = await self._next_turn(messages, schemas)
-            messages.append(
-                ChatMessage(role="assistant", content=turn.content, tool_calls=turn.tool_calls)
-            )
-            if not turn.tool_calls:
-                self._state = RunState.COMPLETED
-                self._answer = turn.content
-                break
-            step = self._step
-            results = await asyncio.gather(
-                *(self._handle_call(step, call, turn.content) for call in turn.tool_calls)
-            )
-            for call, result in zip(turn.tool_calls, results, strict=True):
-                messages.append(
+                turn = await self._next_turn(schemas)
+                self._messages.append(
+                    ChatMessage(
+                        role="assistant",
+                        content=clip(turn.content, MAX_REASONING_CHARS),
+                        tool_calls=turn.tool_calls,
+                    )
+                )
+                if not turn.tool_calls:
+                    self._state = RunState.COMPLETED
+                    self._answer = turn.content
+                    break
+                self._turn = TurnState(
+                    step=self._step,
+                    content=clip(turn.content, MAX_REASONING_CHARS),
+                    calls=[CallState(call=call) for call in turn.tool_calls],
+                )
+            await self._play_turn(self._turn)
+            for state in self._turn.calls:
+                assert state.result is not None
+                self._messages.append(
                     ChatMessage(
                         role="tool",
-                        tool_call_id=call.id,
-                        content=json.dumps(
-                            result.model_dump(mode="json", exclude={"summary"}),
-                            ensure_ascii=False,
-                        ),
+                        tool_call_id=state.call.id,
+                        content=self._tool_message(state.result),
                     )
                 )
-        self._publish()
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        info = workflow.info()
-        return RunResult(
-            state=self._state,
-            answer=self._answer,
-            steps=self._step,
-            approvals=list(self._approvals.values()),
-            tool_runs=self._tool_runs,
-            refused_decisions=self._refused,
-            evidence={
-                "workflow_id": info.workflow_id,
-                "run_id": info.run_id,
-                "task_queue": info.task_queue,
-                "task": run.task,
-                "workspace": run.workspace,
-                "model": {
-                    "provider": run.model.provider,
-                    "requested": run.model.name,
-                    "base_url": run.model.base_url,
-                    "answered_by": self._models_seen,
-                },
-                "started_at": started_at.isoformat(),
-                "finished_at": workflow.now().isoformat(),
-                "state": self._state.value,
-                "steps": self._step,
-                "answer": self._answer,
-                "origin": run.origin,
-            },
+            self._turn = None
+            self._trim()
+        self._gate.set_run_state(
+            self._state.value, f"{self._state.value}: {clip(self._answer, 300)}"
         )
+        await self._gate.close()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._result(run)
 
-    # --- signals and queries ------------------------------------------------------
+    # --- the query -----------------------------------------------------------------------
 
-    @workflow.signal(name=contract.SIGNAL_APPROVE)
-    def approve(self, payload: Any) -> None:
-        self._receive(DecisionKind.APPROVE, payload)
-
-    @workflow.signal(name=contract.SIGNAL_REJECT)
-    def reject(self, payload: Any) -> None:
-        self._receive(DecisionKind.REJECT, payload)
-
-    @workflow.signal(name=contract.SIGNAL_MODIFY)
-    def modify(self, payload: Any) -> None:
-        self._receive(DecisionKind.MODIFY, payload)
-
-    @workflow.query(name=contract.QUERY_APPROVALS)
-    def approvals(self) -> list[ApprovalRecord]:
-        return list(self._approvals.values())
-
-    @workflow.query(name=contract.QUERY_STATUS)
     def status(self) -> RunStatus:
         return RunStatus(
-            state=self._current_state(),
-            task=self._run.task,
+            state=RunState(self._gate.run_state()),
+            task=clip(self._run.task, 2_000),
             step=self._step,
             max_steps=self._run.max_steps,
-            pending=self._pending(),
-            approvals_total=len(self._approvals),
-            refused_decisions=self._refused,
+            pending=self._gate.pending(),
+            approvals_total=self._gate.approvals_total,
+            refused_decisions=self._gate.refused,
             answer=self._answer,
+            refused_dropped=self._gate.refused_dropped,
+            previous_runs=self._previous_runs,
         )
 
-    # --- the decision path ----------------------------------------------------------
+    # --- one turn ------------------------------------------------------------------------
 
-    def _receive(self, kind: DecisionKind, payload: Any) -> None:
-        """Apply or refuse one decision; never raise, so no signal can fail the run."""
-        now = workflow.now()
-        raw = dict(payload) if isinstance(payload, dict) else payload
-        if isinstance(raw, dict):
-            raw.pop("kind", None)
-        try:
-            decision = policy.DECISION_MODELS[kind].model_validate(raw)
-        except ValidationError as error:
-            refusal = f"malformed {kind.value} decision: {policy.format_validation_error(error)}"
-            fields: dict[str, Any] = raw if isinstance(raw, dict) else {}
-
-            def text(name: str) -> str | None:
-                value = fields.get(name)
-                return value if isinstance(value, str) else None
-
-            record = self._approvals.get(text("approval_id") or "")
-            if record is None:
-                self._refuse_unattached(now, payload, refusal)
-            else:
-                record.decisions.append(
-                    DecisionEntry(
-                        decision_id=text("decision_id"),
-                        kind=kind,
-                        reviewer=text("reviewer") or "unknown",
-                        received_at=now,
-                        outcome="refused",
-                        refusal=refusal,
-                    )
+    async def _play_turn(self, turn: TurnState) -> None:
+        limit = self._run.limits.max_tool_calls_per_turn
+        tasks = []
+        for index, state in enumerate(turn.calls):
+            if state.result is not None:
+                continue
+            if index >= limit:
+                state.result = _error(
+                    f"too many tool calls in one turn: {len(turn.calls)} were asked for and at "
+                    f"most {limit} run per turn, so this one was not run. Ask for at most "
+                    f"{limit} at a time."
                 )
-                workflow.logger.warning("Refused decision on %s: %s", record.id, refusal)
+                self._keep_run(turn.step, state, None)
+                continue
+            tasks.append(asyncio.create_task(self._call(turn.step, state, turn.content)))
+        if not tasks:
             return
-
-        record = self._approvals.get(decision.approval_id)
-        if record is None:
-            known = ", ".join(self._approvals) or "none yet"
-            self._refuse_unattached(
-                now,
-                payload,
-                f"unknown approval id {decision.approval_id!r}: this run's approvals are {known}",
-            )
-            return
-
-        verdict = policy.judge(record, decision, REGISTRY[record.action_json.tool])
-        entry = DecisionEntry(
-            decision_id=decision.decision_id,
-            kind=kind,
-            reviewer=decision.reviewer,
-            reason=decision.reason if isinstance(decision, RejectDecision) else decision.comment,
-            args=decision.args if isinstance(decision, ModifyDecision) else None,
-            received_at=now,
-            outcome="refused" if verdict.refusal else "applied",
-            refusal=verdict.refusal,
+        await workflow.wait_condition(
+            lambda: all(task.done() for task in tasks) or self._can_suspend(turn)
         )
-        record.decisions.append(entry)
-        if verdict.refusal:
-            workflow.logger.warning("Refused decision on %s: %s", record.id, verdict.refusal)
+        if all(task.done() for task in tasks):
+            for task in tasks:
+                task.result()
             return
-        record.reviewer = decision.reviewer
-        record.reviewed_at = now
-        record.reason = entry.reason or None
-        if isinstance(decision, RejectDecision):
-            record.status = ApprovalStatus.REJECTED
-            record.reason = decision.reason or "no reason given"
-        elif verdict.modified_action is not None:
-            record.status = ApprovalStatus.MODIFIED
-            record.modified_action_json = verdict.modified_action
+        # Every call still open waits on a reviewer: the run continues as new here and
+        # the next run waits on the same approvals.
+        await self._continue_as_new()
+
+    def _can_suspend(self, turn: TurnState) -> bool:
+        if not self._should_continue_as_new() or not self._gate.idle():
+            return False
+        for state in turn.calls:
+            if state.result is not None:
+                continue
+            if state.approval_id is None or state.call.id in self._busy:
+                return False
+            if self._gate.record(state.approval_id).status is not ApprovalStatus.PENDING:
+                return False
+        return True
+
+    async def _call(self, step: int, state: CallState, reasoning: str) -> None:
+        if state.approval_id is not None:
+            # Carried from an earlier run, still waiting on its reviewer.
+            spec = REGISTRY[self._gate.record(state.approval_id).action_json.tool]
+            outcome = await self._gate.wait(state.approval_id, _validator(spec))
+            result = await self._conclude(state, outcome)
         else:
-            record.status = ApprovalStatus.APPROVED
-        workflow.logger.info(
-            "Approval %s %s by %s", record.id, record.status.value, decision.reviewer
-        )
+            result = await self._start(step, state, reasoning)
+        state.result = result
+        self._keep_run(step, state, state.approval_id)
 
-    def _refuse_unattached(self, now: datetime, payload: Any, refusal: str) -> None:
-        self._refused.append(RefusedDecision(received_at=now, payload=payload, refusal=refusal))
-        workflow.logger.warning("Refused decision: %s", refusal)
-
-    # --- one tool call ---------------------------------------------------------------
-
-    async def _handle_call(self, step: int, call: ToolCall, reasoning: str) -> ToolResult:
+    async def _start(self, step: int, state: CallState, reasoning: str) -> ToolResult:
+        call = state.call
         spec = REGISTRY.get(call.name)
-        args_seen: Any = call.arguments
-        approval_id: str | None = None
         if spec is None:
-            result = _error(f"unknown tool {call.name!r}; the tools are: {', '.join(REGISTRY)}")
-        else:
-            try:
-                args_seen = json.loads(call.arguments or "{}")
-            except json.JSONDecodeError as error:
-                result = _error(f"the arguments of {call.name} are not valid JSON: {error}")
-            else:
-                try:
-                    args = spec.args_model.model_validate(args_seen)
-                except ValidationError as error:
-                    result = _error(
-                        f"invalid arguments for {call.name}: "
-                        f"{policy.format_validation_error(error)}"
-                    )
-                else:
-                    action = ToolAction(tool=spec.name, args=args.model_dump(mode="json"))
-                    if spec.needs_approval(args):
-                        approval_id, result = await self._gated(step, spec, args, action, reasoning)
-                    else:
-                        result = await self._execute(action, None, None)
-        self._tool_runs.append(
-            ToolRun(
-                step=step,
-                call_id=call.id,
-                tool=call.name,
-                args=args_seen,
-                approval_id=approval_id,
-                result=result,
+            return _error(
+                f"unknown tool {clip(call.name, 100)!r}; the tools are: {', '.join(REGISTRY)}"
             )
-        )
-        return result
-
-    async def _gated(
-        self, step: int, spec: ToolSpec, args: Any, action: ToolAction, reasoning: str
-    ) -> tuple[str | None, ToolResult]:
-        earlier = self._rejected.get(action.key())
+        size = len(call.arguments.encode())
+        if size > self._run.limits.max_action_bytes:
+            return _error(
+                f"the arguments of {call.name} are {size:,} bytes; at most "
+                f"{self._run.limits.max_action_bytes:,} are accepted. Split the work into "
+                "smaller calls."
+            )
+        try:
+            raw = json.loads(call.arguments or "{}")
+        except (json.JSONDecodeError, RecursionError) as error:
+            return _error(f"the arguments of {call.name} are not valid JSON: {error}")
+        try:
+            args = spec.args_model.model_validate(raw)
+        except ValidationError as error:
+            return _error(
+                f"invalid arguments for {call.name}: {policy.format_validation_error(error)}"
+            )
+        action = ToolAction(tool=spec.name, args=args.model_dump(mode="json"))
+        if not self._needs_approval(spec, args):
+            return await self._execute(action, None, None)
+        earlier = self._gate.rejected_earlier(action)
         if earlier is not None:
-            return None, _error(
-                f"this exact action was already rejected in this run (approval {earlier.id}, "
-                f"by {earlier.reviewer}): {earlier.reason}. It was not asked again. Do not "
-                "propose it again; find another way or stop and explain."
-            )
-        preview = await self._preview(action)
-        now = workflow.now()
-        info = workflow.info()
-        record = ApprovalRecord(
-            id=f"apr_{workflow.uuid4().hex[:16]}",
-            session_id=info.workflow_id,
-            run_id=info.run_id,
-            action_json=action,
-            action_digest=action.digest(),
-            created_at=now,
-            expires_at=now + policy.approval_timeout(spec, self._run),
-            context=ApprovalContext(
-                original_request=self._run.task, reasoning=reasoning, step=step
-            ),
+            return self._repeated(earlier)
+        self._busy.add(call.id)
+        try:
+            preview = await self._preview(action)
+        finally:
+            self._busy.discard(call.id)
+        risk, warning = self._risk(spec, args, preview)
+        if warning:
+            preview.warnings.append(warning)
+        record = self._gate.open(
+            action,
             preview=preview,
-            risk=spec.risk(args, preview),
+            context=ApprovalContext(
+                original_request=clip(self._run.task, MAX_REASONING_CHARS),
+                reasoning=reasoning,
+                step=step,
+            ),
+            timeout=policy.approval_timeout(spec.name, spec.approval_timeout, self._run),
+            risk=risk,
+            validate=_validator(spec),
         )
-        self._approvals[record.id] = record
+        state.approval_id = record.id
         if policy.auto_approved(record.risk, self._run.auto_approve_below):
-            self._settle_by_system(
-                record,
-                DecisionKind.POLICY,
-                ApprovalStatus.APPROVED,
-                policy.POLICY_REVIEWER,
+            self._gate.approve_by_policy(
+                record.id,
                 f"risk {record.risk} is below the run's auto-approve threshold "
                 f"{self._run.auto_approve_below}",
             )
-        else:
-            await self._await_decision(record)
-        return record.id, await self._conclude(record)
-
-    async def _await_decision(self, record: ApprovalRecord) -> None:
-        self._publish()
-        workflow.logger.info(
-            "Approval %s pending: %s %s (risk %d, expires %s)",
-            record.id,
-            record.action_json.tool,
-            record.preview.summary,
-            record.risk,
-            record.expires_at.isoformat(),
-        )
-        try:
-            await workflow.execute_activity(
-                contract.ACTIVITY_NOTIFY,
-                record,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=TOOL_RETRY,
-                summary=f"notify reviewers: {record.id}",
-            )
-        except ActivityError as error:
-            # A notification that can't be delivered must not cost the approval.
-            workflow.logger.warning("Notification for %s failed: %s", record.id, error.cause)
-        timeout = record.expires_at - record.created_at
-        try:
-            await workflow.wait_condition(
-                lambda: record.status is not ApprovalStatus.PENDING,
-                timeout=timeout,
-                timeout_summary=f"approval {record.id} timeout",
-            )
-        except TimeoutError:
-            pass
-        # The status, not which of the two woke us, is the truth: a decision and the
-        # timer can land in the same workflow task, and the decision came first.
-        if record.status is ApprovalStatus.PENDING:
-            self._settle_by_system(
-                record,
-                DecisionKind.TIMEOUT,
-                ApprovalStatus.REJECTED,
-                policy.TIMEOUT_REVIEWER,
-                f"no decision came within {_duration(timeout)}; auto-rejected at "
-                f"{workflow.now().isoformat()}",
-            )
-            workflow.logger.warning("Approval %s timed out: %s", record.id, record.reason)
-        self._publish()
+        return await self._conclude(state, await self._gate.wait(record.id))
 
     @staticmethod
-    def _settle_by_system(
-        record: ApprovalRecord,
-        kind: DecisionKind,
-        status: ApprovalStatus,
-        reviewer: str,
-        reason: str,
-    ) -> None:
-        """A decision the run makes itself (policy, timeout), logged like a reviewer's."""
-        now = workflow.now()
-        record.status, record.reviewer, record.reviewed_at, record.reason = (
-            status,
-            reviewer,
-            now,
-            reason,
-        )
-        record.decisions.append(
-            DecisionEntry(
-                kind=kind, reviewer=reviewer, reason=reason, received_at=now, outcome="applied"
-            )
+    def _needs_approval(spec: ToolSpec, args: Any) -> bool:
+        try:
+            return spec.needs_approval(args)
+        except Exception:  # a predicate that fails asks a reviewer
+            return True
+
+    @staticmethod
+    def _risk(spec: ToolSpec, args: Any, preview: ToolPreview) -> tuple[int, str | None]:
+        try:
+            return spec.risk(args, preview), None
+        except Exception as error:  # fail closed
+            return 100, f"the risk could not be scored ({type(error).__name__}); shown as 100"
+
+    @staticmethod
+    def _repeated(earlier: Any) -> ToolResult:
+        return _error(
+            f"this exact action was already rejected in this run (approval "
+            f"{earlier.approval_id}, by {earlier.reviewer}): {earlier.reason}. It was not asked "
+            "again. Do not propose it again; find another way or stop and explain."
         )
 
-    async def _conclude(self, record: ApprovalRecord) -> ToolResult:
-        if record.status is ApprovalStatus.REJECTED:
-            self._rejected[record.action_json.key()] = record
-            who = (
-                "nobody (timeout)"
-                if record.reviewer == policy.TIMEOUT_REVIEWER
-                else (record.reviewer)
-            )
+    async def _conclude(self, state: CallState, outcome: ApprovalOutcome) -> ToolResult:
+        if outcome.repeated:
+            return self._repeated(outcome)
+        record = self._gate.record(outcome.approval_id)
+        if not outcome.approved:
+            who = "nobody (timeout)" if outcome.timed_out else outcome.reviewer
             return _error(
-                f"REJECTED by {who}: {record.reason}. The action was not performed. Do not "
+                f"REJECTED by {who}: {outcome.reason}. The action was not performed. Do not "
                 "retry the same action; find another way to do the task or stop and explain."
             )
-        preview = record.preview
-        if record.modified_action_json is not None:
-            record.modified_preview = await self._preview(record.modified_action_json)
-            preview = record.modified_preview
-        result = await self._execute(record.effective_action, record.id, preview)
+        self._busy.add(state.call.id)
+        try:
+            preview: ToolPreview | None = record.preview
+            if record.modified_action_json is not None:
+                record.modified_preview = await self._preview(record.modified_action_json)
+                preview = record.modified_preview
+                self._gate.touch()
+            result = await self._execute(
+                record.effective_action,
+                record.id,
+                None if preview is None or preview.failed else preview,
+            )
+        finally:
+            self._busy.discard(state.call.id)
         record.executed_at = workflow.now()
-        record.result = result
+        record.result = result.model_copy(update={"output": _compact(result.output)})
+        self._gate.touch()
         if record.status is ApprovalStatus.MODIFIED and result.ok:
             result = result.model_copy(
                 update={
@@ -456,26 +394,102 @@ class AgentWorkflow:
             )
         return result
 
-    # --- activities ------------------------------------------------------------------
+    def _keep_run(self, step: int, state: CallState, approval_id: str | None) -> None:
+        assert state.result is not None
+        self._tool_runs.append(
+            ToolRun(
+                step=step,
+                call_id=state.call.id,
+                tool=clip(state.call.name, 100),
+                args=_compact(state.call.arguments),
+                approval_id=approval_id,
+                result=state.result.model_copy(update={"output": _compact(state.result.output)}),
+            )
+        )
+        del self._tool_runs[:-MAX_TOOL_RUNS_KEPT]
 
-    async def _next_turn(self, messages: list[ChatMessage], schemas: list[dict]) -> AssistantTurn:
+    # --- the conversation ---------------------------------------------------------------
+
+    def _tool_message(self, result: ToolResult) -> str:
+        text = json.dumps(result.model_dump(mode="json", exclude={"summary"}), ensure_ascii=False)
+        limit = self._run.limits.tool_message_chars
+        if len(text) <= limit:
+            return text
+        return clip(text, limit) + " [the output was cut short: ask for a smaller part]"
+
+    def _conversation(self) -> list[ChatMessage]:
+        head = [
+            ChatMessage(role="system", content=SYSTEM_PROMPT),
+            ChatMessage(role="user", content=self._run.task),
+        ]
+        if self._omitted:
+            head.append(ChatMessage(role="user", content=OMITTED_NOTE.format(count=self._omitted)))
+        return head + self._messages
+
+    def _trim(self) -> None:
+        """Drop the oldest whole steps (a model turn and its tool results) over the budget."""
+        budget = self._run.limits.conversation_chars - len(self._run.task) - len(SYSTEM_PROMPT)
+        while sum(_size(message) for message in self._messages) > budget:
+            rest = [i for i, m in enumerate(self._messages) if m.role == "assistant"][1:]
+            if not rest:
+                break
+            del self._messages[: rest[0]]
+            self._omitted += 1
+
+    # --- continue-as-new -------------------------------------------------------------------
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        limits = self._run.limits
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= limits.continue_as_new_events
+            or info.get_current_history_size() >= limits.continue_as_new_bytes
+            or len(self._gate.records) - self._carried >= limits.approvals_per_run
+        )
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        info = workflow.info()
+        carry = AgentCarry(
+            messages=self._messages,
+            omitted_steps=self._omitted,
+            step=self._step,
+            turn=self._turn,
+            gate=self._gate.snapshot(),
+            models_seen=self._models_seen,
+            started_at=self._started_at,
+            previous_runs=[*self._previous_runs, info.run_id][-MAX_PREVIOUS_RUNS:],
+        )
+        workflow.logger.info(
+            "Continuing as new at step %d with %d pending approval(s)",
+            self._step,
+            len(carry.gate.pending),
+        )
+        workflow.continue_as_new(self._run.model_copy(update={"carry": carry}))
+
+    # --- activities ------------------------------------------------------------------------
+
+    async def _next_turn(self, schemas: list[dict]) -> AssistantTurn:
         model = self._run.model
         try:
             turn: AssistantTurn = await workflow.execute_activity(
                 contract.ACTIVITY_LLM,
-                LlmRequest(model=model, messages=messages, tools=schemas),
+                LlmRequest(model=model, messages=self._conversation(), tools=schemas),
                 result_type=AssistantTurn,
                 start_to_close_timeout=timedelta(minutes=3),
+                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
                 retry_policy=LLM_RETRY,
                 summary=f"step {self._step}: ask {model.provider}:{model.name}",
             )
         except ActivityError as error:
             raise ApplicationError(
                 f"the model could not be asked at step {self._step}: {error.cause}",
+                type="ModelUnavailable",
                 non_retryable=True,
             ) from error
         if turn.model and turn.model not in self._models_seen:
-            self._models_seen.append(turn.model)
+            self._models_seen = [*self._models_seen, clip(turn.model, 100)][-10:]
         if turn.scripted and not turn.content.startswith(SCRIPTED_BANNER):
             turn.content = f"{SCRIPTED_BANNER} {turn.content}".strip()
         return turn
@@ -491,10 +505,12 @@ class AgentWorkflow:
                 summary=f"preview {action.tool}",
             )
         except ActivityError as error:
-            # The reviewer still decides; they are told the preview is missing.
+            # The reviewer still decides, told the preview is missing; execution then has
+            # nothing to check against, so tools that check refuse to act.
             return ToolPreview(
                 summary=f"{action.tool}: no preview available",
-                warnings=[f"the preview failed: {error.cause}"],
+                warnings=[clip(f"the preview failed: {error.cause}", 300)],
+                failed=True,
             )
         return preview
 
@@ -526,45 +542,37 @@ class AgentWorkflow:
             return _error(f"{action.tool} failed: {error.cause}")
         return result
 
-    # --- visibility ------------------------------------------------------------------
+    # --- the result --------------------------------------------------------------------------
 
-    def _pending(self) -> list[PendingApproval]:
-        return [
-            record.summary()
-            for record in self._approvals.values()
-            if record.status is ApprovalStatus.PENDING
-        ]
-
-    def _current_state(self) -> RunState:
-        if self._answer is not None:
-            return self._state
-        return RunState.AWAITING_APPROVAL if self._pending() else RunState.RUNNING
-
-    def _publish(self) -> None:
-        """Mirror the run's approval state to search attributes, memo and current details."""
-        pending = self._pending()
-        state = self._current_state()
-        workflow.upsert_search_attributes(
-            [
-                contract.STATE_KEY.value_set(state.value),
-                contract.PENDING_KEY.value_set(len(pending)),
-                contract.APPROVAL_IDS_KEY.value_set(list(self._approvals)),
-            ]
+    def _result(self, run: RunInput) -> RunResult:
+        info = workflow.info()
+        answer = self._answer or ""
+        return RunResult(
+            state=self._state,
+            answer=clip(answer, 16_000),
+            steps=self._step,
+            approvals=[compact_record(record) for record in self._gate.records],
+            tool_runs=self._tool_runs,
+            refused_decisions=self._gate.refused,
+            previous_runs=self._previous_runs,
+            evidence={
+                "workflow_id": info.workflow_id,
+                "run_id": info.run_id,
+                "previous_runs": self._previous_runs,
+                "task_queue": info.task_queue,
+                "task": clip(run.task, 2_000),
+                "workspace": run.workspace,
+                "model": {
+                    "provider": run.model.provider,
+                    "requested": run.model.name,
+                    "base_url": run.model.base_url,
+                    "answered_by": self._models_seen,
+                },
+                "started_at": self._started_at.isoformat(),
+                "finished_at": workflow.now().isoformat(),
+                "state": self._state.value,
+                "steps": self._step,
+                "answer": clip(answer, 4_000),
+                "origin": _compact(run.origin, 4_000),
+            },
         )
-        workflow.upsert_memo(
-            {
-                contract.MEMO_PENDING: [item.model_dump(mode="json") for item in pending],
-                contract.MEMO_TASK: self._run.task,
-            }
-        )
-        if pending:
-            details = "\n".join(
-                f"awaiting approval: {item.tool}, {item.summary}, expires "
-                f"{item.expires_at:%H:%M} UTC ({item.id})"
-                for item in pending
-            )
-        elif self._answer is not None:
-            details = f"{state.value}: {self._answer}"
-        else:
-            details = f"running: step {self._step} of at most {self._run.max_steps}"
-        workflow.set_current_details(details)

@@ -1,0 +1,688 @@
+"""The approval gate: the workflow-side component every flagged action passes.
+
+Create one in a workflow's `__init__` (decorated with `@workflow.init`) and ask it:
+
+    outcome = await self.gate.request(action, preview=..., context=..., timeout=...)
+
+It records the approval, publishes it (search attributes, memo, the Web UI's current
+details), notifies reviewers, and waits for a decision with a durable timer that runs
+from the moment the approval was created. It owns the decision handlers:
+
+- signals `approve`, `reject`, `modify`: every input, of any arity, encoding, size
+  or shape, ends as an applied or a refused decision with a bounded record. The
+  handler never raises, so no signal can fail or wedge the run.
+- queries `approvals` (every `ApprovalRecord` of this run) and, unless the workflow
+  has its own, `status`.
+
+Decisions are judged in the order they arrived; the first valid one wins; a decision
+that arrives at or after the advertised deadline is refused as late. Everything here
+is deterministic workflow code with no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ValidationError
+
+    from hitl import contract, policy
+    from hitl.models import (
+        DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        EXCERPT_CHARS,
+        MAX_DECISION_BYTES,
+        MAX_REFUSED_PER_APPROVAL,
+        MAX_REFUSED_PER_RUN,
+        ApprovalContext,
+        ApprovalOutcome,
+        ApprovalRecord,
+        ApprovalStatus,
+        DecisionEntry,
+        DecisionKind,
+        GateState,
+        GateStatus,
+        ModifyDecision,
+        PendingApproval,
+        RefusedDecision,
+        RejectDecision,
+        RejectedAction,
+        ToolAction,
+        ToolPreview,
+    )
+    from hitl.text import clip, quoted
+
+DECISION_SIGNALS = {
+    contract.SIGNAL_APPROVE: DecisionKind.APPROVE,
+    contract.SIGNAL_REJECT: DecisionKind.REJECT,
+    contract.SIGNAL_MODIFY: DecisionKind.MODIFY,
+}
+MAX_REMEMBERED_REJECTIONS = 200
+MAX_MEMO_ACTION_CHARS = 2_000
+"""A pending approval's action rides in the memo only if it is this small."""
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+
+Validator = Callable[[dict[str, Any]], dict[str, Any]]
+"""Checks a reviewer's modified arguments: returns them normalized, or raises ValidationError."""
+
+
+@dataclass
+class _Incoming:
+    kind: DecisionKind
+    decision: Any
+    received_at: datetime
+
+
+def duration_text(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def compact_record(record: ApprovalRecord, details_chars: int = 4_000) -> ApprovalRecord:
+    """The record with its preview cut down, for payloads that carry many of them."""
+    previews: dict[str, Any] = {}
+    for name in ("preview", "modified_preview"):
+        preview: ToolPreview | None = getattr(record, name)
+        if preview is not None and (
+            len(preview.details) > details_chars or len(json.dumps(preview.facts)) > 2_000
+        ):
+            previews[name] = preview.model_copy(
+                update={"details": clip(preview.details, details_chars), "facts": {}}
+            )
+    return record.model_copy(update=previews) if previews else record
+
+
+class ApprovalGate:
+    """Approval checkpoints for one workflow run.
+
+    `state` restores a gate carried across continue-as-new: pending approvals keep
+    their ids, deadlines and decision logs. `status` answers the `status` query when
+    the workflow has no handler of its own. `memo` is added to what the gate
+    publishes (e.g. the run's task).
+    """
+
+    def __init__(
+        self,
+        *,
+        state: GateState | None = None,
+        status: Callable[[], BaseModel] | None = None,
+        memo: dict[str, Any] | None = None,
+    ) -> None:
+        state = state or GateState()
+        self._records: dict[str, ApprovalRecord] = {record.id: record for record in state.pending}
+        self._inbox: dict[str, list[_Incoming]] = {record.id: [] for record in state.pending}
+        self._validators: dict[str, Validator | None] = {}
+        self._rejected: dict[str, RejectedAction] = dict(state.rejected)
+        self._approvals_total = state.approvals_total
+        self._refused: list[RefusedDecision] = []
+        self._refused_dropped = 0
+        self._judging = 0
+        self._run_state: str | None = None
+        self._details: str | None = None
+        self._memo = dict(memo or {})
+        self._published: Any = None
+        self._dirty = True
+        self._notifications: set[asyncio.Task[None]] = set()
+        # Approvals carried from an earlier run were announced by that run.
+        self._announced: set[str] = set(self._records)
+        self._previous_dynamic = workflow.get_dynamic_signal_handler()
+        workflow.set_dynamic_signal_handler(self._on_signal)
+        if workflow.get_query_handler(contract.QUERY_APPROVALS) is None:
+            workflow.set_query_handler(contract.QUERY_APPROVALS, self.approvals)
+        if workflow.get_query_handler(contract.QUERY_STATUS) is None:
+            workflow.set_query_handler(contract.QUERY_STATUS, status or self.status)
+        self._publisher = asyncio.create_task(self._publish_loop())
+
+    # --- asking -------------------------------------------------------------------------
+
+    async def request(
+        self,
+        action: ToolAction,
+        *,
+        preview: ToolPreview | None = None,
+        context: ApprovalContext | str | None = None,
+        timeout: timedelta | None = None,
+        risk: int = 50,
+        validate: Validator | None = None,
+        approved_by_policy: str | None = None,
+    ) -> ApprovalOutcome:
+        """Ask for a decision on `action` and wait for it (or for the timeout).
+
+        `validate` checks a reviewer's modified arguments; without it `modify` is
+        refused. `approved_by_policy` (a reason) records the approval as decided by
+        policy instead of asking. An action identical to one rejected earlier in this
+        run (or the runs it continued from) is rejected at once, with that reason.
+        """
+        earlier = self._rejected.get(action.key())
+        if earlier is not None:
+            return ApprovalOutcome(
+                approval_id=earlier.approval_id,
+                status=ApprovalStatus.REJECTED,
+                action=action,
+                reviewer=earlier.reviewer,
+                reason=earlier.reason,
+                repeated=True,
+            )
+        record = self.open(
+            action, preview=preview, context=context, timeout=timeout, risk=risk, validate=validate
+        )
+        if approved_by_policy is not None:
+            self.approve_by_policy(record.id, approved_by_policy)
+        return await self.wait(record.id)
+
+    def rejected_earlier(self, action: ToolAction) -> RejectedAction | None:
+        """The earlier rejection of this exact action in this run's chain, if any."""
+        return self._rejected.get(action.key())
+
+    def approve_by_policy(self, approval_id: str, reason: str) -> None:
+        """Decide a pending approval by the run's own policy instead of asking a reviewer."""
+        record = self._records[approval_id]
+        if record.status is ApprovalStatus.PENDING:
+            self._settle_by_system(
+                record, DecisionKind.POLICY, ApprovalStatus.APPROVED, policy.POLICY_REVIEWER, reason
+            )
+
+    def open(
+        self,
+        action: ToolAction,
+        *,
+        preview: ToolPreview | None = None,
+        context: ApprovalContext | str | None = None,
+        timeout: timedelta | None = None,
+        risk: int = 50,
+        validate: Validator | None = None,
+    ) -> ApprovalRecord:
+        """Record a pending approval and announce it; `wait` then waits for its decision."""
+        now = workflow.now()
+        info = workflow.info()
+        if isinstance(context, str) or context is None:
+            context = ApprovalContext(original_request=context or "")
+        record = ApprovalRecord(
+            id=f"apr_{workflow.uuid4().hex[:16]}",
+            session_id=info.workflow_id,
+            run_id=info.run_id,
+            action_json=action,
+            action_digest=action.digest(),
+            created_at=now,
+            expires_at=now + (timeout or timedelta(seconds=DEFAULT_APPROVAL_TIMEOUT_SECONDS)),
+            context=context,
+            preview=preview or ToolPreview(summary=f"{action.tool}: no preview"),
+            risk=max(0, min(100, int(risk))),
+        )
+        self._records[record.id] = record
+        self._inbox[record.id] = []
+        self._validators[record.id] = validate
+        self._approvals_total += 1
+        self._dirty = True
+        return record
+
+    async def wait(self, approval_id: str, validate: Validator | None = None) -> ApprovalOutcome:
+        """Wait for the decision on a pending approval (also one carried from an earlier run)."""
+        record = self._records[approval_id]
+        if validate is not None:
+            self._validators[approval_id] = validate
+        if record.status is ApprovalStatus.PENDING:
+            self._announce(record)
+            await self._await_decision(record)
+        if record.status is ApprovalStatus.REJECTED:
+            self._remember_rejection(record)
+        return self.outcome(approval_id)
+
+    def outcome(self, approval_id: str) -> ApprovalOutcome:
+        record = self._records[approval_id]
+        return ApprovalOutcome(
+            approval_id=record.id,
+            status=record.status,
+            action=record.effective_action,
+            reviewer=record.reviewer,
+            reason=record.reason,
+            timed_out=record.reviewer == policy.TIMEOUT_REVIEWER,
+        )
+
+    def record(self, approval_id: str) -> ApprovalRecord:
+        return self._records[approval_id]
+
+    def touch(self) -> None:
+        """Say that a record changed (a result, a modified preview): publish it."""
+        self._dirty = True
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def _announce(self, record: ApprovalRecord) -> None:
+        if record.id in self._announced:
+            return
+        self._announced.add(record.id)
+        task = asyncio.create_task(self._notify(record))
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
+
+    async def _await_decision(self, record: ApprovalRecord) -> None:
+        # The deadline the reviewer is shown is the deadline: the timer runs from the
+        # record's creation, not from when the notification went out.
+        remaining = record.expires_at - workflow.now()
+        timer: asyncio.Task[None] | None = None
+        if remaining > timedelta(0):
+            timer = asyncio.create_task(
+                workflow.sleep(remaining, summary=f"approval {record.id} deadline")
+            )
+        inbox = self._inbox[record.id]
+        try:
+            while record.status is ApprovalStatus.PENDING:
+                if inbox:
+                    await self._judge(record, inbox.pop(0))
+                    continue
+                if timer is None or timer.done():
+                    self._expire(record)
+                    break
+                await workflow.wait_condition(_arrived_or_done(inbox, timer))
+        finally:
+            if timer is not None and not timer.done():
+                timer.cancel()
+        while inbox:
+            item = inbox.pop(0)
+            self._log(record, self._entry(item, policy.refusal_for_decided(record)))
+
+    def _expire(self, record: ApprovalRecord) -> None:
+        timeout = record.expires_at - record.created_at
+        self._settle_by_system(
+            record,
+            DecisionKind.TIMEOUT,
+            ApprovalStatus.REJECTED,
+            policy.TIMEOUT_REVIEWER,
+            f"no decision came within {duration_text(timeout)}; auto-rejected at "
+            f"{record.expires_at.isoformat()}",
+        )
+        workflow.logger.warning("Approval %s timed out: %s", record.id, record.reason)
+
+    async def _judge(self, record: ApprovalRecord, item: _Incoming) -> None:
+        self._judging += 1
+        try:
+            verdict = policy.judge(
+                record, item.decision, item.received_at, self._validators.get(record.id)
+            )
+        finally:
+            self._judging -= 1
+        entry = self._entry(item, verdict.refusal)
+        if verdict.refusal:
+            self._log(record, entry)
+            return
+        decision = item.decision
+        record.decisions.append(entry)
+        record.reviewer = decision.reviewer
+        record.reviewed_at = workflow.now()
+        record.reason = entry.reason or None
+        if isinstance(decision, RejectDecision):
+            record.status = ApprovalStatus.REJECTED
+            record.reason = decision.reason or "no reason given"
+        elif verdict.modified_action is not None:
+            record.status = ApprovalStatus.MODIFIED
+            record.modified_action_json = verdict.modified_action
+        else:
+            record.status = ApprovalStatus.APPROVED
+        self._dirty = True
+        workflow.logger.info(
+            "Approval %s %s by %s", record.id, record.status.value, decision.reviewer
+        )
+
+    def _settle_by_system(
+        self,
+        record: ApprovalRecord,
+        kind: DecisionKind,
+        status: ApprovalStatus,
+        reviewer: str,
+        reason: str,
+    ) -> None:
+        """A decision the run makes itself (policy, timeout), logged like a reviewer's."""
+        now = workflow.now()
+        record.status, record.reviewer, record.reviewed_at, record.reason = (
+            status,
+            reviewer,
+            now,
+            reason,
+        )
+        record.decisions.append(
+            DecisionEntry(
+                kind=kind, reviewer=reviewer, reason=reason, received_at=now, outcome="applied"
+            )
+        )
+        self._dirty = True
+
+    def _remember_rejection(self, record: ApprovalRecord) -> None:
+        self._rejected[record.action_json.key()] = RejectedAction(
+            approval_id=record.id,
+            reviewer=record.reviewer or "unknown",
+            reason=clip(record.reason or "", 500),
+        )
+        while len(self._rejected) > MAX_REMEMBERED_REJECTIONS:
+            del self._rejected[next(iter(self._rejected))]
+
+    # --- receiving decisions --------------------------------------------------------------
+
+    def _on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        kind = DECISION_SIGNALS.get(name)
+        if kind is None:
+            if self._previous_dynamic is not None:
+                self._previous_dynamic(name, args)
+                return
+            self._refuse_unattached(
+                name,
+                None,
+                f"{quoted(name)} is not a signal this run handles; decisions are sent as "
+                "approve, reject or modify",
+            )
+            return
+        try:
+            self.receive(kind, args, name)
+        except Exception as error:  # no input may fail the run
+            self._refuse_unattached(
+                name, None, f"the {name} signal could not be read: {type(error).__name__}"
+            )
+
+    def receive(self, kind: DecisionKind, args: Sequence[RawValue], name: str) -> None:
+        """Take one decision as it arrived: queue it for judging, or refuse it now."""
+        if len(args) != 1:
+            self._refuse_unattached(
+                name,
+                None,
+                f"a {name} decision is one JSON object with approval_id and reviewer; this "
+                f"one carried {len(args)} values",
+            )
+            return
+        try:
+            value = workflow.payload_converter().from_payload(args[0].payload)
+        except Exception as error:  # any encoding may arrive
+            encoding = args[0].payload.metadata.get("encoding", b"").decode(errors="replace")
+            self._refuse_unattached(
+                name,
+                None,
+                f"the {name} payload could not be decoded (encoding {quoted(encoding)}): "
+                f"{clip(str(error), 200)}",
+            )
+            return
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        excerpt, size = clip(text, EXCERPT_CHARS), len(text.encode())
+        fields: dict[str, Any] = value if isinstance(value, dict) else {}
+        approval_id = fields.get("approval_id")
+        record = self._records.get(approval_id) if isinstance(approval_id, str) else None
+        refusal = self._read_refusal(kind, name, value, size)
+        decision = None
+        if refusal is None:
+            decision, refusal = self._validate(kind, fields)
+        if refusal is not None:
+            if record is None:
+                self._refuse_unattached(name, (excerpt, size), refusal)
+            else:
+                self._log(
+                    record,
+                    DecisionEntry(
+                        decision_id=_text(fields.get("decision_id")),
+                        kind=kind,
+                        reviewer=_text(fields.get("reviewer")) or "unknown",
+                        received_at=workflow.now(),
+                        outcome="refused",
+                        refusal=refusal,
+                        excerpt=excerpt,
+                    ),
+                )
+            return
+        if record is None:
+            self._refuse_unattached(
+                name,
+                (excerpt, size),
+                f"unknown approval id {quoted(approval_id)}: this run's approvals are "
+                f"{self._known_ids()}",
+            )
+            return
+        item = _Incoming(kind, decision, workflow.now())
+        if record.status is not ApprovalStatus.PENDING:
+            self._log(record, self._entry(item, policy.refusal_for_decided(record)))
+            return
+        self._inbox[record.id].append(item)
+
+    @staticmethod
+    def _read_refusal(kind: DecisionKind, name: str, value: Any, size: int) -> str | None:
+        if size > MAX_DECISION_BYTES:
+            return (
+                f"the {name} payload is {size:,} bytes; a decision is at most "
+                f"{MAX_DECISION_BYTES:,} bytes"
+            )
+        if not isinstance(value, dict):
+            return (
+                f"malformed {name} decision: expected a JSON object with approval_id and "
+                f"reviewer, got {type(value).__name__}"
+            )
+        sent = value.get("kind")
+        if sent is not None and sent != kind.value:
+            return (
+                f"the payload says kind {quoted(sent)} but was sent as {kind.value}; send "
+                "each decision as the signal it means"
+            )
+        return None
+
+    @staticmethod
+    def _validate(kind: DecisionKind, fields: dict[str, Any]) -> tuple[Any, str | None]:
+        try:
+            return policy.DECISION_MODELS[kind].model_validate(fields), None
+        except ValidationError as error:
+            return None, (
+                f"malformed {kind.value} decision: {policy.format_validation_error(error)}"
+            )
+
+    def _entry(self, item: _Incoming, refusal: str | None) -> DecisionEntry:
+        decision = item.decision
+        return DecisionEntry(
+            decision_id=decision.decision_id,
+            kind=item.kind,
+            reviewer=decision.reviewer,
+            reason=decision.reason if isinstance(decision, RejectDecision) else decision.comment,
+            args=decision.args if isinstance(decision, ModifyDecision) else None,
+            received_at=item.received_at,
+            outcome="refused" if refusal else "applied",
+            refusal=refusal,
+        )
+
+    def _log(self, record: ApprovalRecord, entry: DecisionEntry) -> None:
+        """Keep a refused decision in the approval's log, bounded in count and size."""
+        refused = sum(1 for item in record.decisions if item.outcome == "refused")
+        if refused >= MAX_REFUSED_PER_APPROVAL:
+            record.refused_dropped += 1
+        else:
+            if entry.args is not None and len(json.dumps(entry.args)) > EXCERPT_CHARS:
+                entry.excerpt = clip(json.dumps(entry.args, ensure_ascii=False), EXCERPT_CHARS)
+                entry.args = None
+            entry.reason = clip(entry.reason, EXCERPT_CHARS)
+            record.decisions.append(entry)
+        workflow.logger.warning(
+            "Refused decision on %s: %s", record.id, clip(entry.refusal or "", 300)
+        )
+
+    def _refuse_unattached(self, name: str, payload: tuple[str, int] | None, refusal: str) -> None:
+        if len(self._refused) >= MAX_REFUSED_PER_RUN:
+            self._refused_dropped += 1
+        else:
+            excerpt, size = payload or ("", 0)
+            self._refused.append(
+                RefusedDecision(
+                    received_at=workflow.now(),
+                    refusal=refusal,
+                    signal=clip(name, 100),
+                    excerpt=excerpt,
+                    size=size,
+                )
+            )
+        workflow.logger.warning("Refused decision: %s", clip(refusal, 300))
+
+    def _known_ids(self) -> str:
+        pending = [r.id for r in self._records.values() if r.status is ApprovalStatus.PENDING]
+        if not self._records:
+            return "none yet"
+        shown = ", ".join(pending[:10]) or "none pending"
+        return f"{shown} ({len(self._records)} in all; `hitl pending` lists them)"
+
+    # --- queries and state ------------------------------------------------------------------
+
+    def approvals(self, selector: Any = None) -> list[ApprovalRecord]:
+        """Every approval record of this run; `{"ids": [...]}` or `{"status": S}` narrows it."""
+        records = list(self._records.values())
+        if isinstance(selector, dict):
+            ids = selector.get("ids")
+            if isinstance(ids, list):
+                wanted = {str(item) for item in ids}
+                records = [record for record in records if record.id in wanted]
+            status = selector.get("status")
+            if isinstance(status, str):
+                records = [record for record in records if record.status.value == status]
+        return records
+
+    def pending(self) -> list[PendingApproval]:
+        return [
+            self._summary(record)
+            for record in self._records.values()
+            if record.status is ApprovalStatus.PENDING
+        ]
+
+    def status(self) -> GateStatus:
+        return GateStatus(
+            state=self.run_state(),
+            pending=self.pending(),
+            approvals_total=self._approvals_total,
+            refused_decisions=self._refused,
+            refused_dropped=self._refused_dropped,
+        )
+
+    @property
+    def records(self) -> list[ApprovalRecord]:
+        return list(self._records.values())
+
+    @property
+    def refused(self) -> list[RefusedDecision]:
+        return self._refused
+
+    @property
+    def refused_dropped(self) -> int:
+        return self._refused_dropped
+
+    @property
+    def approvals_total(self) -> int:
+        return self._approvals_total
+
+    def idle(self) -> bool:
+        """No decision is waiting to be judged or being judged: safe to continue as new."""
+        return self._judging == 0 and not any(self._inbox.values())
+
+    def snapshot(self) -> GateState:
+        """What a continued run needs: pending approvals intact, remembered rejections."""
+        return GateState(
+            pending=[r for r in self._records.values() if r.status is ApprovalStatus.PENDING],
+            rejected=self._rejected,
+            approvals_total=self._approvals_total,
+        )
+
+    # --- visibility -----------------------------------------------------------------------
+
+    def set_run_state(self, state: str | None, details: str | None = None) -> None:
+        """The workflow's own state and current details, shown when nothing is pending."""
+        self._run_state, self._details = state, details
+        self._dirty = True
+
+    def run_state(self) -> str:
+        """The workflow's final state once it has one, else whether it waits on a reviewer."""
+        if self._run_state not in (None, "running"):
+            return str(self._run_state)
+        waiting = any(r.status is ApprovalStatus.PENDING for r in self._records.values())
+        return "awaiting_approval" if waiting else "running"
+
+    def _summary(self, record: ApprovalRecord) -> PendingApproval:
+        summary = record.summary()
+        summary.summary = clip(summary.summary, 200)
+        if (
+            summary.action_json is not None
+            and len(summary.action_json.key()) > MAX_MEMO_ACTION_CHARS
+        ):
+            summary.action_json = None
+        return summary
+
+    async def _publish_loop(self) -> None:
+        # Woken once per workflow task at most: every change made while the task runs
+        # is published together, not once per change.
+        while True:
+            await workflow.wait_condition(lambda: self._dirty)
+            self.publish()
+
+    def publish(self) -> None:
+        """Mirror the approval state to search attributes, memo and current details now."""
+        self._dirty = False
+        pending = self.pending()
+        state = self.run_state()
+        ids = list(self._records)
+        memo = {
+            contract.MEMO_PENDING: [item.model_dump(mode="json") for item in pending],
+            **self._memo,
+        }
+        if pending:
+            details = "\n".join(
+                f"awaiting approval: {item.tool}, {item.summary}, expires "
+                f"{item.expires_at:%H:%M} UTC ({item.id})"
+                for item in pending
+            )
+        else:
+            details = self._details or state
+        published = (state, len(pending), ids, memo, details)
+        if published == self._published:
+            return
+        previous = self._published
+        self._published = published
+        if previous is None or previous[:3] != published[:3]:
+            workflow.upsert_search_attributes(
+                [
+                    contract.STATE_KEY.value_set(state),
+                    contract.PENDING_KEY.value_set(len(pending)),
+                    contract.APPROVAL_IDS_KEY.value_set(ids),
+                ]
+            )
+        if previous is None or previous[3] != memo:
+            workflow.upsert_memo(memo)
+        workflow.set_current_details(details)
+
+    async def _notify(self, record: ApprovalRecord) -> None:
+        try:
+            await workflow.execute_activity(
+                contract.ACTIVITY_NOTIFY,
+                compact_record(record),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify reviewers: {record.id}",
+            )
+        except ActivityError as error:
+            # A notification that can't be delivered must not cost the approval.
+            workflow.logger.warning("Notification for %s failed: %s", record.id, error.cause)
+
+    async def close(self) -> None:
+        """Publish the final state; pending notifications are not waited for."""
+        for task in list(self._notifications):
+            task.cancel()
+        self.publish()
+
+
+def _arrived_or_done(inbox: list[_Incoming], timer: asyncio.Task[None]) -> Callable[[], bool]:
+    return lambda: bool(inbox) or timer.done()
+
+
+def _text(value: Any) -> str | None:
+    return clip(value, 100) if isinstance(value, str) else None
