@@ -38,13 +38,9 @@ def build_worker(client: Client, task_queue: str, **options: Any) -> Worker:
             restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
         ),
     )
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=ALL_WORKFLOWS,
-        activities=ALL_ACTIVITIES,
-        **options,
-    )
+    options.setdefault("workflows", ALL_WORKFLOWS)
+    options.setdefault("activities", ALL_ACTIVITIES)
+    return Worker(client, task_queue=task_queue, **options)
 
 
 async def main() -> None:

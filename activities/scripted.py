@@ -62,7 +62,8 @@ def _last_calls(messages: list[ChatMessage]) -> list[ToolCall]:
 
 def scripted_turn(request: LlmRequest) -> AssistantTurn:
     messages = request.messages
-    step = sum(1 for message in messages if message.role == "assistant")
+    # The conversation may have been trimmed, so the run's own step count is the truth.
+    step = request.step - 1 if request.step else sum(1 for m in messages if m.role == "assistant")
     script = request.model.script
     if script is not None:
         if step < len(script):

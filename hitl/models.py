@@ -87,6 +87,8 @@ class LlmRequest(BaseModel):
     messages: list[ChatMessage]
     tools: list[dict[str, Any]]
     """Tool schemas in Chat Completions form."""
+    step: int = 0
+    """Which step of the run this is (1-based); 0 when the sender did not say."""
 
 
 class AssistantTurn(BaseModel):

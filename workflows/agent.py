@@ -475,7 +475,9 @@ class AgentWorkflow:
         try:
             turn: AssistantTurn = await workflow.execute_activity(
                 contract.ACTIVITY_LLM,
-                LlmRequest(model=model, messages=self._conversation(), tools=schemas),
+                LlmRequest(
+                    model=model, messages=self._conversation(), tools=schemas, step=self._step
+                ),
                 result_type=AssistantTurn,
                 start_to_close_timeout=timedelta(minutes=3),
                 heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
