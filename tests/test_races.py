@@ -1,0 +1,127 @@
+"""Concurrent decisions, and decisions landing at the deadline: exactly one outcome each time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+
+from hitl import contract
+from hitl.models import ApprovalStatus, DecisionKind
+from tests.conftest import make_logs
+from tests.helpers import approvals, decision, start_run, turn, wait_pending
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+RACES = 6
+DECIDERS = 12
+
+
+def _one_decision(index: int, approval_id: str) -> tuple[str, dict]:
+    reviewer = f"reviewer-{index}"
+    kind = index % 3
+    if kind == 0:
+        return contract.SIGNAL_APPROVE, decision(approval_id, reviewer, decision_id=f"d{index}")
+    if kind == 1:
+        return contract.SIGNAL_REJECT, decision(
+            approval_id, reviewer, reason="no", decision_id=f"d{index}"
+        )
+    return contract.SIGNAL_MODIFY, decision(
+        approval_id, reviewer, args={"paths": ["logs/app-2026-10-01.log"]}, decision_id=f"d{index}"
+    )
+
+
+async def test_many_concurrent_decisions_on_one_approval_have_exactly_one_outcome(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    for race in range(RACES):
+        workspace = make_logs(tmp_path / f"ws{race}")
+        handle = await start_run(client, task_queue, workspace)
+        [record] = await wait_pending(handle)
+        sends = [_one_decision(i, record.id) for i in range(DECIDERS)]
+        random.Random(race).shuffle(sends)
+        await asyncio.gather(*(handle.signal(name, payload) for name, payload in sends))
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+        [done] = result.approvals
+        applied = [entry for entry in done.decisions if entry.outcome == "applied"]
+        refused = [entry for entry in done.decisions if entry.outcome == "refused"]
+        assert len(applied) == 1, done.decisions
+        assert len(refused) == DECIDERS - 1
+        assert all("was already" in (entry.refusal or "") for entry in refused)
+        # The winner is the first to arrive, and the record says what it decided.
+        assert done.decisions[0] is not None and done.decisions[0].outcome == "applied"
+        winner = applied[0]
+        assert done.reviewer == winner.reviewer
+        expected = {
+            DecisionKind.APPROVE: ApprovalStatus.APPROVED,
+            DecisionKind.REJECT: ApprovalStatus.REJECTED,
+            DecisionKind.MODIFY: ApprovalStatus.MODIFIED,
+        }[winner.kind]
+        assert done.status is expected
+        ran = done.result is not None
+        assert ran == (expected is not ApprovalStatus.REJECTED)
+
+
+async def test_decisions_landing_at_the_deadline_have_exactly_one_outcome(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    outcomes = []
+    for race in range(RACES):
+        workspace = make_logs(tmp_path / f"ws{race}")
+        script = [
+            turn(("delete_files", {"paths": ["logs/app-2026-10-01.log"]})),
+            turn(("write_file", {"path": "notes.txt", "content": "keeps the run waiting"})),
+        ]
+        handle = await start_run(
+            client,
+            task_queue,
+            workspace,
+            script=script,
+            tool_approval_timeouts={"delete_files": 1.0},
+        )
+        [record] = await wait_pending(handle)
+        # Bursts centred ever later around the deadline: from well before to just after.
+        centre = record.expires_at + timedelta(seconds=-0.25 + 0.1 * race)
+
+        async def send(
+            index: int,
+            centre: datetime = centre,
+            approval_id: str = record.id,
+            handle: WorkflowHandle = handle,
+        ) -> None:
+            moment = centre + timedelta(seconds=(index - DECIDERS / 2) * 0.02)
+            await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+            name, payload = _one_decision(index, approval_id)
+            await handle.signal(name, payload)
+
+        await asyncio.gather(*(send(i) for i in range(DECIDERS)))
+        await wait_pending(handle)  # the run went on to its next approval
+        [done] = [r for r in await approvals(handle) if r.id == record.id]
+        await handle.terminate("race checked")
+        applied = [entry for entry in done.decisions if entry.outcome == "applied"]
+        assert len(applied) == 1, done.decisions
+        winner = applied[0]
+        outcomes.append(winner.kind)
+        in_time = [
+            entry
+            for entry in done.decisions
+            if entry.kind is not DecisionKind.TIMEOUT and entry.received_at < done.expires_at
+        ]
+        if winner.kind is DecisionKind.TIMEOUT:
+            assert not in_time, "a decision that came in time must win over the timeout"
+            assert done.reviewer == "system:timeout"
+        else:
+            assert winner.received_at < done.expires_at, "a late decision was applied"
+            assert winner is in_time[0]
+        assert len(done.decisions) == DECIDERS + (winner.kind is DecisionKind.TIMEOUT)
+        for entry in done.decisions:
+            if entry.outcome == "refused" and entry.received_at >= done.expires_at:
+                assert any(
+                    word in (entry.refusal or "") for word in ("deadline", "timed out", "already")
+                )
+    # Over the bursts both ways of ending happen: a reviewer in time, and the timeout.
+    assert DecisionKind.TIMEOUT in outcomes and len(set(outcomes)) > 1, outcomes
