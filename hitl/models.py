@@ -420,7 +420,7 @@ class RunInput(BaseModel):
     workspace: str
     """Absolute path the tools are confined to; the worker must see the same path."""
     model: ModelSettings = Field(default_factory=ModelSettings)
-    max_steps: int = Field(default=12, ge=1, le=200)
+    max_steps: int = Field(default=12, ge=1, le=1000)
     approval_timeout_seconds: float | None = Field(default=None, gt=0)
     """Per run: overrides every tool's own timeout."""
     tool_approval_timeouts: dict[str, float] = Field(default_factory=dict)
