@@ -63,10 +63,11 @@ EXTRA_SECRET_ENV = "HITL_SECRET_ENV"
 """Comma-separated names of further variables to treat as secret."""
 
 _SECRET_NAME = re.compile(
-    r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|_PAT)$|^AUTH(?!OR)", re.IGNORECASE
+    r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|_PAT)$|^AUTH(?!ORS?(?:_|$))",
+    re.IGNORECASE,
 )
-# AUTHOR* is excluded: author names and e-mail addresses are not secrets, and
-# redacting them would garble `git log` output in command results.
+# AUTHOR, AUTHORS and AUTHOR_* are excluded: author names and e-mail addresses are not
+# secrets, and redacting them would garble `git log` output in command results.
 
 # RFC 3986 userinfo can't hold an unencoded "/", "?", "#" or "@", so the password
 # ends at the first of them; this keeps "a://u:p1@h1,b://v:p2@h2" two passwords.
