@@ -164,18 +164,19 @@ def _retry_after(error: openai.APIStatusError) -> timedelta | None:
     except ValueError:
         seconds = None
     if seconds is None and value:
-        when = email.utils.parsedate_to_datetime(value) if "," in value else None
-        if when is not None:
-            seconds = when.timestamp() - time.time()
+        try:  # the other form RFC 9110 allows: an HTTP date
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = None
     if seconds is None or seconds != seconds:  # NaN
         return None
     return timedelta(seconds=min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS))
 
 
-def _error(message: str, type: str, **options: Any) -> ApplicationError:
+def _error(message: str, error_type: str, **options: Any) -> ApplicationError:
     # The server's words and the URL are echoed into the message, which Temporal keeps
     # in history and shows in the run's failure: no secret may be among them.
-    return ApplicationError(redact_text(message), type=type, **options)
+    return ApplicationError(redact_text(message), type=error_type, **options)
 
 
 def _failure(error: openai.OpenAIError, where: str, timeout: float) -> ApplicationError:
@@ -183,42 +184,49 @@ def _failure(error: openai.OpenAIError, where: str, timeout: float) -> Applicati
     detail = str(error)
     if isinstance(error, openai.APITimeoutError):
         return _error(
-            f"the model server at {where} did not answer within {timeout:g} s "
-            f"({TIMEOUT_ENV}); retrying",
-            type="ModelTimeout",
+            f"the model server at {where} did not answer within {timeout:g} s ({TIMEOUT_ENV})",
+            "ModelTimeout",
         )
     if isinstance(error, openai.APIConnectionError):
         cause = str(error.__cause__ or error)
         return _error(
-            f"could not reach the model server at {where}: {cause}; retrying "
+            f"could not reach the model server at {where}: {cause} "
             f"(check OPENAI_BASE_URL and that the server is up)",
-            type="ModelUnreachable",
+            "ModelUnreachable",
         )
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
+        if status == 429 and error.code == "insufficient_quota":
+            # OpenAI's "you exceeded your current quota": waiting doesn't refill it.
+            return _error(
+                f"the model server at {where} says the account has no quota left "
+                f"(HTTP 429): {detail}; not retried: add credit or use another key",
+                "ModelQuotaExhausted",
+                non_retryable=True,
+            )
         if status == 429:
             delay = _retry_after(error)
-            wait = f"retrying in {delay.total_seconds():g} s" if delay else "retrying"
+            wait = f"; it asked to wait {delay.total_seconds():g} s" if delay else ""
             return _error(
-                f"the model server at {where} is rate limiting (HTTP 429): {detail}; {wait}",
-                type="ModelRateLimited",
+                f"the model server at {where} is rate limiting (HTTP 429): {detail}{wait}",
+                "ModelRateLimited",
                 next_retry_delay=delay,
             )
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
             hint = _STATUS_HINT.get(status, "the server refused the request")
             return _error(
                 f"the model server at {where} refused the request (HTTP {status}, "
-                f"{type(error).__name__}): {hint}: {detail}; not retrying",
-                type=type(error).__name__,
+                f"{type(error).__name__}): {hint}: {detail}; not retried",
+                type(error).__name__,
                 non_retryable=True,
             )
         return _error(
-            f"the model server at {where} failed (HTTP {status}): {detail}; retrying",
-            type=type(error).__name__,
+            f"the model server at {where} failed (HTTP {status}): {detail}",
+            type(error).__name__,
         )
     return _error(
-        f"the model request to {where} failed ({type(error).__name__}): {detail}; retrying",
-        type=type(error).__name__,
+        f"the model request to {where} failed ({type(error).__name__}): {detail}",
+        type(error).__name__,
     )
 
 
@@ -226,12 +234,12 @@ def _malformed(where: str, what: str, *, retryable: bool) -> ApplicationError:
     return _error(
         f"the model server at {where} sent a malformed answer: {what}"
         + (
-            "; retrying"
+            ""
             if retryable
-            else "; not retrying: this server's answers don't "
-            "follow the Chat Completions format (check OPENAI_BASE_URL and the model)"
+            else "; not retried: this server's answers don't follow the Chat Completions "
+            "format (check OPENAI_BASE_URL and the model)"
         ),
-        type="MalformedModelResponse",
+        "MalformedModelResponse",
         non_retryable=not retryable,
     )
 

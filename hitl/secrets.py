@@ -20,7 +20,7 @@ garble file listings and command output, and it is too weak to protect anyway.
 What is caught: the value itself; base64 (standard and URL-safe, padded or not, and the
 value embedded at any of the 3 byte alignments inside a longer base64 stream, e.g.
 `base64 /proc/self/environ`); hex (lower and upper case, e.g. `xxd -p`); URL-quoting;
-the value reversed (`rev`).
+JSON string escaping; the value reversed (`rev`).
 
 What is NOT caught, and can't be: any other transformation a command chooses. A
 command can print the key split across lines, with a character between each pair,
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 import threading
@@ -137,6 +138,10 @@ def encoded_forms(value: str) -> set[str]:
         urllib.parse.quote(value, safe=""),
         urllib.parse.quote_plus(value, safe=""),
         urllib.parse.quote(value),
+        # Inside JSON text (a tool call's arguments, a command printing JSON) quotes,
+        # backslashes and control characters are escaped.
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
     }
     forms |= _b64_forms(data)
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}

@@ -220,6 +220,20 @@ async def test_rate_limiting_is_retried_after_what_the_server_asks(
     assert "rate limiting (HTTP 429): " in str(error) and "slow down" in str(error)
 
 
+async def test_an_exhausted_quota_is_not_retried() -> None:
+    quota = {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}
+    error = await failure_of(answer(429, quota))
+    assert error.non_retryable and error.type == "ModelQuotaExhausted"
+    assert "no quota left" in str(error) and "add credit or use another key" in str(error)
+
+
+@pytest.mark.parametrize("retry_after", ["soon", ""])
+async def test_an_unreadable_retry_after_leaves_the_delay_to_the_policy(retry_after: str) -> None:
+    body = json.dumps({"error": {"message": "slow down"}}).encode()
+    error = await failure_of(lambda _: Raw(429, body, {"Retry-After": retry_after}))
+    assert not error.non_retryable and error.next_retry_delay is None
+
+
 async def test_rate_limiting_without_retry_after_leaves_the_delay_to_the_policy() -> None:
     error = await failure_of(answer(429, {"error": {"message": "slow down"}}))
     assert not error.non_retryable and error.next_retry_delay is None

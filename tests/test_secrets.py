@@ -182,6 +182,14 @@ def test_base64_of_a_longer_stream_is_caught_at_every_alignment(
     assert_key_gone_from_base64(redactor.redact_text(stream), stream, RAW)
 
 
+def test_a_key_escaped_inside_json_text_is_caught_and_the_json_stays_valid() -> None:
+    key = 'pa"ss\\wörd\t-123'
+    redactor = Redactor([("DB_PASSWORD", key)])
+    for text in (json.dumps({"password": key}), json.dumps({"password": key}, ensure_ascii=False)):
+        assert key not in text
+        assert json.loads(redactor.redact_text(text)) == {"password": "[redacted:DB_PASSWORD]"}
+
+
 def test_encodings_of_a_url_password_are_caught() -> None:
     redactor = Redactor.from_environ({"HITL_SMTP_URL": "smtp://bot:s3cret-pass@mail"})
     hexed = b"s3cret-pass".hex()
