@@ -85,8 +85,8 @@ def _looks_secret(name: str) -> bool:
 def secrets_in(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """(name, value) for every secret value in `environ`, by the rules in the module doc.
 
-    A URL with a password yields the password (as written and percent-decoded); a known
-    or secret-named URL also yields the whole value.
+    A URL with a password yields the password (as written and percent-decoded), and the
+    whole value when the value is that URL alone.
     """
     listed = {name.strip() for name in environ.get(EXTRA_SECRET_ENV, "").split(",") if name.strip()}
     found: list[tuple[str, str]] = []
@@ -95,10 +95,9 @@ def secrets_in(environ: Mapping[str, str]) -> list[tuple[str, str]]:
             continue
         if name in KNOWN_SECRET_ENV or name in listed or _looks_secret(name):
             found.append((name, value))
-            # A PEM key or a multi-line token may be printed re-wrapped or in part.
-            found.extend((name, line.strip()) for line in value.splitlines()[1:])
             if "\n" in value:
-                found.append((name, value.splitlines()[0].strip()))
+                # A PEM key or a multi-line token may be printed re-wrapped or in part.
+                found.extend((name, line.strip()) for line in value.splitlines())
         for match in _URL_PASSWORD.finditer(value):
             password = match["password"]
             found.append((name, password))
