@@ -1,18 +1,40 @@
 """A small OpenAI-compatible Chat Completions server on loopback, for tests.
 
 It answers like a tool-using model would, from the conversation it receives, and
-records every request so tests can check what the real `openai` SDK sent.
+records every request so tests can check what the real `openai` SDK sent. A responder
+returns `(status, payload)`, or `Raw` for a body and headers of its own (a malformed
+body, Retry-After), or `HANG` to answer nothing until the server stops. For a refused
+connection there is `refused_base_url`: a port where nothing listens.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Responder = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer exactly as given: any status, body bytes and headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+class _Hang:
+    """Answer nothing: hold the connection until the client gives up or the server stops."""
+
+
+HANG = _Hang()
+
+Responder = Callable[[dict[str, Any]], "tuple[int, dict[str, Any]] | Raw | _Hang"]
 
 
 def completion(
@@ -53,6 +75,7 @@ class FakeOpenAI:
         self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.released = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,15 +84,24 @@ class FakeOpenAI:
                 fake.requests.append(body)
                 fake.headers.append(dict(self.headers))
                 if self.path.rstrip("/") != "/v1/chat/completions":
-                    code, payload = 404, {"error": {"message": f"no route {self.path}"}}
+                    answer: Any = (404, {"error": {"message": f"no route {self.path}"}})
                 else:
-                    code, payload = fake.responder(body)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
+                    answer = fake.responder(body)
+                if isinstance(answer, _Hang):
+                    fake.released.wait(timeout=120)
+                    return
+                if not isinstance(answer, Raw):
+                    answer = Raw(answer[0], json.dumps(answer[1]).encode())
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.content_type)
+                self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(answer.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout): nothing to answer
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -86,8 +118,24 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def refused_base_url() -> str:
+    """A loopback URL where nothing listens, so connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def tool_calls_completion(count: int, name: str = "read_file") -> dict[str, Any]:
+    """One turn proposing `count` tool calls."""
+    return completion(
+        f"{count} calls", *[(name, {"path": f"f{index}.txt"}) for index in range(count)]
+    )
 
 
 def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:

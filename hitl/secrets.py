@@ -1,0 +1,400 @@
+"""Secret values the worker holds, kept out of everything a run stores, logs or sends.
+
+A command a reviewer approved can read the worker's environment (`/proc/$PPID/environ`,
+`env`, a config file) and print it. Whatever a tool returns goes into workflow
+history, the run's result and the next request to the model, so a secret printed once
+is stored in Temporal and sent to whoever runs the model. `Redactor` replaces every
+secret value the worker process holds, and the common encodings of it, with
+`[redacted:NAME]` wherever a value crosses out of the worker: tool results, the LLM
+turn, error messages and log lines.
+
+Which values are secrets (`secrets_in`): the known names (`OPENAI_API_KEY`,
+`TEMPORAL_API_KEY`, `HITL_SMTP_URL` and the other `HITL_*` credentials), every
+environment variable whose name looks secret (ends in KEY, TOKEN, SECRET, PASSWORD,
+PASSWD, CREDENTIAL(S) or _PAT, or starts with AUTH; any case), the password of any
+`scheme://user:pass@host` value, and the names listed in `HITL_SECRET_ENV`
+(comma-separated). Values shorter than `MIN_SECRET_LENGTH` (8) characters are ignored:
+a 4-character "password" occurs in ordinary text so often that replacing it would
+garble file listings and command output, and it is too weak to protect anyway.
+
+What is caught: the value itself; base64 (standard and URL-safe, padded or not, and the
+value embedded at any of the 3 byte alignments inside a longer base64 stream, e.g.
+`base64 /proc/self/environ`); hex (lower and upper case, e.g. `xxd -p`); URL-quoting;
+JSON string escaping; the value reversed (`rev`).
+
+What is NOT caught, and can't be: any other transformation a command chooses. A
+command can print the key split across lines, with a character between each pair,
+ROT13, gzip then base64, XOR with a constant, or simply one character per run. Any
+program that can read a secret can leak it past a filter. Redaction stops the
+accidental leak (an `env` dump, a verbose error) and the obvious one; the real defense
+is that a command never runs where a secret is readable: serve the command-running
+tools from a worker whose environment holds no secrets (docs/secrets.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+MIN_SECRET_LENGTH = 8
+"""Shorter values are not redacted: too likely to occur in ordinary text (see above)."""
+
+KNOWN_SECRET_ENV = (
+    "OPENAI_API_KEY",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS_CLIENT_KEY_DATA",
+    "HITL_SMTP_URL",
+    "HITL_WEBHOOK_SECRET",
+    "HITL_REDIS_URL",
+    "HITL_CODEC_KEY",
+)
+"""Secrets by name, whatever their value looks like. URLs here are secret as a whole
+(user, host and all), not only their password."""
+
+EXTRA_SECRET_ENV = "HITL_SECRET_ENV"
+"""Comma-separated names of further variables to treat as secret."""
+
+_SECRET_NAME = re.compile(
+    r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|_PAT)$|^AUTH(?!ORS?(?:_|$))",
+    re.IGNORECASE,
+)
+# AUTHOR, AUTHORS and AUTHOR_* are excluded: author names and e-mail addresses are not
+# secrets, and redacting them would garble `git log` output in command results.
+
+# RFC 3986 userinfo can't hold an unencoded "/", "?", "#" or "@", so the password
+# ends at the first of them; this keeps "a://u:p1@h1,b://v:p2@h2" two passwords.
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:(?P<password>[^/?#@\s]+)@")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+def _looks_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def secrets_in(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, value) for every secret value in `environ`, by the rules in the module doc.
+
+    A URL with a password yields the password (as written and percent-decoded), and the
+    whole value when the value is that URL alone.
+    """
+    listed = {name.strip() for name in environ.get(EXTRA_SECRET_ENV, "").split(",") if name.strip()}
+    found: list[tuple[str, str]] = []
+    for name, value in environ.items():
+        if not value:
+            continue
+        if name in KNOWN_SECRET_ENV or name in listed or _looks_secret(name):
+            found.append((name, value))
+            if "\n" in value:
+                # A PEM key or a multi-line token may be printed re-wrapped or in part.
+                found.extend((name, line.strip()) for line in value.splitlines())
+        for match in _URL_PASSWORD.finditer(value):
+            password = match["password"]
+            found.append((name, password))
+            found.append((name, urllib.parse.unquote(password)))
+            if match.start() == 0 and not any(char.isspace() for char in value):
+                found.append((name, value))
+    return [(name, value) for name, value in found if len(value) >= MIN_SECRET_LENGTH]
+
+
+def _b64_forms(data: bytes) -> set[str]:
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(data).decode()
+        forms.add(whole)
+        forms.add(whole.rstrip("="))
+        # Inside a longer stream the value starts at byte offset 0, 1 or 2 of a
+        # 3-byte group. Encode it behind that many filler bytes and keep only the
+        # characters made of the value's bits alone: those appear in any stream
+        # carrying the value at that alignment, whatever surrounds it.
+        for offset in range(3):
+            shifted = encode(b"\0" * offset + data).decode().rstrip("=")
+            first = -(-8 * offset // 6)  # ceil: the first character without filler bits
+            last = (8 * (offset + len(data))) // 6  # the last character without later bits
+            forms.add(shifted[first:last])
+    return forms
+
+
+def encoded_forms(value: str) -> set[str]:
+    """The value and the encodings of it that `Redactor` looks for."""
+    data = value.encode()
+    hexed = binascii.hexlify(data).decode()
+    forms = {
+        value,
+        value[::-1],
+        hexed,
+        hexed.upper(),
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value, safe=""),
+        urllib.parse.quote(value),
+        # Inside JSON text (a tool call's arguments, a command printing JSON) quotes,
+        # backslashes and control characters are escaped.
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    forms |= _b64_forms(data)
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex matching any of `words`, the longest one at a position first.
+
+    A plain alternation makes `re` try every word at every position; a prefix tree
+    rejects most positions after one character (1 MiB with 10 secrets: ~11 ms
+    against ~31 ms for the plain alternation, `python -m hitl.secrets`).
+    """
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        # Recurses only where words branch, so a 2,000-character key (a PEM in hex)
+        # doesn't hit the recursion limit.
+        chain = []
+        while len(node) == 1 and "" not in node:
+            [(char, node)] = node.items()
+            chain.append(re.escape(char))
+        branches = [re.escape(char) + build(child) for char, child in node.items() if char]
+        if not branches:
+            return "".join(chain)
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if "" in node:
+            body = f"(?:{body})?"  # greedy: the longer word wins where both match
+        return "".join(chain) + body
+
+    return build(trie)
+
+
+class Redactor:
+    """Replaces secret values (and their encodings) in text and JSON-like structures.
+
+    `Redactor([("OPENAI_API_KEY", "sk-...")])`, or `Redactor.from_environ()` for the
+    worker's own environment (`secrets_in`). Immutable and safe to share across threads.
+    """
+
+    def __init__(self, secrets: Iterable[tuple[str, str]]) -> None:
+        labels: dict[str, str] = {}
+        names: list[str] = []
+        for name, value in secrets:
+            if len(value) < MIN_SECRET_LENGTH:
+                continue
+            if name not in names:
+                names.append(name)
+            for form in encoded_forms(value):
+                labels.setdefault(form, name)
+        self.names: tuple[str, ...] = tuple(names)
+        """The names of the secrets this redactor knows (never their values)."""
+        self._labels = labels
+        self._text = re.compile(_trie_pattern(labels)) if labels else None
+        self._bytes_labels = {form.encode(): name for form, name in labels.items()}
+        self._bytes: re.Pattern[bytes] | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Redactor:
+        """The secrets of `environ` (default: this process's environment)."""
+        return cls(secrets_in(os.environ if environ is None else environ))
+
+    def __bool__(self) -> bool:
+        return self._text is not None
+
+    def __repr__(self) -> str:
+        return f"Redactor(names={list(self.names)!r})"
+
+    def _label(self, match: re.Match[str]) -> str:
+        return f"[redacted:{self._labels[match.group(0)]}]"
+
+    def _label_bytes(self, match: re.Match[bytes]) -> bytes:
+        return f"[redacted:{self._bytes_labels[match.group(0)]}]".encode()
+
+    def redact_text(self, text: str) -> str:
+        """`text` with every secret and encoded secret replaced by `[redacted:NAME]`."""
+        if self._text is None or not text:
+            return text
+        return self._text.sub(self._label, text)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """The same for bytes, matching the UTF-8 encoding of each form."""
+        if self._text is None or not data:
+            return data
+        if self._bytes is None:
+            self._bytes = re.compile(_trie_pattern(self._labels).encode())
+        return self._bytes.sub(self._label_bytes, data)
+
+    def redact(self, value: T) -> T:
+        """A copy of `value` with every secret replaced, at any depth.
+
+        Handles str, bytes/bytearray, dict (keys and values), list, tuple, set and
+        pydantic models (as `redact_model`); other values (numbers, None, datetimes)
+        are returned as they are. A str that holds no secret comes back unchanged.
+        """
+        return self._redact(value)
+
+    def _redact(self, value: Any) -> Any:
+        if isinstance(value, str):
+            redacted = self.redact_text(value)
+            return value if redacted == value else redacted
+        if self._text is None:
+            return value
+        if isinstance(value, bytes | bytearray):
+            return type(value)(self.redact_bytes(bytes(value)))
+        if isinstance(value, BaseModel):
+            return self.redact_model(value)
+        if isinstance(value, dict):
+            return {self._redact(key): self._redact(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._redact(item) for item in value]
+        if isinstance(value, tuple):
+            items = [self._redact(item) for item in value]
+            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+        if isinstance(value, set | frozenset):
+            return type(value)(self._redact(item) for item in value)
+        return value
+
+    def redact_model(self, model: M) -> M:
+        """A model of the same type with every secret in its fields replaced.
+
+        Rebuilt through validation, so a field whose redacted value breaks a constraint
+        raises pydantic's ValidationError, which names the field and shows only the
+        redacted value.
+        """
+        if self._text is None:
+            return model
+        return type(model).model_validate(self._redact(model.model_dump(mode="python")))
+
+
+_lock = threading.Lock()
+_current: tuple[dict[Any, Any], Redactor] | None = None
+
+
+def _environ_snapshot() -> dict[Any, Any]:
+    # os.environ's raw bytes mapping copies in well under a microsecond; decoding
+    # every item through the public mapping costs ~16 µs, paid on every log line.
+    raw = getattr(os.environ, "_data", None)
+    return dict(raw) if isinstance(raw, dict) else dict(os.environ)
+
+
+def current_redactor() -> Redactor:
+    """The redactor for this process's environment as it is now.
+
+    Cached; rebuilt when the environment changes (a worker that sets OPENAI_API_KEY
+    after import, a test's monkeypatch), so it is cheap enough to call per log line.
+    """
+    global _current
+    snapshot = _environ_snapshot()
+    cached = _current
+    if cached is not None and cached[0] == snapshot:
+        return cached[1]
+    with _lock:
+        if _current is None or _current[0] != snapshot:
+            _current = (snapshot, Redactor.from_environ())
+        return _current[1]
+
+
+def redact(value: T) -> T:
+    """`value` with the worker's secrets replaced (`current_redactor().redact`)."""
+    return current_redactor().redact(value)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the worker's secrets replaced."""
+    return current_redactor().redact_text(text)
+
+
+def redact_model(model: M) -> M:
+    """A copy of `model` with the worker's secrets replaced; for activity boundaries.
+
+    Call it on whatever a tool activity returns (ToolResult, ToolPreview) before
+    returning it, so nothing a command printed reaches workflow history with a secret.
+    """
+    return current_redactor().redact_model(model)
+
+
+MINIMAL_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "HITL_TASK_QUEUE",
+)
+"""What a command worker's environment needs: where to find programs and Temporal."""
+
+
+def minimal_environ(
+    environ: Mapping[str, str] | None = None, keep: Iterable[str] = ()
+) -> dict[str, str]:
+    """An environment for a process that must hold no secrets (a command worker).
+
+    PATH, HOME, LANG, LC_ALL, TZ, TMPDIR, the Temporal address and namespace and the
+    task queue, unless one of them holds a secret (a password in TEMPORAL_ADDRESS);
+    plus the names in `keep`, as they are: what you name there is your choice.
+    """
+    source = os.environ if environ is None else environ
+    secret_values = {value for _, value in secrets_in(source)}
+    kept = {
+        name: source[name]
+        for name in MINIMAL_ENV
+        if name in source and source[name] not in secret_values and not _looks_secret(name)
+    }
+    kept.update({name: source[name] for name in keep if name in source})
+    return kept
+
+
+def _measure() -> None:
+    """`python -m hitl.secrets`: how long redacting 1 MiB with 10 secrets takes."""
+    import random
+    import secrets as entropy
+    import string
+    import time
+
+    rng = random.Random(7)
+    values = [f"sk-{entropy.token_urlsafe(36)}" for _ in range(10)]
+    redactor = Redactor((f"KEY_{index}", value) for index, value in enumerate(values))
+    words = ["".join(rng.choices(string.ascii_letters, k=rng.randint(2, 10))) for _ in range(5000)]
+    text = " ".join(rng.choices(words, k=200_000))[: 1 << 20]
+    planted = [value for value in values] + [
+        encoded
+        for value in values[:3]
+        for encoded in (
+            base64.b64encode(value.encode()).decode(),
+            value.encode().hex(),
+            value[::-1],
+        )
+    ]
+    cuts = sorted(rng.sample(range(len(text)), len(planted)))
+    pieces, last = [], 0
+    for cut, secret in zip(cuts, planted, strict=True):
+        pieces += [text[last:cut], secret]
+        last = cut
+    text = "".join([*pieces, text[last:]])
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        out = redactor.redact_text(text)
+        runs.append(time.perf_counter() - start)
+    assert not any(value in out for value in values)
+    print(
+        f"{len(text) / (1 << 20):.2f} MiB, {len(values)} secrets "
+        f"({len(redactor._labels)} forms), {len(planted)} planted: "
+        f"best {min(runs) * 1000:.1f} ms, median {sorted(runs)[2] * 1000:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    _measure()
