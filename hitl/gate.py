@@ -83,6 +83,8 @@ class _Incoming:
     kind: DecisionKind
     decision: Any
     received_at: datetime
+    refused: DecisionEntry | None = None
+    """Already refused on arrival (unreadable): logged in its turn, so the log keeps order."""
 
 
 def duration_text(delta: timedelta) -> str:
@@ -296,7 +298,7 @@ class ApprovalGate:
                 timer.cancel()
         while inbox:
             item = inbox.pop(0)
-            self._log(record, self._entry(item, policy.refusal_for_decided(record)))
+            self._log(record, item.refused or self._entry(item, policy.refusal_for_decided(record)))
 
     def _expire(self, record: ApprovalRecord) -> None:
         timeout = record.expires_at - record.created_at
@@ -311,6 +313,9 @@ class ApprovalGate:
         workflow.logger.warning("Approval %s timed out: %s", record.id, record.reason)
 
     async def _judge(self, record: ApprovalRecord, item: _Incoming) -> None:
+        if item.refused is not None:
+            self._log(record, item.refused)
+            return
         self._judging += 1
         try:
             verdict = policy.judge(
@@ -427,19 +432,20 @@ class ApprovalGate:
         if refusal is not None:
             if record is None:
                 self._refuse_unattached(name, (excerpt, size), refusal)
+                return
+            entry = DecisionEntry(
+                decision_id=_text(fields.get("decision_id")),
+                kind=kind,
+                reviewer=_text(fields.get("reviewer")) or "unknown",
+                received_at=workflow.now(),
+                outcome="refused",
+                refusal=refusal,
+                excerpt=excerpt,
+            )
+            if record.status is ApprovalStatus.PENDING:
+                self._inbox[record.id].append(_Incoming(kind, None, entry.received_at, entry))
             else:
-                self._log(
-                    record,
-                    DecisionEntry(
-                        decision_id=_text(fields.get("decision_id")),
-                        kind=kind,
-                        reviewer=_text(fields.get("reviewer")) or "unknown",
-                        received_at=workflow.now(),
-                        outcome="refused",
-                        refusal=refusal,
-                        excerpt=excerpt,
-                    ),
-                )
+                self._log(record, entry)
             return
         if record is None:
             self._refuse_unattached(

@@ -66,7 +66,7 @@ TOOL_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=3,
 )
-LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """The LLM activity heartbeats every few seconds, so a dead worker is noticed in seconds."""
 MAX_TOOL_RUNS_KEPT = 100
 MAX_REASONING_CHARS = 8_000
