@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hitl.models import ToolPreview
 
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".json", ".env")
-_DANGEROUS_PROGRAMS = {"rm", "sudo", "dd", "mkfs", "curl", "wget", "chmod", "chown", "kill", "sh"}
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
 
@@ -154,9 +153,83 @@ def _write_risk(args: WriteFileArgs, preview: ToolPreview) -> int:
     return _clamp(35 + (25 if config else 0) + (15 if overwrite else 0))
 
 
+# Programs are matched by basename, lower case, version suffix stripped (python3.11,
+# perl5.36, lua5.4 -> python, perl, lua; mkfs.ext4 -> mkfs), so a path or a version
+# can't make a program look harmless.
+_COMMAND_RISK = 60
+_RUNS_ANYTHING_RISK = 95
+_PRIVILEGED_RISK = 100
+_DESTRUCTIVE = frozenset(
+    {"rm", "dd", "mkfs", "shred", "truncate", "curl", "wget", "chmod", "chown", "kill",
+     "pkill", "killall", "ssh", "scp", "rsync", "nc", "ncat", "socat"}
+)  # fmt: skip
+_SHELLS = frozenset(
+    {"sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "yash", "fish",
+     "csh", "tcsh", "busybox", "toybox"}
+)  # fmt: skip
+# Each runs the command that follows it, so it runs anything a shell could.
+_WRAPPERS = frozenset(
+    {"env", "xargs", "nohup", "timeout", "nice", "ionice", "stdbuf", "setsid", "chrt",
+     "taskset", "time", "flock", "chroot", "unshare", "nsenter", "script", "watch",
+     "parallel", "strace", "ltrace", "systemd-run", "firejail", "bwrap"}
+)  # fmt: skip
+_PRIVILEGED = frozenset({"sudo", "doas", "su", "pkexec", "runuser", "setpriv"})
+# With inline code or a script they run anything; sed's `e` command runs a shell.
+_INTERPRETERS = frozenset(
+    {"python", "pypy", "perl", "ruby", "irb", "node", "nodejs", "deno", "bun", "php",
+     "lua", "luajit", "awk", "gawk", "mawk", "nawk", "sed", "osascript", "pwsh",
+     "powershell", "tclsh", "wish", "expect", "rscript", "julia", "groovy", "jshell"}
+)  # fmt: skip
+_ONLY_ASKS_VERSION = frozenset({"--version", "-V", "-v", "-version", "--help", "-h", "-help"})
+_FIND_RUNS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+_SHELL_WORD_BREAK = re.compile(r"[\s;&|()<>`'\"{}]+")
+_VERSION_SUFFIX = re.compile(r"[-_.]?\d+(?:\.\d+)*[a-z]?$")
+
+
+def _program_names(word: str) -> set[str]:
+    name = word.replace("\\", "/").rsplit("/", 1)[-1].strip().lower().removesuffix(".exe")
+    names = {name, _VERSION_SUFFIX.sub("", name), name.split(".", 1)[0]}
+    if name.startswith(("python", "pypy")):
+        names.add("python")
+    return names
+
+
+def _program_risk(word: str, rest: list[str]) -> int:
+    names = _program_names(word)
+    if names & _PRIVILEGED:
+        return _PRIVILEGED_RISK
+    if names & (_SHELLS | _WRAPPERS | _DESTRUCTIVE):
+        return _RUNS_ANYTHING_RISK
+    if names & _INTERPRETERS and any(arg not in _ONLY_ASKS_VERSION for arg in rest):
+        return _RUNS_ANYTHING_RISK
+    if "find" in names and ("-delete" in rest or _FIND_RUNS & set(rest)):
+        return _RUNS_ANYTHING_RISK
+    return _COMMAND_RISK
+
+
 def _command_risk(args: RunCommandArgs, preview: ToolPreview) -> int:
-    program = args.argv[0].rsplit("/", 1)[-1]
-    return _clamp(60 + (35 if program in _DANGEROUS_PROGRAMS else 0))
+    """At least as high as the riskiest program the command line runs.
+
+    A wrapper (`env VAR=1 bash -c`, `timeout 5 sudo rm`, `find -exec`) runs what
+    follows it, and a shell's inline code runs what it names, so every later word is
+    scored as a program too: over-counting a harmless word costs a reviewer a second
+    look, under-counting hides what runs.
+    """
+    argv = args.argv
+    risk = _program_risk(argv[0], argv[1:])
+    names = _program_names(argv[0])
+    looks_through = bool(names & (_WRAPPERS | _PRIVILEGED)) or (
+        "find" in names and bool(_FIND_RUNS & set(argv))
+    )
+    words = list(argv[1:]) if looks_through else []
+    if names & _SHELLS:
+        # A rough split of the inline code into words is enough to spot program names,
+        # and cheap: this runs inside the workflow task.
+        for arg in argv[1:]:
+            words.extend(word for word in _SHELL_WORD_BREAK.split(arg) if word)
+    for index, word in enumerate(words):
+        risk = max(risk, _program_risk(word, words[index + 1 :]))
+    return _clamp(risk)
 
 
 def _email_risk(args: SendEmailArgs, preview: ToolPreview) -> int:

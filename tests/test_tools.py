@@ -16,6 +16,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.tools import preview_tool, run_tool
 from activities.workspace import JOURNAL_DIR, Journal
 from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
+from hitl.tools import REGISTRY, RunCommandArgs
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 
 
@@ -207,3 +208,60 @@ def test_journal_claims_a_key_once(tmp_path: Path) -> None:
     journal.finish({"a": 1}, {"ok": True})
     assert journal.read() == {"status": "done", "action": {"a": 1}, "result": {"ok": True}}
     assert not os.path.exists(journal.path.with_suffix(".tmp"))
+
+
+# --- risk says what runs ----------------------------------------------------------------
+
+
+def _risk(*argv: str) -> int:
+    spec = REGISTRY["run_command"]
+    return spec.risk(RunCommandArgs(argv=list(argv)), ToolPreview(summary=""))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bash", "-c", "echo hi"],
+        ["/usr/bin/bash", "script.sh"],
+        ["python3", "-c", "print(1)"],
+        ["python3.11", "-c", "print(1)"],
+        ["/usr/local/bin/python3.12", "tool.py"],
+        ["pypy3", "-m", "http.server"],
+        ["perl", "-e", "unlink glob '*'"],
+        ["ruby", "-e", "1"],
+        ["node", "-e", "1"],
+        ["php8.2", "-r", "1;"],
+        ["lua5.4", "-e", "1"],
+        ["awk", 'BEGIN { system("rm x") }'],
+        ["osascript", "-e", "1"],
+        ["pwsh", "-Command", "1"],
+        ["tclsh8.6", "x.tcl"],
+        ["busybox", "rm", "x"],
+        ["dash"],
+        ["fish", "-c", "x"],
+        ["env", "VAR=1", "bash", "-c", "x"],
+        ["timeout", "5", "sh", "-c", "x"],
+        ["nice", "-n", "5", "python", "-c", "x"],
+        ["xargs", "rm"],
+        ["nohup", "ls"],
+        ["find", ".", "-delete"],
+        ["find", ".", "-exec", "ls", "{}", ";"],
+        ["BASH.EXE", "-c", "x"],
+    ],
+)
+def test_interpreters_with_inline_code_score_as_high_as_sh(argv: list[str]) -> None:
+    assert _risk(*argv) >= _risk("sh", "-c", "echo hi") >= 95
+
+
+def test_wrappers_are_looked_through_to_what_they_run() -> None:
+    assert _risk("sudo", "ls") == 100
+    assert _risk("timeout", "-s", "KILL", "5", "sudo", "rm", "x") == 100
+    assert _risk("env", "-i", "doas", "sh") == 100
+    assert _risk("bash", "-c", "sudo rm -rf /tmp/x") == 100
+    assert _risk("find", ".", "-exec", "sudo", "rm", "{}", ";") == 100
+
+
+def test_plain_programs_and_version_queries_score_lower_than_a_shell() -> None:
+    shell = _risk("sh", "-c", "x")
+    for argv in (["ls", "-l"], ["git", "status"], ["python3", "--version"], ["grep", "sh", "f"]):
+        assert _risk(*argv) < shell, argv
