@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.tools import preview_tool, run_tool
 from activities.workspace import JOURNAL_DIR, Journal
 from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
-from hitl.tools import REGISTRY, RunCommandArgs
+from hitl.tools import (
+    REGISTRY,
+    DeleteFilesArgs,
+    FindFilesArgs,
+    ReadFileArgs,
+    RunCommandArgs,
+    SendEmailArgs,
+    WriteFileArgs,
+)
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 
 
@@ -265,3 +274,49 @@ def test_plain_programs_and_version_queries_score_lower_than_a_shell() -> None:
     shell = _risk("sh", "-c", "x")
     for argv in (["ls", "-l"], ["git", "status"], ["python3", "--version"], ["grep", "sh", "f"]):
         assert _risk(*argv) < shell, argv
+
+
+# --- arguments are bounded and header values are one line ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "args", "message"),
+    [
+        (ReadFileArgs, {"path": "x" * 4097}, "paths are at most 4,096 characters"),
+        (WriteFileArgs, {"path": "a", "content": "x" * (256 * 1024 + 1)}, "write a smaller file"),
+        (RunCommandArgs, {"argv": ["echo"] * 65}, "split the work into several commands"),
+        (RunCommandArgs, {"argv": ["echo", "x" * 4097]}, "put long input in a file"),
+        (RunCommandArgs, {"argv": ["echo", "a\x00b"]}, "NUL character"),
+        (RunCommandArgs, {"argv": [""]}, "name the program to run"),
+        (SendEmailArgs, {"to": "a@b.co", "subject": "s", "body": "é" * 40000}, "shorten it"),
+        (SendEmailArgs, {"to": "a@b.co", "subject": "s" * 201, "body": ""}, "shorten it"),
+        (SendEmailArgs, {"to": ["a@b.co"] * 51, "subject": "s", "body": ""}, "send several"),
+        (FindFilesArgs, {"pattern": "*" * 4097}, "paths are at most 4,096 characters"),
+    ],
+)
+def test_arguments_are_bounded_with_a_message_that_says_what_to_do(
+    model: type, args: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        model(**args)
+
+
+@pytest.mark.parametrize("address", ["a\x00b@example.com", "a@exam\rple.com", "x" * 250 + "@b.co"])
+def test_an_email_address_with_control_characters_is_refused(address: str) -> None:
+    with pytest.raises(ValidationError, match="not an email address"):
+        SendEmailArgs(to=[address], subject="s", body="b")
+
+
+@pytest.mark.parametrize(
+    "subject", ["Hi\r\nBcc: everyone@example.com", "Hi\nthere", "a\x00b", "bell\x07", "a\u2028b"]
+)
+def test_an_email_subject_with_a_line_break_is_refused_by_validation(subject: str) -> None:
+    with pytest.raises(ValidationError, match="write it as one line of plain text"):
+        SendEmailArgs(to="ops@example.com", subject=subject, body="b")
+
+
+def test_delete_takes_at_most_200_paths_and_says_to_split(workspace: Path) -> None:
+    paths = [f"logs/{index}.log" for index in range(201)]
+    with pytest.raises(ValidationError, match="split the deletion into several calls"):
+        DeleteFilesArgs(paths=paths)
+    DeleteFilesArgs(paths=paths[:200])
