@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from activities.workspace import (
+    JOURNAL_DIR,
     Entry,
     Journal,
     ToolInputError,
@@ -705,10 +706,21 @@ def _run_sync(request: ToolRequest) -> ToolResult:
             )
             journal = workspace.journal(call.key) if call.key else None
             if journal is not None:
-                entry = journal.read()
-                if entry and entry.get("status") == "done":
-                    return ToolResult.model_validate(entry["result"])
-                claimed = journal.begin(action)
+                try:
+                    entry = journal.read()
+                    if entry and entry.get("status") == "done":
+                        return ToolResult.model_validate(entry["result"])
+                    claimed = journal.begin(action)
+                except (OSError, ValidationError) as error:
+                    return ToolResult(
+                        ok=False,
+                        error=_failure(
+                            f"{spec.name} was not carried out: the workspace's journal "
+                            f"({JOURNAL_DIR}/) could not be used: {type(error).__name__}: "
+                            f"{error}"
+                        ),
+                        summary=f"{spec.name} not carried out",
+                    )
                 if not claimed and not spec.idempotent:
                     return ToolResult(
                         ok=False,
@@ -732,14 +744,30 @@ def _carry_out(
         if journal is not None:
             journal.abandon()
         return _refused(spec.name, error)
-    except Exception:
-        # Doing it again is harmless for an idempotent tool; a non-idempotent one that
-        # failed midway stays claimed so that it is never done twice.
-        if journal is not None and spec.idempotent:
-            journal.abandon()
-        raise
+    except Exception as error:
+        if spec.idempotent:
+            # Doing it again is harmless, so Temporal's retry policy gets its chance; the
+            # activity's failure names this exception.
+            if journal is not None:
+                journal.abandon()
+            raise
+        log.exception("tool.failed", tool=spec.name)
+        result = ToolResult(
+            ok=False,
+            error=_failure(
+                f"{spec.name} failed: {type(error).__name__}: {error}. It is not retried, so "
+                "it happens at most once; it may or may not have taken effect, so check "
+                "before proposing it again."
+            ),
+            summary=f"{spec.name} failed",
+        )
     if journal is not None:
-        journal.finish(action, result.model_dump(mode="json"))
+        try:
+            # For a failure too: a retry of this activity then reports what failed, not a
+            # vanished worker.
+            journal.finish(action, result.model_dump(mode="json"))
+        except OSError:
+            log.exception("tool.journal_failed", tool=spec.name)
     return result
 
 

@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.tools import preview_tool, run_tool
+from activities.tools import IMPLEMENTATIONS, Implementation, preview_tool, run_tool
 from activities.workspace import JOURNAL_DIR, Journal
 from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
 from hitl.text import quoted, visible
@@ -647,3 +647,33 @@ async def test_an_email_subject_with_a_line_break_is_refused_up_front(
 def test_an_email_address_with_control_characters_is_refused(address: str) -> None:
     with pytest.raises(ValidationError, match="not an email address"):
         SendEmailArgs(to=[address], subject="s", body="b")
+
+
+async def test_a_tool_that_fails_after_approval_says_what_failed(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    monkeypatch.setenv("HITL_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    args = {"to": ["ops@example.com"], "subject": "Hello", "body": "b"}
+    first = await run(workspace, "send_email", key="apr_refused", **args)
+    assert not first.ok and "ConnectionRefusedError" in (first.error or "")
+    assert "worker may have died" not in (first.error or "")
+    # Temporal's retry of the same approval reports the same failure, and sends nothing.
+    again = await run(workspace, "send_email", key="apr_refused", **args)
+    assert again == first
+
+
+async def test_an_idempotent_tool_that_fails_unexpectedly_raises_its_own_error(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(call: Any, args: Any) -> ToolResult:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setitem(IMPLEMENTATIONS, "find_files", Implementation(broken))
+    with pytest.raises(OSError, match="Input/output error"):
+        await run(workspace, "find_files", key="apr_io")
+    # The claim was released, so Temporal's retry may run it again.
+    assert Journal(workspace, "apr_io").read() is None
