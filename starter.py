@@ -24,6 +24,7 @@ from hitl.devserver import temporal_version
 from hitl.entry import run_main
 from hitl.logs import configure_logging
 from hitl.models import (
+    MAX_TASK_CHARS,
     ApprovalRecord,
     ApprovalStatus,
     ModelSettings,
@@ -55,6 +56,25 @@ def _tool_timeout(text: str) -> tuple[str, float]:
     return name.strip(), parse_duration(duration)
 
 
+def _tool_queue(text: str) -> tuple[str, str]:
+    name, _, queue = text.partition("=")
+    if not name.strip() or not queue.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use TOOL=QUEUE, e.g. run_command=hitl-commands"
+        )
+    return name.strip(), queue.strip()
+
+
+def tool_queues(
+    given: list[tuple[str, str]], environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    """HITL_TOOL_QUEUES (TOOL=QUEUE,...), then --tool-queue, which wins."""
+    text = (os.environ if environ is None else environ).get("HITL_TOOL_QUEUES", "")
+    queues = dict(_tool_queue(item) for item in text.split(",") if item.strip())
+    queues.update(given)
+    return queues
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="starter.py",
@@ -76,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TOOL=DUR",
         help="approval timeout for one tool, e.g. send_email=2h (repeatable)",
+    )
+    parser.add_argument(
+        "--tool-queue",
+        type=_tool_queue,
+        action="append",
+        default=[],
+        metavar="TOOL=QUEUE",
+        help="run this tool's approved calls on another task queue, e.g. "
+        "run_command=hitl-commands for a worker with no secrets (repeatable; also "
+        "HITL_TOOL_QUEUES=TOOL=QUEUE,...)",
     )
     parser.add_argument(
         "--model",
@@ -215,6 +245,17 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     if not workspace.is_dir():
         out.write(f"error: workspace {workspace} is not a directory; create it or pass another\n")
         return 2
+    if len(args.task) > MAX_TASK_CHARS:
+        out.write(
+            f"error: the task is {len(args.task):,} characters; at most {MAX_TASK_CHARS:,} are "
+            "accepted. Put long material in a file in the workspace and refer to it.\n"
+        )
+        return 2
+    try:
+        queues = tool_queues(args.tool_queue)
+    except argparse.ArgumentTypeError as error:
+        out.write(f"error: HITL_TOOL_QUEUES: {error}\n")
+        return 2
     choice = choose_model(args.model)
     script = None
     if args.script:
@@ -238,6 +279,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         approval_timeout_seconds=args.approval_timeout,
         tool_approval_timeouts=dict(args.tool_timeout),
         auto_approve_below=args.auto_approve_below,
+        tool_task_queues=queues,
         origin={"command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]), **state},
     )
     try:

@@ -1,7 +1,13 @@
-"""Run a worker: `python worker.py` (configuration from the environment, see README)."""
+"""Run a worker: `python worker.py` (configuration from the environment, see README).
+
+`python worker.py --tools-only --task-queue hitl-commands` serves only the tools'
+activities: run it, with no secrets in its environment, for the tools a run sends to
+that queue (`starter.py --tool-queue run_command=hitl-commands`, docs/secrets.md).
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 from datetime import timedelta
@@ -12,7 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import ALL_ACTIVITIES
+from activities import ALL_ACTIVITIES, TOOL_ACTIVITIES
 from hitl.config import connect, load_settings
 from hitl.entry import exit_now
 from hitl.logs import configure_logging
@@ -43,14 +49,31 @@ def build_worker(client: Client, task_queue: str, **options: Any) -> Worker:
     return Worker(client, task_queue=task_queue, **options)
 
 
-async def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task-queue", help="the task queue to poll (default: HITL_TASK_QUEUE)")
+    parser.add_argument(
+        "--tools-only",
+        action="store_true",
+        help="serve only the tools' activities (no workflows, no model): a worker for "
+        "commands, with no secrets in its environment",
+    )
+    return parser
+
+
+async def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     configure_logging()
     settings = load_settings()
+    task_queue = args.task_queue or settings.task_queue
     client = await connect(settings)
-    added = await ensure_search_attributes(client)
-    if added:
-        log.info("search_attributes.registered", names=added)
-    worker = build_worker(client, settings.task_queue)
+    if args.tools_only:
+        worker = build_worker(client, task_queue, workflows=[], activities=TOOL_ACTIVITIES)
+    else:
+        added = await ensure_search_attributes(client)
+        if added:
+            log.info("search_attributes.registered", names=added)
+        worker = build_worker(client, task_queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -59,7 +82,8 @@ async def main() -> None:
         "worker.started",
         address=settings.address,
         namespace=settings.namespace,
-        task_queue=settings.task_queue,
+        task_queue=task_queue,
+        tools_only=args.tools_only,
     )
     async with worker:
         await stop.wait()

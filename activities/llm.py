@@ -9,15 +9,13 @@ sent back to the model on every later turn.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import hashlib
 import json
 import os
 import time
-from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 import structlog
@@ -25,6 +23,7 @@ from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from activities.scripted import scripted_turn
 from hitl import contract
 from hitl.models import AssistantTurn, ChatMessage, LlmRequest, ToolCall
@@ -32,11 +31,6 @@ from hitl.secrets import redact_model, redact_text
 from hitl.text import clip
 
 log = structlog.get_logger("hitl.llm")
-
-HEARTBEAT_SECONDS = 2.0
-"""How often the activity heartbeats while it waits for the model. A workflow can set
-`heartbeat_timeout` to a few times this (10 s), so a retry after a worker dies starts
-within seconds instead of after the whole start-to-close timeout."""
 
 TIMEOUT_ENV = "HITL_LLM_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -69,8 +63,6 @@ _STATUS_HINT = {
 }
 
 _clients: dict[tuple[str | None, str], AsyncOpenAI] = {}
-
-R = TypeVar("R")
 
 
 def _client(base_url: str | None) -> AsyncOpenAI:
@@ -131,24 +123,6 @@ def to_openai(message: ChatMessage) -> dict[str, Any]:
             for call in message.tool_calls
         ]
     return wire
-
-
-async def _heartbeating(work: Awaitable[R]) -> R:
-    """`work`'s result, heartbeating every HEARTBEAT_SECONDS until it is done.
-
-    A heartbeat also delivers cancellation: a cancelled run stops waiting for the model.
-    """
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-
-    beating = asyncio.create_task(beat())
-    try:
-        return await work
-    finally:
-        beating.cancel()
 
 
 def _retry_after(error: openai.APIStatusError) -> timedelta | None:
@@ -374,7 +348,7 @@ async def openai_turn(request: LlmRequest) -> AssistantTurn:
     # anything that didn't (a tool built before that, a secret set since).
     outgoing = redact_model(request)
     try:
-        raw = await _heartbeating(
+        raw = await heartbeating(
             client.chat.completions.with_raw_response.create(
                 model=outgoing.model.name,
                 messages=[to_openai(message) for message in outgoing.messages],  # type: ignore[misc]

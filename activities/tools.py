@@ -31,6 +31,7 @@ import structlog
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from activities.workspace import (
     JOURNAL_DIR,
     Entry,
@@ -43,6 +44,7 @@ from activities.workspace import (
 from hitl import contract
 from hitl.models import ApprovalRecord, ToolPreview, ToolRequest, ToolResult
 from hitl.policy import format_validation_error
+from hitl.secrets import redact_model, secrets_in
 from hitl.text import clip, clip_bytes, quoted, visible
 from hitl.tools import (
     REGISTRY,
@@ -68,7 +70,6 @@ MAX_DETAILS_CHARS = 16 * 1024
 MAX_WARNINGS = 20
 MAX_WARNING_CHARS = 300
 MAX_ERROR_CHARS = 2000
-_SECRET_ENV = ("OPENAI_API_KEY", "HITL_SMTP_URL", "TEMPORAL_API_KEY")
 _NO_PREVIEW = "no preview was shown for it"
 
 
@@ -469,7 +470,11 @@ def _output(handle: Any) -> str:
 
 
 def run_command(call: Call, args: RunCommandArgs) -> ToolResult:
-    env = {name: value for name, value in os.environ.items() if name not in _SECRET_ENV}
+    # The child gets no secret the worker holds; it can still read the worker's own
+    # environment (/proc/PPID/environ), so results are redacted too, and commands are best
+    # run on a worker that holds no secrets at all (docs/secrets.md).
+    secret = {name for name, _ in secrets_in(os.environ)}
+    env = {name: value for name, value in os.environ.items() if name not in secret}
     # Output goes to files, not pipes: memory stays bounded whatever the command prints,
     # and a background child that keeps a pipe open can't hang the activity.
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
@@ -774,7 +779,8 @@ def _carry_out(
 @activity.defn(name=contract.ACTIVITY_PREVIEW)
 async def preview_tool(request: ToolRequest) -> ToolPreview:
     """Dry run: what the action would change, for the reviewer."""
-    preview = await asyncio.to_thread(_preview_sync, request)
+    # Secret values the worker holds never leave it, whatever the workspace contains.
+    preview = redact_model(await heartbeating(asyncio.to_thread(_preview_sync, request)))
     _bound_log(request).info("tool.preview", summary=preview.summary)
     return preview
 
@@ -784,7 +790,7 @@ async def run_tool(request: ToolRequest) -> ToolResult:
     """Carry out one validated (and, where flagged, approved) tool call."""
     bound = _bound_log(request)
     bound.info("tool.start", args=request.action.args)
-    result = await asyncio.to_thread(_run_sync, request)
+    result = redact_model(await heartbeating(asyncio.to_thread(_run_sync, request)))
     bound.info("tool.done", ok=result.ok, summary=result.summary, error=result.error)
     return result
 

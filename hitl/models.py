@@ -429,6 +429,9 @@ class RunInput(BaseModel):
     """Flagged calls whose risk is below this are approved by policy (0: none)."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
+    tool_task_queues: dict[str, str] = Field(default_factory=dict)
+    """Tools whose approved calls run on another task queue, e.g. commands on a worker
+    that holds no secrets (docs/secrets.md)."""
     limits: RunLimits = Field(default_factory=RunLimits)
     carry: AgentCarry | None = None
     """Set only when a run continues as new: where the previous run stopped."""

@@ -27,10 +27,13 @@ class WorkerProcess:
         self.output: list[str] = []
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, timeout: float = 30) -> WorkerProcess:
+    async def start(
+        self, timeout: float = 30, extra_args: list[str] | None = None
+    ) -> WorkerProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(ROOT / "worker.py"),
+            *(extra_args or []),
             cwd=ROOT,
             env=self.env,
             stdout=asyncio.subprocess.PIPE,

@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import llm
+from activities import heartbeat
 from activities.llm import (
     DEFAULT_TIMEOUT_SECONDS,
     MAX_CONTENT_BYTES,
@@ -361,7 +361,7 @@ async def test_names_and_ids_are_bounded() -> None:
 async def test_the_activity_heartbeats_while_it_waits_for_the_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(llm, "HEARTBEAT_SECONDS", 0.01)
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_SECONDS", 0.01)
     heartbeats: list[Any] = []
     seen_three = threading.Event()
 

@@ -67,7 +67,8 @@ TOOL_RETRY = RetryPolicy(
     maximum_attempts=3,
 )
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-"""The LLM activity heartbeats every few seconds, so a dead worker is noticed in seconds."""
+"""The LLM and tool activities heartbeat every 2 s, so a dead worker is noticed in seconds."""
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 MAX_TOOL_RUNS_KEPT = 100
 MAX_REASONING_CHARS = 8_000
 MAX_EXCERPT_CHARS = 2_000
@@ -503,6 +504,7 @@ class AgentWorkflow:
                 ToolRequest(action=action, workspace=self._run.workspace),
                 result_type=ToolPreview,
                 start_to_close_timeout=timedelta(minutes=1),
+                heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
                 retry_policy=TOOL_RETRY,
                 summary=f"preview {action.tool}",
             )
@@ -528,18 +530,31 @@ class AgentWorkflow:
             idempotency_key=approval_id,
             preview=preview,
         )
-        # A read-only tool is quick and changes nothing: a local activity runs it inside
-        # the current workflow task, without a round trip through the server.
-        start = workflow.execute_local_activity if spec.read_only else workflow.execute_activity
+        queue = self._run.tool_task_queues.get(action.tool)
         try:
-            result: ToolResult = await start(
-                contract.ACTIVITY_RUN_TOOL,
-                request,
-                result_type=ToolResult,
-                start_to_close_timeout=spec.execution_timeout(args),
-                retry_policy=TOOL_RETRY,
-                summary=label,
-            )
+            result: ToolResult
+            if spec.read_only and queue is None:
+                # A read-only tool is quick and changes nothing: a local activity runs it
+                # inside the current workflow task, without a round trip through the server.
+                result = await workflow.execute_local_activity(
+                    contract.ACTIVITY_RUN_TOOL,
+                    request,
+                    result_type=ToolResult,
+                    start_to_close_timeout=spec.execution_timeout(args),
+                    retry_policy=TOOL_RETRY,
+                    summary=label,
+                )
+            else:
+                result = await workflow.execute_activity(
+                    contract.ACTIVITY_RUN_TOOL,
+                    request,
+                    result_type=ToolResult,
+                    task_queue=queue,
+                    start_to_close_timeout=spec.execution_timeout(args),
+                    heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+                    retry_policy=TOOL_RETRY,
+                    summary=label,
+                )
         except ActivityError as error:
             return _error(f"{action.tool} failed: {error.cause}")
         return result
