@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint fmt server worker clean
+.PHONY: install demo test soak bench lint fmt server worker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 ## Lint, type-check and the whole test suite (what CI runs).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+## The fault, race and fuzz suites ten times harder (not CI; about half an hour).
+soak: $(STAMP)
+	HITL_SOAK=10 $(BIN)/python -m pytest tests/test_faults.py tests/test_races.py \
+		tests/test_fuzz_decisions.py tests/test_hostile_decisions.py tests/test_growth.py
 
 ## Latency, bulk decisions, paused runs at scale, per-step overhead vs a baseline (not CI).
 bench: $(STAMP)

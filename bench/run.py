@@ -451,6 +451,64 @@ class Bench:
         )
         self.note(f"the same step in-process: {statistics.median(local) * 1000:.2f} ms")
 
+    # --- 5. growth ---------------------------------------------------------------------------
+
+    def fact(self, name: str, value: float, unit: str) -> None:
+        """A measure with no baseline to compare against."""
+        self.values[name] = (value, float("nan"))
+        self.rows.append((name, f"{value:,.1f} {unit}", "—", "", "lower"))
+        print(f"  {name:44} {value:>10,.1f} {unit}", flush=True)
+
+    async def growth(self) -> None:
+        """History per agent step at 10, 100 and 500 steps: it must grow linearly."""
+        print(f"\n5. growth: runs of {', '.join(map(str, self.args.growth))} steps", flush=True)
+        folder = self.workspace / "growth"
+        folder.mkdir(exist_ok=True)
+        (folder / "big.txt").write_text("0123456789abcdef" * 512)  # 8 KiB per read
+        per_step: dict[int, float] = {}
+        largest = 0
+        for steps in self.args.growth:
+            script = [_turn("read_file", {"path": "big.txt"}) for _ in range(steps - 1)]
+            workflow_id = f"bench-growth-{steps}-{uuid.uuid4().hex[:6]}"
+            run = RunInput(
+                task="bench growth",
+                workspace=str(folder),
+                model=ModelSettings(script=script),
+                max_steps=steps,
+            )
+            t0 = time.perf_counter()
+            result: RunResult = await self.project.execute_workflow(
+                contract.WORKFLOW_NAME,
+                run,
+                id=workflow_id,
+                task_queue=self.queues["project"],
+                result_type=RunResult,
+            )
+            elapsed = time.perf_counter() - t0
+            events = size = 0
+            for run_id in [*result.previous_runs, result.evidence["run_id"]]:
+                history = await self.project.get_workflow_handle(
+                    workflow_id, run_id=run_id
+                ).fetch_history()
+                events += len(history.events)
+                size += sum(event.ByteSize() for event in history.events)
+                largest = max(largest, *(event.ByteSize() for event in history.events))
+            per_step[steps] = size / steps
+            self.fact(f"history bytes per step, {steps} steps", size / steps / 1024, "KiB")
+            self.fact(f"history events per step, {steps} steps", events / steps, "")
+            self.fact(f"time per step, {steps} steps", elapsed / steps * 1000, "ms")
+            self.note(
+                f"{steps} steps: {len(result.previous_runs) + 1} run(s) in the chain "
+                f"(continue-as-new), {events:,} events, {size / 1024 / 1024:.1f} MiB of history"
+            )
+        self.fact("largest event (payload) in any history", largest / 1024, "KiB")
+        longest, shortest = max(per_step), sorted(per_step)[len(per_step) // 2]
+        self.fact(
+            f"history per step, {longest} vs {shortest} steps",
+            per_step[longest] / per_step[shortest],
+            "x",
+        )
+
     def _in_process(self, script: list[ScriptedTurn], steps: int) -> float:
         """The same loop without Temporal: model turn, then each tool call, per step."""
         messages = [
@@ -510,6 +568,16 @@ TARGETS: list[tuple[str, str, Callable[[float, float], bool]]] = [
     ("worker resident memory", "under 300 MB with 10,000 paused", lambda ours, base: ours < 300),
     ("`hitl pending`", "under 2 s over 10,000", lambda ours, base: ours < 2),
     ("overhead per agent step p50", "under 20 ms", lambda ours, base: ours < 20),
+    (
+        "history per step,",
+        "at most 1.5x from the middle length to the longest (linear growth)",
+        lambda ours, base: ours <= 1.5,
+    ),
+    (
+        "largest event",
+        "under 512 KiB (Temporal's payload limit is 2 MiB)",
+        lambda ours, base: ours < 512,
+    ),
 ]
 
 BOUNDS = """\
@@ -559,7 +627,7 @@ def write_report(
         f"- python {facts['python']}; {facts['temporal']}; dev server with a SQLite file",
         f"- run: {facts['date']}; command: `{' '.join(['python -m bench.run', *sys.argv[1:]])}`",
         f"- sizes: latency {args.latency}, bulk {args.bulk}, scale {args.scale}, "
-        f"steps {args.steps} x {args.repeats}",
+        f"steps {args.steps} x {args.repeats}, growth {args.growth}",
         "",
         "| measure | project | baseline | project vs baseline | better |",
         "|---|---:|---:|---:|---|",
@@ -583,6 +651,11 @@ def write_report(
         "   workflow, minus the same loop (scripted model + tool) called in-process, per step.",
         "   The baseline is a loop workflow of two trivial activities per step on a default",
         "   worker (its whole time per step is overhead).",
+        "5. **Growth**: scripted runs of 10, 100 and 500 steps, each reading an 8 KiB file;",
+        "   the histories of every run in the chain (continue-as-new) are fetched and their",
+        "   events counted and sized (protobuf bytes, payloads included). Per-step history",
+        "   must stay flat as runs get longer (linear growth), and no single event may come",
+        "   near Temporal's 2 MiB payload limit.",
         "",
     ]
     values = values or {}
@@ -646,11 +719,12 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--growth", type=int, nargs="+", default=[10, 100, 500])
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["latency", "bulk", "steps", "scale"],
-        choices=["latency", "bulk", "steps", "scale"],
+        default=["latency", "bulk", "steps", "growth", "scale"],
+        choices=["latency", "bulk", "steps", "growth", "scale"],
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()

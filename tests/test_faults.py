@@ -27,8 +27,9 @@ from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.fake_openai import HANG, FakeOpenAI, completion
 from tests.helpers import decision, start_run, turn, wait_pending
 from tests.processes import WorkerProcess
+from tests.soak import SCALE
 
-KILLS = 3
+KILLS = 3 * SCALE
 
 
 def _address(env: WorkflowEnvironment) -> str:

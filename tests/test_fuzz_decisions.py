@@ -29,9 +29,10 @@ from hitl.models import ApprovalRecord, ApprovalStatus, DecisionKind, RunResult,
 from tests.background import Background
 from tests.conftest import make_logs
 from tests.helpers import approvals, start_run, status, wait_pending
+from tests.soak import SCALE
 
 SIGNALS = [contract.SIGNAL_APPROVE, contract.SIGNAL_REJECT, contract.SIGNAL_MODIFY]
-EXAMPLES = 120
+EXAMPLES = 120 * SCALE
 
 json_scalars = (
     st.none()
@@ -222,7 +223,10 @@ def test_fuzzed_decisions_through_the_temporal_cli_are_applied_only_when_valid(
     send = _cli(env.client.service_client.config.target_host)
 
     @settings(
-        max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+        max_examples=40 * SCALE,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
     )
     @given(name=st.sampled_from(SIGNALS), data=st.data())
     def fuzz(name: str, data: st.DataObject) -> None:

@@ -14,10 +14,11 @@ from hitl import contract
 from hitl.models import ApprovalStatus, DecisionKind
 from tests.conftest import make_logs
 from tests.helpers import approvals, decision, start_run, turn, wait_pending
+from tests.soak import SCALE
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-RACES = 6
+RACES = 6 * SCALE
 DECIDERS = 12
 
 
