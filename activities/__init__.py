@@ -1,20 +1,24 @@
-"""Everything that touches the world: the LLM, the workspace, commands, email, notifications."""
+"""Everything that touches the world: the LLM, the tools, notifications."""
 
 from collections.abc import Callable
 from typing import Any
 
 from activities.llm import llm_next_step
-from activities.tools import notify_approval, preview_tool, run_tool
+from activities.notify import notify_approval
+from activities.tools import ToolActivities
+from hitl.tools import ToolRegistry, load_tools
 
-ALL_ACTIVITIES: list[Callable[..., Any]] = [llm_next_step, preview_tool, run_tool, notify_approval]
-TOOL_ACTIVITIES: list[Callable[..., Any]] = [preview_tool, run_tool]
-"""What a tools-only worker serves: no model, no notifications, no secrets needed."""
 
-__all__ = [
-    "ALL_ACTIVITIES",
-    "TOOL_ACTIVITIES",
-    "llm_next_step",
-    "notify_approval",
-    "preview_tool",
-    "run_tool",
-]
+def worker_activities(
+    registry: ToolRegistry | None = None, *, tools_only: bool = False
+) -> list[Callable[..., Any]]:
+    """The activities a worker serves over these tools (the built-in toolkits by default).
+
+    `tools_only`: just the tools' activities, for a worker that runs commands with no
+    secrets in its environment (docs/secrets.md).
+    """
+    tools = ToolActivities(registry if registry is not None else load_tools()).all()
+    return tools if tools_only else [llm_next_step, notify_approval, *tools]
+
+
+__all__ = ["ToolActivities", "llm_next_step", "notify_approval", "worker_activities"]

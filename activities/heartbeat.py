@@ -25,6 +25,10 @@ async def heartbeating(work: Awaitable[R]) -> R:
     A heartbeat also delivers cancellation: a cancelled run stops waiting.
     """
 
+    if not activity.in_activity() or activity.info().is_local:
+        # A local activity runs inside its workflow task: there is no heartbeat to send.
+        return await work
+
     async def beat() -> None:
         while True:
             activity.heartbeat()

@@ -27,7 +27,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from activities.scripted import scripted_turn
-from activities.tools import _run_sync
+from activities.tools import ToolActivities
 from hitl import contract
 from hitl.cli import decide_pending, list_pending
 from hitl.config import connect, load_settings
@@ -45,7 +45,7 @@ from hitl.models import (
     ToolCall,
     ToolRequest,
 )
-from hitl.tools import tool_schemas
+from hitl.tools import load_tools
 from workflows.agent import SYSTEM_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -431,7 +431,7 @@ class Bench:
                 result_type=RunResult,
             )
             ours.append((time.perf_counter() - t0) / steps)
-        local = [self._in_process(script, steps) for _ in range(repeats)]
+        local = [await self._in_process(script, steps) for _ in range(repeats)]
         overhead = [(o - w) * 1000 for o, w in zip(ours, local, strict=True)]
         base = []
         for _ in range(repeats):
@@ -509,13 +509,15 @@ class Bench:
             "x",
         )
 
-    def _in_process(self, script: list[ScriptedTurn], steps: int) -> float:
+    async def _in_process(self, script: list[ScriptedTurn], steps: int) -> float:
         """The same loop without Temporal: model turn, then each tool call, per step."""
         messages = [
             ChatMessage(role="system", content=SYSTEM_PROMPT),
             ChatMessage(role="user", content="bench steps"),
         ]
-        schemas = tool_schemas()
+        registry = load_tools()
+        tools = ToolActivities(registry)
+        schemas = [descriptor.chat_schema() for descriptor in registry.descriptors()]
         t0 = time.perf_counter()
         for _ in range(steps):
             turn = scripted_turn(
@@ -525,7 +527,7 @@ class Bench:
                 ChatMessage(role="assistant", content=turn.content, tool_calls=turn.tool_calls)
             )
             for call in turn.tool_calls:
-                result = _run_sync(
+                result = await tools.run_tool(
                     ToolRequest(
                         action=ToolAction(tool=call.name, args=json.loads(call.arguments)),
                         workspace=str(self.workspace / "steps"),

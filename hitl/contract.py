@@ -21,6 +21,8 @@ ACTIVITY_LLM = "llm_next_step"
 ACTIVITY_PREVIEW = "preview_tool"
 ACTIVITY_RUN_TOOL = "run_tool"
 ACTIVITY_NOTIFY = "notify_approval"
+ACTIVITY_DESCRIBE_TOOLS = "describe_tools"
+ACTIVITY_CHECK_TOOL = "check_tool"
 
 STATE_KEY = SearchAttributeKey.for_keyword("HitlState")
 PENDING_KEY = SearchAttributeKey.for_int("HitlPendingApprovals")

@@ -22,9 +22,10 @@ is deterministic workflow code with no I/O.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalOutcome,
         ApprovalRecord,
         ApprovalStatus,
+        CallState,
         DecisionEntry,
         DecisionKind,
         GateState,
@@ -56,7 +58,13 @@ with workflow.unsafe.imports_passed_through():
         RejectDecision,
         RejectedAction,
         ToolAction,
+        ToolCheck,
+        ToolCheckRequest,
+        ToolDescriptor,
         ToolPreview,
+        ToolRequest,
+        ToolResult,
+        canonical_json,
     )
     from hitl.text import clip, quoted
 
@@ -74,8 +82,19 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=3,
 )
 
-Validator = Callable[[dict[str, Any]], dict[str, Any]]
-"""Checks a reviewer's modified arguments: returns them normalized, or raises ValidationError."""
+Validator = Callable[[dict[str, Any]], Any] | type[BaseModel]
+"""Checks a reviewer's modified arguments: a pydantic model, or a function, sync or
+async, that returns them normalized (a dict), or a `Modification` with a preview of the
+new action, and raises ValidationError or ValueError (the message tells the reviewer what
+is wrong) to refuse them."""
+
+
+@dataclass(frozen=True)
+class Modification:
+    """A reviewer's modified arguments as checked: normalized, with their own preview."""
+
+    args: dict[str, Any]
+    preview: ToolPreview | None = None
 
 
 @dataclass
@@ -209,8 +228,10 @@ class ApprovalGate:
         timeout: timedelta | None = None,
         risk: int = 50,
         validate: Validator | None = None,
+        args_schema: dict[str, Any] | None = None,
+        execution_timeout: timedelta | None = None,
     ) -> ApprovalRecord:
-        """Record a pending approval and announce it; `wait` then waits for its decision."""
+        """Record a pending approval; `wait` announces it and waits for its decision."""
         now = workflow.now()
         info = workflow.info()
         if isinstance(context, str) or context is None:
@@ -226,6 +247,10 @@ class ApprovalGate:
             context=context,
             preview=preview or ToolPreview(summary=f"{action.tool}: no preview"),
             risk=max(0, min(100, int(risk))),
+            args_schema=args_schema,
+            execution_timeout_seconds=(
+                execution_timeout.total_seconds() if execution_timeout is not None else None
+            ),
         )
         self._records[record.id] = record
         self._inbox[record.id] = []
@@ -316,15 +341,19 @@ class ApprovalGate:
         if item.refused is not None:
             self._log(record, item.refused)
             return
-        self._judging += 1
-        try:
-            verdict = policy.judge(
-                record, item.decision, item.received_at, self._validators.get(record.id)
-            )
-        finally:
-            self._judging -= 1
-        entry = self._entry(item, verdict.refusal)
-        if verdict.refusal:
+        validate = self._validators.get(record.id)
+        verdict = policy.judge(record, item.decision, item.received_at, validate is not None)
+        refusal, modification = verdict.refusal, None
+        if verdict.check_args is not None and validate is not None:
+            self._judging += 1
+            try:
+                modification = await _modification(validate, verdict.check_args)
+            except Exception as error:  # the tool's code refuses, in its own words
+                refusal = policy.modification_refusal(record, error)
+            finally:
+                self._judging -= 1
+        entry = self._entry(item, refusal)
+        if refusal:
             self._log(record, entry)
             return
         decision = item.decision
@@ -335,9 +364,12 @@ class ApprovalGate:
         if isinstance(decision, RejectDecision):
             record.status = ApprovalStatus.REJECTED
             record.reason = decision.reason or "no reason given"
-        elif verdict.modified_action is not None:
+        elif modification is not None:
             record.status = ApprovalStatus.MODIFIED
-            record.modified_action_json = verdict.modified_action
+            record.modified_action_json = ToolAction(
+                tool=record.action_json.tool, args=modification.args
+            )
+            record.modified_preview = modification.preview
         else:
             record.status = ApprovalStatus.APPROVED
         self._dirty = True
@@ -686,9 +718,301 @@ class ApprovalGate:
         self.publish()
 
 
+async def _modification(validate: Validator, args: dict[str, Any]) -> Modification:
+    if isinstance(validate, type) and issubclass(validate, BaseModel):
+        return Modification(validate.model_validate(args).model_dump(mode="json"))
+    result = validate(args)  # type: ignore[call-arg]
+    if inspect.isawaitable(result):
+        result = await result
+    if isinstance(result, Modification):
+        return result
+    if isinstance(result, BaseModel):
+        return Modification(result.model_dump(mode="json"))
+    if not isinstance(result, dict):
+        raise TypeError(f"the validator returned {type(result).__name__}, not the arguments")
+    return Modification(result)
+
+
 def _arrived_or_done(inbox: list[_Incoming], timer: asyncio.Task[None]) -> Callable[[], bool]:
     return lambda: bool(inbox) or timer.done()
 
 
 def _text(value: Any) -> str | None:
     return clip(value, 100) if isinstance(value, str) else None
+
+
+# --- tool calls through the gate -------------------------------------------------------------
+
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""Tool activities heartbeat every 2 s, so a worker that dies is noticed in seconds."""
+CHECK_TIMEOUT = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class ToolCallOptions:
+    """What a run decides about its tool calls (the rest is each tool's own)."""
+
+    workspace: str = ""
+    approval_timeout: float | None = None
+    """Seconds; overrides every tool's own approval timeout."""
+    tool_approval_timeouts: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per tool; overrides everything else for that tool."""
+    auto_approve_below: int = 0
+    """Calls whose risk is below this are approved by policy (0: none)."""
+    task_queues: Mapping[str, str] = field(default_factory=dict)
+    """Tools whose calls run on another task queue (a worker with no secrets)."""
+    max_action_bytes: int = 64 * 1024
+
+
+class GatedTools:
+    """Every tool call of a run, through the gate: checked, approved where flagged, and
+    carried out exactly as approved, once.
+
+    The tools are descriptors (`ToolDescriptor`), recorded in the run's input or history;
+    their code runs in the `check_tool` and `run_tool` activities on a worker that has
+    them. A call's approval id is its idempotency key; no call can skip it.
+    """
+
+    def __init__(
+        self, gate: ApprovalGate, tools: Sequence[ToolDescriptor], options: ToolCallOptions
+    ) -> None:
+        self.gate = gate
+        self.tools = {descriptor.name: descriptor for descriptor in tools}
+        self.options = options
+        self._busy: set[str] = set()
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [descriptor.chat_schema() for descriptor in self.tools.values()]
+
+    def waiting_on_reviewer(self, state: CallState) -> bool:
+        """This open call only waits for a decision: nothing of it is in flight."""
+        if state.result is not None or state.approval_id is None:
+            return False
+        if state.call.id in self._busy:
+            return False
+        return self.gate.record(state.approval_id).status is ApprovalStatus.PENDING
+
+    async def call(self, state: CallState, context: ApprovalContext) -> ToolResult:
+        """One tool call, start to finish (or, for a carried call, from its approval on)."""
+        if state.approval_id is not None:
+            record = self.gate.record(state.approval_id)
+            descriptor = self.tools[record.action_json.tool]
+            outcome = await self.gate.wait(record.id, self._validator(descriptor))
+            return await self._conclude(state, descriptor, outcome)
+        return await self._start(state, context)
+
+    async def _start(self, state: CallState, context: ApprovalContext) -> ToolResult:
+        call = state.call
+        descriptor = self.tools.get(call.name)
+        if descriptor is None:
+            return tool_error(
+                f"unknown tool {quoted(clip(call.name, 100))}; the tools of this run are: "
+                f"{', '.join(self.tools) or 'none'}"
+            )
+        size = len(call.arguments.encode())
+        if size > self.options.max_action_bytes:
+            return tool_error(
+                f"the arguments of {call.name} are {size:,} bytes; at most "
+                f"{self.options.max_action_bytes:,} are accepted. Split the work into "
+                "smaller calls."
+            )
+        try:
+            raw = json.loads(call.arguments or "{}")
+        except (json.JSONDecodeError, RecursionError) as error:
+            return tool_error(f"the arguments of {call.name} are not valid JSON: {error}")
+        if not isinstance(raw, dict):
+            return tool_error(f"the arguments of {call.name} must be a JSON object")
+        if descriptor.approval == "never":
+            # No rule to apply: the activity validates the arguments as it runs them.
+            return await self._execute(descriptor, ToolAction(tool=call.name, args=raw))
+        check = await self._check(state, descriptor, raw, modification=False)
+        if not check.ok or check.args is None:
+            return tool_error(check.error or f"{call.name} can't be carried out as asked")
+        action = ToolAction(tool=descriptor.name, args=check.args)
+        timeout = _seconds(check.execution_timeout_seconds)
+        if not check.needs_approval:
+            return await self._execute(descriptor, action, timeout=timeout)
+        earlier = self.gate.rejected_earlier(action)
+        if earlier is not None:
+            return repeated_error(earlier.approval_id, earlier.reviewer, earlier.reason)
+        record = self.gate.open(
+            action,
+            preview=check.preview,
+            context=context,
+            timeout=policy.approval_timeout(
+                descriptor.name,
+                _seconds(descriptor.approval_timeout_seconds),
+                self.options.approval_timeout,
+                self.options.tool_approval_timeouts,
+            ),
+            risk=check.risk,
+            validate=self._validator(descriptor),
+            args_schema=descriptor.parameters,
+            execution_timeout=timeout,
+        )
+        state.approval_id = record.id
+        if policy.auto_approved(record.risk, self.options.auto_approve_below):
+            self.gate.approve_by_policy(
+                record.id,
+                f"risk {record.risk} is below the run's auto-approve threshold "
+                f"{self.options.auto_approve_below}",
+            )
+        outcome = await self.gate.wait(record.id)
+        return await self._conclude(state, descriptor, outcome)
+
+    async def _conclude(
+        self, state: CallState, descriptor: ToolDescriptor, outcome: ApprovalOutcome
+    ) -> ToolResult:
+        if outcome.repeated:
+            return repeated_error(outcome.approval_id, outcome.reviewer, outcome.reason)
+        if not outcome.approved:
+            who = "nobody (timeout)" if outcome.timed_out else outcome.reviewer
+            return tool_error(
+                f"REJECTED by {who}: {outcome.reason}. The action was not performed. Do not "
+                "retry the same action; find another way to do the task or stop and explain."
+            )
+        record = self.gate.record(outcome.approval_id)
+        preview = record.modified_preview if record.modified_action_json else record.preview
+        self._busy.add(state.call.id)
+        try:
+            result = await self._execute(
+                descriptor,
+                record.effective_action,
+                approval_id=record.id,
+                preview=None if preview is None or preview.failed else preview,
+                timeout=_seconds(record.execution_timeout_seconds),
+            )
+        finally:
+            self._busy.discard(state.call.id)
+        record.executed_at = workflow.now()
+        record.result = result.model_copy(update={"output": compact(result.output)})
+        self.gate.touch()
+        if record.status is ApprovalStatus.MODIFIED and result.ok:
+            result = result.model_copy(
+                update={
+                    "summary": f"{result.summary} (arguments modified by {record.reviewer})",
+                    "output": {
+                        "reviewer_modified_arguments": record.effective_action.args,
+                        "result": result.output,
+                    },
+                }
+            )
+        return result
+
+    def _validator(self, descriptor: ToolDescriptor) -> Validator:
+        async def check_modification(args: dict[str, Any]) -> Modification:
+            check = await self._run_check(descriptor, args, modification=True)
+            if not check.ok or check.args is None:
+                raise ValueError(check.invalid or check.error or "refused by the tool")
+            return Modification(check.args, check.preview)
+
+        return check_modification
+
+    async def _check(
+        self, state: CallState, descriptor: ToolDescriptor, args: Any, modification: bool
+    ) -> ToolCheck:
+        self._busy.add(state.call.id)
+        try:
+            return await self._run_check(descriptor, args, modification)
+        finally:
+            self._busy.discard(state.call.id)
+
+    async def _run_check(
+        self, descriptor: ToolDescriptor, args: Any, modification: bool
+    ) -> ToolCheck:
+        try:
+            check: ToolCheck = await workflow.execute_activity(
+                contract.ACTIVITY_CHECK_TOOL,
+                ToolCheckRequest(
+                    tool=descriptor.name,
+                    digest=descriptor.digest,
+                    args=args,
+                    workspace=self.options.workspace,
+                    modification=modification,
+                ),
+                result_type=ToolCheck,
+                start_to_close_timeout=CHECK_TIMEOUT,
+                heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+                retry_policy=TOOL_RETRY,
+                summary=f"check {descriptor.name}",
+            )
+        except ActivityError as error:
+            return ToolCheck(
+                ok=False, error=clip(f"{descriptor.name} could not be checked: {error.cause}", 500)
+            )
+        return check
+
+    async def _execute(
+        self,
+        descriptor: ToolDescriptor,
+        action: ToolAction,
+        approval_id: str | None = None,
+        preview: ToolPreview | None = None,
+        timeout: timedelta | None = None,
+    ) -> ToolResult:
+        request = ToolRequest(
+            action=action,
+            workspace=self.options.workspace,
+            idempotency_key=approval_id,
+            preview=preview,
+            digest=descriptor.digest,
+        )
+        limit = timeout or timedelta(seconds=descriptor.execution_timeout_seconds)
+        label = action.tool + (f" (approval {approval_id})" if approval_id else "")
+        queue = self.options.task_queues.get(action.tool)
+        try:
+            result: ToolResult
+            if descriptor.read_only and queue is None:
+                # Read-only and quick: a local activity runs it inside the current
+                # workflow task, without a round trip through the server.
+                result = await workflow.execute_local_activity(
+                    contract.ACTIVITY_RUN_TOOL,
+                    request,
+                    result_type=ToolResult,
+                    start_to_close_timeout=limit,
+                    retry_policy=TOOL_RETRY,
+                    summary=label,
+                )
+            else:
+                result = await workflow.execute_activity(
+                    contract.ACTIVITY_RUN_TOOL,
+                    request,
+                    result_type=ToolResult,
+                    task_queue=queue,
+                    start_to_close_timeout=limit,
+                    heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+                    retry_policy=TOOL_RETRY,
+                    summary=label,
+                )
+        except ActivityError as error:
+            return tool_error(f"{action.tool} failed: {error.cause}")
+        return result
+
+
+def tool_error(message: str) -> ToolResult:
+    return ToolResult(ok=False, error=message, summary=clip(message, 200))
+
+
+def repeated_error(approval_id: str, reviewer: str | None, reason: str | None) -> ToolResult:
+    return tool_error(
+        f"this exact action was already rejected in this run (approval {approval_id}, by "
+        f"{reviewer}): {reason}. It was not asked again. Do not propose it again; find "
+        "another way or stop and explain."
+    )
+
+
+def compact(value: Any, limit: int = 2_000) -> Any:
+    """A value as it is when small; its JSON text cut to `limit` characters when not."""
+    text = value if isinstance(value, str) else canonical_json(value)
+    if len(text) <= limit:
+        return value
+    return clip(text, limit)
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return timedelta(seconds=value) if value is not None else None

@@ -133,6 +133,68 @@ class ToolPreview(BaseModel):
     nothing to check the workspace against, so change-checked tools refuse to act."""
 
 
+class ToolDescriptor(BaseModel):
+    """A tool as a run knows it: what the model is told and what the gate needs, no code.
+
+    The run's input records these, so a run paused for days keeps the tools it began
+    with; the `digest` lets a worker refuse a call to a tool that has changed since.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """JSON Schema of the arguments."""
+    digest: str
+    """Hash of name, description, schema and flags."""
+    approval: Literal["always", "never", "predicate"]
+    read_only: bool = False
+    idempotent: bool = True
+    approval_timeout_seconds: float | None = None
+    execution_timeout_seconds: float = 60.0
+
+    def chat_schema(self) -> dict[str, Any]:
+        """The Chat Completions tool definition."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+class ToolCheck(BaseModel):
+    """What the `check_tool` activity says of a proposed call, from the tool's own code.
+
+    Evaluated outside workflow code and recorded in history, so a change to a tool's
+    rules never changes what a replay decides.
+    """
+
+    ok: bool
+    error: str | None = None
+    """Why the call can't go ahead (invalid arguments, unknown or changed tool)."""
+    invalid: str | None = None
+    """For invalid arguments: what is wrong with them, field by field."""
+    args: dict[str, Any] | None = None
+    """The arguments as validated (defaults filled in)."""
+    needs_approval: bool = True
+    risk: int = 100
+    preview: ToolPreview | None = None
+    execution_timeout_seconds: float | None = None
+
+
+class ToolCheckRequest(BaseModel):
+    """Input of the `check_tool` activity."""
+
+    tool: str
+    digest: str | None = None
+    args: Any
+    workspace: str = ""
+    modification: bool = False
+    """Checking a reviewer's modified arguments: validate and preview, don't ask again."""
+
+
 class ToolRequest(BaseModel):
     """Input of the `run_tool` and `preview_tool` activities."""
 
@@ -142,6 +204,8 @@ class ToolRequest(BaseModel):
     """The approval id for approved actions: a retry never acts twice."""
     preview: ToolPreview | None = None
     """The preview the reviewer saw, so execution can refuse what changed since."""
+    digest: str | None = None
+    """The tool's descriptor digest when the run began: a changed tool is refused."""
 
 
 class ToolResult(BaseModel):
@@ -220,6 +284,11 @@ class ApprovalRecord(BaseModel):
     result: ToolResult | None = None
     refused_dropped: int = 0
     """Refused decisions beyond the ones the log keeps (MAX_REFUSED_PER_APPROVAL)."""
+    args_schema: dict[str, Any] | None = None
+    """JSON Schema of the arguments, so a reviewer's tool checks a modification before
+    sending it (the run checks it again with the tool's own code)."""
+    execution_timeout_seconds: float | None = None
+    """How long the approved action may run."""
 
     @property
     def effective_action(self) -> ToolAction:
@@ -429,6 +498,10 @@ class RunInput(BaseModel):
     """Flagged calls whose risk is below this are approved by policy (0: none)."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
+    tools: list[ToolDescriptor] | None = None
+    """The tools this run may use, as recorded when it started; None: ask the worker
+    (`tool_names`, or all it has) at the start of the run, which records the answer."""
+    tool_names: list[str] | None = None
     tool_task_queues: dict[str, str] = Field(default_factory=dict)
     """Tools whose approved calls run on another task queue, e.g. commands on a worker
     that holds no secrets (docs/secrets.md)."""

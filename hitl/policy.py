@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,8 +17,6 @@ from hitl.models import (
     DecisionKind,
     ModifyDecision,
     RejectDecision,
-    RunInput,
-    ToolAction,
 )
 from hitl.text import quoted
 
@@ -33,12 +31,17 @@ DECISION_MODELS: dict[DecisionKind, type[ApproveDecision | RejectDecision | Modi
 """The payload each signal takes; the signal's name decides the kind."""
 
 
-def approval_timeout(tool: str, own: timedelta | None, run: RunInput) -> timedelta:
+def approval_timeout(
+    tool: str,
+    own: timedelta | None,
+    run_timeout: float | None = None,
+    per_tool: Mapping[str, float] | None = None,
+) -> timedelta:
     """Run-and-tool override, then the run's override, then the tool's, then 30 minutes."""
-    if tool in run.tool_approval_timeouts:
-        return timedelta(seconds=run.tool_approval_timeouts[tool])
-    if run.approval_timeout_seconds is not None:
-        return timedelta(seconds=run.approval_timeout_seconds)
+    if per_tool and tool in per_tool:
+        return timedelta(seconds=per_tool[tool])
+    if run_timeout is not None:
+        return timedelta(seconds=run_timeout)
     if own is not None:
         return own
     return timedelta(seconds=DEFAULT_APPROVAL_TIMEOUT_SECONDS)
@@ -59,10 +62,14 @@ def format_validation_error(error: ValidationError) -> str:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a decision does to an approval: refused with a reason, or applied."""
+    """What a decision does to an approval: refused with a reason, or applied.
+
+    A `modify` that passes these checks still has its arguments checked by the tool
+    (`check_args`) before it applies.
+    """
 
     refusal: str | None = None
-    modified_action: ToolAction | None = None
+    check_args: dict[str, Any] | None = None
 
 
 def refusal_for_decided(record: ApprovalRecord) -> str:
@@ -82,7 +89,7 @@ def judge(
     record: ApprovalRecord,
     decision: ApproveDecision | RejectDecision | ModifyDecision,
     received_at: datetime,
-    validate: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    modifiable: bool,
 ) -> Verdict:
     """First valid decision wins; everything else is refused with a reason to act on.
 
@@ -103,23 +110,27 @@ def judge(
             "on what it is now"
         )
     if isinstance(decision, ModifyDecision):
-        if validate is None:
+        if not modifiable:
             return Verdict(
                 refusal=f"approval {record.id} does not take modified arguments; approve or "
                 "reject it"
             )
-        try:
-            args = validate(decision.args)
-        except ValidationError as error:
-            return Verdict(
-                refusal=f"modified arguments are invalid for {record.action_json.tool}: "
-                f"{format_validation_error(error)}; the approval is still pending"
-            )
-        except Exception as error:  # a validator is the user's code
-            return Verdict(
-                refusal=f"modified arguments could not be checked for "
-                f"{record.action_json.tool} ({type(error).__name__}: {error}); the approval "
-                "is still pending"
-            )
-        return Verdict(modified_action=ToolAction(tool=record.action_json.tool, args=args))
+        return Verdict(check_args=decision.args)
     return Verdict()
+
+
+def modification_refusal(record: ApprovalRecord, error: Exception) -> str:
+    """Why a reviewer's modified arguments were not taken, from what the check raised."""
+    if isinstance(error, ValidationError):
+        detail = format_validation_error(error)
+    elif isinstance(error, ValueError):
+        detail = str(error)
+    else:
+        return (
+            f"modified arguments could not be checked for {record.action_json.tool} "
+            f"({type(error).__name__}: {error}); the approval is still pending"
+        )
+    return (
+        f"modified arguments are invalid for {record.action_json.tool}: {detail}; the "
+        "approval is still pending"
+    )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import IO
 
-from pydantic import ValidationError
+import jsonschema
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,8 +26,6 @@ from hitl.models import (
     ModifyDecision,
     RejectDecision,
 )
-from hitl.policy import format_validation_error
-from hitl.tools import REGISTRY
 
 AnyDecision = ApproveDecision | RejectDecision | ModifyDecision
 PROMPT = "Approve? [y/n/e(dit)]: "
@@ -166,12 +164,29 @@ def parse_modified_args(record: ApprovalRecord, text: str) -> dict | str:
         return f"not valid JSON: {error}"
     if not isinstance(args, dict):
         return 'the arguments must be a JSON object, e.g. {"paths": ["a.log"]}'
-    spec = REGISTRY[record.action_json.tool]
-    try:
-        spec.args_model.model_validate(args)
-    except ValidationError as error:
-        return f"invalid for {spec.name}: {format_validation_error(error)}"
+    problem = schema_problem(record, args)
+    if problem is not None:
+        return f"invalid for {record.action_json.tool}: {problem}"
     return args
+
+
+def schema_problem(record: ApprovalRecord, args: dict) -> str | None:
+    """What the tool's JSON Schema says is wrong with new arguments, before they are sent.
+
+    The run checks them again with the tool's own code, which may refuse more.
+    """
+    if record.args_schema is None:
+        return None
+    errors = sorted(
+        jsonschema.Draft202012Validator(record.args_schema).iter_errors(args),
+        key=lambda error: list(error.path),
+    )
+    if not errors:
+        return None
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error.path) or 'arguments'}: {error.message}"
+        for error in errors[:5]
+    )
 
 
 def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> AnyDecision | None:

@@ -1,438 +1,516 @@
-"""The tool registry: what each tool takes, whether it needs approval, how risky it is.
+"""Define a tool once: arguments, description, approval rule, risk, timeouts, code, preview.
 
-This module is data and pure functions, imported by the workflow (through the
-sandbox) and by the activities. Adding a tool means one `ToolSpec` here and one
-implementation in `activities/tools.py`; every path that runs a tool goes
-through the workflow's gate, so there is no second way in.
+    from pydantic import BaseModel, Field
+    from hitl.tools import ToolContext, tool
+
+    class RefundArgs(BaseModel):
+        order_id: str
+        amount: float = Field(gt=0, description="In dollars.")
+
+    @tool(requires_approval=lambda args: args.amount > 100, idempotent=False)
+    def refund(ctx: ToolContext, args: RefundArgs) -> dict:
+        \"\"\"Refund an order.\"\"\"              # what the model reads
+        return payments.refund(args.order_id, args.amount, key=ctx.idempotency_key)
+
+    @refund.preview
+    def _(ctx: ToolContext, args: RefundArgs) -> str:
+        return f"refund ${args.amount:.2f} on order {args.order_id}"
+
+A typed signature works too (`def refund(order_id: str, amount: float)`); its
+arguments model is made from it. A worker loads tools from modules
+(`hitl worker --tools myapp.tools`, `HITL_TOOLS`, `build_worker(..., tools=[...])`);
+the built-in tools are toolkits written this way (`hitl.toolkits.files`, `.commands`,
+`.email`).
+
+None of this runs in workflow code. A run knows its tools as `ToolDescriptor`s (name,
+description, JSON schema, digest, flags). The approval predicate, the risk function,
+the preview and the implementation run in activities, so their answers are recorded in
+history and changing a tool's rules never breaks a run paused on the old ones: new
+rules apply to new calls.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import importlib
+import inspect
+import os
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from hitl.models import ToolPreview
-from hitl.text import quoted
+from hitl.models import ToolDescriptor, ToolPreview, ToolResult, canonical_json
+from hitl.text import visible
 
-_CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".json", ".env")
-_EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+if TYPE_CHECKING:
+    from hitl.toolkits.workspace import Workspace
 
-# What one call may carry: everything a call carries is kept in the approval record and
-# the run's history (2 MB a payload), so each argument is bounded, with a message that
-# tells the model how to stay within the bound.
-MAX_PATH_CHARS = 4096
-MAX_DELETE_PATHS = 200
-MAX_WRITE_BYTES = 256 * 1024
-MAX_ARGV_ITEMS = 64
-MAX_ARG_CHARS = 4096
-MAX_SUBJECT_CHARS = 200
-MAX_BODY_BYTES = 64 * 1024
-MAX_RECIPIENTS = 50
-MAX_ADDRESS_CHARS = 254
+BUILTIN_TOOLKITS = ("hitl.toolkits.files", "hitl.toolkits.commands", "hitl.toolkits.email")
+"""What a worker loads when it is given no tools: the built-in toolkits."""
+TOOLS_ENV = "HITL_TOOLS"
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_EXECUTION_TIMEOUT = timedelta(seconds=60)
 
 
-def _line_breaking_or_control(text: str) -> bool:
-    """Control characters (CR, LF, NUL, ESC, ...) and the Unicode line/paragraph separators."""
-    return any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text)
+class ToolError(ValueError):
+    """A call that can't be carried out as asked: nothing happened, the message goes to the
+    model. Raise it from a tool (or its preview) for a clean refusal."""
 
 
-def _bounded_path(value: str) -> str:
-    if len(value) > MAX_PATH_CHARS:
-        raise ValueError(
-            f"a path of {len(value):,} characters is too long; paths are at most "
-            f"{MAX_PATH_CHARS:,} characters"
-        )
-    return value
+class ToolRegistrationError(ValueError):
+    """A tool that can't be registered: a duplicate name, an invalid schema, a bad option."""
 
 
-_Path = Annotated[str, AfterValidator(_bounded_path)]
+@dataclass
+class ToolContext:
+    """What a tool's code gets besides its arguments."""
+
+    workspace_path: str = ""
+    """The run's workspace, if it has one (the built-in file tools need it)."""
+    approval_id: str | None = None
+    """The approval this call carries out: use it as the idempotency key of any side effect
+    (e.g. a payment API's Idempotency-Key), so a retry never acts twice."""
+    preview: ToolPreview | None = None
+    """At execution: the preview the reviewer saw, to refuse what changed since."""
+    workflow_id: str = ""
+    run_id: str = ""
+    _workspace: Workspace | None = field(default=None, repr=False)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.approval_id
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.preview.facts if self.preview is not None else {}
+
+    @property
+    def workspace(self) -> Workspace:
+        """The workspace, opened for race-free, confined access (`hitl.toolkits.workspace`)."""
+        if self._workspace is None:
+            from hitl.toolkits.workspace import Workspace
+
+            if not self.workspace_path:
+                raise ToolError("this run has no workspace; start it with one")
+            self._workspace = Workspace.open(self.workspace_path)
+        return self._workspace
+
+    def heartbeat(self, *details: Any) -> None:
+        """Tell Temporal a long call is alive (the activity already does this every 2 s)."""
+        from temporalio import activity
+
+        if activity.in_activity():
+            activity.heartbeat(*details)
+
+    def close(self) -> None:
+        if self._workspace is not None:
+            self._workspace.close()
+            self._workspace = None
 
 
-class _Args(BaseModel):
-    # Unknown argument names are an error the model should hear about, not noise to drop.
-    model_config = ConfigDict(extra="forbid")
-
-
-class FindFilesArgs(_Args):
-    """Find files in the workspace by glob pattern and age."""
-
-    pattern: _Path = Field(
-        default="*", description="Glob pattern, e.g. '*.log' or 'logs/**/*.log'."
-    )
-    older_than_days: float | None = Field(
-        default=None, ge=0, description="Only files last modified more than this many days ago."
-    )
-
-
-class ReadFileArgs(_Args):
-    """Read a text file from the workspace."""
-
-    path: _Path = Field(description="Path relative to the workspace.")
-
-
-class DeleteFilesArgs(_Args):
-    """Delete exactly these files from the workspace."""
-
-    paths: list[_Path] = Field(
-        min_length=1,
-        description=f"Paths relative to the workspace (at most {MAX_DELETE_PATHS} per call).",
-    )
-
-    @field_validator("paths")
-    @classmethod
-    def _bounded_and_distinct(cls, paths: list[str]) -> list[str]:
-        if len(paths) > MAX_DELETE_PATHS:
-            raise ValueError(
-                f"{len(paths)} paths given: at most {MAX_DELETE_PATHS} paths per call; "
-                "split the deletion into several calls"
-            )
-        seen: set[str] = set()
-        for path in paths:
-            if path in seen:
-                raise ValueError(
-                    f"paths must not repeat: {quoted(path)} is listed twice; list each file once"
-                )
-            seen.add(path)
-        return paths
-
-
-class WriteFileArgs(_Args):
-    """Create or replace a text file in the workspace."""
-
-    path: _Path = Field(description="Path relative to the workspace.")
-    content: str = Field(
-        description=f"The whole new content of the file (at most {MAX_WRITE_BYTES // 1024} KiB)."
-    )
-
-    @field_validator("content")
-    @classmethod
-    def _bounded(cls, content: str) -> str:
-        size = len(content.encode("utf-8", errors="surrogatepass"))
-        if size > MAX_WRITE_BYTES:
-            raise ValueError(
-                f"content is {size:,} bytes; write_file writes at most {MAX_WRITE_BYTES:,} "
-                "bytes (256 KiB): write a smaller file"
-            )
-        return content
-
-
-class RunCommandArgs(_Args):
-    """Run a program in the workspace (no shell) and return its exit code and output."""
-
-    argv: list[str] = Field(
-        min_length=1,
-        description=(
-            f"Program and arguments, e.g. ['ls', '-l'] (at most {MAX_ARGV_ITEMS} items of "
-            f"{MAX_ARG_CHARS} characters each)."
-        ),
-    )
-    timeout_seconds: float = Field(default=60, gt=0, le=3600, description="Time limit.")
-
-    @field_validator("argv")
-    @classmethod
-    def _bounded(cls, argv: list[str]) -> list[str]:
-        if len(argv) > MAX_ARGV_ITEMS:
-            raise ValueError(
-                f"{len(argv)} arguments given; a command takes at most {MAX_ARGV_ITEMS}: "
-                "split the work into several commands"
-            )
-        if not argv[0].strip():
-            raise ValueError("the program name (argv[0]) is empty; name the program to run")
-        for index, arg in enumerate(argv):
-            if len(arg) > MAX_ARG_CHARS:
-                raise ValueError(
-                    f"argument {index} is {len(arg):,} characters long; each argument is at "
-                    f"most {MAX_ARG_CHARS:,} characters: put long input in a file and pass "
-                    "its path"
-                )
-            if "\x00" in arg:
-                raise ValueError(
-                    f"argument {index} contains a NUL character, which no program can "
-                    "receive; remove it"
-                )
-        return argv
-
-
-class SendEmailArgs(_Args):
-    """Send an email."""
-
-    to: list[str] = Field(
-        min_length=1, description=f"Recipient addresses (at most {MAX_RECIPIENTS})."
-    )
-    subject: str = Field(
-        min_length=1, description=f"One line of at most {MAX_SUBJECT_CHARS} characters."
-    )
-    body: str = Field(description=f"Plain text, at most {MAX_BODY_BYTES // 1024} KiB.")
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in re.split(r"[,;]", value) if part.strip()]
-        return value
-
-    @field_validator("to")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        if len(value) > MAX_RECIPIENTS:
-            raise ValueError(
-                f"{len(value)} recipients given; an email goes to at most {MAX_RECIPIENTS}: "
-                "send several emails or use a mailing list"
-            )
-        # A line break in a header value would start another header (header injection),
-        # and the message would only fail after the reviewer approved it.
-        bad = [
-            address
-            for address in value
-            if len(address) > MAX_ADDRESS_CHARS
-            or _line_breaking_or_control(address)
-            or not _EMAIL.match(address)
-        ]
-        if bad:
-            raise ValueError(f"not an email address: {', '.join(quoted(item) for item in bad)}")
-        return value
-
-    @field_validator("subject")
-    @classmethod
-    def _one_line(cls, subject: str) -> str:
-        if not subject.strip():
-            raise ValueError("the subject is empty; give a short subject line")
-        if len(subject) > MAX_SUBJECT_CHARS:
-            raise ValueError(
-                f"the subject is {len(subject):,} characters; at most {MAX_SUBJECT_CHARS}: "
-                "shorten it and put the rest in the body"
-            )
-        if _line_breaking_or_control(subject):
-            raise ValueError(
-                "the subject contains a line break or another control character; write it "
-                "as one line of plain text"
-            )
-        return subject
-
-    @field_validator("body")
-    @classmethod
-    def _bounded(cls, body: str) -> str:
-        size = len(body.encode("utf-8", errors="surrogatepass"))
-        if size > MAX_BODY_BYTES:
-            raise ValueError(
-                f"the body is {size:,} bytes; at most {MAX_BODY_BYTES:,} (64 KiB): shorten "
-                "it, or write the details to a file and refer to it"
-            )
-        return body
-
-
+Predicate = Callable[[Any], bool]
 RiskFn = Callable[[Any, ToolPreview], int]
-ApprovalPredicate = Callable[[Any], bool]
+Implementation = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class ToolSpec:
-    """A tool as the agent and the approval gate see it."""
+class Tool:
+    """One tool: the single place its arguments, rules, code and preview are defined."""
 
-    name: str
-    description: str
-    args_model: type[_Args]
-    requires_approval: bool | ApprovalPredicate = False
-    """True, False, or a predicate over the validated arguments."""
-    risk: RiskFn = field(default=lambda args, preview: 50)
-    """0 (harmless) to 100, from the arguments and the preview."""
-    approval_timeout: timedelta | None = None
-    """This tool's own approval timeout; None means the run's default."""
-    idempotent: bool = True
-    """False: the implementation must use the idempotency key to act at most once."""
-    read_only: bool = False
-    """Changes nothing and is quick: runs as a local activity, saving a server round trip."""
-    execution_timeout: Callable[[Any], timedelta] = field(
-        default=lambda args: timedelta(seconds=60)
-    )
+    def __init__(
+        self,
+        fn: Implementation,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        args_model: type[BaseModel] | None = None,
+        requires_approval: bool | Predicate = False,
+        risk: int | RiskFn = 50,
+        approval_timeout: timedelta | float | None = None,
+        read_only: bool = False,
+        idempotent: bool = True,
+        execution_timeout: timedelta | float | Callable[[Any], timedelta] = (
+            DEFAULT_EXECUTION_TIMEOUT
+        ),
+        preview: Callable[..., Any] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = (name or fn.__name__).strip()
+        self.description = _description(description, fn)
+        self.args_model, self._spread = _arguments(fn, args_model, self.name)
+        self.requires_approval = requires_approval
+        self.risk = risk
+        self.approval_timeout = _seconds(approval_timeout, "approval_timeout", self.name)
+        self.read_only = read_only
+        self.idempotent = idempotent
+        self.execution_timeout = execution_timeout
+        self.preview_fn = preview
+        self._check_options()
 
-    def needs_approval(self, args: _Args) -> bool:
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The plain function, for calling and testing it directly."""
+        return self.fn(*args, **kwargs)
+
+    def preview(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: the dry run a reviewer sees (returns a ToolPreview, a str or a dict)."""
+        self.preview_fn = fn
+        return fn
+
+    def _check_options(self) -> None:
+        if not _NAME.match(self.name):
+            raise ToolRegistrationError(
+                f"tool name {self.name!r} is not usable: use 1-64 letters, digits, _ or -"
+            )
+        if not (isinstance(self.requires_approval, bool) or callable(self.requires_approval)):
+            raise ToolRegistrationError(
+                f"tool {self.name}: requires_approval is True, False or a predicate over "
+                "the validated arguments"
+            )
+        if not (isinstance(self.risk, int) or callable(self.risk)):
+            raise ToolRegistrationError(
+                f"tool {self.name}: risk is a number 0-100 or a function (args, preview) -> int"
+            )
+        if self.read_only and self.requires_approval is not False:
+            raise ToolRegistrationError(
+                f"tool {self.name}: a read-only tool runs at once; it can't also need approval"
+            )
+
+    # --- what a run records about the tool -------------------------------------------------
+
+    def parameters(self) -> dict[str, Any]:
+        try:
+            schema = self.args_model.model_json_schema()
+        except Exception as error:
+            raise ToolRegistrationError(
+                f"tool {self.name}: its arguments can't be described as JSON Schema "
+                f"({type(error).__name__}: {error}); use JSON-compatible types"
+            ) from None
+        if schema.get("type") != "object":
+            raise ToolRegistrationError(f"tool {self.name}: its arguments must be an object")
+        schema.pop("title", None)
+        schema.pop("description", None)
+        return schema
+
+    def descriptor(self) -> ToolDescriptor:
+        parameters = self.parameters()
+        approval = (
+            "predicate"
+            if callable(self.requires_approval)
+            else ("always" if self.requires_approval else "never")
+        )
+        fixed = self.execution_timeout
+        timeout = (
+            fixed.total_seconds()
+            if isinstance(fixed, timedelta)
+            else float(fixed)
+            if isinstance(fixed, int | float)
+            else None
+        )
+        shape = {
+            "name": self.name,
+            "description": self.description,
+            "parameters": parameters,
+            "approval": approval,
+            "read_only": self.read_only,
+            "idempotent": self.idempotent,
+        }
+        return ToolDescriptor(
+            **shape,
+            digest=hashlib.sha256(canonical_json(shape).encode()).hexdigest()[:16],
+            approval_timeout_seconds=self.approval_timeout,
+            execution_timeout_seconds=timeout or DEFAULT_EXECUTION_TIMEOUT.total_seconds(),
+        )
+
+    # --- what the activities call ----------------------------------------------------------
+
+    def validate(self, raw: Any) -> BaseModel:
+        """The arguments as the model sent them, validated (ValidationError if not)."""
+        return self.args_model.model_validate(raw)
+
+    def needs_approval(self, args: BaseModel) -> bool:
         if callable(self.requires_approval):
             return bool(self.requires_approval(args))
         return self.requires_approval
 
-    def schema(self) -> dict[str, Any]:
-        """The Chat Completions tool definition, derived from the arguments model."""
-        parameters = self.args_model.model_json_schema()
-        parameters.pop("title", None)
-        parameters.pop("description", None)
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": parameters,
-            },
-        }
+    def score(self, args: BaseModel, preview: ToolPreview) -> int:
+        value = self.risk(args, preview) if callable(self.risk) else self.risk
+        return max(0, min(100, round(float(value))))
+
+    def timeout_for(self, args: BaseModel) -> timedelta:
+        value = self.execution_timeout
+        if isinstance(value, timedelta):
+            return value
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        return value(args)
+
+    async def dry_run(self, ctx: ToolContext, args: BaseModel) -> ToolPreview:
+        if self.preview_fn is None:
+            arguments = canonical_json(args.model_dump(mode="json"))
+            return ToolPreview(summary=f"{self.name} {visible(arguments)}")
+        value = await _call(self.preview_fn, ctx, args, self._spread)
+        if isinstance(value, ToolPreview):
+            return value
+        if isinstance(value, str):
+            return ToolPreview(summary=value)
+        if isinstance(value, Mapping):
+            return ToolPreview.model_validate(value)
+        raise TypeError(
+            f"the preview of {self.name} returned {type(value).__name__}; return a "
+            "ToolPreview, a str (the summary) or a dict"
+        )
+
+    async def run(self, ctx: ToolContext, args: BaseModel) -> ToolResult:
+        value = await _call(self.fn, ctx, args, self._spread)
+        if isinstance(value, ToolResult):
+            return value
+        return ToolResult(ok=True, output=value, summary=f"{self.name} done")
 
 
-def _clamp(value: float) -> int:
-    return max(0, min(100, round(value)))
+def tool(
+    fn: Implementation | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    args_model: type[BaseModel] | None = None,
+    requires_approval: bool | Predicate = False,
+    risk: int | RiskFn = 50,
+    approval_timeout: timedelta | float | None = None,
+    read_only: bool = False,
+    idempotent: bool = True,
+    execution_timeout: timedelta | float | Callable[[Any], timedelta] = DEFAULT_EXECUTION_TIMEOUT,
+    preview: Callable[..., Any] | None = None,
+) -> Any:
+    """Make a function a tool: `@tool` or `@tool(requires_approval=..., risk=..., ...)`.
 
-
-def _delete_risk(args: DeleteFilesArgs, preview: ToolPreview) -> int:
-    count = int(preview.facts.get("existing", len(args.paths)))
-    megabytes = float(preview.facts.get("total_bytes", 0)) / 1_000_000
-    return _clamp(30 + 4 * count + 2 * megabytes)
-
-
-def _write_risk(args: WriteFileArgs, preview: ToolPreview) -> int:
-    config = args.path.lower().endswith(_CONFIG_SUFFIXES) or "config" in args.path.lower()
-    overwrite = bool(preview.facts.get("exists"))
-    return _clamp(35 + (25 if config else 0) + (15 if overwrite else 0))
-
-
-# Programs are matched by basename, lower case, version suffix stripped (python3.11,
-# perl5.36, lua5.4 -> python, perl, lua; mkfs.ext4 -> mkfs), so a path or a version
-# can't make a program look harmless.
-_COMMAND_RISK = 60
-_RUNS_ANYTHING_RISK = 95
-_PRIVILEGED_RISK = 100
-_DESTRUCTIVE = frozenset(
-    {"rm", "dd", "mkfs", "shred", "truncate", "curl", "wget", "chmod", "chown", "kill",
-     "pkill", "killall", "ssh", "scp", "rsync", "nc", "ncat", "socat"}
-)  # fmt: skip
-_SHELLS = frozenset(
-    {"sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "yash", "fish",
-     "csh", "tcsh", "busybox", "toybox"}
-)  # fmt: skip
-# Each runs the command that follows it, so it runs anything a shell could.
-_WRAPPERS = frozenset(
-    {"env", "xargs", "nohup", "timeout", "nice", "ionice", "stdbuf", "setsid", "chrt",
-     "taskset", "time", "flock", "chroot", "unshare", "nsenter", "script", "watch",
-     "parallel", "strace", "ltrace", "systemd-run", "firejail", "bwrap"}
-)  # fmt: skip
-_PRIVILEGED = frozenset({"sudo", "doas", "su", "pkexec", "runuser", "setpriv"})
-# With inline code or a script they run anything; sed's `e` command runs a shell.
-_INTERPRETERS = frozenset(
-    {"python", "pypy", "perl", "ruby", "irb", "node", "nodejs", "deno", "bun", "php",
-     "lua", "luajit", "awk", "gawk", "mawk", "nawk", "sed", "osascript", "pwsh",
-     "powershell", "tclsh", "wish", "expect", "rscript", "julia", "groovy", "jshell"}
-)  # fmt: skip
-_ONLY_ASKS_VERSION = frozenset({"--version", "-V", "-v", "-version", "--help", "-h", "-help"})
-_FIND_RUNS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
-_SHELL_WORD_BREAK = re.compile(r"[\s;&|()<>`'\"{}]+")
-_VERSION_SUFFIX = re.compile(r"[-_.]?\d+(?:\.\d+)*[a-z]?$")
-
-
-def _program_names(word: str) -> set[str]:
-    name = word.replace("\\", "/").rsplit("/", 1)[-1].strip().lower().removesuffix(".exe")
-    names = {name, _VERSION_SUFFIX.sub("", name), name.split(".", 1)[0]}
-    if name.startswith(("python", "pypy")):
-        names.add("python")
-    return names
-
-
-def _program_risk(word: str, rest: list[str]) -> int:
-    names = _program_names(word)
-    if names & _PRIVILEGED:
-        return _PRIVILEGED_RISK
-    if names & (_SHELLS | _WRAPPERS | _DESTRUCTIVE):
-        return _RUNS_ANYTHING_RISK
-    if names & _INTERPRETERS and any(arg not in _ONLY_ASKS_VERSION for arg in rest):
-        return _RUNS_ANYTHING_RISK
-    if "find" in names and ("-delete" in rest or _FIND_RUNS & set(rest)):
-        return _RUNS_ANYTHING_RISK
-    return _COMMAND_RISK
-
-
-def _command_risk(args: RunCommandArgs, preview: ToolPreview) -> int:
-    """At least as high as the riskiest program the command line runs.
-
-    A wrapper (`env VAR=1 bash -c`, `timeout 5 sudo rm`, `find -exec`) runs what
-    follows it, and a shell's inline code runs what it names, so every later word is
-    scored as a program too: over-counting a harmless word costs a reviewer a second
-    look, under-counting hides what runs.
+    - `requires_approval`: True, False, or a predicate over the validated arguments. A
+      predicate that raises asks for approval (fails closed) and tells the reviewer.
+    - `risk`: 0-100, or `(args, preview) -> int`; one that raises scores 100.
+    - `approval_timeout`: this tool's own, under the run's overrides (30 min default).
+    - `read_only`: changes nothing and is quick; runs at once, as a local activity.
+    - `idempotent`: False means an attempt that died midway is never repeated, so it
+      happens at most once; use `ctx.idempotency_key` to make retries safe instead.
+    - `execution_timeout`: a duration, or a function of the arguments.
+    - `preview`: the dry run a reviewer sees; or decorate one with `@the_tool.preview`.
     """
-    argv = args.argv
-    risk = _program_risk(argv[0], argv[1:])
-    names = _program_names(argv[0])
-    looks_through = bool(names & (_WRAPPERS | _PRIVILEGED)) or (
-        "find" in names and bool(_FIND_RUNS & set(argv))
+
+    def make(function: Implementation) -> Tool:
+        return Tool(
+            function,
+            name=name,
+            description=description,
+            args_model=args_model,
+            requires_approval=requires_approval,
+            risk=risk,
+            approval_timeout=approval_timeout,
+            read_only=read_only,
+            idempotent=idempotent,
+            execution_timeout=execution_timeout,
+            preview=preview,
+        )
+
+    return make(fn) if fn is not None else make
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def _key(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().casefold().replace("-", "_")
+
+
+class ToolRegistry:
+    """The tools a worker (or a starter) knows, by name; names are unique and normalized."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._keys: dict[str, str] = {}
+        for item in tools:
+            self.add(item)
+
+    def add(self, item: Tool) -> None:
+        if not isinstance(item, Tool):
+            raise ToolRegistrationError(
+                f"{item!r} is not a tool; make it one with @hitl.tools.tool"
+            )
+        key = _key(item.name)
+        if key in self._keys:
+            raise ToolRegistrationError(
+                f"two tools are named {item.name!r} and {self._keys[key]!r}: tool names must "
+                "differ by more than case, dashes or spaces; rename one"
+            )
+        item.descriptor()  # refuses a tool whose schema can't be made, now, not mid-run
+        self._keys[key] = item.name
+        self._tools[item.name] = item
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def select(self, names: Sequence[str] | None) -> list[Tool]:
+        """The named tools (all when None), or a clear error naming what is unknown."""
+        if names is None:
+            return list(self._tools.values())
+        unknown = [name for name in names if name not in self._tools]
+        if unknown:
+            raise ToolRegistrationError(
+                f"unknown tool(s) {', '.join(unknown)}; this worker has "
+                f"{', '.join(self._tools) or 'none'}"
+            )
+        return [self._tools[name] for name in dict.fromkeys(names)]
+
+    def descriptors(self, names: Sequence[str] | None = None) -> list[ToolDescriptor]:
+        return [item.descriptor() for item in self.select(names)]
+
+
+def tools_in(module: Any) -> list[Tool]:
+    """Every tool a module defines at its top level, in definition order."""
+    found = [value for value in vars(module).values() if isinstance(value, Tool)]
+    return list({id(item): item for item in found}.values())
+
+
+def load_tools(modules: Sequence[str | Tool] | None = None) -> ToolRegistry:
+    """A registry from module names (and tools): `["myapp.tools", "hitl.toolkits.files"]`.
+
+    None means the built-in toolkits; `"builtin"` in the list stands for them too.
+    """
+    registry = ToolRegistry()
+    for entry in modules if modules is not None else BUILTIN_TOOLKITS:
+        if isinstance(entry, Tool):
+            registry.add(entry)
+            continue
+        names = BUILTIN_TOOLKITS if entry.strip() == "builtin" else (entry.strip(),)
+        for module_name in names:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as error:
+                raise ToolRegistrationError(
+                    f"tool module {module_name!r} could not be imported ({error}); check "
+                    f"{TOOLS_ENV} / --tools and that it is on the worker's Python path"
+                ) from error
+            found = tools_in(module)
+            if not found:
+                raise ToolRegistrationError(
+                    f"module {module_name!r} defines no tools (functions decorated with "
+                    "@hitl.tools.tool at its top level)"
+                )
+            for item in found:
+                registry.add(item)
+    return registry
+
+
+def modules_from(text: str | None, environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """Tool modules from `--tools A,B`, else HITL_TOOLS, else None (the built-ins)."""
+    value = text if text else (os.environ if environ is None else environ).get(TOOLS_ENV, "")
+    modules = [part.strip() for part in value.split(",") if part.strip()]
+    return modules or None
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _description(given: str | None, fn: Implementation) -> str:
+    text = given or inspect.getdoc(fn) or ""
+    # The first paragraph is for the model; an "Args:" section describes the fields.
+    first = re.split(r"\n\s*\n|\n\s*(?:Args|Arguments|Parameters):", text, maxsplit=1)[0]
+    return " ".join(first.split()) or f"The {fn.__name__} tool."
+
+
+def _seconds(value: timedelta | float | None, what: str, name: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ToolRegistrationError(f"tool {name}: {what} must be positive")
+    return seconds
+
+
+def _arguments(
+    fn: Implementation, given: type[BaseModel] | None, name: str
+) -> tuple[type[BaseModel], bool]:
+    """The arguments model, and whether the function takes its fields as parameters."""
+    if given is not None:
+        return given, False
+    try:
+        hints = get_type_hints(fn)
+    except Exception as error:
+        raise ToolRegistrationError(
+            f"tool {name}: its type hints can't be read ({error})"
+        ) from None
+    parameters = [
+        p for p in inspect.signature(fn).parameters.values() if hints.get(p.name) is not ToolContext
+    ]
+    if len(parameters) == 1:
+        hint = hints.get(parameters[0].name)
+        if inspect.isclass(hint) and issubclass(hint, BaseModel):
+            return hint, False
+    fields: dict[str, Any] = {}
+    for parameter in parameters:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ToolRegistrationError(f"tool {name}: *args and **kwargs can't be described")
+        if parameter.name not in hints:
+            raise ToolRegistrationError(
+                f"tool {name}: parameter {parameter.name!r} needs a type annotation"
+            )
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (hints[parameter.name], default)
+    model = create_model(
+        f"{name.title().replace('_', '')}Args",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
     )
-    words = list(argv[1:]) if looks_through else []
-    if names & _SHELLS:
-        # A rough split of the inline code into words is enough to spot program names,
-        # and cheap: this runs inside the workflow task.
-        for arg in argv[1:]:
-            words.extend(word for word in _SHELL_WORD_BREAK.split(arg) if word)
-    for index, word in enumerate(words):
-        risk = max(risk, _program_risk(word, words[index + 1 :]))
-    return _clamp(risk)
+    return model, True
 
 
-def _email_risk(args: SendEmailArgs, preview: ToolPreview) -> int:
-    return _clamp(45 + 5 * len(args.to))
+async def _call(fn: Callable[..., Any], ctx: ToolContext, args: BaseModel, spread: bool) -> Any:
+    """Call a tool's code with what it asks for: the context and the arguments, sync or async."""
+    hints = get_type_hints(fn)
+    takes_context = any(hint is ToolContext for hint in hints.values())
+    positional: list[Any] = [ctx] if takes_context else []
+    keywords: dict[str, Any] = {}
+    if spread:
+        keywords = {name: getattr(args, name) for name in type(args).model_fields}
+    else:
+        positional.append(args)
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*positional, **keywords)
+    # Blocking code runs off the event loop, so the activity keeps heartbeating.
+    return await asyncio.to_thread(fn, *positional, **keywords)
 
 
-TOOLS: tuple[ToolSpec, ...] = (
-    ToolSpec(
-        name="find_files",
-        description=(
-            "Find files in the workspace matching a glob pattern, optionally only those "
-            "older than N days. Returns relative path, size in bytes and modification time."
-        ),
-        args_model=FindFilesArgs,
-        risk=lambda args, preview: 0,
-        read_only=True,
-    ),
-    ToolSpec(
-        name="read_file",
-        description="Read a UTF-8 text file from the workspace (at most 64 KiB is returned).",
-        args_model=ReadFileArgs,
-        risk=lambda args, preview: 0,
-        read_only=True,
-    ),
-    ToolSpec(
-        name="delete_files",
-        description=(
-            "Delete the listed files from the workspace. Needs a human reviewer's approval; "
-            "exactly the approved list is deleted."
-        ),
-        args_model=DeleteFilesArgs,
-        requires_approval=True,
-        risk=_delete_risk,
-    ),
-    ToolSpec(
-        name="write_file",
-        description=(
-            "Create or overwrite a text file in the workspace (for example a configuration "
-            "file). Needs a human reviewer's approval, who sees a diff."
-        ),
-        args_model=WriteFileArgs,
-        requires_approval=True,
-        risk=_write_risk,
-    ),
-    ToolSpec(
-        name="run_command",
-        description=(
-            "Run a program with arguments (no shell) in the workspace, with a time limit. "
-            "Needs a human reviewer's approval. Returns the exit code and output."
-        ),
-        args_model=RunCommandArgs,
-        requires_approval=True,
-        risk=_command_risk,
-        idempotent=False,
-        execution_timeout=lambda args: timedelta(seconds=args.timeout_seconds + 30),
-    ),
-    ToolSpec(
-        name="send_email",
-        description="Send an email. Needs a human reviewer's approval; sent at most once.",
-        args_model=SendEmailArgs,
-        requires_approval=True,
-        risk=_email_risk,
-        idempotent=False,
-    ),
-)
-
-REGISTRY: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
-
-
-def tool_schemas() -> list[dict[str, Any]]:
-    return [spec.schema() for spec in TOOLS]
+__all__ = [
+    "BUILTIN_TOOLKITS",
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "ToolRegistrationError",
+    "ToolRegistry",
+    "ValidationError",
+    "load_tools",
+    "modules_from",
+    "tool",
+    "tools_in",
+]

@@ -40,10 +40,16 @@ async def ensure_search_attributes(client: Client) -> list[str]:
             key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
             for key in contract.SEARCH_ATTRIBUTES
         }
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=client.namespace,
-                search_attributes={name: wanted[name] for name in missing},
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=client.namespace,
+                    search_attributes={name: wanted[name] for name in missing},
+                )
             )
-        )
+        except RPCError as error:
+            # Another worker (or an earlier call on a server that can't list) added them.
+            if error.status is not RPCStatusCode.ALREADY_EXISTS:
+                raise
+            return []
     return missing

@@ -312,7 +312,7 @@ async def test_bad_tool_calls_go_back_to_the_model_and_the_run_continues(
     result = await handle.result()
     errors = [run.result.error or "" for run in result.tool_runs]
     assert any("not valid JSON" in error for error in errors)
-    assert any("unknown tool 'format_disk'" in error for error in errors)
+    assert any("unknown tool format_disk; the tools of this run are" in error for error in errors)
     assert any("paths: Input should be a valid list" in error for error in errors)
     assert any("recursive: Extra inputs are not permitted" in error for error in errors)
     assert any("leads out of the workspace" in error for error in errors)

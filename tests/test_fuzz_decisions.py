@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from hitl import contract, policy
 from hitl.devserver import temporal_binary
 from hitl.models import ApprovalRecord, ApprovalStatus, DecisionKind, RunResult, RunStatus
+from hitl.tools import load_tools
 from tests.background import Background
 from tests.conftest import make_logs
 from tests.helpers import approvals, start_run, status, wait_pending
@@ -85,10 +86,8 @@ def _expected_valid(name: str, payload: Any, record: ApprovalRecord) -> bool:
     if decision.action_digest is not None and decision.action_digest != record.action_digest:
         return False
     if name == contract.SIGNAL_MODIFY:
-        from hitl.tools import REGISTRY
-
         try:
-            REGISTRY[record.action_json.tool].args_model.model_validate(payload["args"])
+            load_tools()[record.action_json.tool].validate(payload["args"])
         except ValidationError:
             return False
     return len(json.dumps(payload, default=str)) < 90_000

@@ -18,7 +18,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
 
-from activities import ALL_ACTIVITIES
 from hitl import contract
 from hitl.models import (
     MAX_REFUSED_PER_APPROVAL,
@@ -199,8 +198,7 @@ async def test_the_deadline_runs_from_when_the_approval_was_created(
     client: Client, workspace: Path
 ) -> None:
     task_queue = "tq-slow-notify"
-    activities = [a for a in ALL_ACTIVITIES if a.__name__ != "notify_approval"] + [slow_notify]
-    async with build_worker(client, task_queue, activities=activities):
+    async with build_worker(client, task_queue, activities=[slow_notify]):
         handle = await start_run(
             client, task_queue, workspace, tool_approval_timeouts={"delete_files": 1}
         )

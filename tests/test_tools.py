@@ -17,20 +17,19 @@ import pytest
 from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.tools import IMPLEMENTATIONS, Implementation, preview_tool, run_tool
-from activities.workspace import JOURNAL_DIR, Journal
+from activities.tools import ToolActivities
 from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
 from hitl.text import quoted, visible
-from hitl.tools import (
-    REGISTRY,
-    DeleteFilesArgs,
-    FindFilesArgs,
-    ReadFileArgs,
-    RunCommandArgs,
-    SendEmailArgs,
-    WriteFileArgs,
-)
+from hitl.toolkits.commands import RunCommandArgs
+from hitl.toolkits.email import SendEmailArgs
+from hitl.toolkits.files import DeleteFilesArgs, FindFilesArgs, ReadFileArgs, WriteFileArgs
+from hitl.toolkits.workspace import JOURNAL_DIR, Journal
+from hitl.tools import ToolContext, ToolRegistry, load_tools, tool
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
+
+TOOLS = ToolActivities(load_tools())
+preview_tool, run_tool = TOOLS.preview_tool, TOOLS.run_tool
+REGISTRY = load_tools()
 
 
 async def preview(workspace: Path, tool: str, **args: Any) -> ToolPreview:
@@ -545,8 +544,7 @@ async def test_command_output_is_bounded(workspace: Path) -> None:
 
 
 def _risk(*argv: str) -> int:
-    spec = REGISTRY["run_command"]
-    return spec.risk(RunCommandArgs(argv=list(argv)), ToolPreview(summary=""))
+    return REGISTRY["run_command"].score(RunCommandArgs(argv=list(argv)), ToolPreview(summary=""))
 
 
 @pytest.mark.parametrize(
@@ -669,11 +667,16 @@ async def test_a_tool_that_fails_after_approval_says_what_failed(
 async def test_an_idempotent_tool_that_fails_unexpectedly_raises_its_own_error(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(call: Any, args: Any) -> ToolResult:
+    @tool(read_only=True)
+    def flaky(ctx: ToolContext) -> None:
+        """Fails the way a disk does."""
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setitem(IMPLEMENTATIONS, "find_files", Implementation(broken))
+    flaky_tools = ToolActivities(ToolRegistry([flaky]))
+    request = ToolRequest(
+        action=ToolAction(tool="flaky", args={}), workspace=str(workspace), idempotency_key="apr_io"
+    )
     with pytest.raises(OSError, match="Input/output error"):
-        await run(workspace, "find_files", key="apr_io")
+        await ActivityEnvironment().run(flaky_tools.run_tool, request)
     # The claim was released, so Temporal's retry may run it again.
     assert Journal(workspace, "apr_io").read() is None

@@ -22,12 +22,13 @@ from hitl.models import (
     LlmRequest,
     ModelSettings,
     ModifyDecision,
-    RunInput,
     ToolAction,
     ToolPreview,
 )
 from hitl.review import Prompter, ask_decision, format_approval
-from hitl.tools import REGISTRY, DeleteFilesArgs, SendEmailArgs, ToolSpec
+from hitl.toolkits.email import SendEmailArgs
+from hitl.toolkits.files import DeleteFilesArgs
+from hitl.tools import Tool, load_tools
 from starter import parse_duration
 
 
@@ -44,74 +45,62 @@ def record(**changes: object) -> ApprovalRecord:
         context=ApprovalContext(original_request="clean up", reasoning="they are old"),
         preview=ToolPreview(summary="delete 2 files (1 KB)", details="  a.log\n  b.log"),
         risk=38,
+        args_schema=load_tools()["delete_files"].parameters(),
     )
     return base.model_copy(update=changes)
 
 
 def test_timeouts_take_the_most_specific_setting() -> None:
-    spec = REGISTRY["delete_files"]
-    run = RunInput(task="t", workspace="/w")
-    assert policy.approval_timeout(spec.name, spec.approval_timeout, run) == timedelta(minutes=30)
-    run = RunInput(task="t", workspace="/w", approval_timeout_seconds=60)
-    assert policy.approval_timeout(spec.name, spec.approval_timeout, run) == timedelta(seconds=60)
-    run = RunInput(
-        task="t",
-        workspace="/w",
-        approval_timeout_seconds=60,
-        tool_approval_timeouts={"delete_files": 5},
+    own = None  # delete_files has no timeout of its own
+    assert policy.approval_timeout("delete_files", own) == timedelta(minutes=30)
+    assert policy.approval_timeout("delete_files", timedelta(hours=1)) == timedelta(hours=1)
+    assert policy.approval_timeout("delete_files", own, 60) == timedelta(seconds=60)
+    assert policy.approval_timeout("delete_files", own, 60, {"delete_files": 5}) == timedelta(
+        seconds=5
     )
-    assert policy.approval_timeout(spec.name, spec.approval_timeout, run) == timedelta(seconds=5)
+    assert policy.approval_timeout("write_file", own, 60, {"delete_files": 5}) == timedelta(
+        seconds=60
+    )
 
 
-def test_judge_refuses_decided_and_invalid_decisions() -> None:
-    spec = REGISTRY["delete_files"]
+def test_judge_refuses_decided_and_late_decisions_and_hands_modifications_on() -> None:
     pending = record()
     on_time = pending.created_at + timedelta(minutes=1)
-    validate = lambda args: spec.args_model.model_validate(args).model_dump(mode="json")  # noqa: E731
     approve = ApproveDecision(approval_id="apr_1", reviewer="a")
-    assert policy.judge(pending, approve, on_time, validate).refusal is None
+    assert policy.judge(pending, approve, on_time, True).refusal is None
     decided = record(
         status=ApprovalStatus.APPROVED,
         reviewer="bob",
         reviewed_at=datetime(2026, 11, 24, 12, 5, tzinfo=UTC),
     )
-    refusal = policy.judge(decided, approve, on_time, validate)
+    refusal = policy.judge(decided, approve, on_time, True)
     assert "already approved by bob at 2026-11-24T12:05:00+00:00" in (refusal.refusal or "")
-    late = policy.judge(pending, approve, pending.expires_at, validate)
+    late = policy.judge(pending, approve, pending.expires_at, True)
     assert "at or after approval apr_1's deadline" in (late.refusal or "")
-    bad = policy.judge(
-        pending,
-        ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["x"], "force": True}),
-        on_time,
-        validate,
-    )
-    assert "force: Extra inputs are not permitted" in (bad.refusal or "")
     modify = ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["a.log"]})
-    good = policy.judge(pending, modify, on_time, validate)
-    assert good.modified_action == ToolAction(tool="delete_files", args={"paths": ["a.log"]})
-    fixed = policy.judge(pending, modify, on_time, None)
+    assert policy.judge(pending, modify, on_time, True).check_args == {"paths": ["a.log"]}
+    fixed = policy.judge(pending, modify, on_time, False)
     assert "does not take modified arguments" in (fixed.refusal or "")
 
 
-def test_flags_and_schemas_come_from_the_specs() -> None:
-    flagged = {name for name, spec in REGISTRY.items() if spec.requires_approval}
+def test_flags_and_schemas_come_from_the_tools() -> None:
+    registry = load_tools()
+    flagged = {d.name for d in registry.descriptors() if d.approval != "never"}
     assert flagged == {"delete_files", "write_file", "run_command", "send_email"}
-    assert REGISTRY["run_command"].risk(
-        REGISTRY["run_command"].args_model(argv=["rm", "-rf", "x"]), ToolPreview(summary="")
-    ) > REGISTRY["run_command"].risk(
-        REGISTRY["run_command"].args_model(argv=["ls"]), ToolPreview(summary="")
-    )
+    command = registry["run_command"]
+    assert command.score(
+        command.validate({"argv": ["rm", "-rf", "x"]}), ToolPreview(summary="")
+    ) > (command.score(command.validate({"argv": ["ls"]}), ToolPreview(summary="")))
     with pytest.raises(ValueError, match="not an email address: nobody"):
         SendEmailArgs(to="nobody", subject="s", body="b")
 
 
 def test_a_predicate_flags_only_the_calls_it_matches() -> None:
-    bulk_only = ToolSpec(
-        name="delete_many",
-        description="",
-        args_model=DeleteFilesArgs,
-        requires_approval=lambda args: len(args.paths) > 1,
-    )
+    def delete_many(args: DeleteFilesArgs) -> None:
+        """Delete many files."""
+
+    bulk_only = Tool(delete_many, requires_approval=lambda args: len(args.paths) > 1)
+    assert bulk_only.descriptor().approval == "predicate"
     assert not bulk_only.needs_approval(DeleteFilesArgs(paths=["a.log"]))
     assert bulk_only.needs_approval(DeleteFilesArgs(paths=["a.log", "b.log"]))
 

@@ -7,10 +7,12 @@ journal ever changes, and that every call ends in a result, never an exception.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.tools import _preview_sync, _run_sync
-from activities.workspace import (
+from activities.tools import ToolActivities
+from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
+from hitl.text import visible
+from hitl.toolkits.workspace import (
     JOURNAL_DIR,
     Entry,
     Journal,
@@ -29,8 +33,17 @@ from activities.workspace import (
     Workspace,
     split_path,
 )
-from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
-from hitl.text import visible
+from hitl.tools import load_tools
+
+TOOLS = ToolActivities(load_tools())
+
+
+def _preview_sync(request: ToolRequest) -> ToolPreview:
+    return asyncio.run(TOOLS.preview_tool(request))
+
+
+def _run_sync(request: ToolRequest) -> ToolResult:
+    return asyncio.run(TOOLS.run_tool(request))
 
 
 @contextmanager
@@ -180,6 +193,8 @@ def test_a_racing_symlink_swap_never_reaches_outside(workspace: Path, tmp_path: 
                 for source in (real, link):
                     source.rename(workspace / "box")
                     (workspace / "box").rename(source)
+            # Let the deleting thread take the lock: Python's locks are not fair.
+            time.sleep(0.0001)
 
     flipper = threading.Thread(target=flip, daemon=True)
     flipper.start()

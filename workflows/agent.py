@@ -5,24 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
-    from hitl import contract, policy
-    from hitl.gate import ApprovalGate, compact_record
+    from hitl import contract
+    from hitl.gate import ApprovalGate, GatedTools, ToolCallOptions, compact, compact_record
     from hitl.models import (
         MAX_TASK_CHARS,
         SCRIPTED_BANNER,
         AgentCarry,
         ApprovalContext,
-        ApprovalOutcome,
-        ApprovalStatus,
         AssistantTurn,
         CallState,
         ChatMessage,
@@ -31,16 +26,12 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunState,
         RunStatus,
-        ToolAction,
-        ToolPreview,
-        ToolRequest,
+        ToolDescriptor,
         ToolResult,
         ToolRun,
         TurnState,
-        canonical_json,
     )
     from hitl.text import clip
-    from hitl.tools import REGISTRY, ToolSpec, tool_schemas
     from workflows.agent_v1 import AgentV1
 
 PATCH_GATE_V2 = "hitl-gate-v2"
@@ -61,17 +52,11 @@ LLM_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
-TOOL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-"""The LLM and tool activities heartbeat every 2 s, so a dead worker is noticed in seconds."""
-TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""The LLM activity heartbeats every 2 s, so a dead worker is noticed in seconds."""
+DESCRIBE_TIMEOUT = timedelta(seconds=30)
 MAX_TOOL_RUNS_KEPT = 100
 MAX_REASONING_CHARS = 8_000
-MAX_EXCERPT_CHARS = 2_000
 MAX_PREVIOUS_RUNS = 20
 OMITTED_NOTE = (
     "[Note from the agent runtime: {count} earlier step(s) of this conversation were left out "
@@ -88,21 +73,6 @@ def _size(message: ChatMessage) -> int:
     return len(message.content or "") + sum(
         len(call.name) + len(call.arguments) for call in message.tool_calls
     )
-
-
-def _compact(value: Any, limit: int = MAX_EXCERPT_CHARS) -> Any:
-    """A value as it is when small; its JSON text cut to `limit` characters when not."""
-    text = value if isinstance(value, str) else canonical_json(value)
-    if len(text) <= limit:
-        return value
-    return clip(text, limit)
-
-
-def _validator(spec: ToolSpec) -> Any:
-    def validate(args: dict[str, Any]) -> dict[str, Any]:
-        return spec.args_model.model_validate(args).model_dump(mode="json")
-
-    return validate
 
 
 @workflow.defn(name=contract.WORKFLOW_NAME)
@@ -134,8 +104,7 @@ class AgentWorkflow:
         self._previous_runs: list[str] = list(carry.previous_runs) if carry else []
         self._carried = len(carry.gate.pending) if carry else 0
         self._tool_runs: list[ToolRun] = []
-        self._busy: set[str] = set()
-        """Calls with an activity in flight, as opposed to waiting on a reviewer."""
+        self._tools: GatedTools | None = None
         self._gate = ApprovalGate(
             state=carry.gate if carry else None,
             status=self.status,
@@ -153,7 +122,19 @@ class AgentWorkflow:
                 type="TaskTooLong",
                 non_retryable=True,
             )
-        schemas = tool_schemas()
+        self._tools = GatedTools(
+            self._gate,
+            run.tools if run.tools is not None else await self._describe_tools(run.tool_names),
+            ToolCallOptions(
+                workspace=run.workspace,
+                approval_timeout=run.approval_timeout_seconds,
+                tool_approval_timeouts=run.tool_approval_timeouts,
+                auto_approve_below=run.auto_approve_below,
+                task_queues=run.tool_task_queues,
+                max_action_bytes=run.limits.max_action_bytes,
+            ),
+        )
+        schemas = self._tools.schemas()
         while self._answer is None:
             if self._turn is None:
                 if self._step >= run.max_steps:
@@ -253,147 +234,22 @@ class AgentWorkflow:
         await self._continue_as_new()
 
     def _can_suspend(self, turn: TurnState) -> bool:
+        assert self._tools is not None
         if not self._should_continue_as_new() or not self._gate.idle():
             return False
-        for state in turn.calls:
-            if state.result is not None:
-                continue
-            if state.approval_id is None or state.call.id in self._busy:
-                return False
-            if self._gate.record(state.approval_id).status is not ApprovalStatus.PENDING:
-                return False
-        return True
+        return all(
+            self._tools.waiting_on_reviewer(state) for state in turn.calls if state.result is None
+        )
 
     async def _call(self, step: int, state: CallState, reasoning: str) -> None:
-        if state.approval_id is not None:
-            # Carried from an earlier run, still waiting on its reviewer.
-            spec = REGISTRY[self._gate.record(state.approval_id).action_json.tool]
-            outcome = await self._gate.wait(state.approval_id, _validator(spec))
-            result = await self._conclude(state, outcome)
-        else:
-            result = await self._start(step, state, reasoning)
-        state.result = result
+        assert self._tools is not None
+        context = ApprovalContext(
+            original_request=clip(self._run.task, MAX_REASONING_CHARS),
+            reasoning=reasoning,
+            step=step,
+        )
+        state.result = await self._tools.call(state, context)
         self._keep_run(step, state, state.approval_id)
-
-    async def _start(self, step: int, state: CallState, reasoning: str) -> ToolResult:
-        call = state.call
-        spec = REGISTRY.get(call.name)
-        if spec is None:
-            return _error(
-                f"unknown tool {clip(call.name, 100)!r}; the tools are: {', '.join(REGISTRY)}"
-            )
-        size = len(call.arguments.encode())
-        if size > self._run.limits.max_action_bytes:
-            return _error(
-                f"the arguments of {call.name} are {size:,} bytes; at most "
-                f"{self._run.limits.max_action_bytes:,} are accepted. Split the work into "
-                "smaller calls."
-            )
-        try:
-            raw = json.loads(call.arguments or "{}")
-        except (json.JSONDecodeError, RecursionError) as error:
-            return _error(f"the arguments of {call.name} are not valid JSON: {error}")
-        try:
-            args = spec.args_model.model_validate(raw)
-        except ValidationError as error:
-            return _error(
-                f"invalid arguments for {call.name}: {policy.format_validation_error(error)}"
-            )
-        action = ToolAction(tool=spec.name, args=args.model_dump(mode="json"))
-        if not self._needs_approval(spec, args):
-            return await self._execute(action, None, None)
-        earlier = self._gate.rejected_earlier(action)
-        if earlier is not None:
-            return self._repeated(earlier)
-        self._busy.add(call.id)
-        try:
-            preview = await self._preview(action)
-        finally:
-            self._busy.discard(call.id)
-        risk, warning = self._risk(spec, args, preview)
-        if warning:
-            preview.warnings.append(warning)
-        record = self._gate.open(
-            action,
-            preview=preview,
-            context=ApprovalContext(
-                original_request=clip(self._run.task, MAX_REASONING_CHARS),
-                reasoning=reasoning,
-                step=step,
-            ),
-            timeout=policy.approval_timeout(spec.name, spec.approval_timeout, self._run),
-            risk=risk,
-            validate=_validator(spec),
-        )
-        state.approval_id = record.id
-        if policy.auto_approved(record.risk, self._run.auto_approve_below):
-            self._gate.approve_by_policy(
-                record.id,
-                f"risk {record.risk} is below the run's auto-approve threshold "
-                f"{self._run.auto_approve_below}",
-            )
-        return await self._conclude(state, await self._gate.wait(record.id))
-
-    @staticmethod
-    def _needs_approval(spec: ToolSpec, args: Any) -> bool:
-        try:
-            return spec.needs_approval(args)
-        except Exception:  # a predicate that fails asks a reviewer
-            return True
-
-    @staticmethod
-    def _risk(spec: ToolSpec, args: Any, preview: ToolPreview) -> tuple[int, str | None]:
-        try:
-            return spec.risk(args, preview), None
-        except Exception as error:  # fail closed
-            return 100, f"the risk could not be scored ({type(error).__name__}); shown as 100"
-
-    @staticmethod
-    def _repeated(earlier: Any) -> ToolResult:
-        return _error(
-            f"this exact action was already rejected in this run (approval "
-            f"{earlier.approval_id}, by {earlier.reviewer}): {earlier.reason}. It was not asked "
-            "again. Do not propose it again; find another way or stop and explain."
-        )
-
-    async def _conclude(self, state: CallState, outcome: ApprovalOutcome) -> ToolResult:
-        if outcome.repeated:
-            return self._repeated(outcome)
-        record = self._gate.record(outcome.approval_id)
-        if not outcome.approved:
-            who = "nobody (timeout)" if outcome.timed_out else outcome.reviewer
-            return _error(
-                f"REJECTED by {who}: {outcome.reason}. The action was not performed. Do not "
-                "retry the same action; find another way to do the task or stop and explain."
-            )
-        self._busy.add(state.call.id)
-        try:
-            preview: ToolPreview | None = record.preview
-            if record.modified_action_json is not None:
-                record.modified_preview = await self._preview(record.modified_action_json)
-                preview = record.modified_preview
-                self._gate.touch()
-            result = await self._execute(
-                record.effective_action,
-                record.id,
-                None if preview is None or preview.failed else preview,
-            )
-        finally:
-            self._busy.discard(state.call.id)
-        record.executed_at = workflow.now()
-        record.result = result.model_copy(update={"output": _compact(result.output)})
-        self._gate.touch()
-        if record.status is ApprovalStatus.MODIFIED and result.ok:
-            result = result.model_copy(
-                update={
-                    "summary": f"{result.summary} (arguments modified by {record.reviewer})",
-                    "output": {
-                        "reviewer_modified_arguments": record.effective_action.args,
-                        "result": result.output,
-                    },
-                }
-            )
-        return result
 
     def _keep_run(self, step: int, state: CallState, approval_id: str | None) -> None:
         assert state.result is not None
@@ -402,9 +258,9 @@ class AgentWorkflow:
                 step=step,
                 call_id=state.call.id,
                 tool=clip(state.call.name, 100),
-                args=_compact(state.call.arguments),
+                args=compact(state.call.arguments),
                 approval_id=approval_id,
-                result=state.result.model_copy(update={"output": _compact(state.result.output)}),
+                result=state.result.model_copy(update={"output": compact(state.result.output)}),
             )
         )
         del self._tool_runs[:-MAX_TOOL_RUNS_KEPT]
@@ -467,7 +323,8 @@ class AgentWorkflow:
             self._step,
             len(carry.gate.pending),
         )
-        workflow.continue_as_new(self._run.model_copy(update={"carry": carry}))
+        tools = list(self._tools.tools.values()) if self._tools else self._run.tools
+        workflow.continue_as_new(self._run.model_copy(update={"carry": carry, "tools": tools}))
 
     # --- activities ------------------------------------------------------------------------
 
@@ -497,67 +354,24 @@ class AgentWorkflow:
             turn.content = f"{SCRIPTED_BANNER} {turn.content}".strip()
         return turn
 
-    async def _preview(self, action: ToolAction) -> ToolPreview:
+    async def _describe_tools(self, names: list[str] | None) -> list[ToolDescriptor]:
+        """The worker's tools, asked once and recorded: the run keeps them for its life."""
         try:
-            preview: ToolPreview = await workflow.execute_activity(
-                contract.ACTIVITY_PREVIEW,
-                ToolRequest(action=action, workspace=self._run.workspace),
-                result_type=ToolPreview,
-                start_to_close_timeout=timedelta(minutes=1),
-                heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
-                retry_policy=TOOL_RETRY,
-                summary=f"preview {action.tool}",
+            tools: list[ToolDescriptor] = await workflow.execute_activity(
+                contract.ACTIVITY_DESCRIBE_TOOLS,
+                names,
+                result_type=list[ToolDescriptor],
+                start_to_close_timeout=DESCRIBE_TIMEOUT,
+                retry_policy=LLM_RETRY,
+                summary="describe the tools",
             )
         except ActivityError as error:
-            # The reviewer still decides, told the preview is missing; execution then has
-            # nothing to check against, so tools that check refuse to act.
-            return ToolPreview(
-                summary=f"{action.tool}: no preview available",
-                warnings=[clip(f"the preview failed: {error.cause}", 300)],
-                failed=True,
-            )
-        return preview
-
-    async def _execute(
-        self, action: ToolAction, approval_id: str | None, preview: ToolPreview | None
-    ) -> ToolResult:
-        spec = REGISTRY[action.tool]
-        args = spec.args_model.model_validate(action.args)
-        label = f"{action.tool}" + (f" (approval {approval_id})" if approval_id else "")
-        request = ToolRequest(
-            action=action,
-            workspace=self._run.workspace,
-            idempotency_key=approval_id,
-            preview=preview,
-        )
-        queue = self._run.tool_task_queues.get(action.tool)
-        try:
-            result: ToolResult
-            if spec.read_only and queue is None:
-                # A read-only tool is quick and changes nothing: a local activity runs it
-                # inside the current workflow task, without a round trip through the server.
-                result = await workflow.execute_local_activity(
-                    contract.ACTIVITY_RUN_TOOL,
-                    request,
-                    result_type=ToolResult,
-                    start_to_close_timeout=spec.execution_timeout(args),
-                    retry_policy=TOOL_RETRY,
-                    summary=label,
-                )
-            else:
-                result = await workflow.execute_activity(
-                    contract.ACTIVITY_RUN_TOOL,
-                    request,
-                    result_type=ToolResult,
-                    task_queue=queue,
-                    start_to_close_timeout=spec.execution_timeout(args),
-                    heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
-                    retry_policy=TOOL_RETRY,
-                    summary=label,
-                )
-        except ActivityError as error:
-            return _error(f"{action.tool} failed: {error.cause}")
-        return result
+            raise ApplicationError(
+                f"the run's tools could not be described: {error.cause}",
+                type="UnknownTool",
+                non_retryable=True,
+            ) from error
+        return tools
 
     # --- the result --------------------------------------------------------------------------
 
@@ -590,6 +404,6 @@ class AgentWorkflow:
                 "state": self._state.value,
                 "steps": self._step,
                 "answer": clip(answer, 4_000),
-                "origin": _compact(run.origin, 4_000),
+                "origin": compact(run.origin, 4_000),
             },
         )

@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 from hitl.text import quoted
+from hitl.tools import ToolError
 
 JOURNAL_DIR = ".hitl"
 """Inside each workspace: the record of approved actions, keyed by approval id."""
@@ -71,8 +72,8 @@ _KIND_TEXT = {
 }
 
 
-class ToolInputError(ValueError):
-    """A tool call that can't be carried out as asked; the message goes back to the model."""
+ToolInputError = ToolError
+"""A tool call that can't be carried out as asked; the message goes back to the model."""
 
 
 def describe(kind: str) -> str:
