@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hitl.models import (
+    ApprovalContext,
+    ApprovalRecord,
+    ApprovalStatus,
+    DecisionEntry,
+    DecisionKind,
+    ToolAction,
+    ToolPreview,
+)
+from hitl.review import format_approval, format_entry
 from hitl.text import (
     LINE_GUTTER,
     WRAP_GUTTER,
@@ -198,3 +209,62 @@ def test_clip_says_how_much_was_left_out() -> None:
     clipped = clip("x" * 1000, 100)
     assert len(clipped) == 100 and "more characters not shown" in clipped
     assert clip_bytes(b"\xff" * 10, 4).startswith("\ufffd" * 4)
+
+
+# --- the approval a reviewer decides on --------------------------------------------------------
+
+REAL = "logs/important.db\x1b[2K\rharmless.log"
+
+
+def hostile_record() -> ApprovalRecord:
+    """An approval whose every field an attacker could write carries the attack sequences."""
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    action = ToolAction(tool="delete_files", args={"paths": [REAL, HOSTILE_TEXT]})
+    entry = DecisionEntry(
+        kind=DecisionKind.APPROVE,
+        reviewer="mallory" + HOSTILE_TEXT,
+        reason="fine" + HOSTILE_TEXT,
+        received_at=now,
+        outcome="refused",
+        refusal="already approved by mallory" + HOSTILE_TEXT,
+    )
+    return ApprovalRecord(
+        id="apr_1" + HOSTILE_TEXT,
+        session_id="run" + HOSTILE_TEXT,
+        action_json=action,
+        # ToolAction.digest() can't encode a lone surrogate; the digest isn't under test.
+        action_digest="0123456789abcdef",
+        status=ApprovalStatus.MODIFIED,
+        created_at=now,
+        expires_at=now + timedelta(minutes=30),
+        reviewer="mallory" + HOSTILE_TEXT,
+        reason="ok" + HOSTILE_TEXT,
+        modified_action_json=ToolAction(tool="delete_files", args={"paths": [HOSTILE_TEXT]}),
+        context=ApprovalContext(
+            original_request="clean up" + HOSTILE_TEXT, reasoning="old\n" + HOSTILE_TEXT
+        ),
+        preview=ToolPreview(
+            summary="delete 1 file" + HOSTILE_TEXT,
+            details=f"  {REAL}\n  {HOSTILE_TEXT}",
+            warnings=["careful" + HOSTILE_TEXT],
+        ),
+        decisions=[entry],
+    )
+
+
+def test_format_approval_shows_the_real_path_and_nothing_that_redraws_the_screen() -> None:
+    text = format_approval(hostile_record(), now=datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    assert "\x1b" not in text and "\r" not in text
+    assert not c1_in(text) and not set(text) & BIDI_AND_INVISIBLE
+    assert not hidden_in(text, allowed="\n")
+    assert '"logs/important.db\\u001b[2K\\rharmless.log"' in text  # the action's arguments
+    assert "logs/important.db\\x1b[2K\\rharmless.log" in text  # the preview's file list
+    for line in text.splitlines():
+        assert columns(line) <= 100
+
+
+def test_format_entry_escapes_reviewer_reason_and_refusal() -> None:
+    [entry] = hostile_record().decisions
+    text = format_entry(entry)
+    assert "mallory\\x1b[2K\\r" in text and "fine\\x1b" in text and "already approved" in text
+    assert not hidden_in(text) and not c1_in(text)
