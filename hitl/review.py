@@ -27,7 +27,7 @@ from hitl.models import (
     RejectDecision,
 )
 from hitl.policy import format_validation_error
-from hitl.text import framed, terminal_width, visible, visible_json
+from hitl.text import framed, shorten, terminal_width, visible, visible_json
 from hitl.tools import REGISTRY
 
 AnyDecision = ApproveDecision | RejectDecision | ModifyDecision
@@ -114,20 +114,26 @@ def format_approval(
         lines.append("Decisions:")
         for entry in record.decisions:
             lines += framed("  ", format_entry(entry), width)
+    if record.refused_dropped:
+        lines.append(f"  ({record.refused_dropped} more refused decisions were not kept)")
     lines.append(rule)
     return "\n".join(lines)
 
 
 def format_entry(entry: DecisionEntry) -> str:
-    """One decision on one line, its reviewer, reason and refusal escaped."""
+    """One decision on one line; everything its sender wrote is escaped."""
     text = (
         f"{entry.received_at:%H:%M:%S} {entry.kind.value} by {visible(entry.reviewer)}: "
         f"{entry.outcome}"
     )
     if entry.reason:
         text += f" ({visible(entry.reason)})"
+    if entry.args is not None:
+        text += f" args {shorten(visible_json(entry.args), 200)}"
     if entry.refusal:
         text += f" — {visible(entry.refusal)}"
+    if entry.excerpt:
+        text += f" [payload {visible(entry.excerpt)}]"
     return text
 
 
