@@ -15,7 +15,9 @@ cell. `clip` bounds what a run keeps or sends.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import shutil
 import unicodedata
 from collections.abc import Callable
@@ -83,14 +85,12 @@ def _ignorable(code: int) -> bool:
     return any(low <= code <= high for low, high in _IGNORABLE)
 
 
-def _shown(text: str, keep: frozenset[str], spaces: bool, escape: Callable[[str], str]) -> str:
-    # ASCII letters, digits, punctuation and the plain space: nothing to look at.
-    if text.isascii() and text.isprintable():
-        return text
+def _shown_run(
+    run: str, base: bool, keep: frozenset[str], spaces: bool, escape: Callable[[str], str]
+) -> str:
     out: list[str] = []
-    base = False  # the last character kept as-is can carry a combining mark
     marks = 0
-    for char in text:
+    for char in run:
         category = unicodedata.category(char)
         if char in keep:
             shown = True
@@ -112,6 +112,25 @@ def _shown(text: str, keep: frozenset[str], spaces: bool, escape: Callable[[str]
             out.append(char)
             base, marks = category[0] in "LNM", 0
     return "".join(out)
+
+
+@functools.cache
+def _unusual(keep: frozenset[str]) -> re.Pattern[str]:
+    """Runs of characters other than printable ASCII and `keep`: only these need a look,
+    one character at a time (a listing of thousands of approvals is mostly ASCII)."""
+    return re.compile("[^\\x20-\\x7e" + "".join(re.escape(char) for char in sorted(keep)) + "]+")
+
+
+def _shown(text: str, keep: frozenset[str], spaces: bool, escape: Callable[[str], str]) -> str:
+    if text.isascii() and text.isprintable():
+        return text
+
+    def look(match: re.Match[str]) -> str:
+        # A combining mark may sit on the printable ASCII character before the run.
+        before = text[match.start() - 1] if match.start() else ""
+        return _shown_run(match.group(), before.isalnum(), keep, spaces, escape)
+
+    return _unusual(keep).sub(look, text)
 
 
 def visible(text: object, *, multiline: bool = False) -> str:
