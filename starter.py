@@ -34,6 +34,7 @@ from hitl.models import (
     ScriptedTurn,
 )
 from hitl.review import Prompter, ask_decision, format_approval, reviewer_identity, send_decision
+from hitl.text import framed, visible, visible_json
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
@@ -163,7 +164,7 @@ def _print_state(state: dict[str, Any], out: TextIO) -> None:
     for key, value in state.items():
         if isinstance(value, dict):
             value = ", ".join(f"{name} {version}" for name, version in value.items())
-        out.write(f"  {key + ':':12} {value}\n")
+        out.write(f"  {key + ':':12} {visible(value)}\n")
     if state["model"].startswith("scripted"):
         out.write("  NOTE: the offline scripted model plans this run; no LLM is called.\n")
     out.flush()
@@ -189,16 +190,18 @@ async def follow(
             out.write(format_approval(record) + "\n")
             out.flush()
             if not review:
+                # A command to copy: shell-quoted, so no id can add a command of its own.
+                signal = visible_json({"approval_id": record.id, "reviewer": "you"})
                 out.write(
-                    f"Waiting for a decision on {record.id}; decide with:\n  temporal workflow "
-                    f"signal --workflow-id {handle.id} --name approve --input "
-                    f'\'{{"approval_id": "{record.id}", "reviewer": "you"}}\'\n'
+                    f"Waiting for a decision on {visible(record.id)}; decide with:\n  temporal "
+                    f"workflow signal --workflow-id {shlex.quote(visible(handle.id))} --name "
+                    f"approve --input {shlex.quote(signal)}\n"
                 )
                 continue
             decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
             if decision is None:
                 out.write(
-                    f"No more answers on standard input; {record.id} stays pending until "
+                    f"No more answers on standard input; {visible(record.id)} stays pending until "
                     "someone decides or it times out.\n"
                 )
                 review = False
@@ -209,28 +212,31 @@ async def follow(
                     "The run did not confirm the decision yet; it will apply it when it can.\n"
                 )
             elif entry.outcome == "applied":
-                out.write(f"Decision applied: {entry.kind.value} by {entry.reviewer}.\n")
+                out.write(f"Decision applied: {entry.kind.value} by {visible(entry.reviewer)}.\n")
             else:
-                out.write(f"Decision refused: {entry.refusal}\n")
+                out.write(f"Decision refused: {visible(entry.refusal)}\n")
             out.flush()
         await asyncio.wait({result}, timeout=0.25)
     return result.result()
 
 
 def print_result(result: RunResult, ui: str, out: TextIO) -> None:
+    """The run's outcome; the answer, names and reasons escaped (`hitl.text`)."""
     out.write(
-        f"\nRun {result.evidence.get('workflow_id')} {result.state.value} "
+        f"\nRun {visible(result.evidence.get('workflow_id'))} {result.state.value} "
         f"after {result.steps} step(s).\n"
     )
-    out.write(f"Answer: {result.answer}\n")
+    lines = framed("Answer: ", visible(result.answer, multiline=True))
     for record in result.approvals:
-        who = f" by {record.reviewer}" if record.reviewer else ""
-        out.write(
-            f"  approval {record.id}: {record.action_json.tool} {record.status.value}{who}"
-            + (f" ({record.reason})" if record.reason else "")
-            + "\n"
+        who = f" by {visible(record.reviewer)}" if record.reviewer else ""
+        line = (
+            f"approval {visible(record.id)}: {visible(record.action_json.tool)} "
+            f"{record.status.value}{who}"
         )
-    out.write(f"Web UI: {ui}\n")
+        if record.reason:
+            line += f" ({visible(record.reason)})"
+        lines += framed("  ", line)
+    out.write("\n".join(lines) + f"\nWeb UI: {visible(ui)}\n")
     out.flush()
 
 
@@ -243,7 +249,9 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         else Path(args.workspace).resolve()
     )
     if not workspace.is_dir():
-        out.write(f"error: workspace {workspace} is not a directory; create it or pass another\n")
+        out.write(
+            f"error: workspace {visible(workspace)} is not a directory; create it or pass another\n"
+        )
         return 2
     if len(args.task) > MAX_TASK_CHARS:
         out.write(
@@ -254,7 +262,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         queues = tool_queues(args.tool_queue)
     except argparse.ArgumentTypeError as error:
-        out.write(f"error: HITL_TOOL_QUEUES: {error}\n")
+        out.write(f"error: HITL_TOOL_QUEUES: {visible(error)}\n")
         return 2
     choice = choose_model(args.model)
     script = None
@@ -286,7 +294,8 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         client: Client = await connect(settings)
     except RuntimeError as error:
         out.write(
-            f"error: cannot reach Temporal at {settings.address} ({error}). Start it with "
+            f"error: cannot reach Temporal at {visible(settings.address)} ({visible(error)}). "
+            "Start it with "
             "`make server` (or set TEMPORAL_ADDRESS), and a worker with `python worker.py`.\n"
         )
         return 2
@@ -306,12 +315,14 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         ),
     )
     ui = f"{settings.ui_url}/workflows/{workflow_id}"
-    out.write(f"Started {workflow_id}\n  Web UI: {ui}\n")
+    out.write(f"Started {visible(workflow_id)}\n  Web UI: {visible(ui)}\n")
     out.flush()
     if args.no_wait:
+        # Commands to copy: shell-quoted, so no --id can add a command of its own.
+        quoted_id = shlex.quote(visible(workflow_id))
         out.write(
-            f"  status:  temporal workflow query --workflow-id {workflow_id} --name status\n"
-            f"  decide:  temporal workflow signal --workflow-id {workflow_id} --name approve "
+            f"  status:  temporal workflow query --workflow-id {quoted_id} --name status\n"
+            f"  decide:  temporal workflow signal --workflow-id {quoted_id} --name approve "
             '--input \'{"approval_id": "ID", "reviewer": "you"}\'\n'
         )
         return 0
@@ -319,7 +330,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         result = await follow(handle, review, reviewer_identity(args.reviewer), Prompter(), out)
     except WorkflowFailureError as error:
-        out.write(f"The run failed: {error.cause}\n  Web UI: {ui}\n")
+        out.write(f"The run failed: {visible(error.cause)}\n  Web UI: {visible(ui)}\n")
         return 1
     print_result(result, ui, out)
     if args.evidence:
@@ -333,7 +344,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 indent=2,
             )
         )
-        out.write(f"Evidence written to {args.evidence}\n")
+        out.write(f"Evidence written to {visible(args.evidence)}\n")
     return 0 if result.state is RunState.COMPLETED else 1
 
 

@@ -62,6 +62,7 @@ from hitl.review import (
     send_decision,
     signal_decision,
 )
+from hitl.text import columns, framed, quoted, shorten, terminal_width, visible, visible_json
 from hitl.visibility import missing_search_attributes
 
 T = TypeVar("T")
@@ -77,7 +78,9 @@ class CliError(Exception):
     """One clear sentence for the user, with the exit code it means."""
 
     def __init__(self, message: str, code: int = USAGE) -> None:
-        super().__init__(message)
+        # Messages quote approval ids, run ids and reviewers' names: escaped once, here,
+        # wherever the error is printed.
+        super().__init__(visible(message))
         self.code = code
 
 
@@ -107,7 +110,7 @@ async def find_approval(
 ) -> tuple[WorkflowHandle[Any, RunResult], ApprovalRecord]:
     """The run holding an approval (one visibility query) and the approval's full record."""
     if not _ID.match(approval_id):
-        raise CliError(f"{approval_id!r} is not an approval id (they look like apr_1a2b…)")
+        raise CliError(f"{quoted(approval_id)} is not an approval id (they look like apr_1a2b…)")
     query = f"{contract.APPROVAL_IDS_KEY.name} = '{approval_id}'"
     async for execution in client.list_workflows(query, limit=1):
         handle = client.get_workflow_handle(
@@ -150,12 +153,25 @@ def _human(seconds: float) -> str:
     return f"{seconds // 86400}d"
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(headers)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    return "\n".join(lines)
+def _table(rows: list[list[str]], headers: list[str], fit: int | None = None) -> str:
+    """Aligned columns of escaped cells; column `fit` is cut so a row fits the terminal.
+
+    A row the terminal wraps goes on at column 0, where the cut-off end of a cell could
+    read as a row of its own.
+    """
+    cells = [[visible(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(columns(row[i]) for row in cells) for i in range(len(headers))]
+    if fit is not None:
+        others = sum(widths) - widths[fit] + 2 * (len(widths) - 1)
+        room = max(columns(headers[fit]), 12, terminal_width() - others)
+        if widths[fit] > room:
+            widths[fit] = room
+            for row in cells:
+                row[fit] = shorten(row[fit], room)
+    return "\n".join(
+        "  ".join(cell + " " * (widths[i] - columns(cell)) for i, cell in enumerate(row)).rstrip()
+        for row in cells
+    )
 
 
 def pending_json(item: PendingApproval) -> dict[str, Any]:
@@ -179,7 +195,12 @@ def pending_json(item: PendingApproval) -> dict[str, Any]:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    # Still JSON for the same values, but no control or bidi character reaches a terminal.
+    print(visible_json(value, indent=2))
+
+
+def _print_framed(label: str, text: str, **print_args: Any) -> None:
+    print("\n".join(framed(label, text)), **print_args)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -191,21 +212,21 @@ async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
         _print_json([pending_json(item) for item in items])
         return APPLIED
     if not items:
-        print("No pending approvals." + (f" (tool {args.tool})" if args.tool else ""))
+        print("No pending approvals." + (f" (tool {visible(args.tool)})" if args.tool else ""))
         return APPLIED
     now = datetime.now(UTC)
     rows = [
         [
-            item.id,
-            item.session_id,
-            item.tool,
-            item.summary[:60],
+            shorten(item.id, 24),
+            shorten(item.session_id, 40),
+            shorten(item.tool, 24),
+            shorten(item.summary, 60),
             _human((now - item.created_at).total_seconds()),
             _human((item.expires_at - now).total_seconds()),
         ]
         for item in items
     ]
-    print(_table(rows, ["ID", "RUN", "TOOL", "ACTION", "AGE", "LEFT"]))
+    print(_table(rows, ["ID", "RUN", "TOOL", "ACTION", "AGE", "LEFT"], fit=3))
     return APPLIED
 
 
@@ -227,9 +248,13 @@ def _report(entry: DecisionEntry | None, approval_id: str, what: str, run_id: st
         )
     if entry.outcome == "applied":
         verb = {"approve": "Approved", "reject": "Rejected", "modify": "Modified"}[entry.kind]
-        print(f"{verb} {approval_id} ({what}) in run {run_id} as {entry.reviewer}.")
+        # `what` only reminds of the action (`show` has it all): short enough for one line.
+        print(
+            f"{verb} {visible(approval_id)} ({shorten(what, 80)}) in run {visible(run_id)} "
+            f"as {visible(entry.reviewer)}."
+        )
         return APPLIED
-    print(f"Refused {approval_id}: {entry.refusal}", file=sys.stderr)
+    print(f"Refused {visible(approval_id)}: {visible(entry.refusal)}", file=sys.stderr)
     return REFUSED
 
 
@@ -309,7 +334,7 @@ async def _decide_all(
 ) -> int:
     items = await list_pending(client, args.tool)
     if not items:
-        print("No pending approvals." + (f" (tool {args.tool})" if args.tool else ""))
+        print("No pending approvals." + (f" (tool {visible(args.tool)})" if args.tool else ""))
         return APPLIED
     outcome = APPLIED
     for item, entry in await decide_pending(client, items, lambda item: build(item.id)):
@@ -317,7 +342,7 @@ async def _decide_all(
             if _report(entry, item.id, f"{item.tool}: {item.summary}", item.session_id):
                 outcome = REFUSED
         except CliError as error:
-            print(f"{item.id}: {error}", file=sys.stderr)
+            print(f"{visible(item.id)}: {error}", file=sys.stderr)
             outcome = REFUSED
     return outcome
 
@@ -357,7 +382,7 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not editor:
             raise CliError("--edit needs $EDITOR (or $VISUAL); or pass the arguments with --args")
-        current = json.dumps(record.action_json.args, indent=2, ensure_ascii=False)
+        current = visible_json(record.action_json.args, indent=2)
         text = await asyncio.to_thread(edit_in_editor, current, editor)
         parsed = parse_modified_args(record, text)
         if isinstance(parsed, str):
@@ -425,7 +450,7 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     query = f"WorkflowType = '{contract.WORKFLOW_NAME}'"
     if args.state:
         if not _ID.match(args.state):
-            raise CliError(f"{args.state!r} is not a state (running, awaiting_approval, ...)")
+            raise CliError(f"{quoted(args.state)} is not a state (running, awaiting_approval, ...)")
         query += f" AND {contract.STATE_KEY.name} = '{args.state}'"
     runs = []
     now = datetime.now(UTC)
@@ -451,12 +476,22 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
     elif not runs:
-        print("No agent runs." + (f" (state {args.state})" if args.state else ""))
+        print("No agent runs." + (f" (state {visible(args.state)})" if args.state else ""))
     else:
         print(
             _table(
-                [[r["id"], r["state"], str(r["pending"]), r["age"], r["task"][:50]] for r in runs],
+                [
+                    [
+                        shorten(r["id"], 40),
+                        shorten(r["state"], 40),
+                        str(r["pending"]),
+                        r["age"],
+                        shorten(r["task"], 50),
+                    ]
+                    for r in runs
+                ],
                 ["RUN", "STATE", "PENDING", "AGE", "TASK"],
+                fit=4,
             )
         )
     return APPLIED
@@ -468,7 +503,7 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
         description = await handle.describe()
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no run {args.run}; `hitl runs` lists them", REFUSED) from error
+            raise CliError(f"no run {quoted(args.run)}; `hitl runs` lists them", REFUSED) from error
         raise
     records = await run_approvals(handle, description.status)
     if description.status is WorkflowExecutionStatus.COMPLETED:
@@ -487,25 +522,36 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
             }
         )
         return APPLIED
-    print(f"Run {args.run}: {len(records)} approval(s)")
+    print(f"Run {visible(args.run)}: {len(records)} approval(s)")
     for record in records:
-        who = f" by {record.reviewer}" if record.reviewer else ""
-        print(
-            f"\n{record.id}  {record.action_json.tool}  {record.status.value}{who}"
+        who = f" by {visible(record.reviewer)}" if record.reviewer else ""
+        print()
+        _print_framed(
+            "",
+            f"{visible(record.id)}  {visible(record.action_json.tool)}  {record.status.value}{who}"
             f"  created {record.created_at:%Y-%m-%d %H:%M:%S}"
-            + (f"  decided {record.reviewed_at:%H:%M:%S}" if record.reviewed_at else "")
+            + (f"  decided {record.reviewed_at:%H:%M:%S}" if record.reviewed_at else ""),
         )
-        print(f"  action: {json.dumps(record.action_json.args)[:200]}")
+        _print_framed("  action: ", shorten(visible_json(record.action_json.args), 200))
         if record.modified_action_json:
-            print(f"  ran instead: {json.dumps(record.modified_action_json.args)[:200]}")
+            _print_framed(
+                "  ran instead: ", shorten(visible_json(record.modified_action_json.args), 200)
+            )
         if record.reason:
-            print(f"  reason: {record.reason}")
+            _print_framed("  reason: ", visible(record.reason))
         for entry in record.decisions:
-            print(f"  - {format_entry(entry)}")
+            _print_framed("  - ", format_entry(entry))
+        if record.refused_dropped:
+            print(f"  ({record.refused_dropped} more refused decisions were not kept)")
         if record.result is not None:
-            print(f"  result: {'ok' if record.result.ok else 'failed'}: {record.result.summary}")
+            outcome = "ok" if record.result.ok else "failed"
+            _print_framed("  result: ", f"{outcome}: {visible(record.result.summary)}")
     for item in refused:
-        print(f"\nrefused at {item.received_at:%H:%M:%S}: {item.refusal}")
+        print()
+        line = f"refused at {item.received_at:%H:%M:%S}: {visible(item.refusal)}"
+        if item.excerpt:
+            line += f" [{visible(item.signal or 'payload')} {visible(item.excerpt)}]"
+        _print_framed("", line)
     return APPLIED
 
 
@@ -516,49 +562,49 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         if version == NOT_INSTALLED:
             problems.append(f"package {package} is not installed (`make install`)")
         where = f" ({sys.executable})" if package == "python" else ""
-        print(f"{package:13} {version.upper() if version == NOT_INSTALLED else version}{where}")
+        _say(f"{package:13} {version.upper() if version == NOT_INSTALLED else version}{where}")
     try:
         binary, version = temporal_version()
-        print(f"temporal      {version} ({binary})")
+        _say(f"temporal      {version} ({binary})")
     except RuntimeError as error:
-        print(f"temporal      MISSING: {error}")
+        _say(f"temporal      MISSING: {error}")
         problems.append("the temporal CLI is missing (`make install`)")
     model = choose_model(None)
     config_file = os.environ.get("TEMPORAL_CONFIG_FILE") or str(
         Path.home() / ".config" / "temporalio" / "temporal.toml"
     )
     config_state = "found" if Path(config_file).exists() else "not present"
-    print(f"address       {settings.address}  [{settings.sources['address']}]")
-    print(f"namespace     {settings.namespace}  [{settings.sources['namespace']}]")
-    print(f"task queue    {settings.task_queue}  [{settings.sources['task_queue']}]")
-    print(f"model         {model.provider}:{model.name}  [{model.source}]")
+    _say(f"address       {settings.address}  [{settings.sources['address']}]")
+    _say(f"namespace     {settings.namespace}  [{settings.sources['namespace']}]")
+    _say(f"task queue    {settings.task_queue}  [{settings.sources['task_queue']}]")
+    _say(f"model         {model.provider}:{model.name}  [{model.source}]")
     offline = "OpenAI default" if model.provider == "openai" else "none (offline)"
     base_source = "env OPENAI_BASE_URL" if model.base_url else "default"
-    print(f"base url      {model.base_url or offline}  [{base_source}]")
-    print(f"config file   {config_file} ({config_state})")
+    _say(f"base url      {model.base_url or offline}  [{base_source}]")
+    _say(f"config file   {config_file} ({config_state})")
     try:
         client = await asyncio.wait_for(connect(settings), timeout=5)
     except (RuntimeError, TimeoutError) as error:
-        print(f"server        DOWN: nothing answers at {settings.address} ({_first_line(error)})")
+        _say(f"server        DOWN: nothing answers at {settings.address} ({_first_line(error)})")
         problems.append(
             f"the Temporal server at {settings.address} is not reachable: start it with "
             "`make server` (or set TEMPORAL_ADDRESS)"
         )
         return _doctor_verdict(problems)
     info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
-    print(f"server        up at {settings.address} (server {info.server_version or 'unknown'})")
+    _say(f"server        up at {settings.address} (server {info.server_version or 'unknown'})")
     try:
         missing = await missing_search_attributes(client)
     except RPCError as error:
         missing = []
-        print(f"search attrs  could not be listed: {error.message}")
+        _say(f"search attrs  could not be listed: {error.message}")
     if missing:
-        print(f"search attrs  MISSING: {', '.join(missing)}")
+        _say(f"search attrs  MISSING: {', '.join(missing)}")
         problems.append(
             "search attributes are missing: start a worker (it registers them) or `make server`"
         )
     else:
-        print(f"search attrs  registered ({', '.join(k.name for k in contract.SEARCH_ATTRIBUTES)})")
+        _say(f"search attrs  registered ({', '.join(k.name for k in contract.SEARCH_ATTRIBUTES)})")
     pollers = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
@@ -568,9 +614,9 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
     )
     if pollers.pollers:
         names = ", ".join(sorted({p.identity for p in pollers.pollers}))
-        print(f"workers       {len(pollers.pollers)} polling {settings.task_queue} ({names})")
+        _say(f"workers       {len(pollers.pollers)} polling {settings.task_queue} ({names})")
     else:
-        print(f"workers       NONE polling {settings.task_queue}")
+        _say(f"workers       NONE polling {settings.task_queue}")
         problems.append(
             f"no worker polls task queue {settings.task_queue}: start one with `python worker.py`"
         )
@@ -583,12 +629,18 @@ def _doctor_verdict(problems: list[str]) -> int:
         return APPLIED
     print("\nProblems:")
     for problem in problems:
-        print(f"  - {problem}")
+        _say(f"  - {problem}")
     return REFUSED
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return shorten((str(error).strip().splitlines() or [type(error).__name__])[0], 200)
+
+
+def _say(line: str) -> None:
+    """A line of doctor's report: values from the environment, the config file, the server
+    and whoever polls the task queue, escaped (the labels are plain ASCII: unchanged)."""
+    print(visible(line))
 
 
 # --- the parser and the entry point ------------------------------------------------------------

@@ -22,6 +22,7 @@ import starter
 from hitl.config import connect, load_settings
 from hitl.devserver import DevServer, free_port, port_free
 from hitl.entry import exit_now
+from hitl.text import quoted, visible
 from hitl.visibility import ensure_search_attributes
 
 TASK = "Delete all log files older than 7 days"
@@ -63,7 +64,14 @@ def present(root: Path) -> list[str]:
 
 
 def _say(text: str) -> None:
-    print(f"\n=== {text}", flush=True)
+    # Paths come from the command line and names from the workspace: callers escape
+    # them; this keeps a slip from reaching the terminal.
+    print(f"\n=== {visible(text, multiline=True)}", flush=True)
+
+
+def _names(names: list[str]) -> str:
+    """File names in a list, each unmistakable however it is spelled (`hitl.text.quoted`)."""
+    return ", ".join(quoted(name) for name in names)
 
 
 async def _ready(address: str, timeout: float = 30) -> None:
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             server = DevServer(args.state_dir / "temporal.db", port=port)
             _say(
                 f"Starting the Temporal dev server on {server.address} "
-                f"(state in {server.db_file}, Web UI {server.ui_url})"
+                f"(state in {visible(server.db_file)}, Web UI {server.ui_url})"
             )
             server.start()
             address = server.address
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         task_queue = f"hitl-demo-{os.getpid()}"
         args.state_dir.mkdir(parents=True, exist_ok=True)
         worker_log = args.state_dir / "demo-worker.log"
-        _say(f"Starting a worker on task queue {task_queue} (log: {worker_log})")
+        _say(f"Starting a worker on task queue {task_queue} (log: {visible(worker_log)})")
         with open(worker_log, "ab") as log:
             worker = subprocess.Popen(
                 [sys.executable, str(ROOT / "worker.py")],
@@ -157,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         for label in ("approve", "reject"):
             make_workspace(args.workspace)
             _say(
-                f"Run '{label}': \"{TASK}\" in {args.workspace}\n"
-                f"    files: {', '.join(present(args.workspace))}\n"
+                f"Run '{label}': \"{TASK}\" in {visible(args.workspace)}\n"
+                f"    files: {_names(present(args.workspace))}\n"
                 f"    (answer y to approve, n to reject, e to edit the list)"
             )
             code = _run_task(args.workspace, label, address, task_queue)
@@ -167,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             kept_new = all(
                 name in left for name, age in FILES if age <= 7 or not name.endswith(".log")
             )
-            print(f"    deleted: {', '.join(gone) or 'nothing'}")
-            print(f"    still there: {', '.join(left)}")
+            print(f"    deleted: {_names(gone) or 'nothing'}")
+            print(f"    still there: {_names(left)}")
             if gone and sorted(gone) == old and kept_new:
                 print("    check: exactly the old logs are gone; newer logs and config kept")
             elif not gone:

@@ -26,6 +26,7 @@ from hitl.models import (
     ModifyDecision,
     RejectDecision,
 )
+from hitl.text import framed, shorten, terminal_width, visible, visible_json
 
 AnyDecision = ApproveDecision | RejectDecision | ModifyDecision
 PROMPT = "Approve? [y/n/e(dit)]: "
@@ -56,31 +57,44 @@ def _ago(moment: datetime, now: datetime) -> str:
     return f"{sign}{text}" + (" ago" if not sign else "")
 
 
-def format_approval(record: ApprovalRecord, now: datetime | None = None) -> str:
-    """The whole story a reviewer decides on, in the order they read it."""
+def format_approval(
+    record: ApprovalRecord, now: datetime | None = None, width: int | None = None
+) -> str:
+    """The whole story a reviewer decides on, in the order they read it.
+
+    Everything but the labels, times and numbers was written by the model, the
+    workspace or a decision: it is escaped and framed (`hitl.text`), so no name, diff
+    or reasoning can redraw the screen or pass for a line of this summary.
+    """
     now = now or datetime.now(UTC)
+    width = width or terminal_width()
     rule = "─" * 72
     lines = [
         rule,
-        f"APPROVAL {record.id}   run {record.session_id}   status {record.status.value.upper()}",
+        *framed(
+            "APPROVAL ",
+            f"{visible(record.id)}   run {visible(record.session_id)}   "
+            f"status {record.status.value.upper()}",
+            width,
+        ),
         rule,
-        "Request:   " + record.context.original_request,
+        *framed("Request:   ", visible(record.context.original_request, multiline=True), width),
     ]
     if record.context.reasoning:
-        lines.append("Reasoning: " + record.context.reasoning)
-    lines += [
-        f"Action:    {record.action_json.tool}  (digest {record.action_digest})",
-        *(
-            "  " + line
-            for line in json.dumps(
-                record.action_json.args, indent=2, ensure_ascii=False
-            ).splitlines()
-        ),
-        f"Effect:    {record.preview.summary}",
-    ]
+        lines += framed("Reasoning: ", visible(record.context.reasoning, multiline=True), width)
+    action = record.action_json
+    lines += framed(
+        "Action:    ",
+        f"{visible(action.tool)}  (digest {visible(record.action_digest)})\n"
+        + visible_json(action.args, indent=2),
+        width,
+    )
+    effect = visible(record.preview.summary)
     if record.preview.details:
-        lines += ["  " + line for line in record.preview.details.splitlines()]
-    lines += [f"  ! {warning}" for warning in record.preview.warnings]
+        effect += "\n" + visible(record.preview.details, multiline=True)
+    lines += framed("Effect:    ", effect, width)
+    for warning in record.preview.warnings:
+        lines += framed("  ! ", visible(warning), width)
     lines += [
         f"Risk:      {record.risk}/100",
         f"Created:   {record.created_at:%Y-%m-%d %H:%M:%S} UTC ({_ago(record.created_at, now)})",
@@ -88,25 +102,36 @@ def format_approval(record: ApprovalRecord, now: datetime | None = None) -> str:
         f"({_ago(record.expires_at, now)}; then auto-rejected)",
     ]
     if record.modified_action_json is not None:
-        lines.append("Modified:  " + json.dumps(record.modified_action_json.args))
+        lines += framed("Modified:  ", visible_json(record.modified_action_json.args), width)
     if record.reviewer:
-        lines.append(
-            f"Decided:   {record.status.value} by {record.reviewer}"
-            + (f": {record.reason}" if record.reason else "")
-        )
+        decided = f"{record.status.value} by {visible(record.reviewer)}"
+        if record.reason:
+            decided += f": {visible(record.reason)}"
+        lines += framed("Decided:   ", decided, width)
     if record.decisions:
         lines.append("Decisions:")
-        lines += [f"  {format_entry(entry)}" for entry in record.decisions]
+        for entry in record.decisions:
+            lines += framed("  ", format_entry(entry), width)
+    if record.refused_dropped:
+        lines.append(f"  ({record.refused_dropped} more refused decisions were not kept)")
     lines.append(rule)
     return "\n".join(lines)
 
 
 def format_entry(entry: DecisionEntry) -> str:
-    text = f"{entry.received_at:%H:%M:%S} {entry.kind.value} by {entry.reviewer}: {entry.outcome}"
+    """One decision on one line; everything its sender wrote is escaped."""
+    text = (
+        f"{entry.received_at:%H:%M:%S} {entry.kind.value} by {visible(entry.reviewer)}: "
+        f"{entry.outcome}"
+    )
     if entry.reason:
-        text += f" ({entry.reason})"
+        text += f" ({visible(entry.reason)})"
+    if entry.args is not None:
+        text += f" args {shorten(visible_json(entry.args), 200)}"
     if entry.refusal:
-        text += f" — {entry.refusal}"
+        text += f" — {visible(entry.refusal)}"
+    if entry.excerpt:
+        text += f" [payload {visible(entry.excerpt)}]"
     return text
 
 
@@ -130,8 +155,8 @@ class Prompter:
         if not line:
             self.stdout.write("\n")
             return None
-        if not self.stdin.isatty():
-            self.stdout.write(line if line.endswith("\n") else line + "\n")  # echo piped answers
+        if not self.stdin.isatty():  # echo piped answers
+            self.stdout.write(visible(line.removesuffix("\n")) + "\n")
         return line.strip()
 
     def edit(self, text: str) -> str | None:
@@ -140,7 +165,7 @@ class Prompter:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if editor and self.stdin.isatty():
             return edit_in_editor(text, editor)
-        self.stdout.write(f"Current arguments: {text}\n")
+        self.stdout.write("\n".join(framed("Current arguments: ", text)) + "\n")
         return self.ask("New arguments as JSON (empty to cancel): ") or None
 
 
@@ -208,13 +233,14 @@ def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> A
             reason = prompter.ask("Reason for rejecting (sent to the agent): ")
             return RejectDecision(**common, reason=reason or "")
         if choice in ("e", "edit"):
-            current = json.dumps(record.action_json.args, indent=2, ensure_ascii=False)
+            # Escaped as JSON escapes: an editor shows no bidi trick and the text still parses.
+            current = visible_json(record.action_json.args, indent=2)
             edited = prompter.edit(current)
             if edited is None:
                 continue
             parsed = parse_modified_args(record, edited)
             if isinstance(parsed, str):
-                prompter.stdout.write(f"Not sent: {parsed}. Try again.\n")
+                prompter.stdout.write(f"Not sent: {visible(parsed)}. Try again.\n")
                 continue
             return ModifyDecision(**common, args=parsed)
         prompter.stdout.write("Answer y (approve), n (reject) or e (edit the arguments).\n")

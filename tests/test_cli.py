@@ -15,6 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 from hitl import contract
 from hitl.devserver import free_port
 from hitl.models import ApprovalRecord, ApprovalStatus
+from hitl.text import quoted
+from hitl.text import visible as escaped
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 from tests.helpers import approvals, start_run, turn, wait_pending
 
@@ -341,3 +343,86 @@ async def test_approve_all_decides_every_pending_approval_of_a_tool(
     code, _, err = await hitl("approve", kept.id, "--all")
     assert code == 2 and "not both" in err
     await other.terminate("test done")
+
+
+# A name that, printed raw, erases its own line and goes back to column 0 to show a
+# harmless one, and reasoning that writes the clipboard (OSC 52) and moves the cursor up.
+DISGUISED = "logs/important.db\x1b[2K\rharmless.log"
+REASONING = "\x1b]52;c;cm0gLXJmIH4=\x07Deleting the old log.\x1b[1A\x1b[2K\u202e"
+
+
+def assert_no_terminal_controls(out: str) -> None:
+    for control in ("\x1b", "\r", "\x07", "\x9b", "\u202e"):
+        assert control not in out, f"{control!r} reached the terminal"
+
+
+async def test_escape_sequences_in_a_path_cannot_change_what_hitl_show_displays(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    (workspace / DISGUISED).write_text("the file that really goes")
+    (workspace / "harmless.log").write_text("the file the reviewer is shown")
+    script = [turn(("delete_files", {"paths": [DISGUISED]}), content=REASONING)]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [record] = await wait_pending(handle)
+    await visible(client, record.id)
+
+    # Wide enough that no line is wrapped in the middle of what is looked for.
+    code, out, err = await hitl("show", record.id, COLUMNS="300")
+    assert code == 0, err
+    assert_no_terminal_controls(out)
+    # The arguments and the preview's file list both show the real name, escaped; no
+    # line shows the bait alone.
+    assert out.count(quoted(DISGUISED)) == 2, out
+    assert all("important.db" in line for line in out.splitlines() if "harmless" in line)
+    assert "Deleting the old log.\\x1b[1A" in out  # the reasoning
+    code, out, _ = await hitl("show", record.id, "--json")
+    assert_no_terminal_controls(out)
+    assert json.loads(out)["action_json"]["args"]["paths"] == [DISGUISED]
+
+    code, out, _ = await hitl("pending")
+    assert code == 0 and record.id in out
+    assert_no_terminal_controls(out)
+    code, out, _ = await hitl("pending", "--json")
+    assert_no_terminal_controls(out)
+    [mine] = [item for item in json.loads(out) if item["id"] == record.id]
+    assert mine["action_json"]["args"]["paths"] == [DISGUISED]
+
+    # What was shown is what runs: the disguised file goes, the harmless one stays.
+    code, out, err = await hitl("approve", record.id)
+    assert code == 0, err
+    await handle.result()
+    assert not (workspace / DISGUISED).exists() and (workspace / "harmless.log").exists()
+
+
+async def test_escape_sequences_in_a_path_cannot_change_what_hitl_audit_displays(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path
+) -> None:
+    (workspace / DISGUISED).write_text("the file that really goes")
+    script = [turn(("delete_files", {"paths": [DISGUISED]}), content=REASONING)]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [record] = await wait_pending(handle)
+    # The run refuses a reviewer name with control characters but keeps what it was sent;
+    # a Hangul filler is printable, so "eve" + filler decides, looking like "eve".
+    refused_reviewer = "eve\x1b[8m"
+    lookalike = "eve\u3164"
+    reason = "keep it\x1b[2K\r\x9b1Aapproved by admin"
+    for reviewer in (refused_reviewer, lookalike):
+        await handle.signal(
+            contract.SIGNAL_REJECT,
+            {"approval_id": record.id, "reviewer": reviewer, "reason": reason},
+        )
+    await handle.result()
+
+    code, out, err = await hitl("audit", handle.id, COLUMNS="300")
+    assert code == 0, err
+    assert_no_terminal_controls(out)
+    assert "\u3164" not in out
+    assert quoted(DISGUISED) in out
+    assert f"reject by {escaped(refused_reviewer)}: refused" in out
+    assert f"rejected by {escaped(lookalike)}" in out and "eve\\u3164" in out
+    assert escaped(reason) in out
+    code, out, _ = await hitl("audit", handle.id, "--json")
+    assert_no_terminal_controls(out)
+    [audited] = json.loads(out)["approvals"]
+    assert audited["reason"] == reason and audited["reviewer"] == lookalike
+    assert (workspace / DISGUISED).exists()

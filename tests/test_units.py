@@ -22,6 +22,8 @@ from hitl.models import (
     LlmRequest,
     ModelSettings,
     ModifyDecision,
+    RunResult,
+    RunState,
     ToolAction,
     ToolPreview,
 )
@@ -29,7 +31,7 @@ from hitl.review import Prompter, ask_decision, format_approval
 from hitl.toolkits.email import SendEmailArgs
 from hitl.toolkits.files import DeleteFilesArgs
 from hitl.tools import Tool, load_tools
-from starter import parse_duration
+from starter import parse_duration, print_result
 
 
 def record(**changes: object) -> ApprovalRecord:
@@ -189,3 +191,49 @@ def test_the_prompt_takes_y_n_and_edits_and_asks_again_on_nonsense() -> None:
     edit = ask_decision(record(), "ann", answers("e", '{"paths": []}', "e", '{"paths": ["a.log"]}'))
     assert edit is not None and edit.kind == "modify" and edit.args == {"paths": ["a.log"]}
     assert ask_decision(record(), "ann", answers()) is None
+
+
+def test_the_edit_prompt_shows_arguments_escaped_and_the_editor_gets_json_that_parses() -> None:
+    args = {"paths": ["a.log\x1b[2K\rb.log", "c\u202e.log"]}
+    action = ToolAction(tool="delete_files", args=args)
+    hostile = record(action_json=action, action_digest=action.digest())
+    stdout = io.StringIO()
+    typed = Prompter(stdin=io.StringIO('y\x1b[2K\r\ne\n{"paths": ["a.log"]}\n'), stdout=stdout)
+    edit = ask_decision(hostile, "ann", typed)
+    assert edit is not None and edit.kind == "modify"
+    shown = stdout.getvalue()
+    assert "\x1b" not in shown and "\r" not in shown and "\u202e" not in shown
+    assert '"a.log\\u001b[2K\\rb.log"' in shown and '"c\\u202e.log"' in shown
+    assert "y\\x1b[2K\\r" in shown  # the piped answer, echoed escaped, then asked again
+
+    seen: list[str] = []
+    in_editor = Prompter(
+        stdin=io.StringIO("e\n"),
+        stdout=io.StringIO(),
+        editor=lambda text: seen.append(text) or '{"paths": ["a.log"]}',
+    )
+    assert ask_decision(hostile, "ann", in_editor) is not None
+    [text] = seen
+    assert "\x1b" not in text and "\u202e" not in text and json.loads(text) == args
+
+
+def test_the_run_s_outcome_shows_the_answer_and_decisions_escaped() -> None:
+    rejected = record(
+        status=ApprovalStatus.REJECTED, reviewer="eve\u3164", reason="no\x1b[2K\rapproved"
+    )
+    result = RunResult(
+        state=RunState.COMPLETED,
+        answer="Done.\nAction:    delete_files\x1b]8;;https://evil.example\x1b\\",
+        steps=2,
+        approvals=[rejected],
+        tool_runs=[],
+        evidence={"workflow_id": "run\r1"},
+    )
+    out = io.StringIO()
+    print_result(result, "http://localhost:8233/workflows/run\r1", out)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\u3164" not in text
+    # The model's second line sits behind the gutter: it can't pass for a line of ours.
+    assert "\n        │ Action:    delete_files\\x1b]8;;https://evil.example\\x1b\\\n" in text
+    assert "rejected by eve\\u3164 (no\\x1b[2K\\rapproved)" in text
+    assert "Run run\\r1 completed" in text
