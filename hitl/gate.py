@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         canonical_json,
     )
-    from hitl.text import clip, quoted
+    from hitl.text import clip, lone_surrogate, quoted
 
 DECISION_SIGNALS = {
     contract.SIGNAL_APPROVE: DecisionKind.APPROVE,
@@ -452,8 +452,10 @@ class ApprovalGate:
                 f"{clip(str(error), 200)}",
             )
             return
-        text = json.dumps(value, ensure_ascii=False, default=str)
-        excerpt, size = clip(text, EXCERPT_CHARS), len(text.encode())
+        # ASCII JSON: whatever the payload holds (lone surrogates too), the excerpt kept of
+        # it can always be written to history.
+        text = json.dumps(value, default=str)
+        excerpt, size = clip(text, EXCERPT_CHARS), len(text)
         fields: dict[str, Any] = value if isinstance(value, dict) else {}
         approval_id = fields.get("approval_id")
         record = self._records.get(approval_id) if isinstance(approval_id, str) else None
@@ -495,6 +497,11 @@ class ApprovalGate:
 
     @staticmethod
     def _read_refusal(kind: DecisionKind, name: str, value: Any, size: int) -> str | None:
+        if lone_surrogate(value) is not None:
+            return (
+                f"the {name} payload contains text that is not valid Unicode (a lone "
+                "surrogate escape such as \\udc9b); send it as plain UTF-8 text"
+            )
         if size > MAX_DECISION_BYTES:
             return (
                 f"the {name} payload is {size:,} bytes; a decision is at most "
@@ -738,7 +745,9 @@ def _arrived_or_done(inbox: list[_Incoming], timer: asyncio.Task[None]) -> Calla
 
 
 def _text(value: Any) -> str | None:
-    return clip(value, 100) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    return clip(value.encode("utf-8", "backslashreplace").decode("utf-8"), 100)
 
 
 # --- tool calls through the gate -------------------------------------------------------------
@@ -827,6 +836,11 @@ class GatedTools:
             return tool_error(f"the arguments of {call.name} are not valid JSON: {error}")
         if not isinstance(raw, dict):
             return tool_error(f"the arguments of {call.name} must be a JSON object")
+        if lone_surrogate(raw) is not None:
+            return tool_error(
+                f"the arguments of {call.name} contain text that is not valid Unicode (a lone "
+                "surrogate escape such as \\udc9b); write the text as plain characters"
+            )
         if descriptor.approval == "never":
             # No rule to apply: the activity validates the arguments as it runs them.
             return await self._execute(descriptor, ToolAction(tool=call.name, args=raw))

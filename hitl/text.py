@@ -278,3 +278,23 @@ def clip_bytes(data: bytes, limit: int) -> str:
     if len(data) > limit:
         text += f"\n[... {len(data) - limit:,} more bytes not shown]"
     return text
+
+
+def lone_surrogate(value: object) -> str | None:
+    """The first string in a decoded JSON value that is not valid Unicode, if any.
+
+    JSON may spell a lone surrogate (`"\\udc9b"`); Python decodes it, but it can't be
+    encoded as UTF-8 again, so a run that kept it could never write its history.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= char <= "\udfff" for char in item):
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None

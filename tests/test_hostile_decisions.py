@@ -34,6 +34,7 @@ from tests.helpers import (
     start_run,
     status,
     temporal_cli,
+    turn,
     wait_decisions,
     wait_pending,
 )
@@ -209,3 +210,32 @@ async def test_the_deadline_runs_from_when_the_approval_was_created(
     # The auto-rejection came at the advertised deadline, not after the slow notification.
     assert done.reviewed_at - done.expires_at < timedelta(seconds=2)
     assert done.expires_at.isoformat() in (done.reason or "")
+
+
+async def test_text_that_is_not_valid_unicode_is_refused_not_kept(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    # JSON can spell a lone surrogate; Python decodes it but can never encode it again,
+    # so a run that kept it could not write its history.
+    handle = await start_run(
+        client,
+        task_queue,
+        workspace,
+        script=[
+            turn(("read_file", '{"path": "\\udc9b.log"}')),
+            turn(("delete_files", {"paths": ["logs/app-2026-10-01.log"]})),
+        ],
+    )
+    [record] = await wait_pending(handle)
+    raw = f'{{"approval_id": "{record.id}", "reviewer": "eve\\udc9b", "comment": "\\ud800"}}'
+    await handle.signal(
+        contract.SIGNAL_APPROVE,
+        RawValue(Payload(metadata={"encoding": b"json/plain"}, data=raw.encode())),
+    )
+    # The data converter itself refuses such JSON, so the decision names no approval.
+    [refused] = await wait_decisions(handle, None, 1)
+    assert "could not be decoded" in refused.refusal and "surrogate" in refused.refusal
+    await _finish_with_approval(handle, record)
+    result = await handle.result()
+    first = result.tool_runs[0]
+    assert not first.result.ok and "not valid Unicode" in (first.result.error or "")
