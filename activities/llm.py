@@ -13,6 +13,7 @@ import email.utils
 import hashlib
 import json
 import os
+import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -231,6 +232,21 @@ def _utf8_clip(text: str, limit: int) -> str:
     return text.encode()[:limit].decode(errors="ignore")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_valid_unicode(item) for item in value]
+    return value
+
+
+def _valid_unicode_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {_valid_unicode(key): _valid_unicode(value) for key, value in pairs}
+
+
 def _parse_turn(body: str, where: str, requested_model: str) -> AssistantTurn:
     """The assistant turn in a Chat Completions body, bounded, or a clear error.
 
@@ -241,10 +257,14 @@ def _parse_turn(body: str, where: str, requested_model: str) -> AssistantTurn:
     dialect answers that way every time, and retrying only delays the message.
     """
     try:
-        data = json.loads(body)
+        # A lone surrogate escape (\udc9b) would decode into text that can't be encoded
+        # again: the turn could not leave the activity. Such escapes become U+FFFD.
+        data = json.loads(body, object_pairs_hook=_valid_unicode_object)
     except json.JSONDecodeError as error:
         what = f"not JSON ({error}): {clip(body, 200)!r}"
         raise _malformed(where, what, retryable=True) from None
+    if isinstance(data, str):
+        data = _valid_unicode(data)
     if not isinstance(data, dict):
         raise _malformed(where, f"not a JSON object: {clip(body, 200)!r}", retryable=True)
     choices = data.get("choices")

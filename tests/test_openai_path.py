@@ -397,3 +397,17 @@ async def test_secrets_are_redacted_from_the_turn_the_request_and_errors() -> No
     error = await failure_of(answer(401, {"error": {"message": f"bad key {SECRET}"}}))
     assert SECRET not in str(error) and "bad key [redacted:OPENAI_API_KEY]" in str(error)
     assert error.__cause__ is None, "the SDK's error (unredacted) is not chained"
+
+
+async def test_text_that_is_not_valid_unicode_from_the_model_is_replaced_not_carried() -> None:
+    def surrogate(body: dict[str, Any]) -> Raw:
+        text = (
+            '{"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": '
+            '[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", '
+            '"content": "bad \\udc9b text"}}]}'
+        )
+        return Raw(200, text.encode())
+
+    turn = await ask(surrogate)
+    assert turn.content.startswith("bad \ufffd text")
+    turn.model_dump_json()  # it can be written to history
