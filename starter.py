@@ -32,9 +32,12 @@ from hitl.models import (
     RunResult,
     RunState,
     ScriptedTurn,
+    ToolDescriptor,
 )
-from hitl.review import Prompter, ask_decision, format_approval, reviewer_identity, send_decision
+from hitl.reviews import Reviews
+from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.text import framed, visible, visible_json
+from hitl.tools import TOOLS_ENV, ToolRegistrationError, load_tools, modules_from
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
@@ -76,6 +79,24 @@ def tool_queues(
     return queues
 
 
+def run_tools(
+    names: str | None, modules: str | None
+) -> tuple[list[ToolDescriptor] | None, list[str] | None]:
+    """The run's tools as recorded in its input, from the same modules the worker loads.
+
+    When this machine can't import them (the starter runs elsewhere), only their names
+    go in, and the worker describes them once at the start of the run.
+    """
+    wanted = [name.strip() for name in names.split(",") if name.strip()] if names else None
+    try:
+        registry = load_tools(modules_from(modules))
+    except ToolRegistrationError as error:
+        if "could not be imported" not in str(error):
+            raise
+        return None, wanted
+    return registry.descriptors(wanted), wanted
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="starter.py",
@@ -97,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TOOL=DUR",
         help="approval timeout for one tool, e.g. send_email=2h (repeatable)",
+    )
+    parser.add_argument(
+        "--tools",
+        metavar="NAME,...",
+        help="the tools this run may use (default: every tool of the tool modules); the run "
+        "records each one's definition, so a run paused for days keeps its tools",
+    )
+    parser.add_argument(
+        "--tool-modules",
+        metavar="MODULES",
+        help=f"where the tools are defined, as the worker has them (default: {TOOLS_ENV}, else "
+        "the built-in toolkits)",
     )
     parser.add_argument(
         "--tool-queue",
@@ -171,7 +204,12 @@ def _print_state(state: dict[str, Any], out: TextIO) -> None:
 
 
 async def follow(
-    handle: WorkflowHandle, review: bool, reviewer: str, prompter: Prompter, out: TextIO
+    reviews: Reviews,
+    handle: WorkflowHandle,
+    review: bool,
+    reviewer: str,
+    prompter: Prompter,
+    out: TextIO,
 ) -> RunResult:
     """Wait for the result; meanwhile show each new approval and, if reviewing, decide it."""
     result = asyncio.ensure_future(handle.result())
@@ -206,7 +244,7 @@ async def follow(
                 )
                 review = False
                 continue
-            entry = await send_decision(handle, decision)
+            entry = (await reviews.decide(decision, workflow_id=handle.id)).entry
             if entry is None:
                 out.write(
                     "The run did not confirm the decision yet; it will apply it when it can.\n"
@@ -260,6 +298,11 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         )
         return 2
     try:
+        tools, tool_names = run_tools(args.tools, args.tool_modules)
+    except ToolRegistrationError as error:
+        out.write(f"error: {visible(str(error))}\n")
+        return 2
+    try:
         queues = tool_queues(args.tool_queue)
     except argparse.ArgumentTypeError as error:
         out.write(f"error: HITL_TOOL_QUEUES: {visible(error)}\n")
@@ -287,6 +330,8 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         approval_timeout_seconds=args.approval_timeout,
         tool_approval_timeouts=dict(args.tool_timeout),
         auto_approve_below=args.auto_approve_below,
+        tools=tools,
+        tool_names=tool_names,
         tool_task_queues=queues,
         origin={"command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]), **state},
     )
@@ -328,7 +373,9 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 0
     review = (args.review or ("inline" if sys.stdin.isatty() else "none")) == "inline"
     try:
-        result = await follow(handle, review, reviewer_identity(args.reviewer), Prompter(), out)
+        result = await follow(
+            Reviews(client), handle, review, reviewer_identity(args.reviewer), Prompter(), out
+        )
     except WorkflowFailureError as error:
         out.write(f"The run failed: {visible(error.cause)}\n  Web UI: {visible(ui)}\n")
         return 1

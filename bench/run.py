@@ -29,7 +29,6 @@ from temporalio.client import Client, WorkflowHandle
 from activities.scripted import scripted_turn
 from activities.tools import ToolActivities
 from hitl import contract
-from hitl.cli import decide_pending, list_pending
 from hitl.config import connect, load_settings
 from hitl.devserver import DevServer, free_port, temporal_version
 from hitl.entry import exit_now
@@ -45,6 +44,7 @@ from hitl.models import (
     ToolCall,
     ToolRequest,
 )
+from hitl.reviews import Reviews
 from hitl.tools import load_tools
 from workflows.agent import SYSTEM_PROMPT
 
@@ -253,7 +253,9 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fewer than {count} runs paused")
             await asyncio.sleep(1)
-        pending = [p for p in await list_pending(self.project) if p.session_id.startswith(prefix)]
+        pending = [
+            p for p in await Reviews(self.project).pending() if p.session_id.startswith(prefix)
+        ]
         return [(p.session_id, p.id) for p in pending]
 
     async def pause_baseline_runs(self, count: int, label: str) -> list[WorkflowHandle]:
@@ -322,16 +324,14 @@ class Bench:
         print(f"\n2. bulk: {count} paused runs approved at once", flush=True)
         pairs = await self.pause_project_runs(count, "bulk")
         wanted = {approval_id for _, approval_id in pairs}
-        items = [p for p in await list_pending(self.project) if p.id in wanted]
+        items = [p for p in await Reviews(self.project).pending() if p.id in wanted]
         probe = self.workers["project"].probe
         cpu = self._cpu()
         began = time.time()
-        outcomes = await decide_pending(
-            self.project,
-            items,
-            lambda item: ApproveDecision(approval_id=item.id, reviewer="bench-bulk"),
+        outcomes = await Reviews(self.project).decide_many(
+            items, lambda item: ApproveDecision(approval_id=item.id, reviewer="bench-bulk")
         )
-        applied = sum(1 for _, entry in outcomes if entry and entry.outcome == "applied")
+        applied = sum(1 for outcome in outcomes if outcome.applied)
         started = await probe.wait_count(wanted)
         await gather_limited(
             [
@@ -374,7 +374,7 @@ class Bench:
         listings = []
         for _ in range(3):
             t0 = time.perf_counter()
-            pending = await list_pending(self.project)
+            pending = await Reviews(self.project).pending()
             listings.append(time.perf_counter() - t0)
         assert len(pending) >= count
         base_listings = []
@@ -642,11 +642,11 @@ def write_report(
         "   (`run_tool`, or the baseline's activity) starts. Runs are paused first, then",
         "   approved one at a time.",
         "2. **Bulk**: all paused runs are approved through `hitl approve --all`'s library call",
-        "   (`decide_pending`: parallel signals, each confirmed from the run's decision log);",
+        "   (`Reviews.decide_many`: parallel signals, each confirmed from the run's decision log);",
         "   the baseline signals all runs with the same parallelism. Decisions per second =",
         "   runs / time until every run completed.",
         "3. **Waiting at scale**: resident memory (VmRSS) of each worker process with all runs",
-        "   paused; `hitl pending` is `list_pending` (visibility + memo, no per-run query).",
+        "   paused; `hitl pending` is `Reviews.pending` (visibility + memo, no per-run query).",
         "   The baseline listing only lists the running workflow ids (it has no approval",
         "   details at all), so it is a lower bound for any listing.",
         "4. **Per-step overhead**: a scripted agent run of N read-only steps through the",

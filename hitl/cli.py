@@ -10,13 +10,12 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -24,8 +23,8 @@ from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     GetSystemInfoRequest,
 )
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from hitl import contract
 from hitl.config import (
@@ -39,39 +38,34 @@ from hitl.config import (
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
 from hitl.models import (
-    ApprovalRecord,
     ApprovalStatus,
     ApproveDecision,
-    DecisionEntry,
     ModifyDecision,
     PendingApproval,
     RejectDecision,
-    RunResult,
-    RunStatus,
 )
-from hitl.review import (
+from hitl.reviews import (
+    CONFIRM_SECONDS,
     AnyDecision,
+    ApprovalNotFound,
+    Outcome,
+    ReviewError,
+    Reviews,
+    RunNotFound,
+)
+from hitl.terminal import (
     Prompter,
     ask_decision,
-    confirm_decision,
     edit_in_editor,
     format_approval,
     format_entry,
     parse_modified_args,
     reviewer_identity,
-    send_decision,
-    signal_decision,
 )
-from hitl.text import columns, framed, quoted, shorten, terminal_width, visible, visible_json
+from hitl.text import columns, framed, shorten, terminal_width, visible, visible_json
 from hitl.visibility import missing_search_attributes
 
-T = TypeVar("T")
 APPLIED, REFUSED, USAGE = 0, 1, 2
-CONFIRM_SECONDS = 5.0
-QUERY_TIMEOUT = timedelta(seconds=10)
-LIST_PAGE_SIZE = 5000
-BULK_CONFIRM_SECONDS_EACH = 0.05
-_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 class CliError(Exception):
@@ -82,59 +76,6 @@ class CliError(Exception):
         # wherever the error is printed.
         super().__init__(visible(message))
         self.code = code
-
-
-# --- library calls (also used by the benchmarks) -------------------------------------------
-
-
-async def list_pending(client: Client, tool: str | None = None) -> list[PendingApproval]:
-    """Every pending approval of every running agent, from visibility alone, oldest first."""
-    query = (
-        f"WorkflowType = '{contract.WORKFLOW_NAME}' AND ExecutionStatus = 'Running' "
-        f"AND {contract.PENDING_KEY.name} > 0"
-    )
-    found: list[PendingApproval] = []
-    # Large pages: listing is bound by the server's visibility store, and every page is
-    # a round trip. Only the pending field of the memo is decoded, straight into models.
-    async for execution in client.list_workflows(query, page_size=LIST_PAGE_SIZE):
-        items: list[PendingApproval] = await execution.memo_value(
-            contract.MEMO_PENDING, default=[], type_hint=list[PendingApproval]
-        )
-        found.extend(item for item in items if tool is None or item.tool == tool)
-    found.sort(key=lambda item: item.created_at)
-    return found
-
-
-async def find_approval(
-    client: Client, approval_id: str
-) -> tuple[WorkflowHandle[Any, RunResult], ApprovalRecord]:
-    """The run holding an approval (one visibility query) and the approval's full record."""
-    if not _ID.match(approval_id):
-        raise CliError(f"{quoted(approval_id)} is not an approval id (they look like apr_1a2b…)")
-    query = f"{contract.APPROVAL_IDS_KEY.name} = '{approval_id}'"
-    async for execution in client.list_workflows(query, limit=1):
-        handle = client.get_workflow_handle(
-            execution.id, run_id=execution.run_id, result_type=RunResult
-        )
-        for record in await run_approvals(handle, execution.status):
-            if record.id == approval_id:
-                return handle, record
-    raise CliError(
-        f"no run has an approval {approval_id}; `hitl pending` lists the pending ones", REFUSED
-    )
-
-
-async def run_approvals(
-    handle: WorkflowHandle[Any, RunResult], status: WorkflowExecutionStatus | None = None
-) -> list[ApprovalRecord]:
-    """A running run answers the query; a completed one is read from its result (no worker)."""
-    if status is None:
-        status = (await handle.describe()).status
-    if status is WorkflowExecutionStatus.COMPLETED:
-        return (await handle.result()).approvals
-    return await handle.query(
-        contract.QUERY_APPROVALS, result_type=list[ApprovalRecord], rpc_timeout=QUERY_TIMEOUT
-    )
 
 
 # --- output helpers ----------------------------------------------------------------------------
@@ -207,7 +148,7 @@ def _print_framed(label: str, text: str, **print_args: Any) -> None:
 
 
 async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
-    items = await list_pending(client, args.tool)
+    items = await Reviews(client).pending(args.tool)
     if args.json:
         _print_json([pending_json(item) for item in items])
         return APPLIED
@@ -231,7 +172,7 @@ async def cmd_pending(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_show(client: Client, args: argparse.Namespace) -> int:
-    _, record = await find_approval(client, args.id)
+    record = await Reviews(client).get(args.id)
     if args.json:
         _print_json(record.model_dump(mode="json"))
     else:
@@ -239,7 +180,18 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
     return APPLIED
 
 
-def _report(entry: DecisionEntry | None, approval_id: str, what: str, run_id: str) -> int:
+def _report(outcome: Outcome, what: str = "") -> int:
+    entry, approval_id, run_id = outcome.entry, outcome.approval_id, outcome.workflow_id
+    what = what or outcome.what
+    if outcome.ended:
+        record = outcome.record
+        if record is not None and record.reviewer:
+            state = f"{record.status.value} by {visible(record.reviewer)}"
+        else:
+            state = record.status.value if record is not None else "decided"
+        raise CliError(
+            f"run {run_id} has already ended; approval {approval_id} is {state}", REFUSED
+        )
     if entry is None:
         raise CliError(
             f"the decision was sent to run {run_id}, but the run did not confirm it within "
@@ -258,51 +210,6 @@ def _report(entry: DecisionEntry | None, approval_id: str, what: str, run_id: st
     return REFUSED
 
 
-async def _unless_ended(call: Awaitable[T]) -> T | None:
-    """The call's result, or None when the run has ended meanwhile."""
-    try:
-        return await call
-    except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-
-
-async def decide_pending(
-    client: Client,
-    items: Sequence[PendingApproval],
-    build: Callable[[PendingApproval], AnyDecision],
-    concurrency: int = 64,
-) -> list[tuple[PendingApproval, DecisionEntry | None]]:
-    """Decide many pending approvals at once, then confirm each from its run's decision log.
-
-    Every signal goes out before any confirmation is asked for, so the runs resume as
-    fast as the server takes signals, not as fast as confirmations come back. The runs
-    work through their decisions one after another, so the time allowed for
-    confirmation grows with their number.
-    """
-    gate = asyncio.Semaphore(concurrency)
-    wait = CONFIRM_SECONDS + BULK_CONFIRM_SECONDS_EACH * len(items)
-
-    async def send(item: PendingApproval) -> AnyDecision | None:
-        async with gate:
-            handle = client.get_workflow_handle(item.session_id)
-            return await _unless_ended(signal_decision(handle, build(item)))
-
-    async def confirm(item: PendingApproval, sent: AnyDecision | None) -> DecisionEntry | None:
-        if sent is None:
-            return None
-        async with gate:
-            handle = client.get_workflow_handle(item.session_id)
-            return await _unless_ended(confirm_decision(handle, sent, wait))
-
-    decisions = await asyncio.gather(*(send(item) for item in items))
-    entries = await asyncio.gather(
-        *(confirm(item, sent) for item, sent in zip(items, decisions, strict=True))
-    )
-    return list(zip(items, entries, strict=True))
-
-
 async def _decide(
     client: Client, args: argparse.Namespace, build: Callable[[str], AnyDecision]
 ) -> int:
@@ -312,39 +219,28 @@ async def _decide(
         return await _decide_all(client, args, build)
     if not args.id:
         raise CliError("give the approval id (from `hitl pending`), or --all")
-    handle, record = await find_approval(client, args.id)
-    try:
-        entry = await send_decision(handle, build(record.id), wait_seconds=CONFIRM_SECONDS)
-    except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:
-            who = f" by {record.reviewer}" if record.reviewer else ""
-            raise CliError(
-                f"run {handle.id} has already ended; approval {record.id} is "
-                f"{record.status.value}{who}",
-                REFUSED,
-            ) from error
-        raise
-    return _report(
-        entry, record.id, f"{record.action_json.tool}: {record.preview.summary}", handle.id
-    )
+    # Sent first, confirmed after: no query stands between the reviewer and the run.
+    return _report(await Reviews(client).decide(build(args.id)))
 
 
 async def _decide_all(
     client: Client, args: argparse.Namespace, build: Callable[[str], AnyDecision]
 ) -> int:
-    items = await list_pending(client, args.tool)
+    reviews = Reviews(client)
+    items = await reviews.pending(args.tool)
     if not items:
         print("No pending approvals." + (f" (tool {visible(args.tool)})" if args.tool else ""))
         return APPLIED
-    outcome = APPLIED
-    for item, entry in await decide_pending(client, items, lambda item: build(item.id)):
+    result = APPLIED
+    outcomes = await reviews.decide_many(items, lambda item: build(item.id))
+    for item, outcome in zip(items, outcomes, strict=True):
         try:
-            if _report(entry, item.id, f"{item.tool}: {item.summary}", item.session_id):
-                outcome = REFUSED
+            if _report(outcome, f"{item.tool}: {item.summary}"):
+                result = REFUSED
         except CliError as error:
             print(f"{visible(item.id)}: {error}", file=sys.stderr)
-            outcome = REFUSED
-    return outcome
+            result = REFUSED
+    return result
 
 
 async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
@@ -377,7 +273,8 @@ async def cmd_reject(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
     reviewer = reviewer_identity(args.reviewer)
-    handle, record = await find_approval(client, args.id)
+    reviews = Reviews(client)
+    record = await reviews.get(args.id)
     if args.edit:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not editor:
@@ -404,41 +301,41 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         comment=args.comment or "",
         action_digest=args.digest,
     )
-    entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
     return _report(
-        entry, record.id, f"{record.action_json.tool}: {record.preview.summary}", handle.id
+        await reviews.decide(decision, workflow_id=record.session_id),
+        f"{record.action_json.tool}: {record.preview.summary}",
     )
 
 
 async def cmd_review(client: Client, args: argparse.Namespace) -> int:
     reviewer = reviewer_identity(args.reviewer)
     prompter = Prompter()
+    reviews = Reviews(client)
     # The listing already names each approval's run: one query per run gives the records.
     runs = (
         [args.run]
         if args.run
-        else list(dict.fromkeys(item.session_id for item in await list_pending(client)))
+        else list(dict.fromkeys(item.session_id for item in await reviews.pending()))
     )
     queue = []
     for run_id in runs:
-        handle = client.get_workflow_handle(run_id, result_type=RunResult)
-        records = await run_approvals(handle)
-        queue += [(handle, r) for r in records if r.status is ApprovalStatus.PENDING]
+        records = await reviews.approvals_of(run_id)
+        queue += [r for r in records if r.status is ApprovalStatus.PENDING]
     if not queue:
         print("No pending approvals to review.")
         return APPLIED
     outcome = APPLIED
-    for index, (handle, record) in enumerate(queue, 1):
+    for index, record in enumerate(queue, 1):
         print(f"[{index}/{len(queue)}]")
         print(format_approval(record))
         decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
         if decision is None:
             print("No more answers; the remaining approvals stay pending.")
             break
-        entry = await send_decision(handle, decision, wait_seconds=CONFIRM_SECONDS)
+        sent = await reviews.decide(decision, workflow_id=record.session_id)
         try:
             what = f"{record.action_json.tool}: {record.preview.summary}"
-            if _report(entry, record.id, what, handle.id) == REFUSED:
+            if _report(sent, what) == REFUSED:
                 outcome = REFUSED
         except CliError as error:
             print(str(error), file=sys.stderr)
@@ -447,32 +344,11 @@ async def cmd_review(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
-    query = f"WorkflowType = '{contract.WORKFLOW_NAME}'"
-    if args.state:
-        if not _ID.match(args.state):
-            raise CliError(f"{quoted(args.state)} is not a state (running, awaiting_approval, ...)")
-        query += f" AND {contract.STATE_KEY.name} = '{args.state}'"
-    runs = []
     now = datetime.now(UTC)
-    async for execution in client.list_workflows(query, limit=args.limit):
-        attributes = execution.typed_search_attributes
-        memo = await execution.memo()
-        status = execution.status.name.lower() if execution.status else "unknown"
-        state = attributes.get(contract.STATE_KEY) or status
-        runs.append(
-            {
-                "id": execution.id,
-                "run_id": execution.run_id,
-                "state": state
-                if status == "running" or state in ("completed", "step_limit")
-                else f"{status} ({state})",
-                "status": status,
-                "pending": attributes.get(contract.PENDING_KEY) or 0,
-                "started_at": execution.start_time.isoformat(),
-                "age": _human((now - execution.start_time).total_seconds()),
-                "task": memo.get(contract.MEMO_TASK, ""),
-            }
-        )
+    runs = await Reviews(client).runs(args.state, args.limit)
+    for run in runs:
+        run["age"] = _human((now - run["started_at"]).total_seconds())
+        run["started_at"] = run["started_at"].isoformat()
     if args.json:
         _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
     elif not runs:
@@ -498,25 +374,14 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
-    handle = client.get_workflow_handle(args.run, result_type=RunResult)
-    try:
-        description = await handle.describe()
-    except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no run {quoted(args.run)}; `hitl runs` lists them", REFUSED) from error
-        raise
-    records = await run_approvals(handle, description.status)
-    if description.status is WorkflowExecutionStatus.COMPLETED:
-        refused = (await handle.result()).refused_decisions
-    else:
-        refused = (
-            await handle.query(contract.QUERY_STATUS, result_type=RunStatus)
-        ).refused_decisions
+    audit = await Reviews(client).audit(args.run)
+    records, refused = audit.approvals, audit.refused
     if args.json:
         _print_json(
             {
                 "run": args.run,
-                "status": description.status.name.lower() if description.status else None,
+                "status": audit.status,
+                "runs": audit.runs,
                 "approvals": [record.model_dump(mode="json") for record in records],
                 "refused_decisions": [item.model_dump(mode="json") for item in refused],
             }
@@ -733,6 +598,11 @@ async def run(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"hitl: {error}", file=sys.stderr)
         return error.code
+    except ReviewError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hitl: {visible(str(error))}", file=sys.stderr)
+        return REFUSED if isinstance(error, (ApprovalNotFound, RunNotFound)) else USAGE
     except RPCError as error:
         if args.debug:
             traceback.print_exc()

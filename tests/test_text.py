@@ -19,7 +19,7 @@ from hitl.models import (
     ToolAction,
     ToolPreview,
 )
-from hitl.review import format_approval, format_entry
+from hitl.terminal import format_approval, format_entry
 from hitl.text import (
     LINE_GUTTER,
     WRAP_GUTTER,

@@ -27,7 +27,7 @@ from hitl.models import (
     ToolAction,
     ToolPreview,
 )
-from hitl.review import Prompter, ask_decision, format_approval
+from hitl.terminal import Prompter, ask_decision, format_approval
 from hitl.toolkits.email import SendEmailArgs
 from hitl.toolkits.files import DeleteFilesArgs
 from hitl.tools import Tool, load_tools

@@ -1,8 +1,7 @@
-"""What a reviewer sees and answers: the approval summary, the prompt, the decision round trip."""
+"""What a reviewer sees and answers on a terminal: the approval summary and the prompt."""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -11,14 +10,11 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import IO
 
 import jsonschema
-from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
 
-from hitl import contract
 from hitl.models import (
     ApprovalRecord,
     ApproveDecision,
@@ -26,9 +22,9 @@ from hitl.models import (
     ModifyDecision,
     RejectDecision,
 )
+from hitl.reviews import AnyDecision
 from hitl.text import framed, shorten, terminal_width, visible, visible_json
 
-AnyDecision = ApproveDecision | RejectDecision | ModifyDecision
 PROMPT = "Approve? [y/n/e(dit)]: "
 
 
@@ -244,53 +240,3 @@ def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> A
                 continue
             return ModifyDecision(**common, args=parsed)
         prompter.stdout.write("Answer y (approve), n (reject) or e (edit the arguments).\n")
-
-
-async def send_decision(
-    handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float = 10.0
-) -> DecisionEntry | None:
-    """Signal the decision, then wait until the run's decision log shows its outcome."""
-    decision = await signal_decision(handle, decision)
-    return await confirm_decision(handle, decision, wait_seconds)
-
-
-async def signal_decision(handle: WorkflowHandle, decision: AnyDecision) -> AnyDecision:
-    """Send a decision as its signal; returns it with the decision id that finds its outcome."""
-    if decision.decision_id is None:
-        decision = decision.model_copy(update={"decision_id": f"dec_{uuid.uuid4().hex[:12]}"})
-    signal = {
-        "approve": contract.SIGNAL_APPROVE,
-        "reject": contract.SIGNAL_REJECT,
-        "modify": contract.SIGNAL_MODIFY,
-    }[decision.kind]
-    await handle.signal(signal, decision.model_dump(mode="json", exclude={"kind"}))
-    return decision
-
-
-async def confirm_decision(
-    handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float = 10.0
-) -> DecisionEntry | None:
-    """The decision's entry in the run's decision log, or None if it is not there in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_seconds
-    delay = 0.02
-    while True:
-        try:
-            records: list[ApprovalRecord] = await handle.query(
-                contract.QUERY_APPROVALS,
-                result_type=list[ApprovalRecord],
-                rpc_timeout=timedelta(seconds=max(1.0, deadline - loop.time())),
-            )
-        except RPCError as error:
-            # A busy or absent worker answers late: that is "not confirmed yet".
-            if error.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-                raise
-            records = []
-        for record in records:
-            for entry in record.decisions:
-                if entry.decision_id == decision.decision_id:
-                    return entry
-        if loop.time() > deadline:
-            return None
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
