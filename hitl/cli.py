@@ -53,6 +53,7 @@ from hitl.reviews import (
     Reviews,
     RunNotFound,
 )
+from hitl.runworker import add_worker_arguments, run_worker
 from hitl.terminal import (
     Prompter,
     ask_decision,
@@ -567,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("run", help="workflow id of the run")
     audit.add_argument("--json", action="store_true")
     add("doctor", "check the local set-up and say what is wrong")
+    add_worker_arguments(
+        add("worker", "run a worker: agent runs and their tools (--tools MODULES)")
+    )
     return parser
 
 
@@ -587,6 +591,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return await cmd_doctor(args)
+        if args.command == "worker":
+            return await run_worker(args)
         settings = load_settings()
         try:
             client = await connect(settings)

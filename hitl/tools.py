@@ -477,11 +477,17 @@ def _arguments(
             )
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (hints[parameter.name], default)
-    model = create_model(
-        f"{name.title().replace('_', '')}Args",
-        __config__=ConfigDict(extra="forbid"),
-        **fields,
-    )
+    try:
+        model = create_model(
+            f"{name.title().replace('_', '')}Args",
+            __config__=ConfigDict(extra="forbid"),
+            **fields,
+        )
+    except Exception as error:
+        raise ToolRegistrationError(
+            f"tool {name}: its arguments can't be described as JSON Schema "
+            f"({type(error).__name__}: {error}); use JSON-compatible types"
+        ) from None
     return model, True
 
 

@@ -28,11 +28,15 @@ class WorkerProcess:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(
-        self, timeout: float = 30, extra_args: list[str] | None = None
+        self,
+        timeout: float = 30,
+        extra_args: list[str] | None = None,
+        command: list[str] | None = None,
     ) -> WorkerProcess:
+        """`python worker.py EXTRA_ARGS`, or `command` (e.g. `hitl worker --tools ...`)."""
+        argv = command or [sys.executable, str(ROOT / "worker.py")]
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "worker.py"),
+            *argv,
             *(extra_args or []),
             cwd=ROOT,
             env=self.env,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from temporalio.client import Client
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
@@ -321,3 +322,53 @@ async def test_killing_the_worker_around_an_approved_deletion_deletes_exactly_th
     for workspace, result in zip(workspaces, results, strict=True):
         assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
         assert result.state is RunState.COMPLETED
+
+
+async def test_killing_the_worker_during_the_preview_asks_once_and_acts_once(
+    env: WorkflowEnvironment, client: Client, tmp_path: Path
+) -> None:
+    # A user tool whose preview asks a slow pricing service (tests/usertools/shop.py).
+    runs = 2
+    relay = Relay(
+        _address(env),
+        f"tq-kill-preview-{uuid.uuid4().hex[:6]}",
+        HITL_TOOLS="tests.usertools.shop",
+        SHOP_PREVIEW_SECONDS="3",
+    )
+    quote = ("slow_quote", {"customer": "ACME"})
+    await relay.start()
+    try:
+        handles = [
+            await start_run(
+                client, relay.task_queue, make_logs(tmp_path / f"ws{i}"), script=[turn(quote)]
+            )
+            for i in range(runs)
+        ]
+
+        async def previewing(handle: WorkflowHandle) -> bool:
+            description = await handle.describe()
+            return any(
+                activity.activity_type.name == "check_tool"
+                and activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for activity in description.raw_description.pending_activities
+            )
+
+        for _ in range(600):
+            if all([await previewing(handle) for handle in handles]):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the previews never started")
+        await relay.kill_and_replace()
+        records = [(await wait_pending(handle, timeout=60))[0] for handle in handles]
+        for handle, record in zip(handles, records, strict=True):
+            assert record.preview.summary == "quote for ACME"
+            await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(handle.result() for handle in handles)), timeout=60
+        )
+    finally:
+        await relay.stop()
+    for result in results:
+        [done] = result.approvals
+        assert done.result is not None and done.result.output == {"quoted": "ACME"}
