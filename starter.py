@@ -94,6 +94,8 @@ def run_tools(
         if "could not be imported" not in str(error):
             raise
         return None, wanted
+    if wanted is not None and any(name not in registry for name in wanted):
+        return None, wanted  # defined only where the worker runs: it describes them
     return registry.descriptors(wanted), wanted
 
 
