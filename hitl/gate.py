@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         canonical_json,
     )
-    from hitl.text import clip, lone_surrogate, quoted
+    from hitl.text import clip, lone_surrogate, markdown_text, quoted
 
 DECISION_SIGNALS = {
     contract.SIGNAL_APPROVE: DecisionKind.APPROVE,
@@ -682,12 +682,12 @@ class ApprovalGate:
         }
         if pending:
             details = "\n".join(
-                f"awaiting approval: {item.tool}, {item.summary}, expires "
-                f"{item.expires_at:%H:%M} UTC ({item.id})"
+                f"awaiting approval: {markdown_text(item.tool)}, {markdown_text(item.summary)}, "
+                f"expires {item.expires_at:%H:%M} UTC ({item.id})"
                 for item in pending
             )
         else:
-            details = self._details or state
+            details = markdown_text(self._details or state)
         published = (state, len(pending), ids, memo, details)
         if published == self._published:
             return

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from hitl.secrets import current_redactor
+from hitl.text import visible
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -66,6 +67,15 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _visible_event(
+    logger: object, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    return {
+        key: visible(value, multiline=key == "exception") if isinstance(value, str) else value
+        for key, value in event.items()
+    }
+
+
 def configure_logging(level: str | None = None, stream: object = None) -> None:
     """One format for our events and for the SDK's (workflow.logger included)."""
     out = stream or sys.stderr
@@ -102,6 +112,9 @@ def configure_logging(level: str | None = None, stream: object = None) -> None:
                 *tracebacks,
                 # Before rendering, so a secret that JSON would escape is still found.
                 redact_event,
+                # JSON escapes control characters itself; a terminal needs them made visible,
+                # or a file name in a log line could rewrite what an operator sees.
+                *([] if json_output else [_visible_event]),
                 _redacting(renderer),
             ],
         )

@@ -298,3 +298,12 @@ def lone_surrogate(value: object) -> str | None:
         elif isinstance(item, list | tuple):
             stack.extend(item)
     return None
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
+
+
+def markdown_text(text: object) -> str:
+    """Untrusted text shown where Temporal renders markdown (the Web UI's details):
+    visible, with every markdown character escaped, so a name can't become a link."""
+    return _MARKDOWN.sub(r"\\\1", visible(text))

@@ -67,7 +67,8 @@ async def test_approve_deletes_exactly_the_old_logs(
     assert (await status(handle)).state is RunState.AWAITING_APPROVAL
     # The Web UI's "current details" say what the run waits for.
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-    assert metadata.current_details.startswith("awaiting approval: delete_files, delete 3 files")
+    # Markdown (the UI renders it) with untrusted text escaped: delete\_files.
+    assert metadata.current_details.startswith(r"awaiting approval: delete\_files, delete 3 files")
     assert record.id in metadata.current_details and "expires" in metadata.current_details
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER), "nothing before approval"
 

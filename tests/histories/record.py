@@ -99,12 +99,37 @@ async def timed_out(client: Client, queue: str, ws: Path, save: Any) -> None:
     await save("completed", handle)
 
 
+async def continued(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """Junk decisions push a waiting run over its history limit: it continues as new."""
+    from hitl.models import RunLimits
+
+    handle = await start_run(client, queue, ws, limits=RunLimits(continue_as_new_events=200))
+    [record] = await wait_pending(handle)
+    first = (await handle.describe()).run_id
+    latest = client.get_workflow_handle(handle.id)
+    for batch in range(40):
+        await asyncio.gather(
+            *(handle.signal(contract.SIGNAL_APPROVE, _decision(f"apr_j{batch}_{i}", "x"))
+              for i in range(10))
+        )  # fmt: skip
+        await asyncio.sleep(0.1)
+        if (await latest.describe()).run_id != first:
+            break
+    await save("before", client.get_workflow_handle(handle.id, run_id=first))
+    await wait_pending(latest)
+    await save("paused", latest)
+    await latest.signal(contract.SIGNAL_APPROVE, _decision(record.id, "alice"))
+    await latest.result()
+    await save("completed", latest)
+
+
 SCENARIOS: dict[str, Any] = {
     "single": single,
     "parallel": parallel,
     "modified": modified,
     "refused": refused,
     "timed-out": timed_out,
+    "continued": continued,
 }
 
 
