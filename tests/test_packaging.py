@@ -55,3 +55,27 @@ def test_compose_worker_reaches_the_server_and_builds_from_this_repo(compose: di
         if line.startswith("COPY "):
             for source in shlex.split(line)[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_compose_runs_commands_on_a_worker_that_holds_no_secrets(compose: dict) -> None:
+    commands = compose["services"]["commands"]
+    assert "--tools-only" in commands["command"]
+    queue = commands["command"][commands["command"].index("--task-queue") + 1]
+    assert set(commands["environment"]) <= {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"}
+    assert "env_file" not in commands
+    routed = compose["services"]["worker"]["environment"]["HITL_TOOL_QUEUES"]
+    assert routed == f"run_command={queue}"
+
+
+def test_every_package_is_installed_not_only_in_an_editable_checkout() -> None:
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        init.parent.relative_to(ROOT).as_posix().replace("/", ".")
+        for top in ("hitl", "workflows", "activities")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"pyproject.toml does not install {sorted(found - listed)}"
