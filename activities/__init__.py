@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
+from activities.authz import verify_decision
 from activities.llm import llm_next_step
 from activities.notify import notify_approval
 from activities.tools import ToolActivities
@@ -18,7 +19,13 @@ def worker_activities(
     secrets in its environment (docs/secrets.md).
     """
     tools = ToolActivities(registry if registry is not None else load_tools()).all()
-    return tools if tools_only else [llm_next_step, notify_approval, *tools]
+    return tools if tools_only else [llm_next_step, notify_approval, verify_decision, *tools]
 
 
-__all__ = ["ToolActivities", "llm_next_step", "notify_approval", "worker_activities"]
+__all__ = [
+    "ToolActivities",
+    "llm_next_step",
+    "notify_approval",
+    "verify_decision",
+    "worker_activities",
+]

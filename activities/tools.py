@@ -35,6 +35,7 @@ from hitl.models import (
     canonical_json,
 )
 from hitl.policy import format_validation_error
+from hitl.reviewers import ReviewerConfigError, load_config
 from hitl.secrets import redact_model
 from hitl.text import clip, quoted, visible
 from hitl.toolkits.workspace import JOURNAL_DIR, Journal
@@ -205,6 +206,11 @@ class ToolActivities:
             preview.warnings.append(
                 _failure(f"the risk could not be scored ({type(error).__name__}: {error}); 100")
             )
+        try:
+            quorum = load_config().quorum_for(risk, own=found.quorum)
+        except ReviewerConfigError as error:
+            quorum = found.quorum
+            preview.warnings.append(_failure(f"the reviewers file is unusable: {error}"))
         return ToolCheck(
             ok=True,
             args=normalized,
@@ -212,6 +218,7 @@ class ToolActivities:
             risk=risk,
             preview=bounded_preview(preview),
             execution_timeout_seconds=timeout,
+            quorum=quorum,
         )
 
     async def _preview(self, found: Tool, args: Any, ctx: ToolContext) -> ToolPreview:

@@ -43,6 +43,15 @@ from hitl.models import (
     ModifyDecision,
     PendingApproval,
     RejectDecision,
+    RevokeDecision,
+)
+from hitl.reviewers import (
+    REVIEWERS_ENV,
+    ReviewerConfigError,
+    add_reviewer,
+    decision_keys,
+    load_config,
+    new_key,
 )
 from hitl.reviews import (
     CONFIRM_SECONDS,
@@ -184,6 +193,9 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
 def _report(outcome: Outcome, what: str = "") -> int:
     entry, approval_id, run_id = outcome.entry, outcome.approval_id, outcome.workflow_id
     what = what or outcome.what
+    if outcome.rejected:
+        print(f"Refused {visible(approval_id)}: {visible(outcome.rejected)}", file=sys.stderr)
+        return REFUSED
     if outcome.ended:
         record = outcome.record
         if record is not None and record.reviewer:
@@ -199,8 +211,19 @@ def _report(outcome: Outcome, what: str = "") -> int:
             f"{CONFIRM_SECONDS:g} s; it applies when a worker runs the workflow "
             "(`hitl doctor` checks for workers)"
         )
+    if entry.outcome == "applied" and entry.note:
+        print(
+            f"Recorded {visible(entry.reviewer)}'s approval of {visible(approval_id)} "
+            f"({visible(entry.note)}); it waits for more approvers."
+        )
+        return APPLIED
     if entry.outcome == "applied":
-        verb = {"approve": "Approved", "reject": "Rejected", "modify": "Modified"}[entry.kind]
+        verb = {
+            "approve": "Approved",
+            "reject": "Rejected",
+            "modify": "Modified",
+            "revoke": "Revoked",
+        }[entry.kind]
         # `what` only reminds of the action (`show` has it all): short enough for one line.
         print(
             f"{verb} {visible(approval_id)} ({shorten(what, 80)}) in run {visible(run_id)} "
@@ -254,8 +277,59 @@ async def cmd_approve(client: Client, args: argparse.Namespace) -> int:
             reviewer=reviewer,
             comment=args.comment or "",
             action_digest=args.digest,
+            scope=args.scope,
+            max_risk=args.max_risk,
         ),
     )
+
+
+async def cmd_revoke(client: Client, args: argparse.Namespace) -> int:
+    decision = RevokeDecision(
+        approval_id=args.id, reviewer=reviewer_identity(args.reviewer), reason=args.reason or ""
+    )
+    reviews = Reviews(client)
+    located = await reviews.locate(args.id)
+    outcome = await reviews.decide(decision, workflow_id=located.workflow_id)
+    return _report(outcome, "standing approval")
+
+
+async def cmd_reviewers(args: argparse.Namespace) -> int:
+    if args.action == "key":
+        print(new_key())
+        print(
+            "Give it to the worker in HITL_DECISION_KEYS as ISSUER:KEY (api:KEY for the review "
+            "API) and to the signer as HITL_SIGNING_KEY.",
+            file=sys.stderr,
+        )
+        return APPLIED
+    path = Path(args.file or os.environ.get(REVIEWERS_ENV) or "reviewers.toml")
+    if args.action == "add":
+        if not args.name:
+            raise CliError("give the reviewer's name: hitl reviewers add NAME")
+        token = add_reviewer(
+            path,
+            args.name,
+            tools=args.tools.split(",") if args.tools else None,
+            max_risk=args.max_risk,
+            groups=args.groups.split(",") if args.groups else None,
+        )
+        print(token)
+        print(
+            f"Added {visible(args.name)} to {path}. The token above is shown once: give it to "
+            f"them as their bearer token (only its hash is kept). Set {REVIEWERS_ENV}={path} "
+            "for the worker and `hitl serve`.",
+            file=sys.stderr,
+        )
+        return APPLIED
+    config = load_config(path)
+    for reviewer in config.reviewers.values():
+        print(
+            f"{visible(reviewer.name):20} tools {','.join(reviewer.tools)}  max risk "
+            f"{reviewer.max_risk}  groups {','.join(reviewer.groups) or '-'}"
+        )
+    for rule in config.quorum:
+        print(f"quorum: risk >= {rule.min_risk} needs {rule.approvals} approvers")
+    return APPLIED
 
 
 async def cmd_reject(client: Client, args: argparse.Namespace) -> int:
@@ -449,6 +523,20 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
     _say(f"base url      {model.base_url or offline}  [{base_source}]")
     _say(f"config file   {config_file} ({config_state})")
     try:
+        keys, reviewers = decision_keys(), load_config()
+    except ReviewerConfigError as error:
+        problems.append(f"the reviewer configuration is unusable: {error}")
+        keys, reviewers = {}, None
+    if keys:
+        _say(f"decisions     signed: the worker accepts issuers {', '.join(sorted(keys))}")
+    else:
+        _say(
+            "decisions     UNAUTHENTICATED: any reviewer name is believed (set "
+            "HITL_DECISION_KEYS on the worker and HITL_REVIEWERS; see README)"
+        )
+    if reviewers is not None and reviewers.path is not None:
+        _say(f"reviewers     {len(reviewers.reviewers)} in {reviewers.path}")
+    try:
         client = await asyncio.wait_for(connect(settings), timeout=5)
     except (RuntimeError, TimeoutError) as error:
         _say(f"server        DOWN: nothing answers at {settings.address} ({_first_line(error)})")
@@ -550,6 +638,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     approve = decision_command("approve", "approve the exact proposed action")
     approve.add_argument("--comment", help="a note kept with the decision")
+    approve.add_argument(
+        "--scope",
+        choices=("once", "action", "tool"),
+        default="once",
+        help="also approve this exact action (action) or this tool up to --max-risk (tool) "
+        "for the rest of the run: a standing approval, revoked with `hitl revoke`",
+    )
+    approve.add_argument("--max-risk", type=int, help="with --scope tool: up to this risk")
+    revoke = add("revoke", "end a standing approval (named by the approval it was granted with)")
+    revoke.add_argument("id", help="the approval id the standing approval was granted with")
+    revoke.add_argument("--reason", help="why")
+    revoke.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    reviewers = add("reviewers", "manage the reviewers file: add NAME, list, key")
+    reviewers.add_argument("action", choices=("add", "list", "key"))
+    reviewers.add_argument("name", nargs="?", help="with add: the reviewer's name")
+    reviewers.add_argument("--file", help=f"the reviewers file (default: {REVIEWERS_ENV})")
+    reviewers.add_argument("--tools", help="tools they may decide, comma-separated (all)")
+    reviewers.add_argument("--max-risk", type=int, default=100, help="highest risk (100)")
+    reviewers.add_argument("--groups", help="their groups, comma-separated")
     reject = decision_command("reject", "reject; the agent is told the reason")
     reject.add_argument("--reason", required=True, help="why (the agent reads it)")
     modify = decision_command("modify", "run the action with other arguments", bulk=False)
@@ -583,6 +690,7 @@ COMMANDS = {
     "review": cmd_review,
     "runs": cmd_runs,
     "audit": cmd_audit,
+    "revoke": cmd_revoke,
 }
 
 
@@ -593,6 +701,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
             return await cmd_doctor(args)
         if args.command == "worker":
             return await run_worker(args)
+        if args.command == "reviewers":
+            return await cmd_reviewers(args)
         settings = load_settings()
         try:
             client = await connect(settings)
@@ -604,6 +714,9 @@ async def run(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"hitl: {error}", file=sys.stderr)
         return error.code
+    except ReviewerConfigError as error:
+        print(f"hitl: {visible(str(error))}", file=sys.stderr)
+        return USAGE
     except ReviewError as error:
         if args.debug:
             traceback.print_exc()

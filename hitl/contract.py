@@ -14,6 +14,10 @@ DEFAULT_TASK_QUEUE = "hitl-agents"
 SIGNAL_APPROVE = "approve"
 SIGNAL_REJECT = "reject"
 SIGNAL_MODIFY = "modify"
+SIGNAL_REVOKE = "revoke"
+UPDATE_DECIDE = "decide"
+"""One update for every decision kind: the outcome comes back in one round trip, and a
+validator keeps malformed decisions out of history."""
 QUERY_APPROVALS = "approvals"
 QUERY_STATUS = "status"
 
@@ -23,6 +27,7 @@ ACTIVITY_RUN_TOOL = "run_tool"
 ACTIVITY_NOTIFY = "notify_approval"
 ACTIVITY_DESCRIBE_TOOLS = "describe_tools"
 ACTIVITY_CHECK_TOOL = "check_tool"
+ACTIVITY_VERIFY_DECISION = "verify_decision"
 
 STATE_KEY = SearchAttributeKey.for_keyword("HitlState")
 PENDING_KEY = SearchAttributeKey.for_int("HitlPendingApprovals")

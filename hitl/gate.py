@@ -31,7 +31,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -47,7 +47,10 @@ with workflow.unsafe.imports_passed_through():
         ApprovalOutcome,
         ApprovalRecord,
         ApprovalStatus,
+        ApproveDecision,
         CallState,
+        DecisionCheck,
+        DecisionCheckRequest,
         DecisionEntry,
         DecisionKind,
         GateState,
@@ -57,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         RefusedDecision,
         RejectDecision,
         RejectedAction,
+        StandingApproval,
         ToolAction,
         ToolCheck,
         ToolCheckRequest,
@@ -64,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         ToolPreview,
         ToolRequest,
         ToolResult,
+        Vote,
         canonical_json,
     )
     from hitl.text import clip, lone_surrogate, markdown_text, quoted
@@ -72,7 +77,12 @@ DECISION_SIGNALS = {
     contract.SIGNAL_APPROVE: DecisionKind.APPROVE,
     contract.SIGNAL_REJECT: DecisionKind.REJECT,
     contract.SIGNAL_MODIFY: DecisionKind.MODIFY,
+    contract.SIGNAL_REVOKE: DecisionKind.REVOKE,
 }
+PATCH_VERIFIED_DECISIONS = "hitl-verified-decisions"
+"""Decisions are checked by the worker (signature, reviewer rules) before they apply.
+Runs that received decisions before this existed keep applying them without the check."""
+VERIFY_TIMEOUT = timedelta(seconds=10)
 MAX_REMEMBERED_REJECTIONS = 200
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
@@ -104,6 +114,22 @@ class _Incoming:
     received_at: datetime
     refused: DecisionEntry | None = None
     """Already refused on arrival (unreadable): logged in its turn, so the log keeps order."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The payload as it came: what a signature was made over."""
+    entry: DecisionEntry | None = None
+    """Set once the decision is logged, for an update waiting on its outcome."""
+
+
+def current_digest(record: ApprovalRecord) -> str:
+    """The digest of the action a decision now decides: the reviewer's modification while
+    a quorum is still counting, else the proposed action."""
+    return record.effective_action.digest() if record.modified_action_json else record.action_digest
+
+
+def _scope_text(standing: StandingApproval) -> str:
+    if standing.scope == "action":
+        return "this exact action"
+    return f"{standing.tool} up to risk {standing.max_risk}"
 
 
 def duration_text(delta: timedelta) -> str:
@@ -150,6 +176,8 @@ class ApprovalGate:
         self._inbox: dict[str, list[_Incoming]] = {record.id: [] for record in state.pending}
         self._validators: dict[str, Validator | None] = {}
         self._rejected: dict[str, RejectedAction] = dict(state.rejected)
+        self._standing: dict[str, StandingApproval] = {s.id: s for s in state.standing}
+        self._revocations: list[_Incoming] = []
         self._approvals_total = state.approvals_total
         self._refused: list[RefusedDecision] = []
         self._refused_dropped = 0
@@ -164,11 +192,16 @@ class ApprovalGate:
         self._announced: set[str] = set(self._records)
         self._previous_dynamic = workflow.get_dynamic_signal_handler()
         workflow.set_dynamic_signal_handler(self._on_signal)
+        if workflow.get_update_handler(contract.UPDATE_DECIDE) is None:
+            workflow.set_update_handler(
+                contract.UPDATE_DECIDE, self._on_update, validator=self._validate_update
+            )
         if workflow.get_query_handler(contract.QUERY_APPROVALS) is None:
             workflow.set_query_handler(contract.QUERY_APPROVALS, self.approvals)
         if workflow.get_query_handler(contract.QUERY_STATUS) is None:
             workflow.set_query_handler(contract.QUERY_STATUS, status or self.status)
         self._publisher = asyncio.create_task(self._publish_loop())
+        self._revoker = asyncio.create_task(self._revoke_loop())
 
     # --- asking -------------------------------------------------------------------------
 
@@ -182,6 +215,7 @@ class ApprovalGate:
         risk: int = 50,
         validate: Validator | None = None,
         approved_by_policy: str | None = None,
+        quorum: int = 1,
     ) -> ApprovalOutcome:
         """Ask for a decision on `action` and wait for it (or for the timeout).
 
@@ -201,7 +235,13 @@ class ApprovalGate:
                 repeated=True,
             )
         record = self.open(
-            action, preview=preview, context=context, timeout=timeout, risk=risk, validate=validate
+            action,
+            preview=preview,
+            context=context,
+            timeout=timeout,
+            risk=risk,
+            validate=validate,
+            quorum=quorum,
         )
         if approved_by_policy is not None:
             self.approve_by_policy(record.id, approved_by_policy)
@@ -230,8 +270,12 @@ class ApprovalGate:
         validate: Validator | None = None,
         args_schema: dict[str, Any] | None = None,
         execution_timeout: timedelta | None = None,
+        quorum: int = 1,
     ) -> ApprovalRecord:
-        """Record a pending approval; `wait` announces it and waits for its decision."""
+        """Record a pending approval; `wait` announces it and waits for its decision.
+
+        A standing approval that covers the action decides it at once.
+        """
         now = workflow.now()
         info = workflow.info()
         if isinstance(context, str) or context is None:
@@ -251,12 +295,25 @@ class ApprovalGate:
             execution_timeout_seconds=(
                 execution_timeout.total_seconds() if execution_timeout is not None else None
             ),
+            quorum=max(1, int(quorum)),
         )
         self._records[record.id] = record
         self._inbox[record.id] = []
         self._validators[record.id] = validate
         self._approvals_total += 1
         self._dirty = True
+        standing = self._standing_for(record)
+        if standing is not None:
+            standing.uses += 1
+            record.standing = standing.id
+            self._settle_by_system(
+                record,
+                DecisionKind.STANDING,
+                ApprovalStatus.APPROVED,
+                standing.reviewer,
+                f"approved by {standing.reviewer}'s standing approval {standing.id} "
+                f"({_scope_text(standing)}, for the rest of the run)",
+            )
         return record
 
     async def wait(self, approval_id: str, validate: Validator | None = None) -> ApprovalOutcome:
@@ -339,43 +396,148 @@ class ApprovalGate:
 
     async def _judge(self, record: ApprovalRecord, item: _Incoming) -> None:
         if item.refused is not None:
-            self._log(record, item.refused)
-            return
-        validate = self._validators.get(record.id)
-        verdict = policy.judge(record, item.decision, item.received_at, validate is not None)
-        refusal, modification = verdict.refusal, None
-        if verdict.check_args is not None and validate is not None:
-            self._judging += 1
-            try:
-                modification = await _modification(validate, verdict.check_args)
-            except Exception as error:  # the tool's code refuses, in its own words
-                refusal = policy.modification_refusal(record, error)
-            finally:
-                self._judging -= 1
-        entry = self._entry(item, refusal)
-        if refusal:
-            self._log(record, entry)
+            self._log(record, item.refused, item)
             return
         decision = item.decision
-        record.decisions.append(entry)
-        record.reviewer = decision.reviewer
-        record.reviewed_at = workflow.now()
-        record.reason = entry.reason or None
+        if decision.decision_id and any(
+            entry.decision_id == decision.decision_id for entry in record.decisions
+        ):
+            self._log(
+                record,
+                self._entry(item, f"decision {quoted(decision.decision_id)} was already received"),
+                item,
+            )
+            return
+        validate = self._validators.get(record.id)
+        verdict = policy.judge(record, decision, item.received_at, validate is not None)
+        refusal, modification = verdict.refusal, None
+        self._judging += 1
+        try:
+            if refusal is None:
+                refusal = await self._verify(
+                    item, record.action_json.tool, record.risk, record.context.requested_by
+                )
+            if refusal is None:
+                refusal = self._vote_refusal(record, decision)
+            if refusal is None and verdict.check_args is not None and validate is not None:
+                try:
+                    modification = await _modification(validate, verdict.check_args)
+                except Exception as error:  # the tool's code refuses, in its own words
+                    refusal = policy.modification_refusal(record, error)
+        finally:
+            self._judging -= 1
+        if refusal:
+            self._log(record, self._entry(item, refusal), item)
+            return
         if isinstance(decision, RejectDecision):
-            record.status = ApprovalStatus.REJECTED
-            record.reason = decision.reason or "no reason given"
+            self._apply(record, item, ApprovalStatus.REJECTED, decision.reason or "no reason given")
         elif modification is not None:
-            record.status = ApprovalStatus.MODIFIED
             record.modified_action_json = ToolAction(
                 tool=record.action_json.tool, args=modification.args
             )
             record.modified_preview = modification.preview
+            if record.quorum > 1:
+                # The count starts again for the new arguments; the modifier's is the first.
+                record.votes = [self._vote(record, item)]
+            self._count(record, item, ApprovalStatus.MODIFIED)
+        elif record.quorum > 1:
+            record.votes.append(self._vote(record, item))
+            self._count(
+                record,
+                item,
+                ApprovalStatus.MODIFIED if record.modified_action_json else ApprovalStatus.APPROVED,
+            )
         else:
-            record.status = ApprovalStatus.APPROVED
-        self._dirty = True
-        workflow.logger.info(
-            "Approval %s %s by %s", record.id, record.status.value, decision.reviewer
+            self._apply(record, item, ApprovalStatus.APPROVED, decision.comment or None)
+            self._grant(record, decision)
+
+    def _vote_refusal(self, record: ApprovalRecord, decision: Any) -> str | None:
+        if record.quorum <= 1:
+            if isinstance(decision, ApproveDecision) and decision.scope != "once" and record.votes:
+                return "a standing approval can't be granted on an approval that needs a quorum"
+            return None
+        if isinstance(decision, ApproveDecision):
+            if decision.scope != "once":
+                return (
+                    f"approval {record.id} needs {record.quorum} approvers; a standing approval "
+                    "can't stand in for them"
+                )
+            digest = current_digest(record)
+            if any(
+                v.reviewer == decision.reviewer and v.action_digest == digest for v in record.votes
+            ):
+                return (
+                    f"{quoted(decision.reviewer)} has already approved this action; it needs "
+                    f"{record.quorum} different approvers"
+                )
+        return None
+
+    def _vote(self, record: ApprovalRecord, item: _Incoming) -> Vote:
+        return Vote(
+            reviewer=item.decision.reviewer,
+            at=item.received_at,
+            action_digest=current_digest(record),
+            decision_id=item.decision.decision_id,
         )
+
+    def _count(self, record: ApprovalRecord, item: _Incoming, status: ApprovalStatus) -> None:
+        """A vote (or a modification) towards the quorum: decided once there are enough."""
+        votes = len(record.votes)
+        if record.quorum <= 1 or votes >= record.quorum:
+            note = f"{votes} of {record.quorum} approvals" if record.quorum > 1 else None
+            reviewers = ", ".join(v.reviewer for v in record.votes) if record.quorum > 1 else None
+            self._apply(record, item, status, item.decision.comment or None, note, reviewers)
+            return
+        entry = self._entry(item, None, note=f"{votes} of {record.quorum} approvals")
+        record.decisions.append(entry)
+        item.entry = entry
+        self._dirty = True
+        workflow.logger.info("Approval %s: %d of %d approvals", record.id, votes, record.quorum)
+
+    def _apply(
+        self,
+        record: ApprovalRecord,
+        item: _Incoming,
+        status: ApprovalStatus,
+        reason: str | None,
+        note: str | None = None,
+        reviewers: str | None = None,
+    ) -> None:
+        entry = self._entry(item, None, note=note)
+        record.decisions.append(entry)
+        item.entry = entry
+        record.reviewer = reviewers or item.decision.reviewer
+        record.reviewed_at = workflow.now()
+        record.reason = reason
+        record.status = status
+        self._dirty = True
+        workflow.logger.info("Approval %s %s by %s", record.id, status.value, record.reviewer)
+
+    def _grant(self, record: ApprovalRecord, decision: Any) -> None:
+        """An approval that keeps approving: this action, or this tool up to a risk."""
+        if not isinstance(decision, ApproveDecision) or decision.scope == "once":
+            return
+        self._standing[record.id] = StandingApproval(
+            id=record.id,
+            reviewer=decision.reviewer,
+            scope=decision.scope,
+            tool=record.action_json.tool,
+            action_key=record.action_json.key() if decision.scope == "action" else None,
+            max_risk=record.risk if decision.max_risk is None else decision.max_risk,
+            granted_at=workflow.now(),
+        )
+
+    def _standing_for(self, record: ApprovalRecord) -> StandingApproval | None:
+        if record.quorum > 1:
+            return None
+        for standing in self._standing.values():
+            if standing.revoked_at is not None or standing.tool != record.action_json.tool:
+                continue
+            if standing.scope == "action" and standing.action_key == record.action_json.key():
+                return standing
+            if standing.scope == "tool" and record.risk <= standing.max_risk:
+                return standing
+        return None
 
     def _settle_by_system(
         self,
@@ -432,7 +594,7 @@ class ApprovalGate:
             )
 
     def receive(self, kind: DecisionKind, args: Sequence[RawValue], name: str) -> None:
-        """Take one decision as it arrived: queue it for judging, or refuse it now."""
+        """Take one signalled decision as it arrived: queue it for judging, or refuse it now."""
         if len(args) != 1:
             self._refuse_unattached(
                 name,
@@ -452,6 +614,10 @@ class ApprovalGate:
                 f"{clip(str(error), 200)}",
             )
             return
+        self._take(kind, value, name)
+
+    def _take(self, kind: DecisionKind, value: Any, name: str) -> _Incoming | None:
+        """A decoded decision: queued for its approval (returned), or refused now (None)."""
         # ASCII JSON: whatever the payload holds (lone surrogates too), the excerpt kept of
         # it can always be written to history.
         text = json.dumps(value, default=str)
@@ -463,24 +629,28 @@ class ApprovalGate:
         decision = None
         if refusal is None:
             decision, refusal = self._validate(kind, fields)
+        now = workflow.now()
+        if kind is DecisionKind.REVOKE and refusal is None:
+            return self._take_revoke(decision, fields, now, name, (excerpt, size))
         if refusal is not None:
             if record is None:
                 self._refuse_unattached(name, (excerpt, size), refusal)
-                return
+                return None
             entry = DecisionEntry(
                 decision_id=_text(fields.get("decision_id")),
                 kind=kind,
                 reviewer=_text(fields.get("reviewer")) or "unknown",
-                received_at=workflow.now(),
+                received_at=now,
                 outcome="refused",
                 refusal=refusal,
                 excerpt=excerpt,
             )
+            item = _Incoming(kind, None, now, entry, fields)
             if record.status is ApprovalStatus.PENDING:
-                self._inbox[record.id].append(_Incoming(kind, None, entry.received_at, entry))
+                self._inbox[record.id].append(item)
             else:
-                self._log(record, entry)
-            return
+                self._log(record, entry, item)
+            return item
         if record is None:
             self._refuse_unattached(
                 name,
@@ -488,12 +658,108 @@ class ApprovalGate:
                 f"unknown approval id {quoted(approval_id)}: this run's approvals are "
                 f"{self._known_ids()}",
             )
-            return
-        item = _Incoming(kind, decision, workflow.now())
+            return None
+        item = _Incoming(kind, decision, now, fields=dict(fields))
         if record.status is not ApprovalStatus.PENDING:
-            self._log(record, self._entry(item, policy.refusal_for_decided(record)))
-            return
+            self._log(record, self._entry(item, policy.refusal_for_decided(record)), item)
+            return item
         self._inbox[record.id].append(item)
+        return item
+
+    def _take_revoke(
+        self,
+        decision: Any,
+        fields: dict[str, Any],
+        now: datetime,
+        name: str,
+        payload: tuple[str, int],
+    ) -> _Incoming | None:
+        standing = self._standing.get(decision.approval_id)
+        if standing is None:
+            known = ", ".join(s.id for s in self._standing.values() if s.revoked_at is None)
+            self._refuse_unattached(
+                name,
+                payload,
+                f"no standing approval {quoted(decision.approval_id)} in this run; the standing "
+                f"approvals are: {known or 'none'}",
+            )
+            return None
+        item = _Incoming(DecisionKind.REVOKE, decision, now, fields=dict(fields))
+        self._revocations.append(item)
+        return item
+
+    async def _revoke_loop(self) -> None:
+        # Revocations are judged one after another, like decisions on an approval.
+        while True:
+            await workflow.wait_condition(lambda: bool(self._revocations))
+            item = self._revocations.pop(0)
+            self._judging += 1
+            try:
+                await self._revoke(item)
+            finally:
+                self._judging -= 1
+
+    async def _revoke(self, item: _Incoming) -> None:
+        standing = self._standing[item.decision.approval_id]
+        refusal = None
+        if standing.revoked_at is not None:
+            refusal = (
+                f"standing approval {standing.id} was already revoked by "
+                f"{quoted(standing.revoked_by or 'unknown')} at {standing.revoked_at.isoformat()}"
+            )
+        else:
+            refusal = await self._verify(item, standing.tool, standing.max_risk, "")
+        entry = DecisionEntry(
+            decision_id=item.decision.decision_id,
+            kind=DecisionKind.REVOKE,
+            reviewer=item.decision.reviewer,
+            reason=item.decision.reason,
+            received_at=item.received_at,
+            outcome="refused" if refusal else "applied",
+            refusal=refusal,
+            issuer=item.decision.issuer,
+        )
+        if refusal is None:
+            standing.revoked_at, standing.revoked_by = workflow.now(), item.decision.reviewer
+            self._dirty = True
+        record = self._records.get(standing.id)
+        if record is not None:
+            if refusal:
+                self._log(record, entry, item)
+            else:
+                record.decisions.append(entry)
+                item.entry = entry
+        else:
+            item.entry = entry
+            if refusal:
+                self._refuse_unattached("revoke", None, refusal)
+
+    async def _verify(self, item: _Incoming, tool: str, risk: int, requested_by: str) -> str | None:
+        """Why the worker refuses this decision (signature, reviewer rules), or None.
+
+        Checked in a local activity: the keys and the reviewers file stay on the worker,
+        and the answer is recorded, so a replay decides the same.
+        """
+        if not workflow.patched(PATCH_VERIFIED_DECISIONS):
+            return None
+        try:
+            result: DecisionCheck = await workflow.execute_local_activity(
+                contract.ACTIVITY_VERIFY_DECISION,
+                DecisionCheckRequest(
+                    decision=item.fields,
+                    tool=tool,
+                    risk=risk,
+                    requested_by=requested_by,
+                    received_at=item.received_at,
+                ),
+                result_type=DecisionCheck,
+                start_to_close_timeout=VERIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
+                summary="verify decision",
+            )
+        except ActivityError as error:
+            return clip(f"the decision could not be verified: {error.cause}", 300)
+        return result.refusal
 
     @staticmethod
     def _read_refusal(kind: DecisionKind, name: str, value: Any, size: int) -> str | None:
@@ -529,7 +795,46 @@ class ApprovalGate:
                 f"malformed {kind.value} decision: {policy.format_validation_error(error)}"
             )
 
-    def _entry(self, item: _Incoming, refusal: str | None) -> DecisionEntry:
+    # --- the decide update ----------------------------------------------------------------
+
+    def _validate_update(self, payload: Any) -> None:
+        """Refuse, before it reaches history, a decision that can't be read or names nothing.
+
+        What can be judged (late, already decided, wrong digest, not allowed) is accepted
+        and refused into the decision log, so the audit shows the attempt.
+        """
+        if not isinstance(payload, dict):
+            raise ValueError("a decision is a JSON object with kind, approval_id and reviewer")
+        try:
+            kind = DecisionKind(str(payload.get("kind")))
+        except ValueError:
+            raise ValueError("kind is approve, reject, modify or revoke") from None
+        if kind not in DECISION_SIGNALS.values():
+            raise ValueError("kind is approve, reject, modify or revoke")
+        text = json.dumps(payload, default=str)
+        refusal = self._read_refusal(kind, kind.value, payload, len(text))
+        if refusal is None:
+            fields = {k: v for k, v in payload.items() if k != "kind"}
+            _, refusal = self._validate(kind, fields)
+        if refusal is not None:
+            raise ValueError(refusal)
+        approval_id = payload.get("approval_id")
+        known = self._standing if kind is DecisionKind.REVOKE else self._records
+        if approval_id not in known:
+            raise ValueError(f"unknown approval id {quoted(approval_id)} in this run")
+
+    async def _on_update(self, payload: Any) -> DecisionEntry:
+        kind = DecisionKind(payload["kind"])
+        item = self._take(kind, payload, contract.UPDATE_DECIDE)
+        if item is None:  # the validator let through only what names something here
+            raise ApplicationError("the decision names nothing in this run", non_retryable=True)
+        await workflow.wait_condition(lambda: item.entry is not None)
+        assert item.entry is not None
+        return item.entry
+
+    def _entry(
+        self, item: _Incoming, refusal: str | None, note: str | None = None
+    ) -> DecisionEntry:
         decision = item.decision
         return DecisionEntry(
             decision_id=decision.decision_id,
@@ -540,10 +845,17 @@ class ApprovalGate:
             received_at=item.received_at,
             outcome="refused" if refusal else "applied",
             refusal=refusal,
+            issuer=decision.issuer,
+            scope=getattr(decision, "scope", None) if not refusal else None,
+            note=note,
         )
 
-    def _log(self, record: ApprovalRecord, entry: DecisionEntry) -> None:
+    def _log(
+        self, record: ApprovalRecord, entry: DecisionEntry, item: _Incoming | None = None
+    ) -> None:
         """Keep a refused decision in the approval's log, bounded in count and size."""
+        if item is not None:
+            item.entry = entry
         refused = sum(1 for item in record.decisions if item.outcome == "refused")
         if refused >= MAX_REFUSED_PER_APPROVAL:
             record.refused_dropped += 1
@@ -553,6 +865,7 @@ class ApprovalGate:
                 entry.args = None
             entry.reason = clip(entry.reason, EXCERPT_CHARS)
             record.decisions.append(entry)
+        self._dirty = True
         workflow.logger.warning(
             "Refused decision on %s: %s", record.id, clip(entry.refusal or "", 300)
         )
@@ -629,13 +942,14 @@ class ApprovalGate:
 
     def idle(self) -> bool:
         """No decision is waiting to be judged or being judged: safe to continue as new."""
-        return self._judging == 0 and not any(self._inbox.values())
+        return self._judging == 0 and not self._revocations and not any(self._inbox.values())
 
     def snapshot(self) -> GateState:
         """What a continued run needs: pending approvals intact, remembered rejections."""
         return GateState(
             pending=[r for r in self._records.values() if r.status is ApprovalStatus.PENDING],
             rejected=self._rejected,
+            standing=list(self._standing.values()),
             approvals_total=self._approvals_total,
         )
 
@@ -868,6 +1182,7 @@ class GatedTools:
             validate=self._validator(descriptor),
             args_schema=descriptor.parameters,
             execution_timeout=timeout,
+            quorum=check.quorum,
         )
         state.approval_id = record.id
         if policy.auto_approved(record.risk, self.options.auto_approve_below):

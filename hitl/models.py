@@ -151,6 +151,8 @@ class ToolDescriptor(BaseModel):
     idempotent: bool = True
     approval_timeout_seconds: float | None = None
     execution_timeout_seconds: float = 60.0
+    quorum: int = 1
+    """Distinct reviewers who must approve a call of this tool."""
 
     def chat_schema(self) -> dict[str, Any]:
         """The Chat Completions tool definition."""
@@ -182,6 +184,23 @@ class ToolCheck(BaseModel):
     risk: int = 100
     preview: ToolPreview | None = None
     execution_timeout_seconds: float | None = None
+    quorum: int = 1
+    """The tool's own, raised by the reviewers' configuration for risky calls."""
+
+
+class DecisionCheckRequest(BaseModel):
+    """Input of the `verify_decision` activity: a decision as it came, and what it decides."""
+
+    decision: dict[str, Any]
+    tool: str
+    risk: int
+    requested_by: str = ""
+    received_at: datetime
+
+
+class DecisionCheck(BaseModel):
+    refusal: str | None = None
+    """Why the worker refuses the decision (signature, reviewer rules); None: accepted."""
 
 
 class ToolCheckRequest(BaseModel):
@@ -233,6 +252,35 @@ class ApprovalContext(BaseModel):
     original_request: str
     reasoning: str = ""
     step: int = 0
+    requested_by: str = ""
+    """Who started the run; they may not approve its actions unless allowed to."""
+
+
+class Vote(BaseModel):
+    """One reviewer's approval towards an approval's quorum."""
+
+    reviewer: str
+    at: datetime
+    action_digest: str
+    """The action the vote was for: a modification starts the count again."""
+    decision_id: str | None = None
+
+
+class StandingApproval(BaseModel):
+    """An approval that goes on approving: this exact action, or this tool up to a risk,
+    for the rest of the run (its continue-as-new chain included), until revoked."""
+
+    id: str
+    """The approval it was granted with."""
+    reviewer: str
+    scope: Literal["action", "tool"]
+    tool: str
+    action_key: str | None = None
+    max_risk: int = 100
+    granted_at: datetime
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    uses: int = 0
 
 
 class DecisionKind(StrEnum):
@@ -241,6 +289,8 @@ class DecisionKind(StrEnum):
     MODIFY = "modify"
     TIMEOUT = "timeout"
     POLICY = "policy"
+    REVOKE = "revoke"
+    STANDING = "standing"
 
 
 class DecisionEntry(BaseModel):
@@ -257,6 +307,12 @@ class DecisionEntry(BaseModel):
     """Why it was refused, in one sentence a reviewer can act on."""
     excerpt: str | None = None
     """For a refused payload that could not be read as a decision: its first characters."""
+    issuer: str | None = None
+    """Who vouched for the reviewer's identity (the review API, or the reviewer's own key)."""
+    scope: str | None = None
+    """For an approval that keeps approving: `action` or `tool` (see StandingApproval)."""
+    note: str | None = None
+    """What the decision did short of deciding, e.g. "1 of 2 approvals"."""
 
 
 class ApprovalRecord(BaseModel):
@@ -287,6 +343,11 @@ class ApprovalRecord(BaseModel):
     args_schema: dict[str, Any] | None = None
     """JSON Schema of the arguments, so a reviewer's tool checks a modification before
     sending it (the run checks it again with the tool's own code)."""
+    quorum: int = 1
+    """How many distinct reviewers must approve; one rejection rejects."""
+    votes: list[Vote] = Field(default_factory=list)
+    standing: str | None = None
+    """Approved by a standing approval: the id of the approval it was granted with."""
     execution_timeout_seconds: float | None = None
     """How long the approved action may run."""
 
@@ -305,6 +366,9 @@ class ApprovalRecord(BaseModel):
             expires_at=self.expires_at,
             action_json=self.action_json,
             action_digest=self.action_digest,
+            quorum=self.quorum,
+            votes=len(self.votes),
+            requested_by=self.context.requested_by,
         )
 
 
@@ -339,6 +403,10 @@ class PendingApproval(BaseModel):
     expires_at: datetime
     action_json: ToolAction | None = None
     action_digest: str | None = None
+    quorum: int = 1
+    votes: int = 0
+    """Approvals so far, towards `quorum`."""
+    requested_by: str = ""
 
 
 # --- decisions (signal payloads) ----------------------------------------------
@@ -368,6 +436,11 @@ class _DecisionBase(BaseModel):
     """Chosen by the sender to find its outcome in the decision log."""
     action_digest: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     """If given, the decision applies only if the action is still this one."""
+    issuer: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    """Who signed the decision: the review API, or the reviewer with their own key."""
+    issued_at: datetime | None = None
+    signature: str | None = Field(default=None, max_length=200)
+    """HMAC-SHA256 of the signed fields with the issuer's key (hitl.reviewers.sign)."""
 
     @field_validator("reviewer")
     @classmethod
@@ -378,6 +451,17 @@ class _DecisionBase(BaseModel):
 class ApproveDecision(_DecisionBase):
     kind: Literal["approve"] = "approve"
     comment: str = Field(default="", max_length=MAX_REASON_CHARS)
+    scope: Literal["once", "action", "tool"] = "once"
+    """`action`: also approve this exact action for the rest of the run; `tool`: any call
+    of this tool up to `max_risk`, for the rest of the run (a standing approval)."""
+    max_risk: int | None = Field(default=None, ge=0, le=100)
+
+
+class RevokeDecision(_DecisionBase):
+    """Ends a standing approval (named by `approval_id`, the approval it was granted with)."""
+
+    kind: Literal["revoke"] = "revoke"
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
 class RejectDecision(_DecisionBase):
@@ -462,6 +546,7 @@ class GateState(BaseModel):
     """The gate's state carried across continue-as-new: pending approvals intact."""
 
     pending: list[ApprovalRecord] = Field(default_factory=list)
+    standing: list[StandingApproval] = Field(default_factory=list)
     rejected: dict[str, RejectedAction] = Field(default_factory=dict)
     approvals_total: int = 0
     """Approvals over the whole chain of runs, this one included."""
@@ -498,6 +583,9 @@ class RunInput(BaseModel):
     """Flagged calls whose risk is below this are approved by policy (0: none)."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
+    requested_by: str = ""
+    """Who started the run: recorded with every approval; they may not approve its actions
+    unless the reviewers' configuration allows it for that tool."""
     tools: list[ToolDescriptor] | None = None
     """The tools this run may use, as recorded when it started; None: ask the worker
     (`tool_names`, or all it has) at the start of the run, which records the answer."""

@@ -17,16 +17,20 @@ from hitl.models import (
     DecisionKind,
     ModifyDecision,
     RejectDecision,
+    RevokeDecision,
 )
 from hitl.text import quoted
 
 TIMEOUT_REVIEWER = "system:timeout"
 POLICY_REVIEWER = "policy"
 
-DECISION_MODELS: dict[DecisionKind, type[ApproveDecision | RejectDecision | ModifyDecision]] = {
+DECISION_MODELS: dict[
+    DecisionKind, type[ApproveDecision | RejectDecision | ModifyDecision | RevokeDecision]
+] = {
     DecisionKind.APPROVE: ApproveDecision,
     DecisionKind.REJECT: RejectDecision,
     DecisionKind.MODIFY: ModifyDecision,
+    DecisionKind.REVOKE: RevokeDecision,
 }
 """The payload each signal takes; the signal's name decides the kind."""
 
@@ -103,11 +107,13 @@ def judge(
             refusal=f"the decision arrived at {received_at.isoformat()}, at or after approval "
             f"{record.id}'s deadline {record.expires_at.isoformat()}; it is auto-rejected"
         )
-    if decision.action_digest is not None and decision.action_digest != record.action_digest:
+    current = (
+        record.effective_action.digest() if record.modified_action_json else record.action_digest
+    )
+    if decision.action_digest is not None and decision.action_digest != current:
         return Verdict(
             refusal=f"the decision names action {quoted(decision.action_digest)}, but approval "
-            f"{record.id} is for action {record.action_digest}; look at it again and decide "
-            "on what it is now"
+            f"{record.id} is for action {current}; look at it again and decide on what it is now"
         )
     if isinstance(decision, ModifyDecision):
         if not modifiable:

@@ -23,7 +23,14 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
@@ -36,11 +43,14 @@ from hitl.models import (
     PendingApproval,
     RefusedDecision,
     RejectDecision,
+    RevokeDecision,
     RunResult,
 )
+from hitl.reviewers import sign
+from hitl.reviewers import signer as own_signer
 from hitl.text import quoted
 
-AnyDecision = ApproveDecision | RejectDecision | ModifyDecision
+AnyDecision = ApproveDecision | RejectDecision | ModifyDecision | RevokeDecision
 LIST_PAGE_SIZE = 5000
 CONFIRM_SECONDS = 5.0
 BULK_CONFIRM_SECONDS_EACH = 0.05
@@ -50,6 +60,7 @@ SIGNALS = {
     "approve": contract.SIGNAL_APPROVE,
     "reject": contract.SIGNAL_REJECT,
     "modify": contract.SIGNAL_MODIFY,
+    "revoke": contract.SIGNAL_REVOKE,
 }
 
 
@@ -67,6 +78,10 @@ class ApprovalNotFound(ReviewError):
 
 class RunNotFound(ReviewError):
     pass
+
+
+class DecisionRejected(ReviewError):
+    """The run refused a decision it could not read, before it reached history."""
 
 
 class RecordUnavailable(ReviewError):
@@ -100,6 +115,8 @@ class Outcome:
     record: ApprovalRecord | None = None
     ended: bool = False
     """The run had ended before the decision could be sent; `record` says how it was decided."""
+    rejected: str | None = None
+    """The run refused to take the decision at all (malformed, or naming nothing here)."""
 
     @property
     def applied(self) -> bool:
@@ -139,9 +156,17 @@ def with_decision_id(decision: AnyDecision) -> AnyDecision:
 
 
 class Reviews:
-    def __init__(self, client: Client, confirm_seconds: float = CONFIRM_SECONDS) -> None:
+    def __init__(
+        self,
+        client: Client,
+        confirm_seconds: float = CONFIRM_SECONDS,
+        signer: tuple[str, bytes] | bool | None = True,
+    ) -> None:
+        """`signer`: (issuer, key) to sign decisions with; True: this process's own
+        (`HITL_SIGNER`, `HITL_SIGNING_KEY`), if any; None or False: never sign."""
         self.client = client
         self.confirm_seconds = confirm_seconds
+        self.signer = own_signer() if signer is True else (signer or None)
 
     # --- listing --------------------------------------------------------------------------
 
@@ -260,25 +285,83 @@ class Reviews:
 
     # --- deciding ---------------------------------------------------------------------------
 
-    async def decide(self, decision: AnyDecision, workflow_id: str | None = None) -> Outcome:
-        """Send a decision, then wait (a few seconds) for the run to say what became of it.
+    async def decide(
+        self, decision: AnyDecision, workflow_id: str | None = None, via: str = "update"
+    ) -> Outcome:
+        """Send a decision and say what became of it.
 
-        Without `workflow_id` the approval's run is found through visibility first.
+        `via="update"` (the default) sends it as the `decide` update: one round trip, the
+        run's own verdict back, and malformed decisions kept out of history. When no worker
+        takes the update within a few seconds it goes as a signal instead, which Temporal
+        keeps until a worker runs the workflow (the run refuses the second copy of a
+        decision it already has). `via="signal"` sends a signal and confirms it from the
+        decision log. Without `workflow_id` the approval's run is found through
+        visibility first. When this process has a signing key (`HITL_SIGNING_KEY`), the
+        decision is signed and bound to the exact action.
         """
         decision = with_decision_id(decision)
         approval_id = check_id(decision.approval_id)
+        located = None
         if workflow_id is None:
-            workflow_id = (await self.locate(approval_id)).workflow_id
+            located = await self.locate(approval_id)
+            workflow_id = located.workflow_id
         handle = self.client.get_workflow_handle(workflow_id)
+        if self.signer is not None and decision.kind != "revoke" and not decision.action_digest:
+            digest = located.summary.action_digest if located and located.summary else None
+            if digest is None:
+                record = await self.get(approval_id)
+                digest = (
+                    record.effective_action.digest()
+                    if record.modified_action_json
+                    else (record.action_digest)
+                )
+            decision = decision.model_copy(update={"action_digest": digest})
+        payload = self.payload(decision)
         try:
-            await self._signal(handle, decision)
+            if via == "update":
+                entry = await self._update(handle, payload)
+                if entry is not None:
+                    return Outcome(approval_id, workflow_id, decision, entry=entry)
+            await handle.signal(SIGNALS[decision.kind], payload)
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:
                 raise
             return Outcome(
                 approval_id, workflow_id, decision, record=await self.get(approval_id), ended=True
             )
+        except DecisionRejected as rejected:
+            return Outcome(approval_id, workflow_id, decision, rejected=str(rejected))
         return await self._confirm(handle, decision, self.confirm_seconds)
+
+    def payload(self, decision: AnyDecision) -> dict[str, Any]:
+        """The decision as it goes on the wire: signed when this process has a key."""
+        payload = decision.model_dump(mode="json", exclude_none=True)
+        for name in ("issuer", "issued_at", "signature"):
+            payload.pop(name, None)
+        if self.signer is not None:
+            issuer, key = self.signer
+            payload = sign(payload, issuer, key)
+        return payload
+
+    async def _update(
+        self, handle: WorkflowHandle, payload: dict[str, Any]
+    ) -> DecisionEntry | None:
+        """The run's log entry for the decision, or None when no worker took it in time."""
+        try:
+            entry: DecisionEntry = await handle.execute_update(
+                contract.UPDATE_DECIDE,
+                payload,
+                result_type=DecisionEntry,
+                rpc_timeout=timedelta(seconds=self.confirm_seconds),
+            )
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            return None
+        except WorkflowUpdateFailedError as error:
+            message = str(getattr(error.cause, "message", "") or error.cause)
+            if "not found" in message.lower() and "update" in message.lower():
+                return None  # a run that began before updates existed: the signal serves it
+            raise DecisionRejected(message) from error
+        return entry
 
     async def decide_many(
         self,
@@ -317,11 +400,8 @@ class Reviews:
         sent = await asyncio.gather(*(send(item) for item in items))
         return list(await asyncio.gather(*(confirm(outcome) for outcome in sent)))
 
-    @staticmethod
-    async def _signal(handle: WorkflowHandle, decision: AnyDecision) -> None:
-        await handle.signal(
-            SIGNALS[decision.kind], decision.model_dump(mode="json", exclude={"kind"})
-        )
+    async def _signal(self, handle: WorkflowHandle, decision: AnyDecision) -> None:
+        await handle.signal(SIGNALS[decision.kind], self.payload(decision))
 
     async def _confirm(
         self, handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float

@@ -138,8 +138,10 @@ class Tool:
             DEFAULT_EXECUTION_TIMEOUT
         ),
         preview: Callable[..., Any] | None = None,
+        quorum: int = 1,
     ) -> None:
         self.fn = fn
+        self.quorum = max(1, int(quorum))
         self.name = (name or fn.__name__).strip()
         self.description = _description(description, fn)
         self.args_model, self._spread = _arguments(fn, args_model, self.name)
@@ -222,11 +224,14 @@ class Tool:
             "read_only": self.read_only,
             "idempotent": self.idempotent,
         }
+        if self.quorum > 1:
+            shape["quorum"] = self.quorum
         return ToolDescriptor(
             **shape,
             digest=hashlib.sha256(canonical_json(shape).encode()).hexdigest()[:16],
             approval_timeout_seconds=self.approval_timeout,
             execution_timeout_seconds=timeout or DEFAULT_EXECUTION_TIMEOUT.total_seconds(),
+            quorum=self.quorum,
         )
 
     # --- what the activities call ----------------------------------------------------------
@@ -288,6 +293,7 @@ def tool(
     idempotent: bool = True,
     execution_timeout: timedelta | float | Callable[[Any], timedelta] = DEFAULT_EXECUTION_TIMEOUT,
     preview: Callable[..., Any] | None = None,
+    quorum: int = 1,
 ) -> Any:
     """Make a function a tool: `@tool` or `@tool(requires_approval=..., risk=..., ...)`.
 
@@ -300,6 +306,8 @@ def tool(
       happens at most once; use `ctx.idempotency_key` to make retries safe instead.
     - `execution_timeout`: a duration, or a function of the arguments.
     - `preview`: the dry run a reviewer sees; or decorate one with `@the_tool.preview`.
+    - `quorum`: how many different reviewers must approve (the reviewers file may ask
+      for more on risky calls).
     """
 
     def make(function: Implementation) -> Tool:
@@ -315,6 +323,7 @@ def tool(
             idempotent=idempotent,
             execution_timeout=execution_timeout,
             preview=preview,
+            quorum=quorum,
         )
 
     return make(fn) if fn is not None else make

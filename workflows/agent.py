@@ -247,6 +247,7 @@ class AgentWorkflow:
             original_request=clip(self._run.task, MAX_REASONING_CHARS),
             reasoning=reasoning,
             step=step,
+            requested_by=self._run.requested_by,
         )
         state.result = await self._tools.call(state, context)
         self._keep_run(step, state, state.approval_id)

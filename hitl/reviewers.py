@@ -1,0 +1,302 @@
+"""Who may decide what: reviewers, their tokens, what each may decide, and signed decisions.
+
+The reviewers file (TOML, path in `HITL_REVIEWERS`) lists each reviewer with the SHA-256
+of a bearer token (never the token), and what they may decide:
+
+    [reviewers.alice]
+    token_sha256 = "9f86d0…"       # `hitl reviewers add alice` writes this, prints the token once
+    tools = ["*"]                  # tool names, or "*"
+    max_risk = 100                 # highest risk they may approve
+    groups = ["ops"]
+    self_approve = []              # tools they may approve in runs they started themselves
+
+    [[quorum]]                     # calls at or above this risk need this many approvers
+    min_risk = 80
+    approvals = 2
+
+A reviewer's identity comes from their credential, never from a request body. And
+because anyone with access to the Temporal namespace can send a signal with any
+reviewer name, when decision keys are configured (`HITL_DECISION_KEYS` on the worker:
+`issuer:key,...`) the worker accepts only decisions signed by a known issuer: the review
+API signs for the reviewer it authenticated; a reviewer's own key (`HITL_SIGNER`,
+`HITL_SIGNING_KEY`) signs for that reviewer only. The worker checks signatures and the
+rules above in a local activity, so no key ever enters workflow history.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hitl.models import canonical_json
+
+REVIEWERS_ENV = "HITL_REVIEWERS"
+DECISION_KEYS_ENV = "HITL_DECISION_KEYS"
+SIGNER_ENV = "HITL_SIGNER"
+SIGNING_KEY_ENV = "HITL_SIGNING_KEY"
+API_ISSUER = "api"
+"""The review API's issuer name: it may sign for any reviewer it authenticated."""
+SIGNATURE_LIFETIME = timedelta(minutes=15)
+SIGNED_FIELDS = (
+    "approval_id",
+    "kind",
+    "reviewer",
+    "decision_id",
+    "action_digest",
+    "args",
+    "scope",
+    "max_risk",
+    "issuer",
+    "issued_at",
+)
+
+
+class ReviewerConfigError(ValueError):
+    """The reviewers file can't be used; the message says what to fix."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    name: str
+    token_sha256: str
+    tools: tuple[str, ...] = ("*",)
+    max_risk: int = 100
+    groups: tuple[str, ...] = ()
+    self_approve: tuple[str, ...] = ()
+
+    def may_decide(self, tool: str) -> bool:
+        return "*" in self.tools or tool in self.tools
+
+
+@dataclass(frozen=True)
+class QuorumRule:
+    min_risk: int
+    approvals: int
+
+
+@dataclass
+class ReviewerConfig:
+    reviewers: dict[str, Reviewer] = field(default_factory=dict)
+    quorum: list[QuorumRule] = field(default_factory=list)
+    path: Path | None = None
+
+    def by_token(self, token: str) -> Reviewer | None:
+        """The reviewer whose token this is (compared in constant time), else None."""
+        digest = token_hash(token)
+        found = None
+        for reviewer in self.reviewers.values():
+            if hmac.compare_digest(reviewer.token_sha256, digest):
+                found = reviewer
+        return found
+
+    def quorum_for(self, risk: int, own: int = 1) -> int:
+        needed = own
+        for rule in self.quorum:
+            if risk >= rule.min_risk:
+                needed = max(needed, rule.approvals)
+        return needed
+
+    def refusal(self, name: str, kind: str, tool: str, risk: int, requested_by: str) -> str | None:
+        """Why this reviewer may not make this decision, or None if they may."""
+        reviewer = self.reviewers.get(name)
+        if reviewer is None:
+            return f"{name} is not a reviewer (not in the reviewers file)"
+        if not reviewer.may_decide(tool):
+            return f"{name} may not decide {tool} calls (their tools: {', '.join(reviewer.tools)})"
+        if kind in ("approve", "modify") and risk > reviewer.max_risk:
+            return f"{name} may approve up to risk {reviewer.max_risk}; this call's risk is {risk}"
+        if (
+            kind in ("approve", "modify")
+            and requested_by
+            and name == requested_by
+            and tool not in reviewer.self_approve
+        ):
+            return (
+                f"{name} started this run and may not approve its {tool} calls themselves; "
+                "another reviewer decides"
+            )
+        return None
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> ReviewerConfig:
+    """The reviewers file from `path` or HITL_REVIEWERS; an empty config when neither is set."""
+    environ = os.environ if environ is None else environ
+    where = path or environ.get(REVIEWERS_ENV)
+    if not where:
+        return ReviewerConfig()
+    file = Path(where)
+    try:
+        data = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ReviewerConfigError(
+            f"the reviewers file {file} does not exist; create it with `hitl reviewers add NAME`"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ReviewerConfigError(f"the reviewers file {file} is not valid TOML: {error}") from None
+    config = ReviewerConfig(path=file)
+    for name, entry in (data.get("reviewers") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("token_sha256"), str):
+            raise ReviewerConfigError(
+                f"reviewer {name!r} in {file} needs token_sha256 (`hitl reviewers add {name}`)"
+            )
+        config.reviewers[name] = Reviewer(
+            name=name,
+            token_sha256=entry["token_sha256"],
+            tools=tuple(entry.get("tools", ["*"])),
+            max_risk=int(entry.get("max_risk", 100)),
+            groups=tuple(entry.get("groups", [])),
+            self_approve=tuple(entry.get("self_approve", [])),
+        )
+    for rule in data.get("quorum") or []:
+        config.quorum.append(QuorumRule(int(rule["min_risk"]), int(rule["approvals"])))
+    return config
+
+
+def add_reviewer(
+    path: Path,
+    name: str,
+    tools: list[str] | None = None,
+    max_risk: int = 100,
+    groups: list[str] | None = None,
+) -> str:
+    """Add (or replace) a reviewer in the file; returns their new token, shown only once."""
+    from hitl.models import _reviewer_name  # the same rules as a decision's reviewer
+
+    name = _reviewer_name(name)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ReviewerConfigError("a reviewer name is letters, digits, '-', '_' or '.'")
+    token = secrets.token_urlsafe(32)
+    existing = path.read_text() if path.exists() else "# Reviewers: `hitl reviewers add NAME`\n"
+    kept = _without_reviewer(existing, name)
+    entry = (
+        f"\n[reviewers.{name}]\n"
+        f'token_sha256 = "{token_hash(token)}"\n'
+        f"tools = {_toml_list(tools or ['*'])}\n"
+        f"max_risk = {int(max_risk)}\n"
+        f"groups = {_toml_list(groups or [])}\n"
+        "self_approve = []\n"
+    )
+    path.write_text(kept.rstrip("\n") + "\n" + entry)
+    path.chmod(0o600)
+    load_config(path)  # what was written must load
+    return token
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(canonical_json(item) for item in items) + "]"
+
+
+def _without_reviewer(text: str, name: str) -> str:
+    lines, out, skipping = text.splitlines(keepends=True), [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            skipping = stripped == f"[reviewers.{name}]"
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+# --- signed decisions ------------------------------------------------------------------------
+
+
+def signed_payload(decision: Mapping[str, Any]) -> bytes:
+    fields = {name: decision.get(name) for name in SIGNED_FIELDS}
+    if isinstance(fields["issued_at"], datetime):
+        fields["issued_at"] = fields["issued_at"].isoformat()
+    return canonical_json(fields).encode()
+
+
+def sign(
+    decision: dict[str, Any], issuer: str, key: bytes, now: datetime | None = None
+) -> dict[str, Any]:
+    """The decision with `issuer`, `issued_at` and `signature` added."""
+    signed = {**decision, "issuer": issuer, "issued_at": (now or datetime.now(UTC)).isoformat()}
+    signed["signature"] = hmac.new(key, signed_payload(signed), hashlib.sha256).hexdigest()
+    return signed
+
+
+def decision_keys(environ: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """`HITL_DECISION_KEYS`: `issuer:base64key,...` (the keys the worker accepts)."""
+    text = (os.environ if environ is None else environ).get(DECISION_KEYS_ENV, "")
+    keys = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        issuer, _, encoded = item.strip().partition(":")
+        if not issuer or not encoded:
+            raise ReviewerConfigError(
+                f"{DECISION_KEYS_ENV} holds issuer:base64key pairs separated by commas"
+            )
+        keys[issuer] = _key(encoded)
+    return keys
+
+
+def signer(environ: Mapping[str, str] | None = None) -> tuple[str, bytes] | None:
+    """This process's own issuer name and key (`HITL_SIGNER`, `HITL_SIGNING_KEY`), if set."""
+    environ = os.environ if environ is None else environ
+    key = environ.get(SIGNING_KEY_ENV)
+    if not key:
+        return None
+    return environ.get(SIGNER_ENV) or API_ISSUER, _key(key)
+
+
+def new_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _key(encoded: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except ValueError:
+        raise ReviewerConfigError("a decision key is base64 (`hitl reviewers key`)") from None
+    if len(key) < 16:
+        raise ReviewerConfigError("a decision key needs at least 16 bytes (`hitl reviewers key`)")
+    return key
+
+
+def verify(
+    decision: Mapping[str, Any],
+    keys: Mapping[str, bytes],
+    received_at: datetime,
+) -> str | None:
+    """Why a decision's signature is not acceptable, or None if it is."""
+    issuer, signature = decision.get("issuer"), decision.get("signature")
+    if not issuer or not signature:
+        return (
+            "decisions must be signed here: send them through the review API or `hitl` "
+            "with your reviewer key; an unsigned signal is refused"
+        )
+    key = keys.get(str(issuer))
+    if key is None:
+        return f"{issuer} is not an issuer this worker accepts"
+    expected = hmac.new(key, signed_payload(decision), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, str(signature)):
+        return "the signature does not match the decision: it was forged or altered"
+    if issuer != API_ISSUER and decision.get("reviewer") != issuer:
+        return f"{issuer}'s key signs only {issuer}'s own decisions"
+    if decision.get("action_digest") is None and decision.get("kind") != "revoke":
+        return "a signed decision names the action it decides (action_digest)"
+    issued = decision.get("issued_at")
+    try:
+        moment = datetime.fromisoformat(str(issued))
+    except ValueError:
+        return "the signature's time is not a timestamp"
+    if abs(received_at - moment) > SIGNATURE_LIFETIME:
+        return f"the signature is from {moment.isoformat()}; signed decisions are valid for 15 min"
+    return None
