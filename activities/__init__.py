@@ -5,7 +5,7 @@ from typing import Any
 
 from activities.authz import verify_decision
 from activities.llm import llm_next_step
-from activities.notify import notify_approval
+from activities.notify import notify_approval, notify_reviewers
 from activities.tools import ToolActivities
 from hitl.tools import ToolRegistry, load_tools
 
@@ -19,13 +19,18 @@ def worker_activities(
     secrets in its environment (docs/secrets.md).
     """
     tools = ToolActivities(registry if registry is not None else load_tools()).all()
-    return tools if tools_only else [llm_next_step, notify_approval, verify_decision, *tools]
+    return (
+        tools
+        if tools_only
+        else [llm_next_step, notify_approval, notify_reviewers, verify_decision, *tools]
+    )
 
 
 __all__ = [
     "ToolActivities",
     "llm_next_step",
     "notify_approval",
+    "notify_reviewers",
     "verify_decision",
     "worker_activities",
 ]

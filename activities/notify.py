@@ -1,26 +1,40 @@
-"""Telling reviewers an approval waits."""
+"""Telling reviewers what happens to approvals: pending, reminders, decided, timed out."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import structlog
 from temporalio import activity
 
+from activities.channels import deliver
 from hitl import contract
-from hitl.models import ApprovalRecord
+from hitl.models import ApprovalRecord, NotifyEvent
 
 log = structlog.get_logger("hitl.notify")
 
 
-@activity.defn(name=contract.ACTIVITY_NOTIFY)
-async def notify_approval(record: ApprovalRecord) -> None:
-    """Tell reviewers an approval waits (a log line for now)."""
+@activity.defn(name=contract.ACTIVITY_NOTIFY_EVENT)
+async def notify_reviewers(event: NotifyEvent) -> list[dict[str, object]]:
+    """Deliver an event to every configured channel; a channel that is down is only logged."""
+    record = event.approval
+    deliveries = await deliver(event)
     log.bind(
         workflow_id=record.session_id, approval_id=record.id, tool=record.action_json.tool
-    ).warning(
-        "approval.requested",
+    ).info(
+        f"approval.{event.event}",
         summary=record.preview.summary,
         risk=record.risk,
         expires_at=record.expires_at.isoformat(),
-        request=record.context.original_request,
-        decide=f"hitl approve {record.id}",
+        status=record.status.value,
+        channels={d.channel: "ok" if d.ok else d.error for d in deliveries},
+        decide=f"hitl approve {record.id}" if event.event in ("pending", "reminder") else None,
     )
+    return [{"channel": d.channel, "ok": d.ok, "attempts": d.attempts, "error": d.error}
+            for d in deliveries]  # fmt: skip
+
+
+@activity.defn(name=contract.ACTIVITY_NOTIFY)
+async def notify_approval(record: ApprovalRecord) -> None:
+    """A pending approval, as runs that began before notify_reviewers announce it."""
+    await notify_reviewers(NotifyEvent(event="pending", approval=record, at=datetime.now(UTC)))

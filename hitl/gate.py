@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         GateState,
         GateStatus,
         ModifyDecision,
+        NotifyEvent,
         PendingApproval,
         RefusedDecision,
         RejectDecision,
@@ -79,6 +80,11 @@ DECISION_SIGNALS = {
     contract.SIGNAL_MODIFY: DecisionKind.MODIFY,
     contract.SIGNAL_REVOKE: DecisionKind.REVOKE,
 }
+PATCH_NOTIFY_EVENTS = "hitl-notify-events"
+"""Reminders, and events when an approval is decided or times out. Runs that announced
+approvals before (the record only, `notify_approval`) keep doing so."""
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+NOTIFY_GRACE = timedelta(seconds=15)
 PATCH_VERIFIED_DECISIONS = "hitl-verified-decisions"
 """Decisions are checked by the worker (signature, reviewer rules) before they apply.
 Runs that received decisions before this existed keep applying them without the check."""
@@ -152,7 +158,8 @@ def compact_record(record: ApprovalRecord, details_chars: int = 4_000) -> Approv
             previews[name] = preview.model_copy(
                 update={"details": clip(preview.details, details_chars), "facts": {}}
             )
-    return record.model_copy(update=previews) if previews else record
+    # A copy: the record changes after this, the activity's input must not.
+    return record.model_copy(update=previews, deep=True)
 
 
 class ApprovalGate:
@@ -161,7 +168,8 @@ class ApprovalGate:
     `state` restores a gate carried across continue-as-new: pending approvals keep
     their ids, deadlines and decision logs. `status` answers the `status` query when
     the workflow has no handler of its own. `memo` is added to what the gate
-    publishes (e.g. the run's task).
+    publishes (e.g. the run's task). `reminders`: when to remind the reviewers of an
+    approval still pending, as fractions of its time (default: halfway).
     """
 
     def __init__(
@@ -170,6 +178,7 @@ class ApprovalGate:
         state: GateState | None = None,
         status: Callable[[], BaseModel] | None = None,
         memo: dict[str, Any] | None = None,
+        reminders: Sequence[float] = (0.5,),
     ) -> None:
         state = state or GateState()
         self._records: dict[str, ApprovalRecord] = {record.id: record for record in state.pending}
@@ -188,6 +197,9 @@ class ApprovalGate:
         self._published: Any = None
         self._dirty = True
         self._notifications: set[asyncio.Task[None]] = set()
+        self._reminders = sorted(fraction for fraction in reminders if 0 < fraction < 1)
+        self._reminding: dict[str, asyncio.Task[None]] = {}
+        self._events_on: bool | None = None
         # Approvals carried from an earlier run were announced by that run.
         self._announced: set[str] = set(self._records)
         self._previous_dynamic = workflow.get_dynamic_signal_handler()
@@ -349,12 +361,55 @@ class ApprovalGate:
     # --- waiting ------------------------------------------------------------------------
 
     def _announce(self, record: ApprovalRecord) -> None:
-        if record.id in self._announced:
-            return
+        if self._events():
+            if record.id not in self._announced:
+                self._event(record, "pending")
+            if record.id not in self._reminding and self._reminders:
+                self._reminding[record.id] = asyncio.create_task(self._remind(record))
+        elif record.id not in self._announced:
+            self._track(asyncio.create_task(self._notify(record)))
         self._announced.add(record.id)
-        task = asyncio.create_task(self._notify(record))
+
+    def _events(self) -> bool:
+        """Reminders and decided/timed-out events, for runs that began with them."""
+        if self._events_on is None:
+            self._events_on = workflow.patched(PATCH_NOTIFY_EVENTS)
+        return self._events_on
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._notifications.add(task)
         task.add_done_callback(self._notifications.discard)
+
+    def _event(self, record: ApprovalRecord, event: str) -> None:
+        """Tell the reviewers' channels; never waited for by the approval or its timer."""
+        if record.id in self._announced or event == "pending":
+            self._track(asyncio.create_task(self._send(record, event)))
+
+    async def _send(self, record: ApprovalRecord, event: str) -> None:
+        try:
+            await workflow.execute_activity(
+                contract.ACTIVITY_NOTIFY_EVENT,
+                NotifyEvent(event=event, approval=compact_record(record), at=workflow.now()),
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify reviewers: {record.id} {event}",
+            )
+        except ActivityError as error:
+            # A notification that can't be delivered must not cost the approval.
+            workflow.logger.warning("Notification for %s failed: %s", record.id, error.cause)
+
+    async def _remind(self, record: ApprovalRecord) -> None:
+        """Reminders while nobody decides: by default at half the approval's time."""
+        span = record.expires_at - record.created_at
+        for fraction in self._reminders:
+            moment = record.created_at + span * fraction
+            wait = moment - workflow.now()
+            if wait <= timedelta(0):
+                continue
+            await workflow.sleep(wait, summary=f"approval {record.id} reminder")
+            if record.status is not ApprovalStatus.PENDING:
+                return
+            self._event(record, "reminder")
 
     async def _await_decision(self, record: ApprovalRecord) -> None:
         # The deadline the reviewer is shown is the deadline: the timer runs from the
@@ -378,6 +433,13 @@ class ApprovalGate:
         finally:
             if timer is not None and not timer.done():
                 timer.cancel()
+            reminding = self._reminding.pop(record.id, None)
+            if reminding is not None and not reminding.done():
+                reminding.cancel()
+        if self._events() and record.id in self._announced:
+            self._event(
+                record, "timed_out" if record.reviewer == policy.TIMEOUT_REVIEWER else "decided"
+            )
         while inbox:
             item = inbox.pop(0)
             self._log(record, item.refused or self._entry(item, policy.refusal_for_decided(record)))
@@ -1033,7 +1095,14 @@ class ApprovalGate:
             workflow.logger.warning("Notification for %s failed: %s", record.id, error.cause)
 
     async def close(self) -> None:
-        """Publish the final state; pending notifications are not waited for."""
+        """Publish the final state, and give notifications in flight a short while."""
+        if self._notifications and self._events():
+            # Channels retry only for seconds; a channel that is down costs this much at most.
+            await workflow.wait_condition(
+                lambda: not self._notifications,
+                timeout=NOTIFY_GRACE,
+                timeout_summary="notifications",
+            )
         for task in list(self._notifications):
             task.cancel()
         self.publish()

@@ -372,6 +372,14 @@ class ApprovalRecord(BaseModel):
         )
 
 
+class NotifyEvent(BaseModel):
+    """Input of the `notify_reviewers` activity: what happened to an approval."""
+
+    event: Literal["pending", "reminder", "decided", "timed_out"]
+    approval: ApprovalRecord
+    at: datetime
+
+
 class ApprovalOutcome(BaseModel):
     """What the gate answers a workflow that asked for approval."""
 

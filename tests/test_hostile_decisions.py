@@ -24,6 +24,7 @@ from hitl.models import (
     MAX_REFUSED_PER_RUN,
     ApprovalRecord,
     ApprovalStatus,
+    NotifyEvent,
     RunState,
 )
 from tests.conftest import NEW_LOGS, OTHER, files_in
@@ -189,8 +190,8 @@ async def test_a_flood_of_refused_decisions_is_counted_not_kept(
     await _finish_with_approval(handle, record)
 
 
-@activity.defn(name=contract.ACTIVITY_NOTIFY)
-async def slow_notify(record: ApprovalRecord) -> None:
+@activity.defn(name=contract.ACTIVITY_NOTIFY_EVENT)
+async def slow_notify(event: NotifyEvent) -> None:
     """A notification channel that takes its time."""
     await asyncio.sleep(4)
 
