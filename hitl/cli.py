@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from hitl import contract
+from hitl.bridge import run_bridge
 from hitl.config import (
     NOT_INSTALLED,
     Settings,
@@ -291,6 +292,17 @@ async def cmd_revoke(client: Client, args: argparse.Namespace) -> int:
     located = await reviews.locate(args.id)
     outcome = await reviews.decide(decision, workflow_id=located.workflow_id)
     return _report(outcome, "standing approval")
+
+
+async def cmd_bridge(client: Client, args: argparse.Namespace) -> int:
+    if args.insecure_no_auth:
+        print(
+            "hitl: WARNING: --insecure-no-auth: anyone who can publish on the decisions "
+            "channel can decide as anyone",
+            file=sys.stderr,
+        )
+    await run_bridge(client, insecure_no_auth=args.insecure_no_auth)
+    return APPLIED
 
 
 async def cmd_reviewers(args: argparse.Namespace) -> int:
@@ -650,6 +662,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", help="the approval id the standing approval was granted with")
     revoke.add_argument("--reason", help="why")
     revoke.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    bridge = add("bridge", "turn decisions that come back through Redis into decisions")
+    bridge.add_argument("transport", choices=("redis",))
+    bridge.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="believe the reviewer named in a message (no reviewers file): for trials only",
+    )
     reviewers = add("reviewers", "manage the reviewers file: add NAME, list, key")
     reviewers.add_argument("action", choices=("add", "list", "key"))
     reviewers.add_argument("name", nargs="?", help="with add: the reviewer's name")
@@ -691,6 +710,7 @@ COMMANDS = {
     "runs": cmd_runs,
     "audit": cmd_audit,
     "revoke": cmd_revoke,
+    "bridge": cmd_bridge,
 }
 
 

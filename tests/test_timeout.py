@@ -7,11 +7,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from hitl import contract
 from hitl.devserver import temporal_binary
-from hitl.models import ApprovalStatus, RunState
+from hitl.models import ApprovalStatus, NotifyEvent, RunState
 from hitl.visibility import ensure_search_attributes
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 from tests.helpers import start_run as start
@@ -53,3 +55,29 @@ async def test_an_approval_left_pending_31_minutes_is_auto_rejected(
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER), "nothing deleted"
     assert result.state is RunState.COMPLETED
     assert "no decision came within 30 min" in result.answer
+
+
+EVENTS: list[tuple[str, timedelta]] = []
+
+
+@activity.defn(name=contract.ACTIVITY_NOTIFY_EVENT)
+async def capture(event: NotifyEvent) -> None:
+    """A channel that notes each event and when, in the approval's own time."""
+    EVENTS.append((event.event, event.at - event.approval.created_at))
+
+
+async def test_reviewers_are_reminded_at_half_the_timeout_then_told_it_timed_out(
+    skipping: WorkflowEnvironment, workspace: Path
+) -> None:
+    EVENTS.clear()
+    client = skipping.client
+    async with build_worker(client, "tq-remind", activities=[capture]):
+        handle = await start(client, "tq-remind", workspace)
+        with skipping.auto_time_skipping_disabled():
+            await wait_pending(handle)
+        await skipping.sleep(timedelta(minutes=31))
+        await handle.result()
+    assert [name for name, _ in EVENTS] == ["pending", "reminder", "timed_out"]
+    reminded = EVENTS[1][1]
+    assert timedelta(minutes=15) <= reminded < timedelta(minutes=16), reminded
+    assert EVENTS[2][1] >= timedelta(minutes=30)
