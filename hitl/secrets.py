@@ -56,9 +56,14 @@ KNOWN_SECRET_ENV = (
     "HITL_WEBHOOK_SECRET",
     "HITL_REDIS_URL",
     "HITL_CODEC_KEY",
+    "HITL_SIGNING_KEY",
+    "HITL_DECISION_KEYS",
 )
 """Secrets by name, whatever their value looks like. URLs here are secret as a whole
 (user, host and all), not only their password."""
+
+PAIR_LISTS = ("HITL_DECISION_KEYS",)
+"""Variables holding `name:secret` pairs, comma-separated."""
 
 EXTRA_SECRET_ENV = "HITL_SECRET_ENV"
 """Comma-separated names of further variables to treat as secret."""
@@ -98,6 +103,10 @@ def secrets_in(environ: Mapping[str, str]) -> list[tuple[str, str]]:
             if "\n" in value:
                 # A PEM key or a multi-line token may be printed re-wrapped or in part.
                 found.extend((name, line.strip()) for line in value.splitlines())
+            if name in PAIR_LISTS:
+                # issuer:key,issuer:key: each key is a secret on its own.
+                for pair in value.split(","):
+                    found.append((name, pair.strip().partition(":")[2]))
         for match in _URL_PASSWORD.finditer(value):
             password = match["password"]
             found.append((name, password))
