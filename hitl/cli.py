@@ -28,6 +28,8 @@ from temporalio.service import RPCError
 
 from hitl import contract
 from hitl.bridge import run_bridge
+from hitl.codec import CODEC_KEY_ENV, OLD_KEYS_ENV, codec_from_env
+from hitl.codec import new_key as new_codec_key
 from hitl.config import (
     NOT_INSTALLED,
     Settings,
@@ -302,6 +304,37 @@ async def cmd_bridge(client: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     await run_bridge(client, insecure_no_auth=args.insecure_no_auth)
+    return APPLIED
+
+
+async def cmd_codec(args: argparse.Namespace) -> int:
+    if args.action == "key":
+        print(new_codec_key())
+        print(
+            f"Set it as {CODEC_KEY_ENV} for the workers, the starter, hitl and hitl serve; "
+            f"after a rotation, keep the old one in {OLD_KEYS_ENV}.",
+            file=sys.stderr,
+        )
+        return APPLIED
+    codec = codec_from_env()
+    if codec is None:
+        raise CliError(f"set {CODEC_KEY_ENV} (`hitl codec key` makes one) to serve the codec")
+    import uvicorn
+
+    from hitl.codec_server import codec_app
+
+    origins = args.origin or ["http://localhost:8233"]
+    print(
+        f"Codec server on http://{args.host}:{args.port} for {', '.join(origins)}; in the Web "
+        "UI set Codec Server to this address.",
+        file=sys.stderr,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            codec_app(codec, origins), host=args.host, port=args.port, log_level="warning"
+        )
+    )
+    await server.serve()
     return APPLIED
 
 
@@ -662,6 +695,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", help="the approval id the standing approval was granted with")
     revoke.add_argument("--reason", help="why")
     revoke.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    codec = add("codec", "encrypted payloads: make a key, or serve the codec for the Web UI")
+    codec.add_argument("action", choices=("key", "serve"))
+    codec.add_argument("--host", default="127.0.0.1")
+    codec.add_argument("--port", type=int, default=8081)
+    codec.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        help="a Web UI origin allowed to call it (default http://localhost:8233; repeatable)",
+    )
     bridge = add("bridge", "turn decisions that come back through Redis into decisions")
     bridge.add_argument("transport", choices=("redis",))
     bridge.add_argument(
@@ -723,6 +766,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
             return await run_worker(args)
         if args.command == "reviewers":
             return await cmd_reviewers(args)
+        if args.command == "codec":
+            return await cmd_codec(args)
         settings = load_settings()
         try:
             client = await connect(settings)

@@ -10,10 +10,10 @@ from importlib import metadata
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 
 from hitl import contract
+from hitl.codec import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -74,12 +74,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 async def connect(settings: Settings | None = None) -> Client:
-    """A client with the pydantic data converter, as every process of the project uses."""
+    """A client with the pydantic data converter (encrypted with HITL_CODEC_KEY), as every
+    process of the project uses."""
     settings = settings or load_settings()
     return await Client.connect(
         settings.address,
         namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         **settings.connect,
     )
 

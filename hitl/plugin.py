@@ -32,6 +32,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities import worker_activities
 from hitl import contract
+from hitl.codec import codec_from_env
 from hitl.tools import Tool, ToolRegistry, load_tools
 from hitl.visibility import ensure_search_attributes, missing_search_attributes
 from workflows import ALL_WORKFLOWS
@@ -45,7 +46,11 @@ def _pydantic(existing: DataConverter | None) -> DataConverter:
     converter = existing or DataConverter.default
     if converter.payload_converter_class is DefaultPayloadConverter:
         # The gate's models travel as pydantic JSON; a codec (encryption) stays as set.
-        return dataclasses.replace(converter, payload_converter_class=PydanticPayloadConverter)
+        converter = dataclasses.replace(converter, payload_converter_class=PydanticPayloadConverter)
+    if converter.payload_codec is None:
+        codec = codec_from_env()
+        if codec is not None:
+            converter = dataclasses.replace(converter, payload_codec=codec)
     return converter
 
 
