@@ -19,7 +19,14 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from hitl import contract
-from hitl.config import Settings, choose_model, connect, load_settings, package_versions
+from hitl.config import (
+    ConfigError,
+    Settings,
+    choose_model,
+    connect,
+    load_settings,
+    package_versions,
+)
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
 from hitl.logs import configure_logging
@@ -320,7 +327,11 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         base_url=choice.base_url,
         script=script,
     )
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        out.write(f"error: {visible(str(error))}\n")
+        return 2
     state = starting_state(settings, model, choice.source)
     _print_state(state, out)
     workflow_id = args.id or (f"agent-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}")

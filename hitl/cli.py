@@ -32,9 +32,11 @@ from hitl.codec import CODEC_KEY_ENV, OLD_KEYS_ENV, codec_from_env
 from hitl.codec import new_key as new_codec_key
 from hitl.config import (
     NOT_INSTALLED,
+    ConfigError,
     Settings,
     choose_model,
     connect,
+    describe_connection,
     load_settings,
     package_versions,
 )
@@ -48,6 +50,7 @@ from hitl.models import (
     RejectDecision,
     RevokeDecision,
 )
+from hitl.plugin import search_attribute_commands
 from hitl.reviewers import (
     REVIEWERS_ENV,
     ReviewerConfigError,
@@ -542,7 +545,13 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
     problems: list[str] = []
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        for label, value in describe_connection():
+            _say(f"{label:13} {value}")
+        problems.append(str(error))
+        return _doctor_verdict(problems)
     for package, version in package_versions().items():
         if version == NOT_INSTALLED:
             problems.append(f"package {package} is not installed (`make install`)")
@@ -555,10 +564,6 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         _say(f"temporal      MISSING: {error}")
         problems.append("the temporal CLI is missing (`make install`)")
     model = choose_model(None)
-    config_file = os.environ.get("TEMPORAL_CONFIG_FILE") or str(
-        Path.home() / ".config" / "temporalio" / "temporal.toml"
-    )
-    config_state = "found" if Path(config_file).exists() else "not present"
     _say(f"address       {settings.address}  [{settings.sources['address']}]")
     _say(f"namespace     {settings.namespace}  [{settings.sources['namespace']}]")
     _say(f"task queue    {settings.task_queue}  [{settings.sources['task_queue']}]")
@@ -566,7 +571,8 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
     offline = "OpenAI default" if model.provider == "openai" else "none (offline)"
     base_source = "env OPENAI_BASE_URL" if model.base_url else "default"
     _say(f"base url      {model.base_url or offline}  [{base_source}]")
-    _say(f"config file   {config_file} ({config_state})")
+    for label, value in describe_connection():
+        _say(f"{label:13} {value}")
     try:
         keys, reviewers = decision_keys(), load_config()
     except ReviewerConfigError as error:
@@ -599,8 +605,10 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         _say(f"search attrs  could not be listed: {error.message}")
     if missing:
         _say(f"search attrs  MISSING: {', '.join(missing)}")
+        commands = search_attribute_commands(settings.namespace, missing)
         problems.append(
-            "search attributes are missing: start a worker (it registers them) or `make server`"
+            "search attributes are missing: a worker registers them if it may; otherwise "
+            "an operator runs:\n      " + "\n      ".join(commands)
         )
     else:
         _say(f"search attrs  registered ({', '.join(k.name for k in contract.SEARCH_ATTRIBUTES)})")
@@ -779,7 +787,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"hitl: {error}", file=sys.stderr)
         return error.code
-    except ReviewerConfigError as error:
+    except (ReviewerConfigError, ConfigError) as error:
         print(f"hitl: {visible(str(error))}", file=sys.stderr)
         return USAGE
     except ReviewError as error:

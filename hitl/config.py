@@ -7,6 +7,7 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
@@ -33,6 +34,10 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+class ConfigError(ValueError):
+    """The connection settings can't be used; the message says what to fix."""
+
+
 @dataclass(frozen=True)
 class Settings:
     address: str
@@ -54,9 +59,22 @@ class Settings:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (and the rest of envconfig), HITL_TASK_QUEUE."""
     environ = dict(os.environ if env is None else env)
-    profile = ClientConfigProfile.load(override_env_vars=environ)
-    file_profile = ClientConfigProfile.load(disable_env=True, override_env_vars=environ)
-    connect = dict(profile.to_client_connect_config())
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=environ)
+        # The file alone, for where each value came from: the same profile, no env overrides.
+        file_profile = ClientConfigProfile.load(
+            profile=environ.get("TEMPORAL_PROFILE") or None,
+            disable_env=True,
+            override_env_vars=environ,
+        )
+        connect = dict(profile.to_client_connect_config())
+    except (OSError, ValueError, RuntimeError) as error:
+        where = environ.get("TEMPORAL_CONFIG_FILE") or "~/.config/temporalio/temporal.toml"
+        raise ConfigError(
+            f"the Temporal client configuration (profile "
+            f"{environ.get('TEMPORAL_PROFILE') or 'default'}, {where}) can't be used: "
+            f"{error}; fix the file or the TEMPORAL_* variables (`hitl doctor` shows them)"
+        ) from None
     sources: dict[str, str] = {}
 
     def source(env_name: str, from_file: Any) -> str:
@@ -71,6 +89,72 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     task_queue = environ.get("HITL_TASK_QUEUE") or contract.DEFAULT_TASK_QUEUE
     sources["task_queue"] = "env HITL_TASK_QUEUE" if environ.get("HITL_TASK_QUEUE") else "default"
     return Settings(address, namespace, task_queue, connect, sources)
+
+
+def _source(name: str, environ: Mapping[str, str]) -> str:
+    return f"env {name}" if environ.get(name) else "default"
+
+
+def describe_connection(env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """What `hitl doctor` shows of the connection: profile, file, TLS, API key, masked.
+
+    Secrets never shown: an API key by its length and where it came from, a client key
+    only by its path.
+    """
+    environ = dict(os.environ if env is None else env)
+    profile_name = environ.get("TEMPORAL_PROFILE") or "default"
+    config_file = environ.get("TEMPORAL_CONFIG_FILE") or str(
+        Path.home() / ".config" / "temporalio" / "temporal.toml"
+    )
+    lines = [
+        (
+            "profile",
+            f"{profile_name}  [{_source('TEMPORAL_PROFILE', environ)}]",
+        ),
+        (
+            "config file",
+            f"{config_file} ({'found' if Path(config_file).exists() else 'not present'})",
+        ),
+    ]
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=environ)
+        from_file = ClientConfigProfile.load(
+            profile=environ.get("TEMPORAL_PROFILE") or None,
+            disable_env=True,
+            override_env_vars=environ,
+        )
+    except Exception as error:
+        return [*lines, ("config", f"UNREADABLE: {error}")]
+    if profile.api_key:
+        where = (
+            "env TEMPORAL_API_KEY"
+            if environ.get("TEMPORAL_API_KEY")
+            else ("config file" if from_file.api_key else "default")
+        )
+        lines.append(("api key", f"set, {len(profile.api_key)} characters, masked  [{where}]"))
+    else:
+        lines.append(("api key", "none"))
+    tls = profile.tls
+    if tls is None or tls.disabled:
+        lines.append(("tls", "off" if tls is None or tls.disabled else "on"))
+    else:
+
+        def shown(source: object) -> str:
+            if source is None:
+                return "none"
+            return str(source) if isinstance(source, (str, Path)) else "inline data (not shown)"
+
+        lines += [
+            ("tls", f"on (server name {tls.server_name or 'from the address'})"),
+            ("tls ca", shown(tls.server_root_ca_cert)),
+            ("tls cert", shown(tls.client_cert)),
+            (
+                "tls key",
+                shown(tls.client_private_key)
+                + (" (contents never shown)" if tls.client_private_key else ""),
+            ),
+        ]
+    return lines
 
 
 async def connect(settings: Settings | None = None) -> Client:

@@ -84,7 +84,7 @@ PATCH_NOTIFY_EVENTS = "hitl-notify-events"
 """Reminders, and events when an approval is decided or times out. Runs that announced
 approvals before (the record only, `notify_approval`) keep doing so."""
 NOTIFY_TIMEOUT = timedelta(seconds=30)
-NOTIFY_GRACE = timedelta(seconds=15)
+NOTIFY_GRACE = timedelta(seconds=5)
 PATCH_VERIFIED_DECISIONS = "hitl-verified-decisions"
 """Decisions are checked by the worker (signature, reviewer rules) before they apply.
 Runs that received decisions before this existed keep applying them without the check."""
@@ -1098,11 +1098,17 @@ class ApprovalGate:
         """Publish the final state, and give notifications in flight a short while."""
         if self._notifications and self._events():
             # Channels retry only for seconds; a channel that is down costs this much at most.
-            await workflow.wait_condition(
-                lambda: not self._notifications,
-                timeout=NOTIFY_GRACE,
-                timeout_summary="notifications",
-            )
+            try:
+                await workflow.wait_condition(
+                    lambda: not self._notifications,
+                    timeout=NOTIFY_GRACE,
+                    timeout_summary="notifications",
+                )
+            except TimeoutError:
+                workflow.logger.warning(
+                    "%d notification(s) still in flight when the run ended; not waited for",
+                    len(self._notifications),
+                )
         for task in list(self._notifications):
             task.cancel()
         self.publish()

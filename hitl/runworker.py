@@ -8,7 +8,7 @@ import signal
 
 import structlog
 
-from hitl.config import connect, load_settings
+from hitl.config import ConfigError, connect, load_settings
 from hitl.logs import configure_logging
 from hitl.plugin import build_worker
 from hitl.tools import TOOLS_ENV, ToolRegistrationError, load_tools, modules_from
@@ -43,7 +43,12 @@ def build_worker_parser() -> argparse.ArgumentParser:
 async def run_worker(args: argparse.Namespace) -> int:
     """Connect, start the worker, run until SIGINT or SIGTERM; 2 when it can't start."""
     configure_logging()
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        log.error("worker.config_refused", error=str(error))
+        print(f"worker: {error}", flush=True)
+        return 2
     task_queue = args.task_queue or settings.task_queue
     try:
         registry = load_tools(modules_from(args.tools))
