@@ -80,14 +80,8 @@ DECISION_SIGNALS = {
     contract.SIGNAL_MODIFY: DecisionKind.MODIFY,
     contract.SIGNAL_REVOKE: DecisionKind.REVOKE,
 }
-PATCH_NOTIFY_EVENTS = "hitl-notify-events"
-"""Reminders, and events when an approval is decided or times out. Runs that announced
-approvals before (the record only, `notify_approval`) keep doing so."""
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_GRACE = timedelta(seconds=5)
-PATCH_VERIFIED_DECISIONS = "hitl-verified-decisions"
-"""Decisions are checked by the worker (signature, reviewer rules) before they apply.
-Runs that received decisions before this existed keep applying them without the check."""
 VERIFY_TIMEOUT = timedelta(seconds=10)
 MAX_REMEMBERED_REJECTIONS = 200
 MAX_MEMO_ACTION_CHARS = 2_000
@@ -199,7 +193,6 @@ class ApprovalGate:
         self._notifications: set[asyncio.Task[None]] = set()
         self._reminders = sorted(fraction for fraction in reminders if 0 < fraction < 1)
         self._reminding: dict[str, asyncio.Task[None]] = {}
-        self._events_on: bool | None = None
         # Approvals carried from an earlier run were announced by that run.
         self._announced: set[str] = set(self._records)
         self._previous_dynamic = workflow.get_dynamic_signal_handler()
@@ -361,20 +354,11 @@ class ApprovalGate:
     # --- waiting ------------------------------------------------------------------------
 
     def _announce(self, record: ApprovalRecord) -> None:
-        if self._events():
-            if record.id not in self._announced:
-                self._event(record, "pending")
-            if record.id not in self._reminding and self._reminders:
-                self._reminding[record.id] = asyncio.create_task(self._remind(record))
-        elif record.id not in self._announced:
-            self._track(asyncio.create_task(self._notify(record)))
+        if record.id not in self._announced:
+            self._event(record, "pending")
+        if record.id not in self._reminding and self._reminders:
+            self._reminding[record.id] = asyncio.create_task(self._remind(record))
         self._announced.add(record.id)
-
-    def _events(self) -> bool:
-        """Reminders and decided/timed-out events, for runs that began with them."""
-        if self._events_on is None:
-            self._events_on = workflow.patched(PATCH_NOTIFY_EVENTS)
-        return self._events_on
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._notifications.add(task)
@@ -436,7 +420,7 @@ class ApprovalGate:
             reminding = self._reminding.pop(record.id, None)
             if reminding is not None and not reminding.done():
                 reminding.cancel()
-        if self._events() and record.id in self._announced:
+        if record.id in self._announced:
             self._event(
                 record, "timed_out" if record.reviewer == policy.TIMEOUT_REVIEWER else "decided"
             )
@@ -802,8 +786,6 @@ class ApprovalGate:
         Checked in a local activity: the keys and the reviewers file stay on the worker,
         and the answer is recorded, so a replay decides the same.
         """
-        if not workflow.patched(PATCH_VERIFIED_DECISIONS):
-            return None
         try:
             result: DecisionCheck = await workflow.execute_local_activity(
                 contract.ACTIVITY_VERIFY_DECISION,
@@ -1081,22 +1063,9 @@ class ApprovalGate:
             workflow.upsert_memo(memo)
         workflow.set_current_details(details)
 
-    async def _notify(self, record: ApprovalRecord) -> None:
-        try:
-            await workflow.execute_activity(
-                contract.ACTIVITY_NOTIFY,
-                compact_record(record),
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=NOTIFY_RETRY,
-                summary=f"notify reviewers: {record.id}",
-            )
-        except ActivityError as error:
-            # A notification that can't be delivered must not cost the approval.
-            workflow.logger.warning("Notification for %s failed: %s", record.id, error.cause)
-
     async def close(self) -> None:
         """Publish the final state, and give notifications in flight a short while."""
-        if self._notifications and self._events():
+        if self._notifications:
             # Channels retry only for seconds; a channel that is down costs this much at most.
             try:
                 await workflow.wait_condition(
