@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("Done. What to look at:")
         print(f"  Web UI (while a server runs): {ui}/namespaces/default/workflows")
         print("    each run's summary is its task; open one to see the LLM and tool activities,")
-        print("    the approval timer, the approve/reject signal, and the result with evidence.")
+        print("    the approval timer, the decision (an update), and the result with evidence.")
         print("  The runs are kept in the SQLite file: `make server` serves them again.")
         return 0 if all(code in (0, 1) for code in results) else 1
     finally:
