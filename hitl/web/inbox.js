@@ -277,10 +277,8 @@
       summarize(card, event.approval);
       fetchDetails(event.id, true);
     } else if ((type === "approval.decided" || type === "approval.timed_out") && card) {
-      let text = event.status ? event.status + " by " + (event.reviewer || "unknown") : "no longer pending";
-      if (type === "approval.timed_out") text = "timed out: " + text;
-      if (event.reason) text += ": " + event.reason;
-      decided(card, text, event.status === "rejected" ? "refused" : "applied");
+      const text = event.status ? ending(event) : "no longer pending: " + (event.reason || "");
+      decided(card, (type === "approval.timed_out" ? "timed out: " : "") + text, "applied");
     }
   }
 
@@ -403,9 +401,12 @@
     setText(part(card, "votes"), record.votes.length + " of " + record.quorum + votersOf(record));
     const args = part(card, "args");
     if (part(card, "editor").hidden) args.value = visibleJson((modified || record.action_json).args);
-    if (record.status !== "pending") {
-      decided(card, record.status + " by " + (record.reviewer || "unknown"), "applied");
-    }
+    if (record.status !== "pending") decided(card, ending(record), "applied");
+  }
+
+  // How an approval ended, the same words whether the answer or an event says it first.
+  function ending(record) {
+    return record.status + " by " + (record.reviewer || "unknown") + (record.reason ? ": " + record.reason : "");
   }
 
   function votersOf(record) {
@@ -464,13 +465,9 @@
     const data = result.data || {};
     if (result.status === 200) {
       const record = data.record;
-      if (record) state.records.set(record.id, record);
-      if (record && record.status === "pending") {
-        outcome(card, data.message, "applied");
-        setText(part(card, "votes"), record.votes.length + " of " + record.quorum + votersOf(record));
-      } else {
-        decided(card, data.message, "applied");
-      }
+      if (record) show(card, record); // the record as the run has it now
+      if (!record) decided(card, data.message, "applied");
+      else if (record.status === "pending") outcome(card, data.message, "applied");
     } else if (result.status === 202) {
       outcome(card, data.message, "");
     } else {
