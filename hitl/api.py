@@ -52,7 +52,7 @@ from hitl.models import (
     RejectDecision,
     RevokeDecision,
 )
-from hitl.reviewers import ReviewerConfig
+from hitl.reviewers import ReviewerConfig, ReviewerConfigError, load_config
 from hitl.reviews import (
     CONFIRM_SECONDS,
     QUERY_TIMEOUT,
@@ -382,15 +382,35 @@ class Identity:
 @dataclass
 class ApiState:
     reviews: Reviews
-    config: ReviewerConfig
+    loaded: ReviewerConfig
     insecure: bool
     feed: "EventFeed"
     page_key: bytes
     """Authenticates the page tokens this API gives out."""
+    text: bytes | None = None
+    """The reviewers file as last read."""
 
     @property
     def signing(self) -> bool:
         return self.reviews.signer is not None
+
+    @property
+    def config(self) -> ReviewerConfig:
+        """The reviewers file as it is now: a reviewer removed from it (or a token replaced)
+        is refused from the next request on, as the worker refuses them, no restart."""
+        path = self.loaded.path
+        if path is None:
+            return self.loaded
+        try:
+            # Read whole each time (a few hundred bytes): a timestamp can stay the same
+            # across two quick writes.
+            text = path.read_bytes()
+            if text != self.text:
+                self.loaded, self.text = load_config(path), text
+        except (OSError, ReviewerConfigError) as error:
+            # Fail closed, as the worker does: no file that can be read, no reviewer.
+            raise ApiError(503, f"the reviewers file can't be read: {error}") from error
+        return self.loaded
 
 
 def state_of(request: Request) -> ApiState:
@@ -412,6 +432,7 @@ async def authenticated(
     """The reviewer the bearer token names: the only source of a decision's reviewer."""
     if state.insecure:
         return Identity(None)
+    config = state.config
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise ApiError(
@@ -420,7 +441,7 @@ async def authenticated(
             "(`hitl reviewers add NAME` makes one)",
             headers=challenge,
         )
-    reviewer = state.config.by_token(credentials.credentials)
+    reviewer = config.by_token(credentials.credentials)
     if reviewer is None:
         raise ApiError(
             401,
@@ -543,14 +564,15 @@ async def _decide(
 ) -> JSONResponse:
     name = _decider(identity, body.reviewer)
     record = await state.reviews.get(approval_id)
-    if state.config.reviewers:
+    config = state.config
+    if config.reviewers:
         # The worker checks the same rules again; checking here turns a refusal into a
         # clear 403 before anything reaches the run.
-        refusal = state.config.refusal(
+        refusal = config.refusal(
             name, kind, record.action_json.tool, record.risk, record.context.requested_by
         )
         if refusal is None and isinstance(body, ApproveBody) and body.scope == "tool":
-            allowed = state.config.reviewers[name].max_risk
+            allowed = config.reviewers[name].max_risk
             if body.max_risk is not None and body.max_risk > allowed:
                 refusal = f"{name} may approve up to risk {allowed}, not a standing {body.max_risk}"
         if refusal is not None:

@@ -21,6 +21,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from hitl.reviewers import add_reviewer
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import start_run, temporal_cli, turn, wait_decisions, wait_pending
 from tests.review_api import ServedApi, wait_listed, worker_env, write_reviewers
@@ -356,6 +357,22 @@ async def test_the_inbox_is_served_with_a_strict_policy_and_no_cors(api: ServedA
             "/events",
             "/runs/{workflow_id}",
         } <= set(schema["paths"])
+
+
+async def test_a_token_replaced_in_the_reviewers_file_stops_working_at_once(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    reviewers = tmp_path / "reviewers.toml"
+    old = add_reviewer(reviewers, "erin")
+    async with ServedApi(env.client, reviewers) as served, served.http(old) as erin:
+        assert (await erin.get("/runs", params={"limit": 1})).status_code == 200
+        new = add_reviewer(reviewers, "erin")  # `hitl reviewers add erin` again: a new token
+        assert (await erin.get("/runs", params={"limit": 1})).status_code == 401
+        async with served.http(new) as renewed:
+            assert (await renewed.get("/healthz")).json()["reviewer"] == "erin"
+        reviewers.write_text("not toml [")
+        broken = await erin.get("/runs")
+        assert broken.status_code == 503 and "reviewers file can't be read" in broken.text
 
 
 async def serve(*args: str, **env: str) -> asyncio.subprocess.Process:
