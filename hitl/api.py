@@ -553,37 +553,79 @@ async def get_approval(state: State, who: Who, approval_id: ApprovalId) -> Appro
     return await state.reviews.get(approval_id)
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What a decision is checked against before it is sent."""
+
+    workflow_id: str
+    tool: str
+    risk: int
+    requested_by: str
+    digest: str
+    record: ApprovalRecord | None
+
+
+async def _target(state: ApiState, approval_id: str, full: bool) -> _Target:
+    """The approval to decide: from its run's memo summary when that says all (pending, no
+    vote yet, so no modification counting votes either), else from the run's record."""
+    located = await state.reviews.locate(approval_id)
+    item = located.summary
+    if (
+        not full
+        and item is not None
+        and item.action_digest is not None
+        and item.votes == 0
+        and located.running
+    ):
+        # One visibility query instead of that and a query of the run: the decision
+        # reaches the run sooner. A stale summary costs nothing: the run refuses a
+        # decision on an action that changed, and the answer says so.
+        return _Target(
+            located.workflow_id, item.tool, item.risk, item.requested_by, item.action_digest, None
+        )
+    records = await state.reviews.approvals_of(located.workflow_id, located.run_id, located.status)
+    record = next((r for r in records if r.id == approval_id), None)
+    if record is None:
+        raise ApiError(404, f"run {located.workflow_id} no longer lists {approval_id}")
+    return _Target(
+        record.session_id,
+        record.action_json.tool,
+        record.risk,
+        record.context.requested_by,
+        current_digest(record),
+        record,
+    )
+
+
 async def _decide(
     state: ApiState,
     identity: Identity,
     approval_id: str,
     body: _Body,
     kind: str,
-    build: Callable[[ApprovalRecord, str, str], AnyDecision],
+    build: Callable[[str, str], AnyDecision],
     check: Callable[[ApprovalRecord], Awaitable[None]] | None = None,
 ) -> JSONResponse:
     name = _decider(identity, body.reviewer)
-    record = await state.reviews.get(approval_id)
+    target = await _target(state, approval_id, full=check is not None)
     config = state.config
     if config.reviewers:
         # The worker checks the same rules again; checking here turns a refusal into a
         # clear 403 before anything reaches the run.
-        refusal = config.refusal(
-            name, kind, record.action_json.tool, record.risk, record.context.requested_by
-        )
+        refusal = config.refusal(name, kind, target.tool, target.risk, target.requested_by)
         if refusal is None and isinstance(body, ApproveBody) and body.scope == "tool":
             allowed = config.reviewers[name].max_risk
             if body.max_risk is not None and body.max_risk > allowed:
                 refusal = f"{name} may approve up to risk {allowed}, not a standing {body.max_risk}"
         if refusal is not None:
             raise ApiError(403, refusal)
-    if check is not None:
-        await check(record)
+    if check is not None and target.record is not None:
+        await check(target.record)
     try:
-        decision = build(record, name, body.action_digest or current_digest(record))
+        decision = build(name, body.action_digest or target.digest)
     except ValidationError as error:
         raise ApiError(422, _validation_sentence(error)) from error
-    outcome = await state.reviews.decide(decision, workflow_id=record.session_id)
+    outcome = await state.reviews.decide(decision, workflow_id=target.workflow_id)
     return await _answer(state, outcome)
 
 
@@ -671,8 +713,8 @@ async def approve(
         approval_id,
         body,
         "approve",
-        lambda record, name, digest: ApproveDecision(
-            approval_id=record.id,
+        lambda name, digest: ApproveDecision(
+            approval_id=approval_id,
             reviewer=name,
             comment=body.comment,
             action_digest=digest,
@@ -696,8 +738,8 @@ async def reject(state: State, who: Who, approval_id: ApprovalId, body: RejectBo
         approval_id,
         body,
         "reject",
-        lambda record, name, digest: RejectDecision(
-            approval_id=record.id, reviewer=name, reason=body.reason, action_digest=digest
+        lambda name, digest: RejectDecision(
+            approval_id=approval_id, reviewer=name, reason=body.reason, action_digest=digest
         ),
     )
 
@@ -726,8 +768,8 @@ async def modify(state: State, who: Who, approval_id: ApprovalId, body: ModifyBo
         approval_id,
         body,
         "modify",
-        lambda record, name, digest: ModifyDecision(
-            approval_id=record.id,
+        lambda name, digest: ModifyDecision(
+            approval_id=approval_id,
             reviewer=name,
             args=body.args,
             comment=body.comment,
@@ -764,8 +806,8 @@ async def revoke(state: State, who: Who, approval_id: ApprovalId, body: RevokeBo
         approval_id,
         body,
         "revoke",
-        lambda record, name, digest: RevokeDecision(
-            approval_id=record.id, reviewer=name, reason=body.reason
+        lambda name, digest: RevokeDecision(
+            approval_id=approval_id, reviewer=name, reason=body.reason
         ),
         check=granted,
     )
