@@ -78,6 +78,7 @@ KEEPALIVE_SECONDS = 10.0
 EVENT_QUEUE = 10_000
 """Events a slow /events subscriber may fall behind by before its stream is closed."""
 READ_CONCURRENCY = 8
+ANNOUNCED_SECONDS = 120.0
 WEB_FILES = {
     "index.html": "text/html; charset=utf-8",
     "inbox.js": "text/javascript; charset=utf-8",
@@ -653,6 +654,8 @@ async def _answer(state: ApiState, outcome: Outcome) -> JSONResponse:
         )
         return JSONResponse(sent.model_dump(mode="json"), status_code=202)
     record = await _fresh(state, outcome)
+    if entry.outcome == "applied" and record is not None:
+        state.feed.announce(record)
     if entry.outcome == "applied":
         done = Decided(
             outcome="applied", message=_applied(entry, record), entry=entry, record=record
@@ -857,6 +860,8 @@ class EventFeed:
     approval that left the set is read from its run to say how it ended. Polling starts
     with the first subscriber and stops with the last. A `ready` event tells a
     subscriber from when on changes are reported (a client reloads its listing then).
+    A decision made through this API is announced as soon as the run confirms it,
+    without waiting for a poll.
     """
 
     def __init__(self, reviews: Reviews, interval: float = POLL_SECONDS) -> None:
@@ -866,6 +871,29 @@ class EventFeed:
         self._subscribers: set[asyncio.Queue[ApprovalEvent | None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._known: dict[str, PendingApproval] | None = None
+        self._announced: dict[str, float] = {}
+        """Approvals announced as ended, and when: a listing begun before the decision may
+        still show them pending, and must not announce them again."""
+
+    def announce(self, record: ApprovalRecord) -> None:
+        """An approval this API saw end: said now, and not again by the poller."""
+        if not self._subscribers or record.status is ApprovalStatus.PENDING:
+            return
+        if self._known is not None:
+            self._known.pop(record.id, None)
+        self._finish(record.summary(), record, datetime.now(UTC))
+
+    def _finish(self, item: PendingApproval, record: ApprovalRecord, at: datetime) -> None:
+        """Say how an approval ended, once, whichever of the API and the poller sees it first."""
+        now = asyncio.get_running_loop().time()
+        self._announced = {
+            approval_id: when
+            for approval_id, when in self._announced.items()
+            if now - when < ANNOUNCED_SECONDS
+        }
+        if item.id not in self._announced:
+            self._announced[item.id] = now
+            self._emit(_ended(item, record, at))
 
     def subscribe(self) -> asyncio.Queue[ApprovalEvent | None]:
         queue: asyncio.Queue[ApprovalEvent | None] = asyncio.Queue(EVENT_QUEUE)
@@ -921,6 +949,7 @@ class EventFeed:
         self, known: dict[str, PendingApproval], current: dict[str, PendingApproval]
     ) -> dict[str, PendingApproval]:
         now = datetime.now(UTC)
+        current = {k: v for k, v in current.items() if k not in self._announced}
         for approval_id, item in current.items():
             before = known.get(approval_id)
             if before is None:
@@ -952,18 +981,7 @@ class EventFeed:
                     reason = f"no longer pending; its record could not be read ({problem})"
                     self._emit(_event("approval.decided", item, now, reason=reason))
                     continue
-                timed_out = record.reviewer == policy.TIMEOUT_REVIEWER
-                self._emit(
-                    _event(
-                        "approval.timed_out" if timed_out else "approval.decided",
-                        item,
-                        now,
-                        status=record.status,
-                        reviewer=record.reviewer,
-                        reviewed_at=record.reviewed_at,
-                        reason=record.reason,
-                    )
-                )
+                self._finish(item, record, now)
             return kept
 
         carried = await asyncio.gather(*(ended(wf, items) for wf, items in runs.items()))
@@ -974,6 +992,19 @@ def _event(kind: str, item: PendingApproval, at: datetime, **fields: Any) -> App
     return ApprovalEvent.model_validate(
         {"type": kind, "id": item.id, "session_id": item.session_id, "tool": item.tool, "at": at}
         | fields
+    )
+
+
+def _ended(item: PendingApproval, record: ApprovalRecord, at: datetime) -> ApprovalEvent:
+    timed_out = record.reviewer == policy.TIMEOUT_REVIEWER
+    return _event(
+        "approval.timed_out" if timed_out else "approval.decided",
+        item,
+        at,
+        status=record.status,
+        reviewer=record.reviewer,
+        reviewed_at=record.reviewed_at,
+        reason=record.reason,
     )
 
 

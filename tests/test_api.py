@@ -21,10 +21,12 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from hitl.reviewers import add_reviewer
+from hitl.models import RejectDecision
+from hitl.reviewers import _key, add_reviewer
+from hitl.reviews import Reviews
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import start_run, temporal_cli, turn, wait_decisions, wait_pending
-from tests.review_api import ServedApi, wait_listed, worker_env, write_reviewers
+from tests.review_api import API_KEY, ServedApi, wait_listed, worker_env, write_reviewers
 
 pytestmark = pytest.mark.usefixtures("worker")
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,23 +309,44 @@ async def test_events_say_pending_decided_and_timed_out(
             client, task_queue, make_logs(tmp_path / "b"), script=deletes(OLD_LOGS[0]),
             approval_timeout_seconds=2,
         )  # fmt: skip
+        elsewhere = await start_run(
+            client, task_queue, make_logs(tmp_path / "c"), script=deletes(OLD_LOGS[0])
+        )
         [record] = await wait_pending(decided)
         [lapses] = await wait_pending(lapsing)
+        [other] = await wait_pending(elsewhere)
         pending = await until(events, "approval.pending", record.id)
         assert pending["approval"]["tool"] == "delete_files" and pending["session_id"] == decided.id
         answer = await as_["bob"].post(f"/approvals/{record.id}/approve", json={})
         assert answer.status_code == 200
         done = await until(events, "approval.decided", record.id)
         assert (done["status"], done["reviewer"]) == ("approved", "bob")
+        # Decided without the API (the library, as the CLI does): the poller notices.
+        await until(events, "approval.pending", other.id)
+        library = Reviews(client, signer=("api", _key(API_KEY)))
+        rejected = await library.decide(
+            RejectDecision(approval_id=other.id, reviewer="dave", reason="not now"),
+            workflow_id=elsewhere.id,
+        )
+        assert rejected.applied
+        noticed = await until(events, "approval.decided", other.id)
+        assert (noticed["status"], noticed["reviewer"]) == ("rejected", "dave")
         timed_out = await until(events, "approval.timed_out", lapses.id)
         assert timed_out["reviewer"] == "system:timeout" and timed_out["status"] == "rejected"
         reader.cancel()
+    ended = [
+        data["id"]
+        for kind, data, _ in events
+        if kind.startswith("approval.") and "status" in data and data["status"]
+    ]
+    assert sorted(ended) == sorted([record.id, other.id, lapses.id]), "an ending was said twice"
     from datetime import datetime
 
     delay = done["received"] - datetime.fromisoformat(done["reviewed_at"]).timestamp()
     print(f"\n/events: a decision reached a subscriber {delay * 1000:.0f} ms after the run took it")
     await decided.result()
     await lapsing.result()
+    await elsewhere.result()
 
 
 async def test_the_inbox_is_served_with_a_strict_policy_and_no_cors(api: ServedApi) -> None:
