@@ -939,8 +939,10 @@ class EventFeed:
                     current = await self._diff(self._known, current)
                 self._known = current
                 self.ready.set()
-            except (RPCError, ReviewError, ValidationError) as error:
-                log.warning("events: listing failed: %s", error)
+            except Exception:
+                # Whatever one listing hit, the next may not: a poller that died would
+                # leave every subscriber waiting on a stream that says nothing.
+                log.exception("events: the pending approvals could not be listed")
             # Over many pending approvals a listing takes longer than the interval: then
             # the next starts a little after this one ended instead of back to back.
             await asyncio.sleep(max(self.interval - (loop.time() - began), self.interval / 5))
