@@ -4,6 +4,9 @@
 2. bulk: N paused runs approved at once through `hitl approve --all`'s library call
 3. waiting at scale: resident memory of worker and server, and `hitl pending` latency
 4. orchestration overhead per agent step: the workflow against the same loop in-process
+5. growth: history per step at 10, 100 and 500 steps
+6. the review API (`hitl serve`): decision to the approved action's start beside a signed
+   signal, the first page of pending over the paused runs, /events delivery delay
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from activities.scripted import scripted_turn
@@ -44,6 +48,7 @@ from hitl.models import (
     ToolCall,
     ToolRequest,
 )
+from hitl.reviewers import _key, add_reviewer, new_key
 from hitl.reviews import Reviews
 from hitl.tools import load_tools
 from workflows.agent import SYSTEM_PROMPT
@@ -112,7 +117,14 @@ class Probe:
 
 
 class WorkerProcess:
-    def __init__(self, kind: str, address: str, task_queue: str, probe: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        address: str,
+        task_queue: str,
+        probe: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         probe.touch()
         self.probe = Probe(probe)
         ready = probe.with_suffix(".ready")
@@ -135,7 +147,12 @@ class WorkerProcess:
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "TEMPORAL_ADDRESS": address, "HITL_LOG_LEVEL": "ERROR"},
+                env={
+                    **os.environ,
+                    "TEMPORAL_ADDRESS": address,
+                    "HITL_LOG_LEVEL": "ERROR",
+                    **(env or {}),
+                },
             )
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -144,11 +161,16 @@ class WorkerProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 async def gather_limited(calls: list[Callable[[], Awaitable[Any]]], limit: int = 100) -> list:
@@ -217,7 +239,9 @@ class Bench:
 
     # --- paused runs ----------------------------------------------------------------------
 
-    async def pause_project_runs(self, count: int, label: str) -> list[tuple[str, str]]:
+    async def pause_project_runs(
+        self, count: int, label: str, queue: str | None = None
+    ) -> list[tuple[str, str]]:
         """`count` agent runs paused on one approval each; returns (workflow id, approval id)."""
         prefix = f"bench-{label}-{uuid.uuid4().hex[:6]}"
         (self.workspace / label).mkdir(exist_ok=True)
@@ -236,7 +260,7 @@ class Bench:
                 contract.WORKFLOW_NAME,
                 run,
                 id=f"{prefix}-{i}",
-                task_queue=self.queues["project"],
+                task_queue=queue or self.queues["project"],
             )
 
         await gather_limited([start(i) for i in range(count)])
@@ -538,6 +562,198 @@ class Bench:
                 )
         return (time.perf_counter() - t0) / steps
 
+    # --- 6. the review API ---------------------------------------------------------------------
+
+    async def api(self) -> None:
+        """`hitl serve` as a user runs it, before a worker that takes only signed decisions."""
+        count = self.args.api
+        print(f"\n6. review API: {count} decisions, first page over the paused runs", flush=True)
+        root = self.workspace.parent
+        reviewers = root / "reviewers.toml"
+        token = add_reviewer(reviewers, "bench")
+        key = new_key()
+        signed = {"HITL_REVIEWERS": str(reviewers), "HITL_DECISION_KEYS": f"api:{key}"}
+        worker = WorkerProcess(
+            "project", self.server.address, "bench-api", root / "api.probe", signed
+        )
+        served = ApiProcess(self.server.address, reviewers, key, root / "serve.log")
+        try:
+            async with httpx.AsyncClient(
+                base_url=served.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            ) as http:
+                await self._api_decisions(http, worker, key, count)
+                await self._api_listing(http)
+        finally:
+            served.stop()
+            worker.stop()
+
+    async def _api_decisions(
+        self, http: httpx.AsyncClient, worker: WorkerProcess, key: str, count: int
+    ) -> None:
+        events = EventsReader(http)
+        await events.start()
+        pairs = await self.pause_project_runs(count, "api", queue="bench-api")
+        through_api, delivered = [], []
+        for workflow_id, approval_id in pairs:
+            sent = time.time()
+            answer = await http.post(f"/approvals/{approval_id}/approve", json={})
+            assert answer.status_code == 200, answer.text
+            through_api.append((await worker.probe.wait(approval_id) - sent) * 1000)
+            delivered.append((await events.decided(approval_id) - sent) * 1000)
+            await self.project.get_workflow_handle(workflow_id).result()
+        # The same decision signed as the API signs it, sent straight to the run.
+        signer = Reviews(self.project, signer=("api", _key(key)))
+        pairs = await self.pause_project_runs(count, "api-signal", queue="bench-api")
+        direct, polled = [], []
+        for workflow_id, approval_id in pairs:
+            handle = self.project.get_workflow_handle(workflow_id)
+            record = await signer.get(approval_id)
+            payload = signer.payload(
+                ApproveDecision(
+                    approval_id=approval_id, reviewer="bench", action_digest=record.action_digest
+                )
+            )
+            sent = time.time()
+            await handle.signal(contract.SIGNAL_APPROVE, payload)
+            direct.append((await worker.probe.wait(approval_id) - sent) * 1000)
+            polled.append((await events.decided(approval_id) - sent) * 1000)
+            await handle.result()
+        await events.stop()
+        for q in (50, 99):
+            self.row(
+                f"API decision to action start p{q}",
+                percentile(through_api, q),
+                percentile(direct, q),
+                "ms",
+            )
+        self.note(
+            "API decision to action start: POST /approvals/ID/approve (find the record, check "
+            "the reviewer, sign, the `decide` update) until the action's activity starts; "
+            "baseline column: the same decision, signed, sent as a signal (no API)"
+        )
+        self.fact("/events delay, decided through the API, p50", percentile(delivered, 50), "ms")
+        self.fact("/events delay, decided through the API, p99", percentile(delivered, 99), "ms")
+        self.fact("/events delay, decided by a signal, p50", percentile(polled, 50), "ms")
+        self.fact("/events delay, decided by a signal, p99", percentile(polled, 99), "ms")
+
+    async def _api_listing(self, http: httpx.AsyncClient) -> None:
+        paused = (
+            await self.project.count_workflows(
+                f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
+            )
+        ).count
+        if paused < self.args.scale:
+            print(f"  pausing {self.args.scale - paused} more runs", flush=True)
+            await self.pause_project_runs(self.args.scale - paused, "api-scale")
+            paused = self.args.scale
+        firsts, seconds = [], []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            answer = await http.get("/approvals", params={"limit": 50})
+            firsts.append((time.perf_counter() - t0) * 1000)
+            page = answer.json()
+            assert len(page["items"]) == 50 and page["next_page_token"], answer.text
+            t0 = time.perf_counter()
+            await http.get(
+                "/approvals", params={"limit": 50, "page_token": page["next_page_token"]}
+            )
+            seconds.append((time.perf_counter() - t0) * 1000)
+        self.fact(f"API first page of 50, {paused:,} pending, p50", percentile(firsts, 50), "ms")
+        self.fact(f"API first page of 50, {paused:,} pending, p99", percentile(firsts, 99), "ms")
+        self.fact(f"API second page of 50, {paused:,} pending, p50", percentile(seconds, 50), "ms")
+        # The poller lists every pending approval each time: a decision made elsewhere is
+        # noticed later the more approvals wait.
+        events = EventsReader(http)
+        began = time.perf_counter()
+        await events.start()
+        self.note(f"/events ready (first listing) after {time.perf_counter() - began:.1f} s")
+        pairs = await self.pause_project_runs(10, "api-events")
+        polled = []
+        for workflow_id, approval_id in pairs:
+            sent = time.time()
+            await self.project.get_workflow_handle(workflow_id).signal(
+                contract.SIGNAL_APPROVE, {"approval_id": approval_id, "reviewer": "bench"}
+            )
+            polled.append((await events.decided(approval_id) - sent) * 1000)
+        await events.stop()
+        self.fact(
+            f"/events delay, decided by a signal, {paused:,} pending, p50",
+            percentile(polled, 50),
+            "ms",
+        )
+
+
+class ApiProcess:
+    """`hitl serve` on a free port, with a reviewers file and the API's signing key."""
+
+    def __init__(self, address: str, reviewers: Path, key: str, log_path: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hitl.cli", "serve", "--port", str(port)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    "TEMPORAL_ADDRESS": address,
+                    "HITL_REVIEWERS": str(reviewers),
+                    "HITL_SIGNING_KEY": key,
+                },
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hitl serve did not start; see {log_path}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class EventsReader:
+    """An /events subscriber noting when each `approval.decided` arrives."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.seen: dict[str, float] = {}
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self.ready.wait(), 120)
+
+    async def _read(self) -> None:
+        kind = ""
+        async with self.http.stream("GET", "/events", timeout=None) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                    if kind == "ready":
+                        self.ready.set()
+                elif line.startswith("data: ") and kind == "approval.decided":
+                    self.seen[json.loads(line.removeprefix("data: "))["id"]] = time.time()
+
+    async def decided(self, approval_id: str, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while approval_id not in self.seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no approval.decided event for {approval_id}")
+            await asyncio.sleep(0.005)
+        return self.seen[approval_id]
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
 
 def machine() -> dict[str, str]:
     cpu = "unknown"
@@ -575,6 +791,12 @@ TARGETS: list[tuple[str, str, Callable[[float, float], bool]]] = [
         "at most 1.5x from the middle length to the longest (linear growth)",
         lambda ours, base: ours <= 1.5,
     ),
+    (
+        "API decision to action start p50",
+        "within 15 ms of the signed signal",
+        lambda ours, base: ours <= base + 15,
+    ),
+    ("API first page of 50", "under 1 s over 10,000 pending", lambda ours, base: ours < 1000),
     (
         "largest event",
         "under 512 KiB (Temporal's payload limit is 2 MiB)",
@@ -629,7 +851,7 @@ def write_report(
         f"- python {facts['python']}; {facts['temporal']}; dev server with a SQLite file",
         f"- run: {facts['date']}; command: `{' '.join(['python -m bench.run', *sys.argv[1:]])}`",
         f"- sizes: latency {args.latency}, bulk {args.bulk}, scale {args.scale}, "
-        f"steps {args.steps} x {args.repeats}, growth {args.growth}",
+        f"steps {args.steps} x {args.repeats}, growth {args.growth}, api {args.api}",
         "",
         "| measure | project | baseline | project vs baseline | better |",
         "|---|---:|---:|---:|---|",
@@ -658,6 +880,16 @@ def write_report(
         "   events counted and sized (protobuf bytes, payloads included). Per-step history",
         "   must stay flat as runs get longer (linear growth), and no single event may come",
         "   near Temporal's 2 MiB payload limit.",
+        "6. **Review API**: `hitl serve` in a process of its own, with a reviewers file and a",
+        "   signing key, before a worker (its own task queue) that takes only signed decisions.",
+        "   Decision to action start: `POST /approvals/ID/approve` sent until the approved",
+        "   action's activity starts (probe), one at a time; the baseline column is the same",
+        "   decision, signed as the API signs it, sent as a signal straight to the run. First",
+        "   page: `GET /approvals?limit=50` over every paused run (the scale part's, or as many",
+        "   as `--scale` says). `/events` delay: decision sent until a subscriber reads its",
+        "   `approval.decided` event: a decision through the API is announced when the run",
+        "   confirms it; one made elsewhere (a signal) is noticed by the poller, which lists",
+        "   every pending approval every 0.5 s, or back to back when a listing takes longer.",
         "",
     ]
     values = values or {}
@@ -722,11 +954,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--growth", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--api", type=int, default=100, help="decisions through the API")
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["latency", "bulk", "steps", "growth", "scale"],
-        choices=["latency", "bulk", "steps", "growth", "scale"],
+        default=["latency", "bulk", "steps", "growth", "scale", "api"],
+        choices=["latency", "bulk", "steps", "growth", "scale", "api"],
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()

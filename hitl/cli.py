@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,13 @@ from hitl.models import (
 from hitl.plugin import search_attribute_commands
 from hitl.reviewers import (
     REVIEWERS_ENV,
+    SIGNING_KEY_ENV,
     ReviewerConfigError,
     add_reviewer,
     decision_keys,
     load_config,
     new_key,
+    signer,
 )
 from hitl.reviews import (
     CONFIRM_SECONDS,
@@ -377,6 +381,103 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
         )
     for rule in config.quorum:
         print(f"quorum: risk >= {rule.min_risk} needs {rule.approvals} approvers")
+    return APPLIED
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Stops on SIGINT or SIGTERM and returns, like `hitl worker` (uvicorn's own
+        handling raises the signal again once stopped, which would end the process
+        with it instead of exit code 0)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    return Server
+
+
+INSECURE_WARNING = """\
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!! hitl serve --insecure-no-auth: DECISIONS ARE UNAUTHENTICATED.                          !!
+!! Anyone who reaches {address} can approve, reject or modify any action, as any reviewer
+!! name they type. Use it on your own machine only; for reviewers, set HITL_REVIEWERS.    !!
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    """The review API and the web inbox, under uvicorn, until SIGINT or SIGTERM."""
+    import socket
+
+    import uvicorn
+
+    from hitl.api import create_app
+
+    config = load_config()
+    if not config.reviewers and not args.insecure_no_auth:
+        raise CliError(
+            f"no reviewers to authenticate: set {REVIEWERS_ENV} to a reviewers file "
+            "(`hitl reviewers add NAME` creates one and prints the token), or pass "
+            "--insecure-no-auth to serve with no authentication at all"
+        )
+    key = os.environ.get(SIGNING_KEY_ENV)
+    # The API signs as `api`, whatever HITL_SIGNER says: a worker lets only that issuer
+    # sign for reviewers other than itself.
+    api_signer = signer({SIGNING_KEY_ENV: key}) if key else None
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except OSError as error:
+        raise CliError(
+            f"cannot listen on {args.host}:{args.port} ({error.strerror}); pick another "
+            "--port or --host"
+        ) from error
+    host, port = sock.getsockname()[:2]
+    address = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    settings = load_settings()
+    try:
+        client = await connect(settings)
+    except RuntimeError as error:
+        sock.close()
+        raise CliError(_down(settings, error)) from error
+    if config.reviewers:
+        print(
+            f"hitl serve: {len(config.reviewers)} reviewer(s) from {config.path}; decisions "
+            + ("signed as issuer api" if api_signer else "UNSIGNED"),
+            file=sys.stderr,
+        )
+    else:
+        print(INSECURE_WARNING.format(address=address), file=sys.stderr)
+    if api_signer is None:
+        print(
+            f"hitl serve: {SIGNING_KEY_ENV} is not set, so decisions go out unsigned; a worker "
+            "that requires signed decisions (HITL_DECISION_KEYS) refuses them. "
+            "`hitl reviewers key` makes a key; the worker takes it as api:KEY.",
+            file=sys.stderr,
+        )
+    app = create_app(client, config, api_signer, insecure=not config.reviewers, host=args.host)
+    server = _server_class()(
+        uvicorn.Config(
+            app,
+            log_level="info",
+            server_header=False,
+            proxy_headers=False,
+            # Open /events streams end with the server instead of holding it up.
+            timeout_graceful_shutdown=3,
+        )
+    )
+    print(f"hitl serve: the inbox and the API on {address}", file=sys.stderr, flush=True)
+    await server.serve(sockets=[sock])
     return APPLIED
 
 
@@ -744,6 +845,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit = add("audit", "every approval of a run with every decision: who, when, outcome")
     audit.add_argument("run", help="workflow id of the run")
     audit.add_argument("--json", action="store_true")
+    serve = add("serve", "the review API and the web inbox (http://127.0.0.1:8000/)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help=f"serve without a reviewers file ({REVIEWERS_ENV}): anyone who reaches the port "
+        "decides, under any name; for your own machine only",
+    )
     add("doctor", "check the local set-up and say what is wrong")
     add_worker_arguments(
         add("worker", "run a worker: agent runs and their tools (--tools MODULES)")
@@ -776,6 +886,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
             return await cmd_reviewers(args)
         if args.command == "codec":
             return await cmd_codec(args)
+        if args.command == "serve":
+            return await cmd_serve(args)
         settings = load_settings()
         try:
             client = await connect(settings)

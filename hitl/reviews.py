@@ -52,6 +52,9 @@ from hitl.text import quoted
 
 AnyDecision = ApproveDecision | RejectDecision | ModifyDecision | RevokeDecision
 LIST_PAGE_SIZE = 5000
+PAGE_SIZE = 50
+MAX_PAGES_SCANNED = 20
+"""A filtered page stops looking after this many visibility pages, and says where it got."""
 CONFIRM_SECONDS = 5.0
 BULK_CONFIRM_SECONDS_EACH = 0.05
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -131,6 +134,14 @@ class Outcome:
 
 
 @dataclass
+class Page:
+    """One page of a listing, and where the next one starts (None: this was the last)."""
+
+    items: list[PendingApproval]
+    next_page_token: bytes | None = None
+
+
+@dataclass
 class Audit:
     """Every approval of a workflow id, across its runs, with every decision."""
 
@@ -147,6 +158,12 @@ def check_id(approval_id: str) -> str:
             f"{quoted(approval_id)} is not an approval id (they look like apr_1a2b…)"
         )
     return approval_id
+
+
+def current_digest(record: ApprovalRecord) -> str:
+    """The digest of the action a decision on this approval now decides: a reviewer's
+    modification while a quorum is still counting, else the proposed action."""
+    return record.effective_action.digest() if record.modified_action_json else record.action_digest
 
 
 def with_decision_id(decision: AnyDecision) -> AnyDecision:
@@ -182,6 +199,63 @@ class Reviews:
             )
         found.sort(key=lambda item: item.created_at)
         return found
+
+    async def pending_page(
+        self,
+        limit: int = PAGE_SIZE,
+        page_token: bytes | None = None,
+        tool: str | None = None,
+        run: str | None = None,
+    ) -> Page:
+        """One page of pending approvals, newest runs first, each run's oldest first.
+
+        A page reads one visibility page of `limit` runs (each run's memo holds its
+        pending summaries), so its cost does not grow with how many runs wait. It holds
+        at most `limit` approvals and never splits a run between pages, so that the
+        token, Temporal's own (a position after the last run shown), stays valid while
+        runs are decided; a single run with more than `limit` pending approvals comes
+        whole. With a `tool` filter a page may come short of `limit` while more follow:
+        follow `next_page_token` until it is None.
+        """
+        if limit < 1:
+            raise ReviewError("a page holds at least one approval (limit >= 1)")
+        query = f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
+        if run is not None:
+            query += f" AND WorkflowId = '{_escaped(run)}'"
+        items: list[PendingApproval] = []
+        token = page_token
+        for _ in range(MAX_PAGES_SCANNED):
+            listing = self.client.list_workflows(query, page_size=limit, next_page_token=token)
+            await listing.fetch_next_page()
+            runs = [
+                [item for item in await _pending_of(e) if tool is None or item.tool == tool]
+                for e in listing.current_page or []
+            ]
+            taken, before = 0, len(items)
+            for found in runs:
+                if items and len(items) + len(found) > limit:
+                    break
+                items += found
+                taken += 1
+            if taken < len(runs):
+                if taken == 0:
+                    return Page(items, token)
+                # Temporal's token points past the whole visibility page; for one that
+                # points past the runs shown, ask again for exactly those runs (what they
+                # hold now is what this page shows).
+                exact = self.client.list_workflows(query, page_size=taken, next_page_token=token)
+                await exact.fetch_next_page()
+                items[before:] = [
+                    item
+                    for e in exact.current_page or []
+                    for item in await _pending_of(e)
+                    if tool is None or item.tool == tool
+                ]
+                return Page(items, exact.next_page_token)
+            token = listing.next_page_token
+            if token is None or len(items) >= limit:
+                break
+        return Page(items, token)
 
     async def runs(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Workflows that use the gate, newest first: state, pending count, start, task."""
@@ -309,12 +383,7 @@ class Reviews:
         if self.signer is not None and decision.kind != "revoke" and not decision.action_digest:
             digest = located.summary.action_digest if located and located.summary else None
             if digest is None:
-                record = await self.get(approval_id)
-                digest = (
-                    record.effective_action.digest()
-                    if record.modified_action_json
-                    else (record.action_digest)
-                )
+                digest = current_digest(await self.get(approval_id))
             decision = decision.model_copy(update={"action_digest": digest})
         payload = self.payload(decision)
         try:

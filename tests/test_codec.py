@@ -29,6 +29,7 @@ from hitl.codec_server import codec_app
 from hitl.devserver import free_port
 from tests.conftest import NEW_LOGS, OTHER, files_in
 from tests.helpers import start_run, wait_decisions, wait_pending
+from tests.review_api import ServedApi
 from tests.test_cli import Hitl
 from worker import build_worker
 
@@ -93,9 +94,20 @@ async def test_an_encrypted_run_is_unreadable_at_rest_and_decided_with_the_key(
         )
         [refused] = await wait_decisions(client.get_workflow_handle(handle.id), None, 1)
         assert "binary/hitl-undecryptable" in refused.refusal
-        code, out, err = await hitl("approve", record.id, HITL_CODEC_KEY=KEY)
-        assert code == 0, err
+        # The review API, on a client with the key, shows the record in clear and decides.
+        async with ServedApi(client, None) as api, api.http() as http:
+            answer = await http.get(f"/approvals/{record.id}")
+            assert answer.status_code == 200, answer.text
+            shown = answer.json()
+            assert shown["context"]["original_request"] == TASK
+            assert "app-2026-10-01.log" in json.dumps(shown["action_json"])
+            answer = await http.post(f"/approvals/{record.id}/approve", json={})
+            assert answer.status_code == 200, answer.text
+            done = answer.json()
+            assert done["outcome"] == "applied" and done["record"]["status"] == "approved"
         await client.get_workflow_handle(handle.id).result()
+        code, out, err = await hitl("audit", handle.id, HITL_CODEC_KEY=KEY)
+        assert code == 0 and "approved" in out, err
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
 
 

@@ -1,0 +1,441 @@
+"""The review API under uvicorn on loopback, against the dev server and a real worker.
+
+The worker runs in this process with the environment an operator gives a worker that
+takes only the API's signed decisions (HITL_DECISION_KEYS, HITL_REVIEWERS), as in
+tests/test_authz.py; the API authenticates reviewers by token from the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from hitl.models import RejectDecision
+from hitl.reviewers import _key, add_reviewer
+from hitl.reviews import Reviews
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
+from tests.helpers import start_run, temporal_cli, turn, wait_decisions, wait_pending
+from tests.review_api import API_KEY, ServedApi, wait_listed, worker_env, write_reviewers
+
+pytestmark = pytest.mark.usefixtures("worker")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def reviewers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    path = tmp_path_factory.mktemp("reviewers") / "reviewers.toml"
+    return path, write_reviewers(path)
+
+
+@pytest.fixture(autouse=True)
+def signed_worker(monkeypatch: pytest.MonkeyPatch, reviewers: tuple[Path, dict[str, str]]) -> None:
+    for name, value in worker_env(reviewers[0]).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="module")
+async def api(
+    env: WorkflowEnvironment, reviewers: tuple[Path, dict[str, str]]
+) -> AsyncIterator[ServedApi]:
+    async with ServedApi(env.client, reviewers[0]) as served:
+        yield served
+
+
+@pytest.fixture
+async def as_(
+    api: ServedApi, reviewers: tuple[Path, dict[str, str]]
+) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """An HTTP client per reviewer, each sending that reviewer's token."""
+    clients = {name: api.http(token) for name, token in reviewers[1].items()}
+    yield clients
+    for http in clients.values():
+        await http.aclose()
+
+
+def deletes(*paths: str) -> list:
+    """One model turn that asks to delete each path in a call of its own (side by side)."""
+    return [turn(*[("delete_files", {"paths": [path]}) for path in paths])]
+
+
+async def test_listing_comes_in_pages_with_no_approval_twice(
+    api: ServedApi, as_: dict[str, httpx.AsyncClient], client: Client, task_queue: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    three = await start_run(
+        client, task_queue, make_logs(tmp_path / "a"), script=deletes(*OLD_LOGS)
+    )
+    singles = [
+        await start_run(client, task_queue, make_logs(tmp_path / name), script=deletes(OLD_LOGS[0]))
+        for name in ("b", "c")
+    ]
+    alice = as_["alice"]
+    ours = {item["id"] for item in await wait_listed(alice, three.id, 3)}
+    for handle in singles:
+        ours |= {item["id"] for item in await wait_listed(alice, handle.id)}
+    assert len(ours) == 5
+
+    # A run is never split between pages: its three approvals come whole in a page of 2.
+    page = (await alice.get("/approvals", params={"run": three.id, "limit": 2})).json()
+    assert len(page["items"]) == 3 and page["next_page_token"] is None
+    assert {item["votes"] for item in page["items"]} == {0}
+    assert all(item["status"] == "pending" and item["quorum"] == 1 for item in page["items"])
+
+    seen: list[str] = []
+    token = None
+    for _ in range(200):
+        params: dict[str, Any] = {"limit": 2}
+        if token:
+            params["page_token"] = token
+        answer = await alice.get("/approvals", params=params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert len(body["items"]) <= 3
+        seen += [item["id"] for item in body["items"]]
+        token = body["next_page_token"]
+        if token is None:
+            break
+    assert len(seen) == len(set(seen)), "an approval was listed twice"
+    assert ours <= set(seen)
+
+    only = await alice.get("/approvals", params={"tool": "write_file", "run": three.id})
+    assert only.json()["items"] == []
+    bad = await alice.get("/approvals", params={"page_token": "bm90IGEgdG9rZW4"})
+    assert bad.status_code == 422 and "page_token is not one this API gave out" in bad.text
+    decided = await alice.get("/approvals", params={"status": "approved"})
+    assert decided.status_code == 422 and "add run=WORKFLOW_ID" in decided.json()["detail"]
+    for handle in [three, *singles]:
+        await handle.terminate("test done")
+
+
+async def test_decisions_answer_with_the_runs_verdict(
+    api: ServedApi, as_: dict[str, httpx.AsyncClient], client: Client, task_queue: str,
+    workspace: Path,
+) -> None:  # fmt: skip
+    handle = await start_run(client, task_queue, workspace, script=deletes(*OLD_LOGS))
+    records = {r.action_json.args["paths"][0]: r for r in await wait_pending(handle, 3)}
+    approved, rejected, modified = (records[path].id for path in OLD_LOGS)
+    alice, bob, carol = as_["alice"], as_["bob"], as_["carol"]
+    ok = {"comment": "old logs"}
+
+    async with api.http() as anonymous:
+        nobody = await anonymous.post(f"/approvals/{approved}/approve", json=ok)
+        assert nobody.status_code == 401 and "Authorization: Bearer" in nobody.json()["detail"]
+        assert nobody.headers["www-authenticate"] == "Bearer"
+    async with api.http("not-a-token") as stranger:
+        assert (await stranger.get(f"/approvals/{approved}")).status_code == 401
+    missing = await alice.post("/approvals/apr_0000000000000000/approve", json=ok)
+    assert missing.status_code == 404 and "no run has an approval" in missing.json()["detail"]
+    assert (await alice.get("/approvals/not an id")).status_code == 404
+
+    # Who decides comes from the token: a body naming someone else is refused.
+    spoofed = await alice.post(f"/approvals/{approved}/approve", json={**ok, "reviewer": "bob"})
+    assert spoofed.status_code == 403 and "never as another reviewer" in spoofed.json()["detail"]
+    not_theirs = await carol.post(f"/approvals/{approved}/approve", json=ok)
+    assert not_theirs.status_code == 403
+    assert not_theirs.json()["detail"] == (
+        "carol may not decide delete_files calls (their tools: write_file)"
+    )
+    no_reason = await bob.post(f"/approvals/{rejected}/reject", json={"reason": "  "})
+    assert no_reason.status_code == 422 and "a reason is required" in no_reason.json()["detail"]
+    wrong_shape = await bob.post(f"/approvals/{modified}/modify", json={"args": {"paths": "x"}})
+    assert wrong_shape.status_code == 422
+    assert wrong_shape.json()["detail"].startswith(
+        "not sent: the arguments are invalid for delete_files: paths:"
+    )
+
+    done = await alice.post(f"/approvals/{approved}/approve", json=ok)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["outcome"] == "applied" and body["message"] == "approved by alice"
+    assert body["entry"]["issuer"] == "api" and body["record"]["status"] == "approved"
+    again = await bob.post(f"/approvals/{approved}/approve", json={})
+    assert again.status_code == 409
+    assert again.json()["detail"].startswith(
+        f"approval {approved} was already approved by alice at"
+    )
+    assert again.json()["entry"]["outcome"] == "refused"
+
+    # Arguments the schema allows but the tool's own code refuses: the run's sentence.
+    twice = {"args": {"paths": [NEW_LOGS[0], NEW_LOGS[0]]}}
+    repeated = await bob.post(f"/approvals/{modified}/modify", json=twice)
+    assert repeated.status_code == 422, repeated.text
+    assert repeated.json()["detail"].startswith(
+        "modified arguments are invalid for delete_files: paths: Value error, paths must not repeat"
+    )
+    changed = await bob.post(
+        f"/approvals/{modified}/modify", json={"args": {"paths": [NEW_LOGS[0]]}}
+    )
+    assert changed.status_code == 200 and changed.json()["record"]["status"] == "modified"
+    no = await bob.post(f"/approvals/{rejected}/reject", json={"reason": "keep it for the audit"})
+    assert no.status_code == 200 and no.json()["message"] == "rejected by bob"
+    revoke = await bob.post(f"/approvals/{approved}/revoke", json={"reason": "x"})
+    assert revoke.status_code == 409 and "granted no standing approval" in revoke.text
+
+    await handle.result()
+    assert files_in(workspace) == sorted([OLD_LOGS[1], OLD_LOGS[2], NEW_LOGS[1], *OTHER])
+    run = (await alice.get(f"/runs/{handle.id}")).json()
+    assert run["status"] == "completed"
+    log = {a["id"]: [d["outcome"] for d in a["decisions"]] for a in run["approvals"]}
+    assert log == {
+        approved: ["applied", "refused"],
+        rejected: ["applied"],
+        modified: ["refused", "applied"],
+    }
+    listed = (await alice.get("/approvals", params={"run": handle.id, "status": "decided"})).json()
+    assert {item["id"]: item["status"] for item in listed["items"]} == {
+        approved: "approved",
+        rejected: "rejected",
+        modified: "modified",
+    }
+    runs = (await alice.get("/runs", params={"limit": 50})).json()
+    assert handle.id in {item["id"] for item in runs}
+    assert (await alice.get("/runs/no-such-run")).status_code == 404
+
+
+async def test_a_quorum_needs_two_reviewers_and_the_runs_requester_is_not_one(
+    api: ServedApi, as_: dict[str, httpx.AsyncClient], client: Client, task_queue: str,
+    workspace: Path, reviewers: tuple[Path, dict[str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The worker's copy of the reviewers file asks two approvers for risk 30 and up.
+    stricter = tmp_path / "quorum.toml"
+    stricter.write_text(reviewers[0].read_text() + "\n[[quorum]]\nmin_risk = 30\napprovals = 2\n")
+    monkeypatch.setenv("HITL_REVIEWERS", str(stricter))
+    handle = await start_run(
+        client, task_queue, workspace, script=deletes(OLD_LOGS[0]), requested_by="bob"
+    )
+    [record] = await wait_pending(handle)
+    assert record.quorum == 2
+    url = f"/approvals/{record.id}/approve"
+
+    own = await as_["bob"].post(url, json={})
+    assert own.status_code == 403
+    assert own.json()["detail"] == (
+        "bob started this run and may not approve its delete_files calls themselves; "
+        "another reviewer decides"
+    )
+    first = await as_["alice"].post(url, json={})
+    assert first.status_code == 200, first.text
+    assert first.json()["entry"]["note"] == "1 of 2 approvals"
+    assert first.json()["record"]["status"] == "pending"
+    assert first.json()["message"] == "1 of 2 approvals: it waits for more approvers"
+    [listed] = await wait_listed(as_["alice"], handle.id)
+    twice = await as_["alice"].post(url, json={})
+    assert twice.status_code == 409
+    assert twice.json()["detail"] == (
+        "alice has already approved this action; it needs 2 different approvers"
+    )
+    second = await as_["dave"].post(url, json={})
+    assert second.status_code == 200 and second.json()["record"]["status"] == "approved"
+    assert [vote["reviewer"] for vote in second.json()["record"]["votes"]] == ["alice", "dave"]
+    assert second.json()["entry"]["note"] == "2 of 2 approvals"
+    await handle.result()
+    assert listed["quorum"] == 2
+
+
+async def test_an_api_approval_resumes_the_agent_and_an_unsigned_signal_does_not(
+    api: ServedApi, as_: dict[str, httpx.AsyncClient], env: WorkflowEnvironment, client: Client,
+    task_queue: str, workspace: Path,
+) -> None:  # fmt: skip
+    handle = await start_run(client, task_queue, workspace, script=deletes(OLD_LOGS[0]))
+    [record] = await wait_pending(handle)
+    await temporal_cli(
+        "workflow", "signal", "--address", env.client.service_client.config.target_host,
+        "--workflow-id", handle.id, "--name", "approve",
+        "--input", json.dumps({"approval_id": record.id, "reviewer": "alice"}),
+    )  # fmt: skip
+    [unsigned] = await wait_decisions(handle, record.id, 1)
+    assert "an unsigned signal is refused" in (unsigned.refusal or "")
+
+    sent = time.perf_counter()
+    answer = await as_["alice"].post(f"/approvals/{record.id}/approve", json={})
+    answered = time.perf_counter() - sent
+    result = await handle.result()
+    resumed = time.perf_counter() - sent
+    print(f"\nAPI approval: answered in {answered * 1000:.0f} ms, agent finished {resumed:.2f} s")
+    assert answer.status_code == 200, answer.text
+    assert resumed < 5, f"the agent resumed {resumed:.1f} s after the API approval"
+    [done] = result.approvals
+    assert done.reviewer == "alice" and [d.outcome for d in done.decisions] == [
+        "refused",
+        "applied",
+    ]
+    assert OLD_LOGS[0] not in files_in(workspace)
+
+
+async def read_events(response: httpx.Response, into: list[tuple[str, dict, float]]) -> None:
+    kind = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            into.append((kind, json.loads(line.removeprefix("data: ")), time.time()))
+
+
+async def until(events: list[tuple[str, dict, float]], kind: str, approval_id: str | None) -> dict:
+    for _ in range(600):
+        for seen, data, at in events:
+            if seen == kind and (approval_id is None or data.get("id") == approval_id):
+                return {**data, "received": at}
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"no {kind} event for {approval_id}: {events}")
+
+
+async def test_events_say_pending_decided_and_timed_out(
+    api: ServedApi, as_: dict[str, httpx.AsyncClient], client: Client, task_queue: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    events: list[tuple[str, dict, float]] = []
+    async with as_["bob"].stream("GET", "/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        reader = asyncio.create_task(read_events(response, events))
+        await until(events, "ready", None)
+        decided = await start_run(
+            client, task_queue, make_logs(tmp_path / "a"), script=deletes(OLD_LOGS[0])
+        )
+        lapsing = await start_run(
+            client, task_queue, make_logs(tmp_path / "b"), script=deletes(OLD_LOGS[0]),
+            approval_timeout_seconds=2,
+        )  # fmt: skip
+        elsewhere = await start_run(
+            client, task_queue, make_logs(tmp_path / "c"), script=deletes(OLD_LOGS[0])
+        )
+        [record] = await wait_pending(decided)
+        [lapses] = await wait_pending(lapsing)
+        [other] = await wait_pending(elsewhere)
+        pending = await until(events, "approval.pending", record.id)
+        assert pending["approval"]["tool"] == "delete_files" and pending["session_id"] == decided.id
+        answer = await as_["bob"].post(f"/approvals/{record.id}/approve", json={})
+        assert answer.status_code == 200
+        done = await until(events, "approval.decided", record.id)
+        assert (done["status"], done["reviewer"]) == ("approved", "bob")
+        # Decided without the API (the library, as the CLI does): the poller notices.
+        await until(events, "approval.pending", other.id)
+        library = Reviews(client, signer=("api", _key(API_KEY)))
+        rejected = await library.decide(
+            RejectDecision(approval_id=other.id, reviewer="dave", reason="not now"),
+            workflow_id=elsewhere.id,
+        )
+        assert rejected.applied
+        noticed = await until(events, "approval.decided", other.id)
+        assert (noticed["status"], noticed["reviewer"]) == ("rejected", "dave")
+        timed_out = await until(events, "approval.timed_out", lapses.id)
+        assert timed_out["reviewer"] == "system:timeout" and timed_out["status"] == "rejected"
+        reader.cancel()
+    ended = [
+        data["id"]
+        for kind, data, _ in events
+        if kind.startswith("approval.") and "status" in data and data["status"]
+    ]
+    assert sorted(ended) == sorted([record.id, other.id, lapses.id]), "an ending was said twice"
+    from datetime import datetime
+
+    delay = done["received"] - datetime.fromisoformat(done["reviewed_at"]).timestamp()
+    print(f"\n/events: a decision reached a subscriber {delay * 1000:.0f} ms after the run took it")
+    await decided.result()
+    await lapsing.result()
+    await elsewhere.result()
+
+
+async def test_the_inbox_is_served_with_a_strict_policy_and_no_cors(api: ServedApi) -> None:
+    async with api.http() as http:
+        page = await http.get("/", headers={"Origin": "https://evil.example"})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "access-control-allow-origin" not in page.headers
+        script = await http.get("/inbox.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "<script>" not in page.text.replace('<script src="/inbox.js" defer></script>', "")
+        preflight = await http.options(
+            "/approvals",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert "access-control-allow-origin" not in preflight.headers
+        health = (await http.get("/healthz")).json()
+        assert health == {"status": "ok", "auth": "bearer", "signing": True, "reviewer": None}
+        huge = await http.post(
+            "/approvals/apr_1/modify", content=b"{" + b" " * 300_000 + b"}",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert huge.status_code == 413
+        schema = (await http.get("/openapi.json")).json()
+        assert {
+            "/approvals",
+            "/approvals/{approval_id}/approve",
+            "/events",
+            "/runs/{workflow_id}",
+        } <= set(schema["paths"])
+
+
+async def test_a_token_replaced_in_the_reviewers_file_stops_working_at_once(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    reviewers = tmp_path / "reviewers.toml"
+    old = add_reviewer(reviewers, "erin")
+    async with ServedApi(env.client, reviewers) as served, served.http(old) as erin:
+        assert (await erin.get("/runs", params={"limit": 1})).status_code == 200
+        new = add_reviewer(reviewers, "erin")  # `hitl reviewers add erin` again: a new token
+        assert (await erin.get("/runs", params={"limit": 1})).status_code == 401
+        async with served.http(new) as renewed:
+            assert (await renewed.get("/healthz")).json()["reviewer"] == "erin"
+        reviewers.write_text("not toml [")
+        broken = await erin.get("/runs")
+        assert broken.status_code == 503 and "reviewers file can't be read" in broken.text
+
+
+async def serve(*args: str, **env: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hitl.cli", "serve", *args,
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "HITL_"))},
+            "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml",
+            **env,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_hitl_serve_without_reviewers_refuses_unless_told_loudly(
+    env: WorkflowEnvironment,
+) -> None:
+    refused = await serve("--port", "0")
+    _, err = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 2
+    assert "no reviewers to authenticate: set HITL_REVIEWERS" in err.decode()
+    assert "--insecure-no-auth" in err.decode()
+
+    address = env.client.service_client.config.target_host
+    insecure = await serve("--port", "0", "--insecure-no-auth", TEMPORAL_ADDRESS=address)
+    assert insecure.stderr is not None
+    said = ""
+    while "the inbox and the API on" not in said:
+        line = await asyncio.wait_for(insecure.stderr.readline(), 30)
+        assert line, f"hitl serve ended: {said}"
+        said += line.decode()
+    assert "DECISIONS ARE UNAUTHENTICATED" in said
+    url = said.rsplit("the inbox and the API on ", 1)[1].strip()
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/healthz")).json()["auth"] == "none"
+        # No authentication: only loopback names, so a page can't rebind its DNS name here.
+        rebound = await http.get("/healthz", headers={"Host": "evil.example"})
+        assert rebound.status_code == 421
+    insecure.terminate()
+    await asyncio.wait_for(insecure.wait(), 20)
+    assert insecure.returncode == 0
