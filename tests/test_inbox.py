@@ -9,7 +9,6 @@ gets them shown as text. The screenshot is kept: test-artifacts/inbox.png.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,11 +45,8 @@ HOSTILE_REASONING = "<script>window.__pwned=2</script>\x1b[2K\rDeleting \u202eha
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    if not CHROMIUM.exists():
-        message = f"no browser at {CHROMIUM}: `apt-get install chromium` (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    # Never skipped: a missing browser fails the test, here as in CI.
+    assert CHROMIUM.exists(), f"no browser at {CHROMIUM}: `apt-get install chromium` (.ci/run does)"
     async with async_playwright() as playwright:
         # A fresh profile each time; the browser is Debian's, never one downloaded.
         context = await playwright.chromium.launch_persistent_context(

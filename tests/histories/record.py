@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import uuid
@@ -123,6 +124,60 @@ async def continued(client: Client, queue: str, ws: Path, save: Any) -> None:
     await save("completed", latest)
 
 
+async def standing(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """Approved for the rest of the run: the second call is approved by the standing one."""
+    script = [
+        turn(("delete_files", {"paths": [OLD_LOGS[0]]})),
+        turn(("delete_files", {"paths": [OLD_LOGS[1]]})),
+    ]
+    handle = await start_run(client, queue, ws, script=script)
+    [record] = await wait_pending(handle)
+    await save("paused", handle)
+    await handle.signal(
+        contract.SIGNAL_APPROVE, _decision(record.id, "alice", scope="tool", max_risk=100)
+    )
+    await handle.result()
+    await save("completed", handle)
+
+
+async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """Signed decisions through the `decide` update, two approvers needed."""
+    from hitl.models import ApproveDecision
+    from hitl.reviewers import _key, add_reviewer, new_key
+    from hitl.reviews import Reviews
+
+    reviewers = ws.parent / "quorum-reviewers.toml"
+    add_reviewer(reviewers, "alice")
+    add_reviewer(reviewers, "bob")
+    with reviewers.open("a") as file:
+        file.write("\n[[quorum]]\nmin_risk = 0\napprovals = 2\n")
+    key = new_key()
+    saved = {name: os.environ.get(name) for name in ("HITL_REVIEWERS", "HITL_DECISION_KEYS")}
+    os.environ.update({"HITL_REVIEWERS": str(reviewers), "HITL_DECISION_KEYS": f"api:{key}"})
+    try:
+        reviews = Reviews(client, signer=("api", _key(key)))
+        handle = await start_run(client, queue, ws)
+        [record] = await wait_pending(handle)
+        assert record.quorum == 2, record.quorum
+        first = await reviews.decide(
+            ApproveDecision(approval_id=record.id, reviewer="alice"), workflow_id=handle.id
+        )
+        assert first.applied, first
+        await save("paused", handle)
+        second = await reviews.decide(
+            ApproveDecision(approval_id=record.id, reviewer="bob"), workflow_id=handle.id
+        )
+        assert second.applied, second
+        await handle.result()
+        await save("completed", handle)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 SCENARIOS: dict[str, Any] = {
     "single": single,
     "parallel": parallel,
@@ -130,6 +185,8 @@ SCENARIOS: dict[str, Any] = {
     "refused": refused,
     "timed-out": timed_out,
     "continued": continued,
+    "standing": standing,
+    "quorum": quorum,
 }
 
 
