@@ -329,6 +329,7 @@ class Bench:
             await handle.signal(contract.SIGNAL_APPROVE, payload)
             ours.append((await probe.wait(approval_id) - sent) * 1000)
             await handle.result()
+        await self._decide_update_or_signal(max(2, count // 2))
         handles = await self.pause_baseline_runs(count, "latency")
         base_probe = self.workers["baseline"].probe
         base = []
@@ -340,6 +341,46 @@ class Bench:
         for q in (50, 95, 99):
             self.row(f"decision to resume p{q}", percentile(ours, q), percentile(base, q), "ms")
         self.row("decision to resume max", max(ours), max(base), "ms")
+
+    async def _decide_update_or_signal(self, count: int) -> None:
+        """The reviewer library's two ways to decide, each on paused runs of its own."""
+        reviews = Reviews(self.project)
+        probe = self.workers["project"].probe
+        timing: dict[str, tuple[list[float], list[float]]] = {}
+        for via in ("update", "signal"):
+            pairs = await self.pause_project_runs(count, f"via-{via}")
+            confirmed, started = [], []
+            for workflow_id, approval_id in pairs:
+                sent = time.time()
+                outcome = await reviews.decide(
+                    ApproveDecision(approval_id=approval_id, reviewer="bench"),
+                    workflow_id=workflow_id,
+                    via=via,
+                )
+                confirmed.append((time.time() - sent) * 1000)
+                assert outcome.applied, outcome
+                started.append((await probe.wait(approval_id) - sent) * 1000)
+                await self.project.get_workflow_handle(workflow_id).result()
+            timing[via] = (confirmed, started)
+        for q in (50, 99):
+            self.row(
+                f"decide, outcome confirmed p{q}",
+                percentile(timing["update"][0], q),
+                percentile(timing["signal"][0], q),
+                "ms",
+            )
+        for q in (50, 99):
+            self.row(
+                f"decide, to action start p{q}",
+                percentile(timing["update"][1], q),
+                percentile(timing["signal"][1], q),
+                "ms",
+            )
+        self.note(
+            f"decide ({count} runs each): `Reviews.decide(via='update')`, the default, in the "
+            "project column; `via='signal'` (the signal, then the run's decision log queried "
+            "until it shows the decision) in the baseline column"
+        )
 
     # --- 2. bulk ----------------------------------------------------------------------------
 
@@ -790,6 +831,11 @@ TARGETS: list[tuple[str, str, Callable[[float, float], bool]]] = [
         "history per step,",
         "at most 1.5x from the middle length to the longest (linear growth)",
         lambda ours, base: ours <= 1.5,
+    ),
+    (
+        "decide, outcome confirmed p50",
+        "the update confirms no later than a signal and its decision log",
+        lambda ours, base: ours <= base,
     ),
     (
         "API decision to action start p50",
