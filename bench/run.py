@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -608,25 +609,42 @@ class Bench:
     async def api(self) -> None:
         """`hitl serve` as a user runs it, before a worker that takes only signed decisions."""
         count = self.args.api
-        print(f"\n6. review API: {count} decisions, first page over the paused runs", flush=True)
-        root = self.workspace.parent
+        print(f"\n6. review API: {count} decisions through it and beside it", flush=True)
+        async with self._served(worker=True) as (http, worker, key):
+            assert worker is not None
+            await self._api_decisions(http, worker, key, count)
+
+    async def api_scale(self) -> None:
+        """The API's first page, and /events, over every paused run (after `scale`)."""
+        print("\n7. review API over the paused runs", flush=True)
+        async with self._served(worker=False) as (http, _, _):
+            await self._api_listing(http)
+
+    @contextlib.asynccontextmanager
+    async def _served(
+        self, worker: bool
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, WorkerProcess | None, str]]:
+        root = self.workspace.parent / f"api-{uuid.uuid4().hex[:6]}"
+        root.mkdir()
         reviewers = root / "reviewers.toml"
         token = add_reviewer(reviewers, "bench")
         key = new_key()
         signed = {"HITL_REVIEWERS": str(reviewers), "HITL_DECISION_KEYS": f"api:{key}"}
-        worker = WorkerProcess(
-            "project", self.server.address, "bench-api", root / "api.probe", signed
+        process = (
+            WorkerProcess("project", self.server.address, "bench-api", root / "api.probe", signed)
+            if worker
+            else None
         )
         served = ApiProcess(self.server.address, reviewers, key, root / "serve.log")
         try:
             async with httpx.AsyncClient(
                 base_url=served.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
             ) as http:
-                await self._api_decisions(http, worker, key, count)
-                await self._api_listing(http)
+                yield http, process, key
         finally:
             served.stop()
-            worker.stop()
+            if process is not None:
+                process.stop()
 
     async def _api_decisions(
         self, http: httpx.AsyncClient, worker: WorkerProcess, key: str, count: int
@@ -927,15 +945,18 @@ def write_report(
         "   must stay flat as runs get longer (linear growth), and no single event may come",
         "   near Temporal's 2 MiB payload limit.",
         "6. **Review API**: `hitl serve` in a process of its own, with a reviewers file and a",
-        "   signing key, before a worker (its own task queue) that takes only signed decisions.",
-        "   Decision to action start: `POST /approvals/ID/approve` sent until the approved",
-        "   action's activity starts (probe), one at a time; the baseline column is the same",
-        "   decision, signed as the API signs it, sent as a signal straight to the run. First",
-        "   page: `GET /approvals?limit=50` over every paused run (the scale part's, or as many",
-        "   as `--scale` says). `/events` delay: decision sent until a subscriber reads its",
-        "   `approval.decided` event: a decision through the API is announced when the run",
-        "   confirms it; one made elsewhere (a signal) is noticed by the poller, which lists",
-        "   every pending approval every 0.5 s, or back to back when a listing takes longer.",
+        "   signing key, before a worker (its own task queue) that takes only signed decisions,",
+        "   with the runs of parts 1 and 2 done (few pending). Decision to action start:",
+        "   `POST /approvals/ID/approve` sent until the approved action's activity starts",
+        "   (probe), one at a time; the baseline column is the same decision, signed as the",
+        "   API signs it, sent as a signal straight to the run. `/events` delay: decision sent",
+        "   until a subscriber reads its `approval.decided` event: a decision through the API",
+        "   is announced when the run confirms it; one made elsewhere (a signal) is noticed by",
+        "   the poller, which lists every pending approval every 0.5 s, or, when a listing",
+        "   takes longer, pauses as long as the listing took.",
+        "7. **Review API at scale** (after part 3, every paused run still waiting): first page",
+        "   `GET /approvals?limit=50` and the next one, and the `/events` delay of a decision",
+        "   made by a signal.",
         "",
     ]
     values = values or {}
@@ -1004,8 +1025,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["latency", "bulk", "steps", "growth", "scale", "api"],
-        choices=["latency", "bulk", "steps", "growth", "scale", "api"],
+        default=["latency", "bulk", "steps", "growth", "api", "scale", "api_scale"],
+        choices=["latency", "bulk", "steps", "growth", "api", "scale", "api_scale"],
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()

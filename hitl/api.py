@@ -947,9 +947,12 @@ class EventFeed:
                 # Whatever one listing hit, the next may not: a poller that died would
                 # leave every subscriber waiting on a stream that says nothing.
                 log.exception("events: the pending approvals could not be listed")
-            # Over many pending approvals a listing takes longer than the interval: then
-            # the next starts a little after this one ended instead of back to back.
-            await asyncio.sleep(max(self.interval - (loop.time() - began), self.interval / 5))
+            # A listing reads every pending approval, so it costs more the more wait (about
+            # 5 s of this process's CPU over 10,000, docs/benchmarks.md). The pause after
+            # one is at least as long as the listing took: the feed never takes more than
+            # half of a core from the decisions it serves, and events come later instead.
+            took = loop.time() - began
+            await asyncio.sleep(max(self.interval - took, took))
 
     async def _diff(
         self, known: dict[str, PendingApproval], current: dict[str, PendingApproval]

@@ -202,6 +202,27 @@ class Tool:
         return schema
 
     def descriptor(self) -> ToolDescriptor:
+        """What a run records about the tool. Worked out once (its JSON Schema costs about
+        a millisecond, and every run and every call asks), again only if the tool's
+        defining fields are changed afterwards."""
+        key = (
+            self.name,
+            self.description,
+            self.args_model,
+            callable(self.requires_approval) or bool(self.requires_approval),
+            self.read_only,
+            self.idempotent,
+            self.execution_timeout,
+            self.approval_timeout,
+            self.quorum,
+        )
+        cached = getattr(self, "_descriptor", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._describe())
+            self._descriptor = cached
+        return cached[1]
+
+    def _describe(self) -> ToolDescriptor:
         parameters = self.parameters()
         approval = (
             "predicate"
