@@ -32,6 +32,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -1038,10 +1039,23 @@ events = APIRouter(tags=["events"], responses=_responses(401))
         }
     },
 )
-async def stream_events(state: State, who: Who) -> StreamingResponse:
+async def stream_events(state: State, who: Who, request: Request) -> StreamingResponse:
     """Changes to the pending approvals as they happen (polled every 0.5 s). Read it with
     `fetch` (the token goes in the Authorization header, never in the URL)."""
     feed = state.feed
+    _, token = get_authorization_scheme_param(request.headers.get("authorization"))
+
+    def still_theirs() -> bool:
+        """The token still names the reviewer who opened the stream: a token removed or
+        replaced in the reviewers file ends the stream at its next event or keepalive."""
+        if who.name is None:
+            return True
+        try:
+            found = state.config.by_token(token)
+        except ApiError:
+            return False  # the reviewers file can't be read: fail closed
+        return found is not None and found.name == who.name
+
     queue = feed.subscribe()
 
     async def stream() -> AsyncIterator[str]:
@@ -1054,9 +1068,11 @@ async def stream_events(state: State, who: Who) -> StreamingResponse:
                 try:
                     event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
+                    if not still_theirs():
+                        return
                     yield ": keepalive\n\n"  # and a closed connection shows on this write
                     continue
-                if event is None:
+                if event is None or not still_theirs():
                     return
                 count += 1
                 yield _sse(event.type, event.model_dump_json(), count)

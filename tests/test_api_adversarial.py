@@ -120,11 +120,6 @@ async def test_two_decisions_at_once_can_not_keep_the_run_from_ending(
     assert sorted(entry.outcome for entry in approval.decisions)[:2] == ["applied", "refused"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/events checks the token once, at connect: a stream opened with a token since "
-    "removed or replaced keeps receiving every approval",
-)
 async def test_an_events_stream_stops_when_its_token_is_replaced(
     env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
