@@ -155,11 +155,6 @@ async def test_an_events_stream_stops_when_its_token_is_replaced(
     assert leaked == [], "a replaced token still receives approvals"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the inbox approves a quorum's modification without naming it: another reviewer's "
-    "newer modification (same vote count, so no approval.updated) is approved unseen",
-)
 async def test_the_inbox_approves_only_the_modification_the_reviewer_saw(
     browser: BrowserContext,  # noqa: F811
     env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path,

@@ -307,6 +307,7 @@
     const card = $("card-template").content.firstElementChild.cloneNode(true);
     card.dataset.approvalId = item.id;
     card.dataset.expiresAt = item.expires_at;
+    if (item.action_digest) card.dataset.actionDigest = item.action_digest;
     if (live) card.classList.add("live-new");
     summarize(card, item);
     const list = $("list");
@@ -415,12 +416,22 @@
 
   // --- deciding -----------------------------------------------------------------------------
 
-  // The decision names the action the reviewer saw; while a quorum counts votes for a
-  // modification the server names the current one.
+  // The decision names the action the reviewer saw: the proposed one, or, while a quorum
+  // counts votes for a modification, that modification (the digest its votes carry). If
+  // another reviewer changed it since, the run refuses the decision and the answer says so.
   function common(id) {
     const record = state.records.get(id);
     const body = {};
-    if (record && !record.modified_action_json) body.action_digest = record.action_digest;
+    let digest = null;
+    if (!record) {
+      const card = state.cards.get(id);
+      digest = card ? card.dataset.actionDigest : null;
+    } else if (!record.modified_action_json) {
+      digest = record.action_digest;
+    } else if (record.votes.length) {
+      digest = record.votes[record.votes.length - 1].action_digest;
+    }
+    if (digest) body.action_digest = digest;
     if (state.insecure) body.reviewer = state.token;
     return body;
   }
