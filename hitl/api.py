@@ -1182,18 +1182,31 @@ class Guard:
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             await _plain(secured, 413, f"a request body is at most {MAX_BODY_BYTES // 1024} KiB")
             return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, secured)
+            return
+        # A chunked body says no length: read it first, up to the bound, and answer 413
+        # when it passes it, as for a body whose length is said.
+        buffered: list[MutableMapping[str, Any]] = []
         seen = 0
-
-        async def bounded() -> MutableMapping[str, Any]:
-            nonlocal seen
+        while True:
             message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
             seen += len(message.get("body", b""))
             if seen > MAX_BODY_BYTES:
-                # A chunked body with no length: cut off where it passes the bound.
-                return {"type": "http.disconnect"}
-            return message
+                await _plain(
+                    secured, 413, f"a request body is at most {MAX_BODY_BYTES // 1024} KiB"
+                )
+                return
+            if not message.get("more_body", False):
+                break
 
-        await self.app(scope, bounded, secured)
+        async def replayed() -> MutableMapping[str, Any]:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replayed, secured)
 
 
 async def _plain(

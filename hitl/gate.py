@@ -84,6 +84,12 @@ NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_GRACE = timedelta(seconds=5)
 VERIFY_TIMEOUT = timedelta(seconds=10)
 MAX_REMEMBERED_REJECTIONS = 200
+PATCH_QUEUED_ANSWERED = "hitl-queued-decisions-answered"
+"""From here on a decision queued behind the one that settled its approval gets its
+refusal as its answer (a `decide` update ends instead of waiting for ever)."""
+PATCH_MODIFIED_RISK = "hitl-modified-risk-checked"
+"""From here on a modification riskier than the proposed action is checked against the
+reviewer's limits, and the quorum, at its own risk."""
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
 NOTIFY_RETRY = RetryPolicy(
@@ -105,6 +111,10 @@ class Modification:
 
     args: dict[str, Any]
     preview: ToolPreview | None = None
+    risk: int | None = None
+    """The modified action's own risk, when the validator knows it (a tool's check does)."""
+    quorum: int | None = None
+    """The approvers the modified action needs, when the validator knows it."""
 
 
 @dataclass
@@ -424,9 +434,11 @@ class ApprovalGate:
             self._event(
                 record, "timed_out" if record.reviewer == policy.TIMEOUT_REVIEWER else "decided"
             )
+        answered = bool(inbox) and workflow.patched(PATCH_QUEUED_ANSWERED)
         while inbox:
             item = inbox.pop(0)
-            self._log(record, item.refused or self._entry(item, policy.refusal_for_decided(record)))
+            entry = item.refused or self._entry(item, policy.refusal_for_decided(record))
+            self._log(record, entry, item if answered else None)
 
     def _expire(self, record: ApprovalRecord) -> None:
         timeout = record.expires_at - record.created_at
@@ -470,6 +482,8 @@ class ApprovalGate:
                     modification = await _modification(validate, verdict.check_args)
                 except Exception as error:  # the tool's code refuses, in its own words
                     refusal = policy.modification_refusal(record, error)
+            if refusal is None and modification is not None:
+                refusal = await self._check_riskier(record, item, modification)
         finally:
             self._judging -= 1
         if refusal:
@@ -496,6 +510,27 @@ class ApprovalGate:
         else:
             self._apply(record, item, ApprovalStatus.APPROVED, decision.comment or None)
             self._grant(record, decision)
+
+    async def _check_riskier(
+        self, record: ApprovalRecord, item: _Incoming, modification: Modification
+    ) -> str | None:
+        """A modification is a decision on the action it makes: one riskier than the
+        proposed action is judged at its own risk (the reviewer's limit), and needs the
+        approvers that risk needs. The record then shows the higher risk and quorum."""
+        risk = max(record.risk, modification.risk or 0)
+        quorum = max(record.quorum, modification.quorum or 1)
+        if (risk, quorum) == (record.risk, record.quorum):
+            return None
+        if not workflow.patched(PATCH_MODIFIED_RISK):
+            return None
+        if risk > record.risk:
+            refusal = await self._verify(
+                item, record.action_json.tool, risk, record.context.requested_by
+            )
+            if refusal is not None:
+                return f"the modified action scores risk {risk}: {refusal}"
+        record.risk, record.quorum = risk, quorum
+        return None
 
     def _vote_refusal(self, record: ApprovalRecord, decision: Any) -> str | None:
         if record.quorum <= 1:
@@ -1282,7 +1317,7 @@ class GatedTools:
             check = await self._run_check(descriptor, args, modification=True)
             if not check.ok or check.args is None:
                 raise ValueError(check.invalid or check.error or "refused by the tool")
-            return Modification(check.args, check.preview)
+            return Modification(check.args, check.preview, check.risk, check.quorum)
 
         return check_modification
 

@@ -1,8 +1,7 @@
 """Attacks on the review API and the web inbox: each test is one attack.
 
-Those marked xfail are defects found and not fixed yet: the test says what should happen,
-and fails while the defect is there. The others are attacks that held, kept so they keep
-holding.
+The first ones are defects an adversarial pass found (all fixed); the others are attacks
+that held, kept so they keep holding.
 """
 
 from __future__ import annotations
@@ -49,11 +48,6 @@ def deletes(*paths: str) -> list:
     return [turn(*[("delete_files", {"paths": [path]}) for path in paths])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a modification is checked against the reviewer's max_risk (and the quorum) with "
-    "the risk of the proposed action, never the risk of the modified one",
-)
 async def test_a_modification_can_not_raise_the_risk_past_the_reviewers_limit(
     api: ServedApi, reviewers: tuple[Path, dict[str, str]], client: Client, task_queue: str,
     tmp_path: Path,
@@ -79,13 +73,41 @@ async def test_a_modification_can_not_raise_the_risk_past_the_reviewers_limit(
         await handle.terminate("test done")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hitl/gate.py ApprovalGate.wait drains the decisions queued behind the one that "
-    "decided the approval with self._log(record, entry) and no `item`: a queued decide update "
-    "never gets its entry, its handler never ends, and the finished run waits forever on "
-    "all_handlers_finished",
-)
+async def test_a_modification_into_a_riskier_action_needs_the_quorum_that_risk_needs(
+    api: ServedApi, reviewers: tuple[Path, dict[str, str]], client: Client, task_queue: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # Two approvers from risk 60: creating notes.txt (35) needs one, overwriting the
+    # config file (75) two. Bob's modification is one of them; dave's approval the second.
+    quorum = tmp_path / "quorum.toml"
+    quorum.write_text(reviewers[0].read_text() + "\n[[quorum]]\nmin_risk = 60\napprovals = 2\n")
+    for name, value in worker_env(quorum).items():
+        monkeypatch.setenv(name, value)
+    workspace = make_logs(tmp_path / "ws")
+    handle = await start_run(
+        client, task_queue, workspace,
+        script=[turn(("write_file", {"path": "notes.txt", "content": "hi"}))],
+    )  # fmt: skip
+    [record] = await wait_pending(handle)
+    assert (record.risk, record.quorum) == (35, 1)
+    url = f"/approvals/{record.id}"
+    async with api.http(reviewers[1]["bob"]) as bob, api.http(reviewers[1]["dave"]) as dave:
+        answer = await bob.post(
+            f"{url}/modify", json={"args": {"path": "config/app.yaml", "content": "debug: true"}}
+        )
+        assert answer.status_code == 200, answer.text
+        changed = answer.json()
+        assert changed["entry"]["note"] == "1 of 2 approvals", changed
+        assert changed["record"]["status"] == "pending"
+        assert (changed["record"]["risk"], changed["record"]["quorum"]) == (75, 2)
+        assert (workspace / "config/app.yaml").read_text() != "debug: true"
+        answer = await dave.post(f"{url}/approve", json={})
+        assert answer.status_code == 200, answer.text
+    result = await handle.result()
+    assert [v.reviewer for v in result.approvals[0].votes] == ["bob", "dave"]
+    assert (workspace / "config/app.yaml").read_text() == "debug: true"
+
+
 async def test_two_decisions_at_once_can_not_keep_the_run_from_ending(
     env: WorkflowEnvironment, reviewers: tuple[Path, dict[str, str]], client: Client,
     tmp_path: Path,
@@ -202,11 +224,6 @@ async def test_the_inbox_approves_only_the_modification_the_reviewer_saw(
             await handle.terminate("test done")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a chunked body over 256 KiB is cut off as a disconnect, answered 400 'not valid "
-    "JSON' instead of 413",
-)
 async def test_an_oversized_chunked_body_is_refused_as_too_large(api: ServedApi) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(40):

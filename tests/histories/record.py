@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,7 @@ async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:
     with reviewers.open("a") as file:
         file.write("\n[[quorum]]\nmin_risk = 0\napprovals = 2\n")
     key = new_key()
-    saved = {name: os.environ.get(name) for name in ("HITL_REVIEWERS", "HITL_DECISION_KEYS")}
-    os.environ.update({"HITL_REVIEWERS": str(reviewers), "HITL_DECISION_KEYS": f"api:{key}"})
-    try:
+    with _environment(HITL_REVIEWERS=str(reviewers), HITL_DECISION_KEYS=f"api:{key}"):
         reviews = Reviews(client, signer=("api", _key(key)))
         handle = await start_run(client, queue, ws)
         [record] = await wait_pending(handle)
@@ -170,6 +169,72 @@ async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:
         assert second.applied, second
         await handle.result()
         await save("completed", handle)
+
+
+async def riskier(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """A modification into a riskier action needs the quorum that risk needs."""
+    from hitl.models import ApproveDecision, ModifyDecision
+    from hitl.reviewers import _key, add_reviewer, new_key
+    from hitl.reviews import Reviews
+
+    reviewers = ws.parent / "riskier-reviewers.toml"
+    add_reviewer(reviewers, "bob")
+    add_reviewer(reviewers, "dave")
+    with reviewers.open("a") as file:
+        file.write("\n[[quorum]]\nmin_risk = 60\napprovals = 2\n")
+    key = new_key()
+    with _environment(HITL_REVIEWERS=str(reviewers), HITL_DECISION_KEYS=f"api:{key}"):
+        reviews = Reviews(client, signer=("api", _key(key)))
+        script = [turn(("write_file", {"path": "notes.txt", "content": "hi"}))]
+        handle = await start_run(client, queue, ws, script=script)
+        [record] = await wait_pending(handle)
+        modified = await reviews.decide(
+            ModifyDecision(
+                approval_id=record.id,
+                reviewer="bob",
+                args={"path": "config/app.yaml", "content": "debug: true"},
+            ),
+            workflow_id=handle.id,
+        )
+        assert modified.entry is not None and modified.entry.note == "1 of 2 approvals", modified
+        await save("paused", handle)
+        second = await reviews.decide(
+            ApproveDecision(approval_id=record.id, reviewer="dave"), workflow_id=handle.id
+        )
+        assert second.applied, second
+        await handle.result()
+        await save("completed", handle)
+
+
+async def raced(client: Client, ws: Path, save: Any) -> None:
+    """Two reviewers decide while no worker runs (updates held, signals sent): one
+    applies, the other is refused, and every decide update is answered."""
+    from hitl.models import ApproveDecision, RejectDecision
+    from hitl.reviews import Reviews
+
+    queue = f"record-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, queue):
+        handle = await start_run(client, queue, ws)
+        [record] = await wait_pending(handle)
+    reviews = Reviews(client, confirm_seconds=1, signer=None)
+    await asyncio.gather(
+        reviews.decide(ApproveDecision(approval_id=record.id, reviewer="alice"), handle.id),
+        reviews.decide(
+            RejectDecision(approval_id=record.id, reviewer="bob", reason="no"), handle.id
+        ),
+    )
+    await save("paused", handle)
+    async with build_worker(client, queue):
+        await asyncio.wait_for(handle.result(), 60)
+    await save("completed", handle)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
@@ -187,6 +252,7 @@ SCENARIOS: dict[str, Any] = {
     "continued": continued,
     "standing": standing,
     "quorum": quorum,
+    "riskier": riskier,
 }
 
 
@@ -216,6 +282,8 @@ async def record(label: str, out: Path) -> list[Path]:
                 ws = make_logs(Path(tmp) / kind)
                 async with build_worker(client, queue):
                     await scenario(client, queue, ws, saver(kind))
+
+            await raced(client, make_logs(Path(tmp) / "raced"), saver("raced"))
 
             # Paused under one worker, decided while none runs, finished by a new one.
             queue = f"record-{uuid.uuid4().hex[:8]}"
