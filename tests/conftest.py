@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=list(contract.SEARCH_ATTRIBUTES),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
+        # The SDK waits 5 s by default; a busy CI machine can take longer to start it.
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     yield environment
     await environment.shutdown()

@@ -25,6 +25,8 @@ from worker import build_worker
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_binary("temporal-test-server"),
+        # The SDK waits 5 s by default; a busy CI machine can take longer to start it.
+        test_server_startup_timeout=timedelta(seconds=60),
         data_converter=pydantic_data_converter,
     )
     await ensure_search_attributes(environment.client)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,8 @@ async def record(label: str, out: Path) -> list[Path]:
         search_attributes=list(contract.SEARCH_ATTRIBUTES),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
+        # The SDK waits 5 s by default; a busy CI machine can take longer to start it.
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     try:
         client = env.client
