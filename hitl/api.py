@@ -664,14 +664,13 @@ async def _answer(state: ApiState, outcome: Outcome) -> JSONResponse:
         return JSONResponse(done.model_dump(mode="json"))
     refusal = entry.refusal or "refused"
     status = 409  # already decided, timed out, late, a changed action, a second vote
-    if record is not None and record.status is not ApprovalStatus.PENDING:
-        status = 409
-    elif entry.kind == "modify" and refusal.startswith("modified arguments"):
-        status = 422
-    elif any(marker in refusal for marker in _NOT_ALLOWED):
-        status = 403
-    elif any(marker in refusal for marker in _NOT_APPLICABLE):
-        status = 422
+    if record is None or record.status is ApprovalStatus.PENDING:
+        if entry.kind == "modify" and refusal.startswith("modified arguments"):
+            status = 422
+        elif any(marker in refusal for marker in _NOT_ALLOWED):
+            status = 403
+        elif any(marker in refusal for marker in _NOT_APPLICABLE):
+            status = 422
     raise ApiError(status, refusal, entry=entry, record=record)
 
 
@@ -1178,33 +1177,34 @@ class Guard:
                     f"{', '.join(sorted(self.hosts))}",
                 )
                 return
+        too_large = f"a request body is at most {MAX_BODY_BYTES // 1024} KiB"
         length = headers.get(b"content-length", b"0")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            await _plain(secured, 413, f"a request body is at most {MAX_BODY_BYTES // 1024} KiB")
+            await _plain(secured, 413, too_large)
             return
         if b"transfer-encoding" not in headers:
             await self.app(scope, receive, secured)
             return
         # A chunked body says no length: read it first, up to the bound, and answer 413
-        # when it passes it, as for a body whose length is said.
-        buffered: list[MutableMapping[str, Any]] = []
-        seen = 0
+        # when it passes it, as for a body whose length is said. The app then gets it
+        # whole, in one message.
+        body = bytearray()
         while True:
             message = await receive()
-            buffered.append(message)
             if message["type"] != "http.request":
-                break
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                await _plain(
-                    secured, 413, f"a request body is at most {MAX_BODY_BYTES // 1024} KiB"
-                )
+                return  # the client left before its body ended: nobody to answer
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                await _plain(secured, 413, too_large)
                 return
             if not message.get("more_body", False):
                 break
+        whole: list[MutableMapping[str, Any]] = [
+            {"type": "http.request", "body": bytes(body), "more_body": False}
+        ]
 
         async def replayed() -> MutableMapping[str, Any]:
-            return buffered.pop(0) if buffered else await receive()
+            return whole.pop() if whole else await receive()
 
         await self.app(scope, replayed, secured)
 

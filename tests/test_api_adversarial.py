@@ -224,18 +224,28 @@ async def test_the_inbox_approves_only_the_modification_the_reviewer_saw(
             await handle.terminate("test done")
 
 
-async def test_an_oversized_chunked_body_is_refused_as_too_large(api: ServedApi) -> None:
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(40):
+async def test_an_oversized_chunked_body_is_refused_as_too_large(
+    api: ServedApi, reviewers: tuple[Path, dict[str, str]]
+) -> None:
+    async def chunks(count: int, last: bytes = b"") -> AsyncIterator[bytes]:
+        for _ in range(count):
             yield b" " * 10_000
+        yield last
 
-    async with api.http() as http:
+    async with api.http(reviewers[1]["bob"]) as http:
         answer = await http.post(
             "/approvals/apr_0000000000000000/approve",
-            content=chunks(),
+            content=chunks(40),
             headers={"Content-Type": "application/json"},
         )
-    assert answer.status_code == 413, answer.text
+        assert answer.status_code == 413, answer.text
+        # Under the bound, a chunked body is read whole: the id is what is wrong.
+        answer = await http.post(
+            "/approvals/apr_0000000000000000/approve",
+            content=chunks(20, b"{}"),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 404, answer.text
 
 
 # --- attacks that held ---------------------------------------------------------------------
