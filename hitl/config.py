@@ -56,17 +56,23 @@ class Settings:
         return f"http://{host}:{ui_port}/namespaces/{self.namespace}"
 
 
+def _profiles(environ: Mapping[str, str]) -> tuple[ClientConfigProfile, ClientConfigProfile]:
+    """The profile in use (file and environment), and the file's alone: the same profile
+    with no environment overrides, for where each value came from."""
+    profile = ClientConfigProfile.load(override_env_vars=environ)
+    from_file = ClientConfigProfile.load(
+        profile=environ.get("TEMPORAL_PROFILE") or None,
+        disable_env=True,
+        override_env_vars=environ,
+    )
+    return profile, from_file
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE (and the rest of envconfig), HITL_TASK_QUEUE."""
     environ = dict(os.environ if env is None else env)
     try:
-        profile = ClientConfigProfile.load(override_env_vars=environ)
-        # The file alone, for where each value came from: the same profile, no env overrides.
-        file_profile = ClientConfigProfile.load(
-            profile=environ.get("TEMPORAL_PROFILE") or None,
-            disable_env=True,
-            override_env_vars=environ,
-        )
+        profile, file_profile = _profiles(environ)
         connect = dict(profile.to_client_connect_config())
     except (OSError, ValueError, RuntimeError) as error:
         where = environ.get("TEMPORAL_CONFIG_FILE") or "~/.config/temporalio/temporal.toml"
@@ -117,12 +123,7 @@ def describe_connection(env: Mapping[str, str] | None = None) -> list[tuple[str,
         ),
     ]
     try:
-        profile = ClientConfigProfile.load(override_env_vars=environ)
-        from_file = ClientConfigProfile.load(
-            profile=environ.get("TEMPORAL_PROFILE") or None,
-            disable_env=True,
-            override_env_vars=environ,
-        )
+        profile, from_file = _profiles(environ)
     except Exception as error:
         return [*lines, ("config", f"UNREADABLE: {error}")]
     if profile.api_key:
