@@ -142,20 +142,30 @@ async def standing(client: Client, queue: str, ws: Path, save: Any) -> None:
     await save("completed", handle)
 
 
-async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:
-    """Signed decisions through the `decide` update, two approvers needed."""
-    from hitl.models import ApproveDecision
+@contextlib.contextmanager
+def _signed_quorum(
+    client: Client, ws: Path, reviewers: tuple[str, ...], min_risk: int
+) -> Iterator[Any]:
+    """A worker environment that takes only the API's signed decisions from `reviewers`,
+    two of them from `min_risk` on; yields the API's `Reviews`."""
     from hitl.reviewers import _key, add_reviewer, new_key
     from hitl.reviews import Reviews
 
-    reviewers = ws.parent / "quorum-reviewers.toml"
-    add_reviewer(reviewers, "alice")
-    add_reviewer(reviewers, "bob")
-    with reviewers.open("a") as file:
-        file.write("\n[[quorum]]\nmin_risk = 0\napprovals = 2\n")
+    path = ws.parent / f"{ws.name}-reviewers.toml"
+    for name in reviewers:
+        add_reviewer(path, name)
+    with path.open("a") as file:
+        file.write(f"\n[[quorum]]\nmin_risk = {min_risk}\napprovals = 2\n")
     key = new_key()
-    with _environment(HITL_REVIEWERS=str(reviewers), HITL_DECISION_KEYS=f"api:{key}"):
-        reviews = Reviews(client, signer=("api", _key(key)))
+    with _environment(HITL_REVIEWERS=str(path), HITL_DECISION_KEYS=f"api:{key}"):
+        yield Reviews(client, signer=("api", _key(key)))
+
+
+async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """Signed decisions through the `decide` update, two approvers needed."""
+    from hitl.models import ApproveDecision
+
+    with _signed_quorum(client, ws, ("alice", "bob"), min_risk=0) as reviews:
         handle = await start_run(client, queue, ws)
         [record] = await wait_pending(handle)
         assert record.quorum == 2, record.quorum
@@ -175,17 +185,8 @@ async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:
 async def riskier(client: Client, queue: str, ws: Path, save: Any) -> None:
     """A modification into a riskier action needs the quorum that risk needs."""
     from hitl.models import ApproveDecision, ModifyDecision
-    from hitl.reviewers import _key, add_reviewer, new_key
-    from hitl.reviews import Reviews
 
-    reviewers = ws.parent / "riskier-reviewers.toml"
-    add_reviewer(reviewers, "bob")
-    add_reviewer(reviewers, "dave")
-    with reviewers.open("a") as file:
-        file.write("\n[[quorum]]\nmin_risk = 60\napprovals = 2\n")
-    key = new_key()
-    with _environment(HITL_REVIEWERS=str(reviewers), HITL_DECISION_KEYS=f"api:{key}"):
-        reviews = Reviews(client, signer=("api", _key(key)))
+    with _signed_quorum(client, ws, ("bob", "dave"), min_risk=60) as reviews:
         script = [turn(("write_file", {"path": "notes.txt", "content": "hi"}))]
         handle = await start_run(client, queue, ws, script=script)
         [record] = await wait_pending(handle)
