@@ -209,7 +209,7 @@ class Tool:
             self.name,
             self.description,
             self.args_model,
-            callable(self.requires_approval) or bool(self.requires_approval),
+            self.requires_approval,
             self.read_only,
             self.idempotent,
             self.execution_timeout,
