@@ -30,6 +30,7 @@ ACTIVITY_NOTIFY_EVENT = "notify_reviewers"
 ACTIVITY_DESCRIBE_TOOLS = "describe_tools"
 ACTIVITY_CHECK_TOOL = "check_tool"
 ACTIVITY_VERIFY_DECISION = "verify_decision"
+ACTIVITY_VERIFY_START = "verify_start"
 
 STATE_KEY = SearchAttributeKey.for_keyword("HitlState")
 PENDING_KEY = SearchAttributeKey.for_int("HitlPendingApprovals")

@@ -1164,8 +1164,8 @@ class ToolCallOptions:
     """Seconds; overrides every tool's own approval timeout."""
     tool_approval_timeouts: Mapping[str, float] = field(default_factory=dict)
     """Seconds per tool; overrides everything else for that tool."""
-    auto_approve_below: int = 0
-    """Calls whose risk is below this are approved by policy (0: none)."""
+    auto_approve_below: int | None = None
+    """Lowers the worker's auto-approve threshold for this run (None: the worker's)."""
     task_queues: Mapping[str, str] = field(default_factory=dict)
     """Tools whose calls run on another task queue (a worker with no secrets)."""
     max_action_bytes: int = 64 * 1024
@@ -1264,7 +1264,7 @@ class GatedTools:
             quorum=check.quorum,
         )
         state.approval_id = record.id
-        if policy.auto_approved(record.risk, self.options.auto_approve_below):
+        if policy.auto_approved(record.risk, self.options.auto_approve_below or 0):
             self.gate.approve_by_policy(
                 record.id,
                 f"risk {record.risk} is below the run's auto-approve threshold "

@@ -186,6 +186,15 @@ class ToolCheck(BaseModel):
     execution_timeout_seconds: float | None = None
     quorum: int = 1
     """The tool's own, raised by the reviewers' configuration for risky calls."""
+    scope_key: str | None = None
+    """What a standing approval granted on this call must match besides the tool (for
+    commands: the program and its options), from the tool's `standing_scope`."""
+    approval_timeout_seconds: float | None = None
+    """The worker's approval timeout for this tool (its own, else the worker's default);
+    a run's input may only shorten it."""
+    auto_approve_below: int = 0
+    """The worker's policy: flagged calls with a risk below this are approved by policy
+    (0: none); a run's input may only lower it."""
 
 
 class DecisionCheckRequest(BaseModel):
@@ -254,6 +263,9 @@ class ApprovalContext(BaseModel):
     step: int = 0
     requested_by: str = ""
     """Who started the run; they may not approve its actions unless allowed to."""
+    requester_verified: bool = False
+    """`requested_by` was proven by a signed start the worker verified; otherwise it is
+    only what the starting client claimed."""
 
 
 class Vote(BaseModel):
@@ -277,6 +289,9 @@ class StandingApproval(BaseModel):
     tool: str
     action_key: str | None = None
     max_risk: int = 100
+    scope_key: str | None = None
+    """For `tool` scope: the calls it covers must have this scope key too (for commands,
+    the same program with the same options), so a grant on `ls -la` never covers `git`."""
     granted_at: datetime
     revoked_at: datetime | None = None
     revoked_by: str | None = None
@@ -350,6 +365,9 @@ class ApprovalRecord(BaseModel):
     """Approved by a standing approval: the id of the approval it was granted with."""
     execution_timeout_seconds: float | None = None
     """How long the approved action may run."""
+    scope_key: str | None = None
+    """The tool's scope key for this action (`ToolCheck.scope_key`): what a standing
+    approval granted on it covers."""
 
     @property
     def effective_action(self) -> ToolAction:
@@ -575,6 +593,33 @@ class AgentCarry(BaseModel):
     """Run ids of the earlier runs of this workflow id, oldest first (the last 20)."""
 
 
+class StartSignature(BaseModel):
+    """A signed start: `issuer` vouches that `requested_by` asked for exactly this run."""
+
+    issuer: str = Field(max_length=MAX_ID_CHARS)
+    issued_at: str = Field(max_length=64)
+    """ISO 8601, exactly as signed."""
+    signature: str = Field(max_length=200)
+
+
+class StartCheckRequest(BaseModel):
+    """Input of the `verify_start` activity: the run's input as it came, and its id."""
+
+    workflow_id: str
+    run: dict[str, Any]
+    """The run's input (without its carry), as the signature was made over it."""
+
+
+class StartCheck(BaseModel):
+    """What the worker says of a run's requester."""
+
+    requested_by: str = ""
+    """Who started the run, as the worker verified it; the claimed name when unverified."""
+    verified: bool = False
+    refusal: str | None = None
+    """Why the run may not start here (the worker requires a signed start)."""
+
+
 class RunInput(BaseModel):
     """Input of `AgentWorkflow`."""
 
@@ -587,8 +632,9 @@ class RunInput(BaseModel):
     """Per run: overrides every tool's own timeout."""
     tool_approval_timeouts: dict[str, float] = Field(default_factory=dict)
     """Per run and tool: overrides everything else for that tool."""
-    auto_approve_below: int = Field(default=0, ge=0, le=101)
-    """Flagged calls whose risk is below this are approved by policy (0: none)."""
+    auto_approve_below: int | None = Field(default=None, ge=0, le=101)
+    """May only lower the worker's auto-approve threshold (its reviewers file `[policy]`);
+    None: the worker's. 0: nothing is approved by policy in this run."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
     requested_by: str = ""
@@ -603,7 +649,11 @@ class RunInput(BaseModel):
     that holds no secrets (docs/secrets.md)."""
     limits: RunLimits = Field(default_factory=RunLimits)
     carry: AgentCarry | None = None
-    """Set only when a run continues as new: where the previous run stopped."""
+    """Set only when a run continues as new: where the previous run stopped. A run
+    started by a client with a carry is refused: only the run itself may write one."""
+    start_signature: StartSignature | None = None
+    """Proof of who started the run (`requested_by`): the starter's own key, or the
+    review API's for the reviewer it authenticated, over this input and workflow id."""
 
 
 class RefusedDecision(BaseModel):

@@ -10,9 +10,15 @@ of a bearer token (never the token), and what they may decide:
     groups = ["ops"]
     self_approve = []              # tools they may approve in runs they started themselves
 
+    read = []                      # tools whose approvals they may read without deciding
+
     [[quorum]]                     # calls at or above this risk need this many approvers
     min_risk = 80
     approvals = 2
+
+    [policy]                       # the worker's; a run's input may only make it stricter
+    auto_approve_below = 0         # flagged calls below this risk are approved by policy
+    standing = true                # whether reviewers may grant standing approvals
 
 A reviewer's identity comes from their credential, never from a request body. And
 because anyone with access to the Temporal namespace can send a signal with any
@@ -45,6 +51,9 @@ SIGNER_ENV = "HITL_SIGNER"
 SIGNING_KEY_ENV = "HITL_SIGNING_KEY"
 API_ISSUER = "api"
 """The review API's issuer name: it may sign for any reviewer it authenticated."""
+RESERVED_NAMES = frozenset({API_ISSUER, "system", "policy", "anonymous", "unknown"})
+"""Names the system uses for issuers and its own decisions: no reviewer may be called so,
+or a reviewer's own key would sign as the API (for anyone)."""
 SIGNATURE_LIFETIME = timedelta(minutes=15)
 SIGNED_FIELDS = (
     "approval_id",
@@ -57,7 +66,10 @@ SIGNED_FIELDS = (
     "max_risk",
     "issuer",
     "issued_at",
+    "comment",
+    "reason",
 )
+"""Everything a decision carries that the run acts on or a person or the agent reads."""
 
 
 class ReviewerConfigError(ValueError):
@@ -76,9 +88,25 @@ class Reviewer:
     max_risk: int = 100
     groups: tuple[str, ...] = ()
     self_approve: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    """Tools whose approvals this reviewer may read (list, record, events) without
+    deciding them; those they may decide they may always read."""
 
     def may_decide(self, tool: str) -> bool:
         return "*" in self.tools or tool in self.tools
+
+    def may_read(self, tool: str) -> bool:
+        return self.may_decide(tool) or "*" in self.read or tool in self.read
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The worker's approval policy beyond each tool's own definition."""
+
+    auto_approve_below: int = 0
+    """Flagged calls whose risk is below this are approved by policy (0: none)."""
+    standing: bool = True
+    """Whether reviewers may grant standing approvals at all."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,7 @@ class QuorumRule:
 class ReviewerConfig:
     reviewers: dict[str, Reviewer] = field(default_factory=dict)
     quorum: list[QuorumRule] = field(default_factory=list)
+    policy: Policy = field(default_factory=Policy)
     path: Path | None = None
 
     def by_token(self, token: str) -> Reviewer | None:
@@ -109,8 +138,21 @@ class ReviewerConfig:
                 needed = max(needed, rule.approvals)
         return needed
 
-    def refusal(self, name: str, kind: str, tool: str, risk: int, requested_by: str) -> str | None:
-        """Why this reviewer may not make this decision, or None if they may."""
+    def refusal(
+        self,
+        name: str,
+        kind: str,
+        tool: str,
+        risk: int,
+        requested_by: str,
+        scope: str | None = None,
+        max_risk: int | None = None,
+    ) -> str | None:
+        """Why this reviewer may not make this decision, or None if they may.
+
+        The one authorizer: the API, the inbox, the bridge, the CLI's signing path and the
+        worker's verification all ask this, with the file as it is now.
+        """
         reviewer = self.reviewers.get(name)
         if reviewer is None:
             return f"{name} is not a reviewer (not in the reviewers file)"
@@ -128,7 +170,19 @@ class ReviewerConfig:
                 f"{name} started this run and may not approve its {tool} calls themselves; "
                 "another reviewer decides"
             )
+        if kind == "approve" and scope not in (None, "once"):
+            if not self.policy.standing:
+                return "standing approvals are turned off on this worker ([policy] standing)"
+            if scope == "tool" and max_risk is not None and max_risk > reviewer.max_risk:
+                return (
+                    f"{name} may approve up to risk {reviewer.max_risk}, not a standing {max_risk}"
+                )
         return None
+
+    def may_read(self, name: str, tool: str) -> bool:
+        """Whether this reviewer may see approvals of this tool (list, record, events)."""
+        reviewer = self.reviewers.get(name)
+        return reviewer is not None and reviewer.may_read(tool)
 
 
 def load_config(
@@ -149,21 +203,42 @@ def load_config(
     except tomllib.TOMLDecodeError as error:
         raise ReviewerConfigError(f"the reviewers file {file} is not valid TOML: {error}") from None
     config = ReviewerConfig(path=file)
-    for name, entry in (data.get("reviewers") or {}).items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("token_sha256"), str):
-            raise ReviewerConfigError(
-                f"reviewer {name!r} in {file} needs token_sha256 (`hitl reviewers add {name}`)"
+    try:
+        for name, entry in (data.get("reviewers") or {}).items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("token_sha256"), str):
+                raise ReviewerConfigError(
+                    f"reviewer {name!r} in {file} needs token_sha256 (`hitl reviewers add {name}`)"
+                )
+            if name.strip().casefold() in RESERVED_NAMES:
+                raise ReviewerConfigError(
+                    f"reviewer {name!r} in {file}: {name!r} is a name the system uses "
+                    f"({', '.join(sorted(RESERVED_NAMES))}); rename the reviewer"
+                )
+            config.reviewers[name] = Reviewer(
+                name=name,
+                token_sha256=entry["token_sha256"],
+                tools=tuple(entry.get("tools", ["*"])),
+                max_risk=int(entry.get("max_risk", 100)),
+                groups=tuple(entry.get("groups", [])),
+                self_approve=tuple(entry.get("self_approve", [])),
+                read=tuple(entry.get("read", [])),
             )
-        config.reviewers[name] = Reviewer(
-            name=name,
-            token_sha256=entry["token_sha256"],
-            tools=tuple(entry.get("tools", ["*"])),
-            max_risk=int(entry.get("max_risk", 100)),
-            groups=tuple(entry.get("groups", [])),
-            self_approve=tuple(entry.get("self_approve", [])),
+        for rule in data.get("quorum") or []:
+            config.quorum.append(QuorumRule(int(rule["min_risk"]), int(rule["approvals"])))
+        policy = data.get("policy") or {}
+        if not isinstance(policy, dict):
+            raise ReviewerConfigError(f"[policy] in {file} is a table")
+        config.policy = Policy(
+            auto_approve_below=max(0, min(101, int(policy.get("auto_approve_below", 0)))),
+            standing=bool(policy.get("standing", True)),
         )
-    for rule in data.get("quorum") or []:
-        config.quorum.append(QuorumRule(int(rule["min_risk"]), int(rule["approvals"])))
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, ReviewerConfigError):
+            raise
+        raise ReviewerConfigError(
+            f"the reviewers file {file} has a value of the wrong kind ({type(error).__name__}: "
+            f"{error}); see `hitl reviewers --help`"
+        ) from None
     return config
 
 
@@ -180,6 +255,11 @@ def add_reviewer(
     name = _reviewer_name(name)
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ReviewerConfigError("a reviewer name is letters, digits, '-', '_' or '.'")
+    if name.casefold() in RESERVED_NAMES:
+        raise ReviewerConfigError(
+            f"{name!r} is a name the system uses ({', '.join(sorted(RESERVED_NAMES))}); "
+            "choose another"
+        )
     token = secrets.token_urlsafe(32)
     existing = path.read_text() if path.exists() else "# Reviewers: `hitl reviewers add NAME`\n"
     kept = _without_reviewer(existing, name)
@@ -300,3 +380,93 @@ def verify(
     if abs(received_at - moment) > SIGNATURE_LIFETIME:
         return f"the signature is from {moment.isoformat()}; signed decisions are valid for 15 min"
     return None
+
+
+# --- signed starts ---------------------------------------------------------------------------
+
+START_UNSIGNED = ("start_signature", "carry")
+"""What a start signature does not cover: itself, and the carry only a run itself writes."""
+
+
+def start_fields(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's input as a signature covers it: every field set to other than its default.
+
+    Both sides dump the same model with `exclude_defaults`, so a field added later with a
+    default doesn't change what an older starter signed.
+    """
+    return {name: value for name, value in run.items() if name not in START_UNSIGNED}
+
+
+def start_payload(run: Mapping[str, Any], workflow_id: str, issuer: str, issued_at: str) -> bytes:
+    return canonical_json(
+        {
+            "workflow_id": workflow_id,
+            "run": start_fields(run),
+            "issuer": issuer,
+            "issued_at": issued_at,
+        }
+    ).encode()
+
+
+def sign_start(
+    run: Mapping[str, Any],
+    workflow_id: str,
+    issuer: str,
+    key: bytes,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """`{issuer, issued_at, signature}` over this run's input (`RunInput.model_dump(mode=
+    "json", exclude_defaults=True)`, `requested_by` set) and its workflow id."""
+    issued_at = (now or datetime.now(UTC)).isoformat()
+    signature = hmac.new(
+        key, start_payload(run, workflow_id, issuer, issued_at), hashlib.sha256
+    ).hexdigest()
+    return {"issuer": issuer, "issued_at": issued_at, "signature": signature}
+
+
+def verify_start(
+    run: Mapping[str, Any],
+    workflow_id: str,
+    keys: Mapping[str, bytes],
+    started_at: datetime,
+) -> tuple[bool, str | None]:
+    """(verified, refusal): whether the start signature proves `requested_by`, and why not.
+
+    No signature at all is (False, None): the caller decides whether an unverified
+    requester may start a run here.
+    """
+    signed = run.get("start_signature")
+    if not signed:
+        return False, None
+    if not isinstance(signed, Mapping):
+        return False, "the start signature is not an object with issuer, issued_at, signature"
+    issuer, issued_at, signature = (
+        str(signed.get("issuer") or ""),
+        signed.get("issued_at"),
+        str(signed.get("signature") or ""),
+    )
+    key = keys.get(issuer)
+    if key is None:
+        return False, f"the run was signed by {issuer!r}, not an issuer this worker accepts"
+    when = issued_at.isoformat() if isinstance(issued_at, datetime) else str(issued_at)
+    expected = hmac.new(key, start_payload(run, workflow_id, issuer, when), hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), signature):
+        return False, (
+            "the start signature does not match this run's input and id: it was made for "
+            "another run, or the input was altered (or starter and worker versions differ)"
+        )
+    requested_by = str(run.get("requested_by") or "")
+    if issuer != API_ISSUER and requested_by != issuer:
+        return False, f"{issuer}'s key signs only runs {issuer} starts, not {requested_by!r}'s"
+    if not requested_by:
+        return False, "a signed start names who asked (requested_by)"
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        return False, "the start signature's time is not a timestamp"
+    if moment.tzinfo is None or abs(started_at - moment) > SIGNATURE_LIFETIME:
+        return False, (
+            f"the start was signed at {when}, more than 15 min from when the run started "
+            f"({started_at.isoformat()}); sign it again"
+        )
+    return True, None

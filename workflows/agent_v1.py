@@ -679,7 +679,7 @@ class AgentV1:
             risk=spec.risk(args, preview),
         )
         self._approvals[record.id] = record
-        if auto_approved(record.risk, self._run.auto_approve_below):
+        if auto_approved(record.risk, self._run.auto_approve_below or 0):
             self._settle_by_system(
                 record,
                 DecisionKind.POLICY,
