@@ -39,12 +39,12 @@ from hitl.models import (
     RunResult,
     RunState,
     ScriptedTurn,
-    ToolDescriptor,
 )
+from hitl.reviewers import ReviewerConfigError
 from hitl.reviews import Reviews
+from hitl.starting import signed_input, starter_signing
 from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.text import framed, visible, visible_json
-from hitl.tools import TOOLS_ENV, ToolRegistrationError, load_tools, modules_from
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
@@ -86,24 +86,15 @@ def tool_queues(
     return queues
 
 
-def run_tools(
-    names: str | None, modules: str | None
-) -> tuple[list[ToolDescriptor] | None, list[str] | None]:
-    """The run's tools as recorded in its input, from the same modules the worker loads.
+def run_tools(names: str | None) -> list[str] | None:
+    """The tools the run may use, by name (None: all the worker's).
 
-    When this machine can't import them (the starter runs elsewhere), only their names
-    go in, and the worker describes them once at the start of the run.
+    Only names go in: the worker describes the tools at the start of the run, from its
+    own definitions, and the run records them. Their policy (which calls need approval,
+    risk, quorum) is the worker's, never what a starter says.
     """
     wanted = [name.strip() for name in names.split(",") if name.strip()] if names else None
-    try:
-        registry = load_tools(modules_from(modules))
-    except ToolRegistrationError as error:
-        if "could not be imported" not in str(error):
-            raise
-        return None, wanted
-    if wanted is not None and any(name not in registry for name in wanted):
-        return None, wanted  # defined only where the worker runs: it describes them
-    return registry.descriptors(wanted), wanted
+    return wanted or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--approval-timeout",
         type=parse_duration,
         metavar="DURATION",
-        help="auto-reject approvals after this long (default: each tool's, else 30m)",
+        help="auto-reject approvals sooner than the worker's timeout (each tool's, else 30m); "
+        "a run may only shorten it",
     )
     parser.add_argument(
         "--tool-timeout",
@@ -126,19 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="TOOL=DUR",
-        help="approval timeout for one tool, e.g. send_email=2h (repeatable)",
+        help="a shorter approval timeout for one tool, e.g. send_email=10m (repeatable)",
     )
     parser.add_argument(
         "--tools",
         metavar="NAME,...",
-        help="the tools this run may use (default: every tool of the tool modules); the run "
-        "records each one's definition, so a run paused for days keeps its tools",
-    )
-    parser.add_argument(
-        "--tool-modules",
-        metavar="MODULES",
-        help=f"where the tools are defined, as the worker has them (default: {TOOLS_ENV}, else "
-        "the built-in toolkits)",
+        help="the tools this run may use (default: every tool of the worker); the worker "
+        "describes them at the start and the run records each one's definition, so a run "
+        "paused for days keeps its tools",
     )
     parser.add_argument(
         "--tool-queue",
@@ -160,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--auto-approve-below",
         type=int,
-        default=0,
+        default=None,
         metavar="RISK",
-        help="approve flagged calls whose risk (0-100) is below this (default 0: none)",
+        help="lower the worker's auto-approve threshold for this run (0: approve nothing by "
+        "policy); the threshold itself is the worker's ([policy] in its reviewers file)",
     )
     parser.add_argument("--no-wait", action="store_true", help="start the run and return")
     parser.add_argument(
@@ -171,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="inline: ask here whenever the run waits for approval (default on a terminal); "
         "none: only wait for the result",
     )
-    parser.add_argument("--reviewer", help="your name in the decision log (HITL_REVIEWER, user)")
+    parser.add_argument(
+        "--reviewer",
+        help="your name, as who asked for the run and in the decision log (HITL_REVIEWER, "
+        "else the OS user); with HITL_SIGNER and HITL_SIGNING_KEY set, the start is signed "
+        "and you are the signer",
+    )
     parser.add_argument("--evidence", type=Path, help="write the run's evidence here as JSON")
     return parser
 
@@ -306,9 +299,13 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             "accepted. Put long material in a file in the workspace and refer to it.\n"
         )
         return 2
+    tool_names = run_tools(args.tools)
+    if args.auto_approve_below is not None and not 0 <= args.auto_approve_below <= 101:
+        out.write("error: --auto-approve-below is a risk from 0 to 101\n")
+        return 2
     try:
-        tools, tool_names = run_tools(args.tools, args.tool_modules)
-    except ToolRegistrationError as error:
+        signing = starter_signing()
+    except ReviewerConfigError as error:
         out.write(f"error: {visible(str(error))}\n")
         return 2
     try:
@@ -343,10 +340,20 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         approval_timeout_seconds=args.approval_timeout,
         tool_approval_timeouts=dict(args.tool_timeout),
         auto_approve_below=args.auto_approve_below,
-        tools=tools,
         tool_names=tool_names,
         tool_task_queues=queues,
         origin={"command": shlex.join([sys.argv[0], *(argv or sys.argv[1:])]), **state},
+    )
+    reviewer = reviewer_identity(args.reviewer)
+    run_input = signed_input(run_input, workflow_id, reviewer, signing)
+    out.write(
+        f"Requested by {visible(run_input.requested_by)} "
+        + (
+            f"(signed with {visible(signing[0])}'s key)\n"
+            if signing
+            else "(unsigned: a worker that takes only signed decisions refuses this run; set "
+            "HITL_SIGNER and HITL_SIGNING_KEY)\n"
+        )
     )
     try:
         client: Client = await connect(settings)
@@ -380,15 +387,15 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         quoted_id = shlex.quote(visible(workflow_id))
         out.write(
             f"  status:  temporal workflow query --workflow-id {quoted_id} --name status\n"
-            f"  decide:  temporal workflow signal --workflow-id {quoted_id} --name approve "
-            '--input \'{"approval_id": "ID", "reviewer": "you"}\'\n'
+            f"  pending: hitl pending\n"
+            f"  decide:  hitl approve ID  (or reject ID --reason ..., modify ID --args ...), "
+            "signed with your key when HITL_SIGNER and HITL_SIGNING_KEY are set; a worker that "
+            "takes only signed decisions refuses an unsigned `temporal workflow signal`\n"
         )
         return 0
     review = (args.review or ("inline" if sys.stdin.isatty() else "none")) == "inline"
     try:
-        result = await follow(
-            Reviews(client), handle, review, reviewer_identity(args.reviewer), Prompter(), out
-        )
+        result = await follow(Reviews(client), handle, review, reviewer, Prompter(), out)
     except WorkflowFailureError as error:
         out.write(f"The run failed: {visible(error.cause)}\n  Web UI: {visible(ui)}\n")
         return 1

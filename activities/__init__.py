@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from activities.authz import verify_decision
+from activities.authz import verify_decision, verify_start_activity
 from activities.llm import llm_next_step
 from activities.notify import notify_approval, notify_reviewers
 from activities.tools import ToolActivities
@@ -22,7 +22,14 @@ def worker_activities(
     return (
         tools
         if tools_only
-        else [llm_next_step, notify_approval, notify_reviewers, verify_decision, *tools]
+        else [
+            llm_next_step,
+            notify_approval,
+            notify_reviewers,
+            verify_decision,
+            verify_start_activity,
+            *tools,
+        ]
     )
 
 
@@ -32,5 +39,6 @@ __all__ = [
     "notify_approval",
     "notify_reviewers",
     "verify_decision",
+    "verify_start_activity",
     "worker_activities",
 ]

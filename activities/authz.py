@@ -1,9 +1,11 @@
-"""Checking a decision on the worker: its signature and the reviewers' rules.
+"""Checking identities on the worker: a decision's signature and reviewer rules, a run's
+requester.
 
-A local activity, so the keys (`HITL_DECISION_KEYS`) and the reviewers file
-(`HITL_REVIEWERS`) never enter workflow history, and the answer is recorded, so a
-replay decides the same. With neither configured every decision is accepted, as
-before; `hitl doctor` says that decisions are then unauthenticated.
+Local activities, so the keys (`HITL_DECISION_KEYS`) and the reviewers file
+(`HITL_REVIEWERS`) never enter workflow history, and the answers are recorded, so a
+replay decides the same. With neither configured every decision is accepted and a
+run's requester is what its starter claimed; `hitl doctor` says that decisions are then
+unauthenticated.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import structlog
 from temporalio import activity
 
 from hitl import contract
-from hitl.models import DecisionCheck, DecisionCheckRequest
-from hitl.reviewers import ReviewerConfigError, decision_keys, load_config, verify
+from hitl.models import (
+    DecisionCheck,
+    DecisionCheckRequest,
+    StartCheck,
+    StartCheckRequest,
+)
+from hitl.reviewers import ReviewerConfigError, decision_keys, load_config, verify, verify_start
+from hitl.text import clip
 
 log = structlog.get_logger("hitl.authz")
 
@@ -31,14 +39,16 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
     refusal = verify(decision, keys, request.received_at) if keys else None
     reviewer = str(decision.get("reviewer", "")).strip()
     if refusal is None and config.reviewers:
-        refusal = config.refusal(
-            reviewer, str(decision.get("kind")), request.tool, request.risk, request.requested_by
-        )
-    if refusal is None and config.reviewers and decision.get("scope") == "tool":
-        allowed = config.reviewers[reviewer].max_risk
         wanted = decision.get("max_risk")
-        if isinstance(wanted, int) and wanted > allowed:
-            refusal = f"{reviewer} may approve up to risk {allowed}, not a standing {wanted}"
+        refusal = config.refusal(
+            reviewer,
+            str(decision.get("kind")),
+            request.tool,
+            request.risk,
+            request.requested_by,
+            scope=str(decision.get("scope") or "once"),
+            max_risk=wanted if isinstance(wanted, int) else None,
+        )
     log.info(
         "decision.checked",
         approval_id=decision.get("approval_id"),
@@ -47,3 +57,36 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
         refused=refusal,
     )
     return DecisionCheck(refusal=refusal)
+
+
+@activity.defn(name=contract.ACTIVITY_VERIFY_START)
+async def verify_start_activity(request: StartCheckRequest) -> StartCheck:
+    """Who started this run, proven by its start signature; refused where it must be proven.
+
+    A worker that takes only signed decisions (`HITL_DECISION_KEYS` set) enforces
+    separation of duties, so it refuses a run whose requester it can't verify: a name
+    in an input is never identity.
+    """
+    claimed = clip(str(request.run.get("requested_by") or ""), 100)
+    try:
+        keys = decision_keys()
+    except ReviewerConfigError as error:
+        return StartCheck(
+            requested_by=claimed,
+            refusal=f"the worker's key configuration is unusable: {error}",
+        )
+    verified, refusal = verify_start(request.run, request.workflow_id, keys, request.started_at)
+    if refusal is None and not verified and keys:
+        refusal = (
+            "this worker takes only signed starts: start the run with starter.py or `hitl "
+            "start` with your key (HITL_SIGNER, HITL_SIGNING_KEY), or through the review "
+            "API (POST /runs), so who asked is proven"
+        )
+    log.info(
+        "start.checked",
+        workflow_id=request.workflow_id,
+        requested_by=claimed,
+        verified=verified,
+        refused=refusal,
+    )
+    return StartCheck(requested_by=claimed, verified=verified and refusal is None, refusal=refusal)

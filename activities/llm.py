@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -66,8 +67,34 @@ _STATUS_HINT = {
 _clients: dict[tuple[str | None, str], AsyncOpenAI] = {}
 
 
+BASE_URLS_ENV = "HITL_MODEL_BASE_URLS"
+"""Further model endpoints a run may name (comma-separated), besides OPENAI_BASE_URL."""
+
+
+def allowed_base_url(asked: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The endpoint a run may use: the worker's own, or one the worker lists.
+
+    A run's input names it, but the worker's API key goes with every request, so an
+    endpoint the worker doesn't know would receive that key: refused.
+    """
+    environ = os.environ if environ is None else environ
+    own = environ.get("OPENAI_BASE_URL") or None
+    if not asked or asked.rstrip("/") == (own or "").rstrip("/"):
+        return own
+    listed = {url.strip().rstrip("/") for url in environ.get(BASE_URLS_ENV, "").split(",")}
+    if asked.rstrip("/") in listed - {""}:
+        return asked
+    raise ApplicationError(
+        f"the run asks for the model endpoint {clip(asked, 200)!r}, which this worker does not "
+        f"allow: the worker's API key would be sent there. Use the worker's own endpoint "
+        f"(OPENAI_BASE_URL), or list it in {BASE_URLS_ENV} on the worker",
+        type="ConfigurationError",
+        non_retryable=True,
+    )
+
+
 def _client(base_url: str | None) -> AsyncOpenAI:
-    base = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    base = allowed_base_url(base_url)
     key = os.environ.get("OPENAI_API_KEY")
     if not key:
         if base is None:

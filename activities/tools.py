@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from hitl import contract
 from hitl.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     ToolCheck,
     ToolCheckRequest,
     ToolDescriptor,
@@ -114,6 +115,7 @@ class ToolActivities:
             preview=getattr(request, "preview", None),
             workflow_id=(info.workflow_id or "") if info else "",
             run_id=(info.workflow_run_id or "") if info else "",
+            activity_id=info.activity_id if info else "",
         )
 
     def _tool(self, name: str, digest: str | None) -> Tool:
@@ -206,8 +208,16 @@ class ToolActivities:
             preview.warnings.append(
                 _failure(f"the risk could not be scored ({type(error).__name__}: {error}); 100")
             )
+        # The worker's policy, not the run's: quorum, auto-approval and the approval
+        # timeout come from the tool's definition and the reviewers file as it is now.
+        approval_timeout = found.approval_timeout
+        auto_approve_below = 0
         try:
-            quorum = load_config().quorum_for(risk, own=found.quorum)
+            config = load_config()
+            quorum = config.quorum_for(risk, own=found.quorum)
+            auto_approve_below = config.policy.auto_approve_below
+            if approval_timeout is None:
+                approval_timeout = config.policy.approval_timeout
         except ReviewerConfigError as error:
             quorum = found.quorum
             preview.warnings.append(_failure(f"the reviewers file is unusable: {error}"))
@@ -219,6 +229,8 @@ class ToolActivities:
             preview=bounded_preview(preview),
             execution_timeout_seconds=timeout,
             quorum=quorum,
+            approval_timeout_seconds=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+            auto_approve_below=auto_approve_below,
         )
 
     async def _preview(self, found: Tool, args: Any, ctx: ToolContext) -> ToolPreview:
@@ -275,6 +287,13 @@ class ToolActivities:
             args = self._validate(found, request.action.args)
             action = request.action.model_dump(mode="json")
             key = request.idempotency_key
+            if key is None and _needs_approval(found, args):
+                # The worker's own rule, whatever the run was told: a call that needs
+                # approval runs only as an approval the gate settled.
+                raise ToolError(
+                    f"{found.name} needs a reviewer's approval on this worker and this call "
+                    "carries none, so it was not carried out"
+                )
             journal = ctx.workspace.journal(key) if key and request.workspace else None
             if journal is not None:
                 done = _journal_start(found, journal, action)
@@ -290,6 +309,13 @@ class ToolActivities:
             return _refused(name, error)
         finally:
             ctx.close()
+
+
+def _needs_approval(found: Tool, args: Any) -> bool:
+    try:
+        return found.needs_approval(args)
+    except Exception:
+        return True  # a rule that can't answer asks a person
 
 
 class InvalidArguments(ToolError):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +33,12 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -90,6 +97,14 @@ refusal as its answer (a `decide` update ends instead of waiting for ever)."""
 PATCH_MODIFIED_RISK = "hitl-modified-risk-checked"
 """From here on a modification riskier than the proposed action is checked against the
 reviewer's limits, and the quorum, at its own risk."""
+PATCH_GATE_CLOSES = "hitl-gate-closes-itself"
+"""From here on the gate ends with its workflow (HitlPlugin's interceptor): it publishes the
+final state and lets the last notifications go out, also where the workflow forgot to."""
+PATCH_TRUST = "hitl-trust-boundaries"
+"""From here on the policy comes from the worker (its tools and reviewers file; a run's
+input only makes it stricter), the requester from a verified start, a standing approval
+on a tool covers only calls of the same scope key, policy never stands in for a quorum,
+and a modification keeps what the reviewer wrote."""
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
 NOTIFY_RETRY = RetryPolicy(
@@ -97,6 +112,9 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=3,
 )
+
+_GATES: weakref.WeakValueDictionary[str, ApprovalGate] = weakref.WeakValueDictionary()
+"""The gate of each running workflow, by run id, for the interceptor that ends it."""
 
 Validator = Callable[[dict[str, Any]], Any] | type[BaseModel]
 """Checks a reviewer's modified arguments: a pydantic model, or a function, sync or
@@ -140,15 +158,6 @@ def _scope_text(standing: StandingApproval) -> str:
     if standing.scope == "action":
         return "this exact action"
     return f"{standing.tool} up to risk {standing.max_risk}"
-
-
-def duration_text(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds % 3600 == 0 and seconds >= 3600:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0 and seconds >= 60:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
 
 
 def compact_record(record: ApprovalRecord, details_chars: int = 4_000) -> ApprovalRecord:
@@ -215,8 +224,10 @@ class ApprovalGate:
             workflow.set_query_handler(contract.QUERY_APPROVALS, self.approvals)
         if workflow.get_query_handler(contract.QUERY_STATUS) is None:
             workflow.set_query_handler(contract.QUERY_STATUS, status or self.status)
+        self._closed = False
         self._publisher = asyncio.create_task(self._publish_loop())
         self._revoker = asyncio.create_task(self._revoke_loop())
+        _GATES[workflow.info().run_id] = self
 
     # --- asking -------------------------------------------------------------------------
 
@@ -231,13 +242,17 @@ class ApprovalGate:
         validate: Validator | None = None,
         approved_by_policy: str | None = None,
         quorum: int = 1,
+        args_schema: dict[str, Any] | None = None,
     ) -> ApprovalOutcome:
         """Ask for a decision on `action` and wait for it (or for the timeout).
 
         `validate` checks a reviewer's modified arguments; without it `modify` is
-        refused. `approved_by_policy` (a reason) records the approval as decided by
-        policy instead of asking. An action identical to one rejected earlier in this
-        run (or the runs it continued from) is rejected at once, with that reason.
+        refused. When it is a pydantic model, the record's `args_schema` is the model's
+        JSON Schema (unless given), so reviewers' tools check a modification before
+        sending it. `approved_by_policy` (a reason) records the approval as decided by
+        policy instead of asking; it never stands in for a quorum (quorum > 1). An
+        action identical to one rejected earlier in this run (or the runs it continued
+        from) is rejected at once, with that reason.
         """
         earlier = self._rejected.get(action.key())
         if earlier is not None:
@@ -249,6 +264,13 @@ class ApprovalGate:
                 reason=earlier.reason,
                 repeated=True,
             )
+        if (
+            args_schema is None
+            and isinstance(validate, type)
+            and issubclass(validate, BaseModel)
+            and workflow.patched(PATCH_TRUST)
+        ):
+            args_schema = schema_of(validate)
         record = self.open(
             action,
             preview=preview,
@@ -257,6 +279,7 @@ class ApprovalGate:
             risk=risk,
             validate=validate,
             quorum=quorum,
+            args_schema=args_schema,
         )
         if approved_by_policy is not None:
             self.approve_by_policy(record.id, approved_by_policy)
@@ -269,10 +292,19 @@ class ApprovalGate:
     def approve_by_policy(self, approval_id: str, reason: str) -> None:
         """Decide a pending approval by the run's own policy instead of asking a reviewer."""
         record = self._records[approval_id]
-        if record.status is ApprovalStatus.PENDING:
-            self._settle_by_system(
-                record, DecisionKind.POLICY, ApprovalStatus.APPROVED, policy.POLICY_REVIEWER, reason
+        if record.status is not ApprovalStatus.PENDING:
+            return
+        if record.quorum > 1 and workflow.patched(PATCH_TRUST):
+            # A quorum is N people; a policy is none of them.
+            workflow.logger.warning(
+                "Approval %s needs %d approvers; policy does not approve it",
+                record.id,
+                record.quorum,
             )
+            return
+        self._settle_by_system(
+            record, DecisionKind.POLICY, ApprovalStatus.APPROVED, policy.POLICY_REVIEWER, reason
+        )
 
     def open(
         self,
@@ -286,10 +318,13 @@ class ApprovalGate:
         args_schema: dict[str, Any] | None = None,
         execution_timeout: timedelta | None = None,
         quorum: int = 1,
+        scope_key: str | None = None,
     ) -> ApprovalRecord:
         """Record a pending approval; `wait` announces it and waits for its decision.
 
-        A standing approval that covers the action decides it at once.
+        A standing approval that covers the action decides it at once. `scope_key`
+        narrows what a standing approval granted on this one covers (the tool's
+        `standing_scope`: for commands, the program and its options).
         """
         now = workflow.now()
         info = workflow.info()
@@ -311,6 +346,7 @@ class ApprovalGate:
                 execution_timeout.total_seconds() if execution_timeout is not None else None
             ),
             quorum=max(1, int(quorum)),
+            scope_key=scope_key,
         )
         self._records[record.id] = record
         self._inbox[record.id] = []
@@ -447,7 +483,7 @@ class ApprovalGate:
             DecisionKind.TIMEOUT,
             ApprovalStatus.REJECTED,
             policy.TIMEOUT_REVIEWER,
-            f"no decision came within {duration_text(timeout)}; auto-rejected at "
+            f"no decision came within {policy.duration_text(timeout)}; auto-rejected at "
             f"{record.expires_at.isoformat()}",
         )
         workflow.logger.warning("Approval %s timed out: %s", record.id, record.reason)
@@ -605,6 +641,7 @@ class ApprovalGate:
             tool=record.action_json.tool,
             action_key=record.action_json.key() if decision.scope == "action" else None,
             max_risk=record.risk if decision.max_risk is None else decision.max_risk,
+            scope_key=record.scope_key if decision.scope == "tool" else None,
             granted_at=workflow.now(),
         )
 
@@ -617,7 +654,11 @@ class ApprovalGate:
             if standing.scope == "action" and standing.action_key == record.action_json.key():
                 return standing
             if standing.scope == "tool" and record.risk <= standing.max_risk:
-                return standing
+                # Same scope key or nothing: a grant on `ls -la` never covers `git`. A
+                # record without one (a tool with no `standing_scope`) matches a grant
+                # without one.
+                if standing.scope_key == record.scope_key or not workflow.patched(PATCH_TRUST):
+                    return standing
         return None
 
     def _settle_by_system(
@@ -1023,6 +1064,16 @@ class ApprovalGate:
         """No decision is waiting to be judged or being judged: safe to continue as new."""
         return self._judging == 0 and not self._revocations and not any(self._inbox.values())
 
+    async def settle(self) -> None:
+        """Wait until no revocation waits or is being judged, so a snapshot carries it.
+
+        Decisions on pending approvals are judged by whoever waits on the approval; a
+        revocation has no waiter, so without this one sent just before a run continues
+        as new would be lost with the old run.
+        """
+        if workflow.patched(PATCH_TRUST):
+            await workflow.wait_condition(lambda: not self._revocations and self._judging == 0)
+
     def snapshot(self) -> GateState:
         """What a continued run needs: pending approvals intact, remembered rejections."""
         return GateState(
@@ -1099,7 +1150,14 @@ class ApprovalGate:
         workflow.set_current_details(details)
 
     async def close(self) -> None:
-        """Publish the final state, and give notifications in flight a short while."""
+        """Publish the final state, and give notifications in flight a short while.
+
+        Called by the plugin's interceptor when the workflow returns (and by workflows
+        that end it themselves); a second call does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
         if self._notifications:
             # Channels retry only for seconds; a channel that is down costs this much at most.
             try:
@@ -1118,9 +1176,23 @@ class ApprovalGate:
         self.publish()
 
 
+def schema_of(model: type[BaseModel]) -> dict[str, Any] | None:
+    """A model's JSON Schema as a record's `args_schema`; None if it can't be made."""
+    try:
+        schema = model.model_json_schema()
+    except Exception:  # a model with types JSON Schema can't describe: no schema, no crash
+        return None
+    schema.pop("title", None)
+    return schema
+
+
 async def _modification(validate: Validator, args: dict[str, Any]) -> Modification:
     if isinstance(validate, type) and issubclass(validate, BaseModel):
-        return Modification(validate.model_validate(args).model_dump(mode="json"))
+        checked = validate.model_validate(args)
+        # What the reviewer wrote, checked and normalized, without defaults they never
+        # saw: the action is what they decided.
+        keep_written = workflow.patched(PATCH_TRUST)
+        return Modification(checked.model_dump(mode="json", exclude_unset=keep_written))
     result = validate(args)  # type: ignore[call-arg]
     if inspect.isawaitable(result):
         result = await result
@@ -1247,28 +1319,46 @@ class GatedTools:
         earlier = self.gate.rejected_earlier(action)
         if earlier is not None:
             return repeated_error(earlier.approval_id, earlier.reviewer, earlier.reason)
-        record = self.gate.open(
-            action,
-            preview=check.preview,
-            context=context,
-            timeout=policy.approval_timeout(
+        from_worker = workflow.patched(PATCH_TRUST)
+        preview = check.preview
+        if from_worker:
+            wait, notes = policy.stricter_timeout(
+                descriptor.name,
+                check.approval_timeout_seconds,
+                self.options.approval_timeout,
+                self.options.tool_approval_timeouts,
+            )
+            if notes and preview is not None:
+                preview = preview.model_copy(update={"warnings": [*preview.warnings, *notes]})
+            threshold = policy.stricter_threshold(
+                check.auto_approve_below, self.options.auto_approve_below
+            )
+        else:
+            wait = policy.approval_timeout(
                 descriptor.name,
                 _seconds(descriptor.approval_timeout_seconds),
                 self.options.approval_timeout,
                 self.options.tool_approval_timeouts,
-            ),
+            )
+            threshold = self.options.auto_approve_below or 0
+        record = self.gate.open(
+            action,
+            preview=preview,
+            context=context,
+            timeout=wait,
             risk=check.risk,
             validate=self._validator(descriptor),
             args_schema=descriptor.parameters,
             execution_timeout=timeout,
             quorum=check.quorum,
+            scope_key=check.scope_key if from_worker else None,
         )
         state.approval_id = record.id
-        if policy.auto_approved(record.risk, self.options.auto_approve_below or 0):
+        if policy.auto_approved(record.risk, threshold) and record.quorum <= 1:
             self.gate.approve_by_policy(
                 record.id,
-                f"risk {record.risk} is below the run's auto-approve threshold "
-                f"{self.options.auto_approve_below}",
+                f"risk {record.risk} is below the auto-approve threshold {threshold}"
+                + (" (the worker's policy)" if from_worker else " (the run's)"),
             )
         outcome = await self.gate.wait(record.id)
         return await self._conclude(state, descriptor, outcome)
@@ -1424,3 +1514,45 @@ def compact(value: Any, limit: int = 2_000) -> Any:
 
 def _seconds(value: float | None) -> timedelta | None:
     return timedelta(seconds=value) if value is not None else None
+
+
+# --- the gate ends with its workflow ----------------------------------------------------------
+
+
+class GateInterceptor(Interceptor):
+    """Ends a workflow's gate when the workflow ends (`HitlPlugin` installs it).
+
+    A workflow that returns right after a decision would otherwise leave its search
+    attributes saying it waits or runs, and its last "decided" notification scheduled in
+    the task that completes it, which never runs. The gate publishes the final state
+    and gives notifications in flight a few seconds, whatever the workflow remembered.
+    Replay with the same plugin (`Replayer(..., plugins=[HitlPlugin()])`).
+    """
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        return _GateEnds
+
+
+class _GateEnds(WorkflowInboundInterceptor):
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        try:
+            result = await super().execute_workflow(input)
+        except (workflow.ContinueAsNewError, asyncio.CancelledError):
+            raise  # the gate's state goes on in the next run, or there is no time left
+        except BaseException:
+            await _end_gate("failed")
+            raise
+        await _end_gate("completed")
+        return result
+
+
+async def _end_gate(state: str) -> None:
+    gate = _GATES.get(workflow.info().run_id)
+    if gate is None or gate._closed or not workflow.patched(PATCH_GATE_CLOSES):
+        return
+    if gate._run_state in (None, "running"):
+        gate.set_run_state(state, f"{state}")
+    await gate.close()
+    await workflow.wait_condition(workflow.all_handlers_finished)

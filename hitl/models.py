@@ -522,6 +522,8 @@ class RunState(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     COMPLETED = "completed"
     STEP_LIMIT = "step_limit"
+    FAILED = "failed"
+    """A workflow that uses the gate ended with an error (set by the gate at its end)."""
 
 
 class RunLimits(BaseModel):
@@ -578,21 +580,6 @@ class GateState(BaseModel):
     """Approvals over the whole chain of runs, this one included."""
 
 
-class AgentCarry(BaseModel):
-    """Everything an agent run hands to the run it continues as."""
-
-    messages: list[ChatMessage]
-    """The conversation after the system prompt and the task, already trimmed."""
-    omitted_steps: int = 0
-    step: int
-    turn: TurnState | None = None
-    gate: GateState
-    models_seen: list[str] = Field(default_factory=list)
-    started_at: datetime
-    previous_runs: list[str] = Field(default_factory=list)
-    """Run ids of the earlier runs of this workflow id, oldest first (the last 20)."""
-
-
 class StartSignature(BaseModel):
     """A signed start: `issuer` vouches that `requested_by` asked for exactly this run."""
 
@@ -608,6 +595,8 @@ class StartCheckRequest(BaseModel):
     workflow_id: str
     run: dict[str, Any]
     """The run's input (without its carry), as the signature was made over it."""
+    started_at: datetime
+    """When the run started, as the server recorded it: a signature is valid 15 min."""
 
 
 class StartCheck(BaseModel):
@@ -618,6 +607,23 @@ class StartCheck(BaseModel):
     verified: bool = False
     refusal: str | None = None
     """Why the run may not start here (the worker requires a signed start)."""
+
+
+class AgentCarry(BaseModel):
+    """Everything an agent run hands to the run it continues as."""
+
+    messages: list[ChatMessage]
+    """The conversation after the system prompt and the task, already trimmed."""
+    omitted_steps: int = 0
+    step: int
+    turn: TurnState | None = None
+    gate: GateState
+    models_seen: list[str] = Field(default_factory=list)
+    started_at: datetime
+    previous_runs: list[str] = Field(default_factory=list)
+    """Run ids of the earlier runs of this workflow id, oldest first (the last 20)."""
+    requester: StartCheck | None = None
+    """Who started the chain, as the worker verified it at its first run."""
 
 
 class RunInput(BaseModel):

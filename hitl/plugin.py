@@ -8,8 +8,11 @@
 
 The plugin adds the pydantic data converter (keeping any payload codec you set), the
 gate's and the tools' activities, the reference `AgentWorkflow`, a sandbox that passes
-the project's modules through, and, when the worker starts, a check that the namespace
-has the search attributes the gate publishes (registered if missing and allowed). Like
+the project's modules through, an interceptor that ends each workflow's gate with the
+workflow (final state published, last notifications sent), and, when the worker starts,
+a check that the namespace has the search attributes the gate publishes (registered if
+missing and allowed). Replay histories with the same plugin (`Replayer(workflows=...,
+plugins=[HitlPlugin()])`). Like
 `temporalio-openai-agents`' `OpenAIAgentsPlugin`, it is built on `temporalio.plugin`.
 """
 
@@ -33,6 +36,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities import worker_activities
 from hitl import contract
 from hitl.codec import codec_from_env
+from hitl.gate import GateInterceptor
 from hitl.tools import Tool, ToolRegistry, load_tools
 from hitl.visibility import ensure_search_attributes, missing_search_attributes
 from workflows import ALL_WORKFLOWS
@@ -107,6 +111,7 @@ class HitlPlugin(SimplePlugin):
             activities=self.activities_added,
             workflows=[] if tools_only or not agent_workflow else list(ALL_WORKFLOWS),
             workflow_runner=_sandbox,
+            interceptors=[GateInterceptor()],
             run_context=self._run_context,
         )
 

@@ -51,6 +51,44 @@ def approval_timeout(
     return timedelta(seconds=DEFAULT_APPROVAL_TIMEOUT_SECONDS)
 
 
+def stricter_timeout(
+    tool: str,
+    worker: float | None,
+    run_timeout: float | None = None,
+    per_tool: Mapping[str, float] | None = None,
+) -> tuple[timedelta, list[str]]:
+    """The worker's approval timeout for `tool`, shortened (never lengthened) by the run.
+
+    Returns the timeout and, when the run asked for a longer one, a note saying which
+    applies, for the record.
+    """
+    limit = worker if worker is not None else float(DEFAULT_APPROVAL_TIMEOUT_SECONDS)
+    asked = [value for value in (run_timeout, (per_tool or {}).get(tool)) if value is not None]
+    chosen = min([limit, *asked])
+    notes = [
+        f"the run asked for a {duration_text(timedelta(seconds=value))} approval timeout; "
+        f"the worker's {duration_text(timedelta(seconds=limit))} for {tool} applies (a run "
+        "may only shorten it)"
+        for value in dict.fromkeys(asked)
+        if value > limit
+    ]
+    return timedelta(seconds=chosen), notes
+
+
+def stricter_threshold(worker: int, run: int | None) -> int:
+    """The worker's auto-approve threshold, lowered (never raised) by the run's input."""
+    return worker if run is None else min(worker, run)
+
+
+def duration_text(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
 def auto_approved(risk: int, threshold: int) -> bool:
     """Below the run's threshold the policy approves; threshold 0 approves nothing."""
     return risk < threshold

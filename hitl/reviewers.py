@@ -19,6 +19,7 @@ of a bearer token (never the token), and what they may decide:
     [policy]                       # the worker's; a run's input may only make it stricter
     auto_approve_below = 0         # flagged calls below this risk are approved by policy
     standing = true                # whether reviewers may grant standing approvals
+    approval_timeout = 1800        # seconds, for tools without their own
 
 A reviewer's identity comes from their credential, never from a request body. And
 because anyone with access to the Temporal namespace can send a signal with any
@@ -107,6 +108,8 @@ class Policy:
     """Flagged calls whose risk is below this are approved by policy (0: none)."""
     standing: bool = True
     """Whether reviewers may grant standing approvals at all."""
+    approval_timeout: float | None = None
+    """Seconds an approval waits, for tools without their own (default 30 minutes)."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,12 @@ def load_config(
         config.policy = Policy(
             auto_approve_below=max(0, min(101, int(policy.get("auto_approve_below", 0)))),
             standing=bool(policy.get("standing", True)),
+            approval_timeout=(
+                float(policy["approval_timeout"]) if "approval_timeout" in policy else None
+            ),
         )
+        if config.policy.approval_timeout is not None and config.policy.approval_timeout <= 0:
+            raise ReviewerConfigError(f"[policy] approval_timeout in {file} must be positive")
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, ReviewerConfigError):
             raise

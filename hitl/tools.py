@@ -80,11 +80,22 @@ class ToolContext:
     """At execution: the preview the reviewer saw, to refuse what changed since."""
     workflow_id: str = ""
     run_id: str = ""
+    activity_id: str = ""
     _workspace: Workspace | None = field(default=None, repr=False)
 
     @property
     def idempotency_key(self) -> str | None:
-        return self.approval_id
+        """A key that is the same on every retry of this call and differs between calls.
+
+        The approval id for an approved call; for a call that ran without approval,
+        `<workflow id>/<run id>/<activity id>` (Temporal keeps the activity id across
+        retries). None only outside a tool activity (calling the tool directly in a test).
+        """
+        if self.approval_id:
+            return self.approval_id
+        if self.workflow_id and self.activity_id:
+            return f"{self.workflow_id}/{self.run_id}/{self.activity_id}"
+        return None
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -438,9 +449,16 @@ def load_tools(modules: Sequence[str | Tool] | None = None) -> ToolRegistry:
                 module = importlib.import_module(module_name)
             except ImportError as error:
                 raise ToolRegistrationError(
-                    f"tool module {module_name!r} could not be imported ({error}); check "
-                    f"{TOOLS_ENV} / --tools and that it is on the worker's Python path"
-                ) from error
+                    f"tool module {module_name!r} could not be imported ({_said(error)}); "
+                    f"check {TOOLS_ENV} / --tools and that it is on the Python path of the "
+                    "worker and of the starter alike"
+                ) from None
+            except Exception as error:  # the module's own code raised: one sentence, redacted
+                raise ToolRegistrationError(
+                    f"tool module {module_name!r} raised {type(error).__name__} while it was "
+                    f"imported: {_said(error)}; fix the module (run `python -c 'import "
+                    f"{module_name}'` to see where)"
+                ) from None
             found = tools_in(module)
             if not found:
                 raise ToolRegistrationError(
@@ -460,6 +478,14 @@ def modules_from(text: str | None, environ: Mapping[str, str] | None = None) -> 
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _said(error: BaseException) -> str:
+    """What an exception says, safe to print: secrets redacted, escaped, one short line."""
+    from hitl.secrets import redact_text
+    from hitl.text import clip
+
+    return clip(visible(redact_text(str(error))), 300)
 
 
 def _description(given: str | None, fn: Implementation) -> str:

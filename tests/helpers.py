@@ -23,6 +23,9 @@ from hitl.models import (
     ScriptedTurn,
     ToolCall,
 )
+from hitl.plugin import HitlPlugin
+from hitl.reviewers import decision_keys
+from hitl.starting import signed_input
 
 CLEANUP_TASK = "Delete all log files older than 7 days"
 
@@ -50,16 +53,30 @@ async def start_run(
     script: list[ScriptedTurn] | None = None,
     **overrides: Any,
 ) -> WorkflowHandle[Any, RunResult]:
+    """Start an agent run the way a client does.
+
+    Where this process holds the review API's key (`HITL_DECISION_KEYS` has `api:…`, as
+    for a worker that takes only signed decisions), the start is signed as the API signs
+    it for an authenticated reviewer (`requested_by`, default "tester"); `signing=None`
+    starts it unsigned.
+    """
+    workflow_id = overrides.pop("id", None) or f"test-{uuid.uuid4().hex[:12]}"
+    signing = overrides.pop("signing", "auto")
     run = RunInput(
         task=task,
         workspace=str(workspace),
         model=overrides.pop("model", None) or ModelSettings(provider="scripted", script=script),
         **overrides,
     )
+    if signing == "auto":
+        keys = decision_keys()
+        signing = ("api", keys["api"]) if "api" in keys else None
+    if signing is not None:
+        run = signed_input(run, workflow_id, run.requested_by or "tester", signing)
     return await client.start_workflow(
         contract.WORKFLOW_NAME,
         run,
-        id=f"test-{uuid.uuid4().hex[:12]}",
+        id=workflow_id,
         task_queue=task_queue,
         result_type=RunResult,
     )
@@ -125,5 +142,9 @@ async def assert_replays(handle: WorkflowHandle) -> None:
     """The recorded history replays deterministically on today's workflow code."""
     from workflows import ALL_WORKFLOWS
 
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        plugins=[HitlPlugin(agent_workflow=False)],
+    )
     await replayer.replay_workflow(await handle.fetch_history())

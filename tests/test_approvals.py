@@ -333,14 +333,21 @@ async def test_step_limit_ends_the_run_with_a_clear_state(
     assert "Stopped after 2 steps" in result.answer
 
 
-async def test_policy_auto_approves_below_the_risk_threshold(
-    client: Client, task_queue: str, workspace: Path
+async def test_the_workers_policy_auto_approves_below_its_risk_threshold(
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    handle = await start_run(client, task_queue, workspace, auto_approve_below=90)
+    policy = tmp_path / "reviewers.toml"
+    policy.write_text("[policy]\nauto_approve_below = 90\n")
+    monkeypatch.setenv("HITL_REVIEWERS", str(policy))
+    handle = await start_run(client, task_queue, workspace)
     result = await handle.result()
     [done] = result.approvals
     assert done.status is ApprovalStatus.APPROVED and done.reviewer == "policy"
-    assert "below the run's auto-approve threshold 90" in (done.reason or "")
+    assert "below the auto-approve threshold 90 (the worker's policy)" in (done.reason or "")
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
 
 

@@ -303,3 +303,49 @@ async def test_a_plain_workflow_times_out_on_its_own_deadline(
             task_queue=task_queue,
         )
     assert result.startswith("not paid: no decision came within 1 s") and PAID == []
+
+
+async def test_a_plain_workflow_that_ends_right_after_a_decision_tells_reviewers_and_shows_it_ended(
+    env: WorkflowEnvironment, client: Client
+) -> None:
+    """The guide's own-workflow shape returns in the task that learns of the rejection: the
+    gate still publishes the final state and sends the "decided" notification."""
+    from temporalio.api.enums.v1 import EventType
+
+    task_queue = f"tq-plain-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[PaymentApproval],
+        activities=[pay],
+        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+    ):
+        handle = await client.start_workflow(
+            PaymentApproval.run,
+            Payment(payee="ACME", amount=10),
+            id=f"payout-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+        [record] = await wait_pending(handle)
+        await handle.signal(
+            contract.SIGNAL_REJECT, decision(record.id, "alice", reason="not this month")
+        )
+        assert await handle.result() == "not paid: not this month"
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(contract.STATE_KEY) == "completed"
+    assert described.typed_search_attributes.get(contract.PENDING_KEY) == 0
+    history = await handle.fetch_history()
+    scheduled = {
+        event.event_id: event.activity_task_scheduled_event_attributes
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    notified = [
+        json.loads(scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]
+                   .input.payloads[0].data)["event"]
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]
+        .activity_type.name == contract.ACTIVITY_NOTIFY_EVENT
+    ]  # fmt: skip
+    assert sorted(notified) == ["decided", "pending"]

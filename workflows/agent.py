@@ -12,7 +12,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from hitl import contract
-    from hitl.gate import ApprovalGate, GatedTools, ToolCallOptions, compact, compact_record
+    from hitl.gate import (
+        PATCH_TRUST,
+        ApprovalGate,
+        GatedTools,
+        ToolCallOptions,
+        compact,
+        compact_record,
+    )
     from hitl.models import (
         MAX_TASK_CHARS,
         SCRIPTED_BANNER,
@@ -26,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunState,
         RunStatus,
+        StartCheck,
+        StartCheckRequest,
         ToolDescriptor,
         ToolResult,
         ToolRun,
@@ -55,6 +64,7 @@ LLM_RETRY = RetryPolicy(
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """The LLM activity heartbeats every 2 s, so a dead worker is noticed in seconds."""
 DESCRIBE_TIMEOUT = timedelta(seconds=30)
+VERIFY_START_TIMEOUT = timedelta(seconds=10)
 MAX_TOOL_RUNS_KEPT = 100
 MAX_REASONING_CHARS = 8_000
 MAX_PREVIOUS_RUNS = 20
@@ -63,6 +73,11 @@ OMITTED_NOTE = (
     "to keep it within its size limit. What they did stands; look again at anything you "
     "need.]"
 )
+
+
+def _continued(info: workflow.Info) -> bool:
+    """This run was started by its own continue-as-new, not by a client, a retry or cron."""
+    return info.continued_run_id is not None and info.attempt == 1 and not info.cron_schedule
 
 
 def _error(message: str) -> ToolResult:
@@ -92,6 +107,11 @@ class AgentWorkflow:
             self._legacy = AgentV1(run)
             return
         carry = run.carry
+        self._forged_carry = False
+        if carry is not None and workflow.patched(PATCH_TRUST) and not _continued(workflow.info()):
+            # Only this workflow's own continue-as-new writes a carry: one in a client's
+            # start (approved records, standing approvals, a turn in progress) is refused.
+            self._forged_carry, carry = True, None
         self._run = run
         self._state = RunState.RUNNING
         self._answer: str | None = None
@@ -103,6 +123,7 @@ class AgentWorkflow:
         self._started_at = carry.started_at if carry else workflow.now()
         self._previous_runs: list[str] = list(carry.previous_runs) if carry else []
         self._carried = len(carry.gate.pending) if carry else 0
+        self._requester: StartCheck | None = carry.requester if carry else None
         self._tool_runs: list[ToolRun] = []
         self._tools: GatedTools | None = None
         self._gate = ApprovalGate(
@@ -115,6 +136,13 @@ class AgentWorkflow:
     async def run(self, run: RunInput) -> RunResult:
         if self._legacy is not None:
             return await self._legacy.run(run)
+        if self._forged_carry:
+            raise ApplicationError(
+                "this run's input carries the state of an earlier run (carry), which only the "
+                "run itself writes when it continues as new; start runs without it",
+                type="ForgedCarry",
+                non_retryable=True,
+            )
         if len(run.task) > MAX_TASK_CHARS:
             raise ApplicationError(
                 f"the task is {len(run.task):,} characters; at most {MAX_TASK_CHARS:,} are "
@@ -122,9 +150,16 @@ class AgentWorkflow:
                 type="TaskTooLong",
                 non_retryable=True,
             )
+        if run.carry is None and workflow.patched(PATCH_TRUST):
+            self._requester = await self._verify_start(run)
+            tools = await self._worker_tools(run)
+        else:
+            tools = (
+                run.tools if run.tools is not None else await self._describe_tools(run.tool_names)
+            )
         self._tools = GatedTools(
             self._gate,
-            run.tools if run.tools is not None else await self._describe_tools(run.tool_names),
+            tools,
             ToolCallOptions(
                 workspace=run.workspace,
                 approval_timeout=run.approval_timeout_seconds,
@@ -243,11 +278,13 @@ class AgentWorkflow:
 
     async def _call(self, step: int, state: CallState, reasoning: str) -> None:
         assert self._tools is not None
+        requester = self._requester
         context = ApprovalContext(
             original_request=clip(self._run.task, MAX_REASONING_CHARS),
             reasoning=reasoning,
             step=step,
-            requested_by=self._run.requested_by,
+            requested_by=requester.requested_by if requester else self._run.requested_by,
+            requester_verified=requester.verified if requester else False,
         )
         state.result = await self._tools.call(state, context)
         self._keep_run(step, state, state.approval_id)
@@ -307,6 +344,7 @@ class AgentWorkflow:
         )
 
     async def _continue_as_new(self) -> None:
+        await self._gate.settle()
         await workflow.wait_condition(workflow.all_handlers_finished)
         info = workflow.info()
         carry = AgentCarry(
@@ -318,6 +356,7 @@ class AgentWorkflow:
             models_seen=self._models_seen,
             started_at=self._started_at,
             previous_runs=[*self._previous_runs, info.run_id][-MAX_PREVIOUS_RUNS:],
+            requester=self._requester,
         )
         workflow.logger.info(
             "Continuing as new at step %d with %d pending approval(s)",
@@ -354,6 +393,60 @@ class AgentWorkflow:
         if turn.scripted and not turn.content.startswith(SCRIPTED_BANNER):
             turn.content = f"{SCRIPTED_BANNER} {turn.content}".strip()
         return turn
+
+    async def _verify_start(self, run: RunInput) -> StartCheck:
+        """Who asked for this run, as the worker can prove it (a signed start)."""
+        info = workflow.info()
+        check: StartCheck = await workflow.execute_local_activity(
+            contract.ACTIVITY_VERIFY_START,
+            StartCheckRequest(
+                workflow_id=info.workflow_id,
+                run=run.model_dump(mode="json", exclude_defaults=True, exclude={"carry"}),
+                started_at=info.workflow_start_time,
+            ),
+            result_type=StartCheck,
+            start_to_close_timeout=VERIFY_START_TIMEOUT,
+            retry_policy=LLM_RETRY,
+            summary="verify who started the run",
+        )
+        if check.refusal:
+            raise ApplicationError(
+                f"the run's requester could not be verified: {check.refusal}",
+                type="UnverifiedRequester",
+                non_retryable=True,
+            )
+        return check
+
+    async def _worker_tools(self, run: RunInput) -> list[ToolDescriptor]:
+        """The run's tools as this worker defines them: their policy is the worker's.
+
+        Descriptors in a started run's input are not believed: a client could say a
+        flagged tool needs approval "never". They only name the tools and pin the
+        definitions the starter saw; a worker whose tool differs refuses the run now.
+        """
+        names = [tool.name for tool in run.tools] if run.tools is not None else run.tool_names
+        tools = await self._describe_tools(names)
+        if run.tools is not None:
+            mine = {tool.name: tool for tool in tools}
+            changed = [
+                f"{tool.name} ({tool.digest} there, {mine[tool.name].digest} here)"
+                for tool in run.tools
+                if tool.model_dump(
+                    exclude={"approval_timeout_seconds", "execution_timeout_seconds"}
+                )
+                != mine[tool.name].model_dump(
+                    exclude={"approval_timeout_seconds", "execution_timeout_seconds"}
+                )
+            ]
+            if changed:
+                raise ApplicationError(
+                    "the run was started with tool definitions that differ from this "
+                    f"worker's: {', '.join(changed)}; start it again with the worker's tools "
+                    "(starter.py --tools NAMES asks the worker for them)",
+                    type="ToolMismatch",
+                    non_retryable=True,
+                )
+        return tools
 
     async def _describe_tools(self, names: list[str] | None) -> list[ToolDescriptor]:
         """The worker's tools, asked once and recorded: the run keeps them for its life."""
