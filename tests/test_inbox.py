@@ -46,7 +46,7 @@ HOSTILE_REASONING = "<script>window.__pwned=2</script>\x1b[2K\rDeleting \u202eha
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     # Never skipped: a missing browser fails the test, here as in CI.
-    assert CHROMIUM.exists(), f"no browser at {CHROMIUM}: `apt-get install chromium` (.ci/run does)"
+    assert CHROMIUM.exists(), f"no browser at {CHROMIUM}: `make test` installs it (as root)"
     async with async_playwright() as playwright:
         # A fresh profile each time; the browser is Debian's, never one downloaded.
         context = await playwright.chromium.launch_persistent_context(

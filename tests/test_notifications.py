@@ -1,8 +1,9 @@
 """Reviewers hear of approvals where they work, and can answer through Redis.
 
-Real components, started here: a Redis server process (Debian's redis-server, which
-.ci/run installs), a local HTTP receiver standing in for a webhook consumer and for an
-Apprise JSON endpoint, and the worker of this test session.
+Real components, started here: a Redis server process (Debian's redis-server where
+installed, else the Valkey server the dev extras put in the venv: tests.processes.redis_server),
+a local HTTP receiver standing in for a webhook consumer and for an Apprise JSON endpoint,
+and the worker of this test session.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +33,7 @@ from hitl.models import ApprovalStatus, RunState
 from hitl.reviewers import add_reviewer, load_config
 from tests.conftest import NEW_LOGS, OTHER, files_in, make_logs
 from tests.helpers import decision, start_run, wait_pending
+from tests.processes import redis_server
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -43,20 +45,23 @@ HOSTILE = "logs/evil\x1b[2K[click](x.example)\u202e.log"
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real Redis server on a free loopback port, for this module."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (.ci/run installs Debian's redis-server)"
+    binary = redis_server()
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 20, process)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_for_port(port, 20, process)
+            except RuntimeError:  # its message names the Temporal server; say which and why
+                process.kill()
+                process.wait()
+                log.seek(0)
+                raise AssertionError(f"{binary} did not start:\n{log.read().decode()}") from None
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 class Receiver:
