@@ -2,10 +2,11 @@
 
 `describe_tools` tells a run which tools it has (descriptors, recorded in history);
 `check_tool` runs a tool's own rules on a proposed call: validation, the approval
-predicate, the preview and the risk score; `run_tool` carries out a validated (and,
-where flagged, approved) call exactly as approved, at most once for a tool that is not
-idempotent. Tool code is user code: it runs here, never in workflow code, so what it
-answered is recorded and a change to it cannot break a paused run.
+predicate, the preview, the risk score and the standing-approval scope key; `run_tool`
+carries out a validated (and, where flagged, approved) call exactly as approved, at
+most once for a tool that is not idempotent. Tool code is user code: it runs here, never
+in workflow code, so what it answered is recorded and a change to it cannot break a
+paused run.
 
 Secret values the worker holds never leave these activities (`hitl.secrets`), and each
 heartbeats while it works, so a dead worker is noticed in seconds.
@@ -39,7 +40,14 @@ from hitl.reviewers import ReviewerConfigError, load_config
 from hitl.secrets import redact_model
 from hitl.text import clip, quoted, visible
 from hitl.toolkits.workspace import JOURNAL_DIR, Journal
-from hitl.tools import Tool, ToolContext, ToolError, ToolRegistrationError, ToolRegistry
+from hitl.tools import (
+    SCOPE_KEY_FAILED,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolRegistrationError,
+    ToolRegistry,
+)
 
 log = structlog.get_logger("hitl.tools")
 
@@ -206,6 +214,14 @@ class ToolActivities:
             preview.warnings.append(
                 _failure(f"the risk could not be scored ({type(error).__name__}: {error}); 100")
             )
+        scope_key = found.scope_key(args)
+        if scope_key is not None and scope_key.startswith(SCOPE_KEY_FAILED):
+            preview.warnings.append(
+                _failure(
+                    f"the standing-approval scope of {found.name} could not be computed "
+                    f"({scope_key.split(':')[1]}), so no standing approval covers this call"
+                )
+            )
         try:
             quorum = load_config().quorum_for(risk, own=found.quorum)
         except ReviewerConfigError as error:
@@ -219,6 +235,7 @@ class ToolActivities:
             preview=bounded_preview(preview),
             execution_timeout_seconds=timeout,
             quorum=quorum,
+            scope_key=scope_key,
         )
 
     async def _preview(self, found: Tool, args: Any, ctx: ToolContext) -> ToolPreview:
