@@ -174,7 +174,9 @@ def program_finding(word: str, rest: Sequence[str]) -> Finding | None:
         if name in _RUNS_CODE:
             return Finding(RUNS_ANYTHING_RISK, f"{shown}: {_RUNS_CODE[name]}")
     if names & _WRITES_FILES:
-        return Finding(WRITES_RISK, f"{shown} writes files (cp /dev/null FILE empties FILE)")
+        return Finding(
+            WRITES_RISK, f"{shown} writes files: it can empty or replace any the worker can"
+        )
     return None
 
 
