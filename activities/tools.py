@@ -2,10 +2,11 @@
 
 `describe_tools` tells a run which tools it has (descriptors, recorded in history);
 `check_tool` runs a tool's own rules on a proposed call: validation, the approval
-predicate, the preview and the risk score; `run_tool` carries out a validated (and,
-where flagged, approved) call exactly as approved, at most once for a tool that is not
-idempotent. Tool code is user code: it runs here, never in workflow code, so what it
-answered is recorded and a change to it cannot break a paused run.
+predicate, the preview, the risk score and the standing-approval scope key; `run_tool`
+carries out a validated (and, where flagged, approved) call exactly as approved, at
+most once for a tool that is not idempotent. Tool code is user code: it runs here, never
+in workflow code, so what it answered is recorded and a change to it cannot break a
+paused run.
 
 Secret values the worker holds never leave these activities (`hitl.secrets`), and each
 heartbeats while it works, so a dead worker is noticed in seconds.
@@ -40,7 +41,14 @@ from hitl.reviewers import ReviewerConfigError, load_config
 from hitl.secrets import redact_model
 from hitl.text import clip, quoted, visible
 from hitl.toolkits.workspace import JOURNAL_DIR, Journal
-from hitl.tools import Tool, ToolContext, ToolError, ToolRegistrationError, ToolRegistry
+from hitl.tools import (
+    SCOPE_KEY_FAILED,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolRegistrationError,
+    ToolRegistry,
+)
 
 log = structlog.get_logger("hitl.tools")
 
@@ -208,6 +216,14 @@ class ToolActivities:
             preview.warnings.append(
                 _failure(f"the risk could not be scored ({type(error).__name__}: {error}); 100")
             )
+        scope_key = found.scope_key(args)
+        if scope_key is not None and scope_key.startswith(SCOPE_KEY_FAILED):
+            preview.warnings.append(
+                _failure(
+                    f"the standing-approval scope of {found.name} could not be computed "
+                    f"({scope_key.split(':')[1]}), so no standing approval covers this call"
+                )
+            )
         # The worker's policy, not the run's: quorum, auto-approval and the approval
         # timeout come from the tool's definition and the reviewers file as it is now.
         approval_timeout = found.approval_timeout
@@ -229,6 +245,7 @@ class ToolActivities:
             preview=bounded_preview(preview),
             execution_timeout_seconds=timeout,
             quorum=quorum,
+            scope_key=scope_key,
             approval_timeout_seconds=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
             auto_approve_below=auto_approve_below,
         )

@@ -24,9 +24,9 @@ the built-in tools are toolkits written this way (`hitl.toolkits.files`, `.comma
 
 None of this runs in workflow code. A run knows its tools as `ToolDescriptor`s (name,
 description, JSON schema, digest, flags). The approval predicate, the risk function,
-the preview and the implementation run in activities, so their answers are recorded in
-history and changing a tool's rules never breaks a run paused on the old ones: new
-rules apply to new calls.
+the standing-approval scope, the preview and the implementation run in activities, so
+their answers are recorded in history and changing a tool's rules never breaks a run
+paused on the old ones: new rules apply to new calls.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import inspect
 import os
 import re
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -56,6 +57,10 @@ BUILTIN_TOOLKITS = ("hitl.toolkits.files", "hitl.toolkits.commands", "hitl.toolk
 TOOLS_ENV = "HITL_TOOLS"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_EXECUTION_TIMEOUT = timedelta(seconds=60)
+MAX_SCOPE_KEY_CHARS = 256
+"""A longer scope key is kept as its start and a hash of the whole: still unique."""
+SCOPE_KEY_FAILED = "!error"
+"""How a scope key that could not be computed starts; it is never equal to another."""
 
 
 class ToolError(ValueError):
@@ -127,6 +132,7 @@ class ToolContext:
 
 Predicate = Callable[[Any], bool]
 RiskFn = Callable[[Any, ToolPreview], int]
+ScopeFn = Callable[[Any], str]
 Implementation = Callable[..., Any]
 
 
@@ -150,6 +156,7 @@ class Tool:
         ),
         preview: Callable[..., Any] | None = None,
         quorum: int = 1,
+        standing_scope: ScopeFn | None = None,
     ) -> None:
         self.fn = fn
         self.quorum = max(1, int(quorum))
@@ -163,6 +170,7 @@ class Tool:
         self.idempotent = idempotent
         self.execution_timeout = execution_timeout
         self.preview_fn = preview
+        self.standing_scope = standing_scope
         self._check_options()
 
     def __repr__(self) -> str:
@@ -190,6 +198,10 @@ class Tool:
         if not (isinstance(self.risk, int) or callable(self.risk)):
             raise ToolRegistrationError(
                 f"tool {self.name}: risk is a number 0-100 or a function (args, preview) -> int"
+            )
+        if not (self.standing_scope is None or callable(self.standing_scope)):
+            raise ToolRegistrationError(
+                f"tool {self.name}: standing_scope is None or a function (args) -> str"
             )
         if self.read_only and self.requires_approval is not False:
             raise ToolRegistrationError(
@@ -281,6 +293,25 @@ class Tool:
         value = self.risk(args, preview) if callable(self.risk) else self.risk
         return max(0, min(100, round(float(value))))
 
+    def scope_key(self, args: BaseModel) -> str | None:
+        """What a standing approval granted on this call covers besides the tool: a
+        `tool`-scope grant covers only calls with an equal key (and a risk within the
+        grant). None when the tool has no `standing_scope`. A rule that raises, or
+        answers something other than a string, fails closed: the key is unique, so no
+        standing approval covers the call."""
+        if self.standing_scope is None:
+            return None
+        try:
+            key = self.standing_scope(args)
+            if not isinstance(key, str):
+                raise TypeError(f"it returned {type(key).__name__}, not a str")
+        except Exception as error:
+            return f"{SCOPE_KEY_FAILED}:{type(error).__name__}:{uuid.uuid4().hex}"
+        if len(key) > MAX_SCOPE_KEY_CHARS:
+            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+            key = f"{key[: MAX_SCOPE_KEY_CHARS - 80]}… sha256:{digest}"
+        return key
+
     def timeout_for(self, args: BaseModel) -> timedelta:
         value = self.execution_timeout
         if isinstance(value, timedelta):
@@ -326,6 +357,7 @@ def tool(
     execution_timeout: timedelta | float | Callable[[Any], timedelta] = DEFAULT_EXECUTION_TIMEOUT,
     preview: Callable[..., Any] | None = None,
     quorum: int = 1,
+    standing_scope: ScopeFn | None = None,
 ) -> Any:
     """Make a function a tool: `@tool` or `@tool(requires_approval=..., risk=..., ...)`.
 
@@ -340,6 +372,11 @@ def tool(
     - `preview`: the dry run a reviewer sees; or decorate one with `@the_tool.preview`.
     - `quorum`: how many different reviewers must approve (the reviewers file may ask
       for more on risky calls).
+    - `standing_scope`: `(args) -> str`, what a standing approval granted on a call
+      covers besides the tool: a `tool`-scope grant then covers only calls whose key is
+      equal (and whose risk is within the grant), e.g. `run_command`'s program and
+      options. One that raises fails closed: no standing approval covers the call.
+      Like `risk`, it runs in the check activity and is not part of the tool's digest.
     """
 
     def make(function: Implementation) -> Tool:
@@ -356,6 +393,7 @@ def tool(
             execution_timeout=execution_timeout,
             preview=preview,
             quorum=quorum,
+            standing_scope=standing_scope,
         )
 
     return make(fn) if fn is not None else make

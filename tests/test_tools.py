@@ -18,13 +18,20 @@ from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.tools import ToolActivities
-from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
+from hitl.models import (
+    ToolAction,
+    ToolCheck,
+    ToolCheckRequest,
+    ToolPreview,
+    ToolRequest,
+    ToolResult,
+)
 from hitl.text import quoted, visible
 from hitl.toolkits.commands import RunCommandArgs
 from hitl.toolkits.email import SendEmailArgs
 from hitl.toolkits.files import DeleteFilesArgs, FindFilesArgs, ReadFileArgs, WriteFileArgs
 from hitl.toolkits.workspace import JOURNAL_DIR, Journal
-from hitl.tools import ToolContext, ToolRegistry, load_tools, tool
+from hitl.tools import ToolContext, ToolRegistrationError, ToolRegistry, load_tools, tool
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 
 TOOLS = ToolActivities(load_tools())
@@ -590,10 +597,18 @@ def test_wrappers_are_looked_through_to_what_they_run() -> None:
     assert _risk("find", ".", "-exec", "sudo", "rm", "{}", ";") == 100
 
 
-def test_plain_programs_and_version_queries_score_lower_than_a_shell() -> None:
+async def test_read_only_programs_and_version_queries_score_lower_than_a_shell(
+    workspace: Path,
+) -> None:
+    # Through the check activity, whose preview resolves the program and the paths: a
+    # read-only program scores low only with that in hand (tests/test_command_risk.py).
     shell = _risk("sh", "-c", "x")
-    for argv in (["ls", "-l"], ["git", "status"], ["python3", "--version"], ["grep", "sh", "f"]):
-        assert _risk(*argv) < shell, argv
+    for argv in (["ls", "-l"], ["python3", "--version"], ["grep", "sh", "config/app.yaml"]):
+        request = ToolCheckRequest(
+            tool="run_command", args={"argv": argv}, workspace=str(workspace)
+        )
+        check = await ActivityEnvironment().run(TOOLS.check_tool, request)
+        assert check.risk < shell, argv
 
 
 async def test_the_command_preview_says_plainly_that_commands_are_not_confined(
@@ -680,3 +695,55 @@ async def test_an_idempotent_tool_that_fails_unexpectedly_raises_its_own_error(
         await ActivityEnvironment().run(flaky_tools.run_tool, request)
     # The claim was released, so Temporal's retry may run it again.
     assert Journal(workspace, "apr_io").read() is None
+
+
+# --- 8. what a standing approval covers comes from the tool --------------------------------
+
+
+def _transfer(**options: Any) -> Any:
+    @tool(requires_approval=True, **options)
+    def transfer(account: str, amount: float) -> str:
+        """Move money."""
+        return "moved"
+
+    return transfer
+
+
+async def _check(item: Any, **args: Any) -> ToolCheck:
+    activities = ToolActivities(ToolRegistry([item]))
+    request = ToolCheckRequest(tool=item.name, args=args)
+    return await ActivityEnvironment().run(activities.check_tool, request)
+
+
+async def test_a_standing_scope_that_fails_covers_no_call_and_says_so() -> None:
+    def broken(args: Any) -> str:
+        raise KeyError("account")
+
+    item = _transfer(standing_scope=broken)
+    first = await _check(item, account="acme", amount=5)
+    second = await _check(item, account="acme", amount=5)
+    assert first.scope_key and second.scope_key
+    assert first.scope_key.startswith("!error") and first.scope_key != second.scope_key
+    assert first.preview is not None
+    assert any("no standing approval covers this call" in w for w in first.preview.warnings)
+    not_text = await _check(_transfer(standing_scope=lambda args: None), account="a", amount=1)
+    assert not_text.scope_key and not_text.scope_key.startswith("!error")
+
+
+async def test_a_standing_scope_is_bounded_and_stays_distinct() -> None:
+    item = _transfer(standing_scope=lambda args: args.account)
+    assert (await _check(item, account="acme", amount=5)).scope_key == "acme"
+    one = await _check(item, account="x" * 5000 + "1", amount=5)
+    two = await _check(item, account="x" * 5000 + "2", amount=5)
+    assert one.scope_key and two.scope_key and one.scope_key != two.scope_key
+    assert len(one.scope_key) <= 256
+
+
+def test_a_standing_scope_is_a_rule_outside_the_tool_s_digest() -> None:
+    plain, scoped = _transfer(), _transfer(standing_scope=lambda args: args.account)
+    # Like `risk`, it runs in the check activity: changing it doesn't change the tool a
+    # paused run recorded.
+    assert plain.descriptor().digest == scoped.descriptor().digest
+    assert plain.scope_key(plain.validate({"account": "a", "amount": 1})) is None
+    with pytest.raises(ToolRegistrationError, match="standing_scope"):
+        _transfer(standing_scope="account")

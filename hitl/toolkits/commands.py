@@ -1,16 +1,25 @@
 """The commands toolkit: run a program in the workspace, after a reviewer approves it.
 
-A command is NOT confined to the workspace: it runs with the worker's permissions. Its
-risk is scored from what the command line runs (shells, interpreters with code,
-wrappers, privilege), and the preview says plainly that it is not confined. Run it on
-a worker that holds no secrets (docs/secrets.md).
+A command is NOT confined to the workspace: it runs with the worker's permissions, and
+the preview says so plainly. Run it on a worker that holds no secrets (docs/secrets.md).
+
+Its risk fails closed (`hitl.toolkits.command_risk`): only a program on a short list of
+read-only ones (ls, cat, grep, find, sort, ...), found on PATH outside the workspace,
+with options known to be harmless and paths that stay inside the workspace, scores low
+(30). Every other program scores 85, or more for what is known to be worse: a path
+outside the workspace 80, under /proc, /sys or /dev 90, an option that writes a file
+(`sort -o`) 90, one that runs a program (`find -exec`) or a program that runs code
+(shells, interpreters, `git`, `tar`, `make`, `vim`, `gdb`, `less`) 95, privilege 100.
+The preview resolves the paths (symlinks included) and names each reason as a warning.
+
+A standing approval on `run_command` covers only the same program with the same
+options (`standing_scope`: `ls -la`, never `ls -la --color=always`, `git` or `cp`), and
+only up to the risk it was granted for.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,6 +31,15 @@ from pydantic import Field, field_validator
 from hitl.models import ToolPreview, ToolResult
 from hitl.secrets import secrets_in
 from hitl.text import clip, clip_bytes, quoted
+from hitl.toolkits.command_risk import (
+    READ_ONLY_RISK,
+    assess,
+    command_risk,
+    path_words,
+    place_of,
+    program_facts,
+    scope_of,
+)
 from hitl.toolkits.common import MAX_SUMMARY_CHARS, Args, clamp
 from hitl.tools import ToolContext, ToolError, tool
 
@@ -69,105 +87,20 @@ class RunCommandArgs(Args):
         return argv
 
 
-# Programs are matched by basename, lower case, version suffix stripped (python3.11,
-# perl5.36, lua5.4 -> python, perl, lua; mkfs.ext4 -> mkfs), so a path or a version
-# can't make a program look harmless.
-_COMMAND_RISK = 60
-
-
-_RUNS_ANYTHING_RISK = 95
-
-
-_PRIVILEGED_RISK = 100
-
-
-_DESTRUCTIVE = frozenset(
-    {"rm", "dd", "mkfs", "shred", "truncate", "curl", "wget", "chmod", "chown", "kill",
-     "pkill", "killall", "ssh", "scp", "rsync", "nc", "ncat", "socat"}
-)  # fmt: skip
-
-
-_SHELLS = frozenset(
-    {"sh", "bash", "rbash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "yash", "fish",
-     "csh", "tcsh", "busybox", "toybox"}
-)  # fmt: skip
-
-
-# Each runs the command that follows it, so it runs anything a shell could.
-_WRAPPERS = frozenset(
-    {"env", "xargs", "nohup", "timeout", "nice", "ionice", "stdbuf", "setsid", "chrt",
-     "taskset", "time", "flock", "chroot", "unshare", "nsenter", "script", "watch",
-     "parallel", "strace", "ltrace", "systemd-run", "firejail", "bwrap"}
-)  # fmt: skip
-
-
-_PRIVILEGED = frozenset({"sudo", "doas", "su", "pkexec", "runuser", "setpriv"})
-
-
-# With inline code or a script they run anything; sed's `e` command runs a shell.
-_INTERPRETERS = frozenset(
-    {"python", "pypy", "perl", "ruby", "irb", "node", "nodejs", "deno", "bun", "php",
-     "lua", "luajit", "awk", "gawk", "mawk", "nawk", "sed", "osascript", "pwsh",
-     "powershell", "tclsh", "wish", "expect", "rscript", "julia", "groovy", "jshell"}
-)  # fmt: skip
-
-
-_ONLY_ASKS_VERSION = frozenset({"--version", "-V", "-v", "-version", "--help", "-h", "-help"})
-
-
-_FIND_RUNS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
-
-
-_SHELL_WORD_BREAK = re.compile(r"[\s;&|()<>`'\"{}]+")
-
-
-_VERSION_SUFFIX = re.compile(r"[-_.]?\d+(?:\.\d+)*[a-z]?$")
-
-
-def _program_names(word: str) -> set[str]:
-    name = word.replace("\\", "/").rsplit("/", 1)[-1].strip().lower().removesuffix(".exe")
-    names = {name, _VERSION_SUFFIX.sub("", name), name.split(".", 1)[0]}
-    if name.startswith(("python", "pypy")):
-        names.add("python")
-    return names
-
-
-def _program_risk(word: str, rest: list[str]) -> int:
-    names = _program_names(word)
-    if names & _PRIVILEGED:
-        return _PRIVILEGED_RISK
-    if names & (_SHELLS | _WRAPPERS | _DESTRUCTIVE):
-        return _RUNS_ANYTHING_RISK
-    if names & _INTERPRETERS and any(arg not in _ONLY_ASKS_VERSION for arg in rest):
-        return _RUNS_ANYTHING_RISK
-    if "find" in names and ("-delete" in rest or _FIND_RUNS & set(rest)):
-        return _RUNS_ANYTHING_RISK
-    return _COMMAND_RISK
-
-
 def _command_risk(args: RunCommandArgs, preview: ToolPreview) -> int:
-    """At least as high as the riskiest program the command line runs.
+    """Low only for a read-only program with harmless options reading inside the
+    workspace; anything unknown scores high (`hitl.toolkits.command_risk`).
 
-    A wrapper (`env VAR=1 bash -c`, `timeout 5 sudo rm`, `find -exec`) runs what
-    follows it, and a shell's inline code runs what it names, so every later word is
-    scored as a program too: over-counting a harmless word costs a reviewer a second
-    look, under-counting hides what runs.
+    This runs in the `check_tool` activity, after the preview, so it may rely on what the
+    preview found on the filesystem (its facts: which file the program is, where each
+    path argument leads). A failed preview leaves no facts, and the command then can't
+    score low.
     """
-    argv = args.argv
-    risk = _program_risk(argv[0], argv[1:])
-    names = _program_names(argv[0])
-    looks_through = bool(names & (_WRAPPERS | _PRIVILEGED)) or (
-        "find" in names and bool(_FIND_RUNS & set(argv))
-    )
-    words = list(argv[1:]) if looks_through else []
-    if names & _SHELLS:
-        # A rough split of the inline code into words is enough to spot program names,
-        # and cheap: this runs inside the workflow task.
-        for arg in argv[1:]:
-            words.extend(word for word in _SHELL_WORD_BREAK.split(arg) if word)
-    for index, word in enumerate(words):
-        risk = max(risk, _program_risk(word, words[index + 1 :]))
-    return clamp(risk)
+    return clamp(command_risk(args.argv, preview.facts))
+
+
+def _command_scope(args: RunCommandArgs) -> str:
+    return scope_of(args.argv)
 
 
 _NOT_CONFINED = (
@@ -194,6 +127,7 @@ def _output(handle: Any) -> str:
 @tool(
     requires_approval=True,
     risk=_command_risk,
+    standing_scope=_command_scope,
     idempotent=False,
     execution_timeout=lambda args: timedelta(seconds=args.timeout_seconds + 30),
 )
@@ -261,14 +195,18 @@ def run_command(ctx: ToolContext, args: RunCommandArgs) -> ToolResult:
 
 @run_command.preview
 def preview_command(ctx: ToolContext, args: RunCommandArgs) -> ToolPreview:
-    program = (
-        shutil.which(args.argv[0], path=os.environ.get("PATH"))
-        if "/" not in args.argv[0]
-        else args.argv[0]
-    )
+    root = os.path.realpath(ctx.workspace.path)
+    facts: dict[str, Any] = {"argv": args.argv, "confined": False}
+    facts.update(program_facts(args.argv[0], root, os.get_exec_path()))
+    facts["paths"] = [place_of(word, root) for word in path_words(args.argv)]
+    program = facts["program"]
+    # The reviewer is told why it scores what it scores; the risk rule reads the same.
+    reasons = [finding for finding in assess(args.argv, facts) if finding.why]
     warnings = [_NOT_CONFINED]
     if not program:
         warnings.append(f"program {quoted(args.argv[0])} was not found on the worker")
+    warnings.extend(f"risk {finding.risk}: {finding.why}" for finding in reasons)
+    why = "".join(f"\n  {finding.risk}: {finding.why}" for finding in reasons)
     return ToolPreview(
         summary=f"run {_command_line(args.argv)}",
         details=(
@@ -276,8 +214,10 @@ def preview_command(ctx: ToolContext, args: RunCommandArgs) -> ToolPreview:
             f"program:  {quoted(program) if program else 'not found'}\n"
             f"starts in: {quoted(str(ctx.workspace.path))}\n"
             f"limit:    {args.timeout_seconds:g} s\n"
+            f"risk:     {reasons[0].risk if reasons else READ_ONLY_RISK}"
+            f"{why or ' (a read-only program reading inside the workspace)'}\n"
             f"{_NOT_CONFINED}."
         ),
-        facts={"program": program, "argv": args.argv, "confined": False},
+        facts=facts,
         warnings=warnings,
     )
