@@ -1,8 +1,10 @@
-"""Reviewers hear of approvals where they work, and can answer through Redis.
+"""Reviewers hear of approvals where they work (decisions back through Redis:
+tests/test_bridge_trust.py).
 
 Real components, started here: a Redis server process (Debian's redis-server, which
 .ci/run installs), a local HTTP receiver standing in for a webhook consumer and for an
-Apprise JSON endpoint, and the worker of this test session.
+Apprise JSON endpoint, a local SMTP server (aiosmtpd), endpoints that never answer, and
+the worker of this test session.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,12 +26,11 @@ import redis.asyncio as redis
 from temporalio.client import Client
 
 from hitl import contract
-from hitl.bridge import RedisBridge
-from hitl.devserver import free_port, wait_for_port
+from hitl.devserver import free_port
 from hitl.models import ApprovalStatus, RunState
-from hitl.reviewers import add_reviewer, load_config
 from tests.conftest import NEW_LOGS, OTHER, files_in, make_logs
 from tests.helpers import decision, start_run, wait_pending
+from tests.redisserver import redis_server
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -43,20 +42,8 @@ HOSTILE = "logs/evil\x1b[2K[click](x.example)\u202e.log"
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real Redis server on a free loopback port, for this module."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (.ci/run installs Debian's redis-server)"
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 20, process)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with redis_server() as url:
+        yield url
 
 
 class Receiver:
@@ -229,100 +216,6 @@ async def test_a_channel_that_is_down_costs_the_approval_nothing(
     # The down channel was retried for seconds, not minutes, and the run did not wait longer.
     assert finished < 15, finished
     print(f"\nrun finished {finished:.2f} s after the decision, with its webhook down")
-
-
-@pytest.fixture
-async def bridge(
-    redis_url: str, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[dict[str, str]]:
-    reviewers = tmp_path / "reviewers.toml"
-    tokens = {name: add_reviewer(reviewers, name) for name in ("alice", "bob")}
-    monkeypatch.setenv("HITL_REDIS_URL", redis_url)
-    running = RedisBridge(client, redis_url, load_config(reviewers))
-    ready = asyncio.Event()
-    task = asyncio.create_task(running.run(ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    yield tokens
-    task.cancel()
-
-
-async def _ask(redis_url: str, correlation: str, message: dict[str, Any] | str) -> dict[str, Any]:
-    """Publish a decision message and wait for the bridge's answer to it."""
-    connection = redis.from_url(redis_url)
-    pubsub = connection.pubsub()
-    await pubsub.subscribe(f"hitl:replies:{correlation}")
-    raw = message if isinstance(message, str) else json.dumps(message)
-    await connection.publish("hitl:decisions", raw)
-    try:
-        async with asyncio.timeout(20):
-            async for reply in pubsub.listen():
-                if reply["type"] == "message":
-                    answer: dict[str, Any] = json.loads(reply["data"])
-                    return answer
-    finally:
-        await pubsub.aclose()
-        await connection.aclose()
-    raise AssertionError("no reply")
-
-
-async def test_a_decision_through_redis_resumes_the_agent_within_seconds(
-    bridge: dict[str, str],
-    subscribed: list[dict[str, Any]],
-    redis_url: str,
-    client: Client,
-    task_queue: str,
-    workspace: Path,
-) -> None:
-    handle = await start_run(client, task_queue, workspace)
-    await _until(lambda: bool(subscribed), "the approval on the Redis channel")
-    pending = subscribed[0]
-    assert pending["event"] == "approval.pending"
-    correlation = pending["correlation_id"]
-    began = time.monotonic()
-    reply = await _ask(
-        redis_url,
-        correlation,
-        {"correlation_id": correlation, "kind": "approve", "token": bridge["alice"],
-         "comment": "from chat"},
-    )  # fmt: skip
-    result = await handle.result()
-    resumed = time.monotonic() - began
-    assert reply["outcome"] == "applied" and reply["reviewer"] == "alice"
-    assert result.approvals[0].reviewer == "alice"
-    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
-    print(f"\nRedis decision published -> run completed: {resumed:.2f} s")
-    assert resumed < 5
-
-
-async def test_malformed_and_unauthorized_redis_decisions_are_refused_with_the_reason(
-    bridge: dict[str, str],
-    redis_url: str,
-    client: Client,
-    task_queue: str,
-    workspace: Path,
-) -> None:
-    handle = await start_run(client, task_queue, workspace, requested_by="bob")
-    [record] = await wait_pending(handle)
-    base = {"correlation_id": record.id, "kind": "approve"}
-    cases = [
-        ({**base, "token": "not-a-token"}, "unauthorized: the token is not a reviewer's"),
-        ({**base}, "unauthorized: the message carries no token"),
-        ({**base, "token": bridge["alice"], "reviewer": "bob"}, "forbidden: the token is alice's"),
-        ({**base, "token": bridge["bob"]}, "started this run and may not approve"),
-        ({**base, "kind": "reject", "token": bridge["alice"]}, "a rejection needs a reason"),
-        ({**base, "kind": "explode", "token": bridge["alice"]}, "kind must be approve"),
-        ({**base, "kind": "modify", "token": bridge["alice"], "args": {"paths": []}},
-         "modified arguments are invalid for delete_files"),
-    ]  # fmt: skip
-    for message, expected in cases:
-        reply = await _ask(redis_url, record.id, message)
-        assert reply["outcome"] == "refused" and expected in reply["refusal"], reply
-    garbage = await _ask(redis_url, "unknown", "{not json")
-    assert garbage["outcome"] == "refused" and "not JSON" in garbage["refusal"]
-    [still] = await wait_pending(handle)
-    assert still.status is ApprovalStatus.PENDING
-    await handle.signal(contract.SIGNAL_REJECT, decision(record.id, "alice", reason="done"))
-    await handle.result()
 
 
 async def test_untrusted_text_is_escaped_in_every_message_format() -> None:
