@@ -191,6 +191,8 @@ def signed_message(
         )
     if kind not in DECISIONS:
         raise ReviewError("kind is approve, reject or modify")
+    if kind == "reject" and not reason:
+        raise ReviewError("a rejection needs a reason (the agent reads it)")
     decision: dict[str, Any] = {
         "approval_id": check_id(approval_id),
         "kind": kind,
@@ -366,13 +368,14 @@ class RedisBridge:
                 "entry": entry.model_dump(mode="json") if entry else None,
             }
         except (Refused, ReviewError) as error:
-            reply = {"outcome": "refused", "refusal": str(error)}
+            reply = {"outcome": "refused", "refusal": str(error), "entry": None}
         except Exception as error:  # Temporal unreachable, a bug: answer, keep listening
             log.exception("bridge.failed")
             reply = {
                 "outcome": "refused",
                 "refusal": f"the bridge could not send the decision: {type(error).__name__}: "
                 f"{clip(visible(str(error)), 300)}",
+                "entry": None,
             }
         channel = reply_channel(correlation)
         own = channel not in (UNKNOWN_REPLIES, INVALID_REPLIES)
@@ -447,9 +450,12 @@ async def send(
     pubsub = connection.pubsub()
     try:
         await pubsub.subscribe(reply_channel(message.get("correlation_id")))
-        await connection.publish(decisions, json.dumps(message, ensure_ascii=True))
         try:
             async with asyncio.timeout(wait):
+                # Subscribed before publishing, or a quick reply could be missed.
+                while ((await pubsub.get_message(timeout=wait)) or {}).get("type") != "subscribe":
+                    pass
+                await connection.publish(decisions, json.dumps(message, ensure_ascii=True))
                 async for reply in pubsub.listen():
                     if reply.get("type") != "message":
                         continue

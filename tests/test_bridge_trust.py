@@ -102,9 +102,11 @@ async def _ask(
     pubsub = connection.pubsub()
     await pubsub.subscribe(channel)
     raw = json.dumps(message) if isinstance(message, dict) else message
-    await connection.publish("hitl:decisions", raw)
     try:
         async with asyncio.timeout(20):
+            while ((await pubsub.get_message(timeout=20)) or {}).get("type") != "subscribe":
+                pass  # subscribed before publishing, so a quick reply is not missed
+            await connection.publish("hitl:decisions", raw)
             async for reply in pubsub.listen():
                 if reply["type"] == "message":
                     answer: dict[str, Any] = json.loads(reply["data"])
