@@ -11,14 +11,26 @@ Configured on the worker, each from one setting:
   `hitl bridge redis`.
 - `HITL_INBOX_URL`: where the inbox is (links in every message).
 
-A channel that is down is retried with backoff a few times within a few seconds and
-logged; it never fails the activity, so it never delays the run or costs the approval.
-Everything a message shows that the model or workspace wrote is escaped for its format.
+Each delivery is bounded, whatever the other end does (refuses, accepts and never
+answers, answers a byte a second): a try connects within CONNECT_TIMEOUT and ends within
+TRY_TIMEOUT; a channel that fails is tried again with backoff while time remains; all
+channels run at once, and everything one event sends ends within DEADLINE (5 s). A
+failure is logged and never fails the activity, so it never delays the approval or its
+timer, and a run ending waits for it at most that long. Each event has one delivery id
+(`X-Hitl-Delivery`, `delivery_id` in the JSON), the same on every try and every retry of
+the activity, so a receiver can drop duplicates.
+
+Everything a message shows that the model or workspace wrote is escaped for its format:
+JSON escapes for the webhook and Redis; for Apprise, markdown escapes where the service
+can render markdown (Slack, Discord, Telegram, JSON endpoints: `?format=text` on a URL
+says it shows text as it is), plain visible text elsewhere (email shows `delete_files`,
+Apprise escapes HTML for HTML services itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -40,8 +52,16 @@ DEFAULT_INBOX_URL = "http://127.0.0.1:8000/"
 DEFAULT_REDIS_CHANNEL = "hitl:approvals"
 ATTEMPTS = 3
 FIRST_BACKOFF = 0.5
-TIMEOUT = 5.0
-"""Seconds one delivery attempt may take."""
+CONNECT_TIMEOUT = 2.0
+"""Seconds a try may take to connect (TCP and TLS)."""
+READ_TIMEOUT = 3.0
+"""Seconds a try may wait for any one read (an answer, a byte of it)."""
+TRY_TIMEOUT = 3.0
+"""Seconds one try of one channel may take in all, however slowly the other end answers."""
+DEADLINE = 5.0
+"""Seconds everything one event sends may take, every channel and every try: one
+notify activity attempt returns within this (plus a few milliseconds)."""
+DELIVERY_NAMESPACE = uuid.UUID("5d7f3c1e-8a4b-4f0e-9c2d-6b1a0e9f4c73")
 
 TITLES = {
     "pending": "Approval needed",
@@ -64,11 +84,20 @@ def inbox_link(record: ApprovalRecord, environ: Mapping[str, str] | None = None)
     return f"{base.rstrip('/')}/#/approvals/{record.id}"
 
 
+def delivery_id(event: NotifyEvent) -> str:
+    """One id per event, the same on every try and every retry of the activity: derived
+    from the run, the approval, the event and the moment the run announced it."""
+    record = event.approval
+    name = "\n".join((record.session_id, record.id, event.event, event.at.isoformat()))
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, name))
+
+
 def summary(event: NotifyEvent, link: str) -> dict[str, Any]:
     """What every channel says of an event, as data (JSON escapes it for the wire)."""
     record = event.approval
     data: dict[str, Any] = {
         "event": f"approval.{event.event}",
+        "delivery_id": delivery_id(event),
         "correlation_id": record.id,
         "approval_id": record.id,
         "run": record.session_id,
@@ -92,45 +121,63 @@ def summary(event: NotifyEvent, link: str) -> dict[str, Any]:
     return data
 
 
-def text_message(event: NotifyEvent, link: str) -> tuple[str, str]:
-    """Title and body for people: untrusted text made visible and markdown-escaped (chat
-    services render markdown), so nothing in it can pose as a link or hide a line."""
+_ENTITY = re.compile(r"&(?=#?[0-9A-Za-z]{1,32};)")
+
+
+def markdown_inert(text: object) -> str:
+    """Untrusted text for a service that renders markdown: visible, every markdown
+    character escaped, and no character reference (`&#x202e;`, `&ZeroWidthSpace;`) left
+    for a renderer to decode (CommonMark and Python-Markdown alike show `&amp;` as `&`)."""
+    return markdown_text(_ENTITY.sub("&amp;", visible(text)))
+
+
+def text_message(event: NotifyEvent, link: str, markdown: bool = True) -> tuple[str, str]:
+    """Title and body for people, untrusted text made visible (no control character can
+    hide a line or reorder text) and, with `markdown`, markdown-escaped for services that
+    render it, so nothing in it can pose as a link or format the message."""
+    shown = markdown_inert if markdown else visible
     record = event.approval
-    tool = markdown_text(record.action_json.tool)
-    title = f"{TITLES[event.event]}: {tool}"
+    title = f"{TITLES[event.event]}: {shown(record.action_json.tool)}"
     lines = [
-        f"Action: {markdown_text(record.preview.summary)} (risk {record.risk}/100)",
-        f"Request: {markdown_text(clip(record.context.original_request, 300))}",
+        f"Action: {shown(record.preview.summary)} (risk {record.risk}/100)",
+        f"Request: {shown(clip(record.context.original_request, 300))}",
     ]
     if record.context.requested_by:
-        lines.append(f"Requested by: {markdown_text(record.context.requested_by)}")
+        lines.append(f"Requested by: {shown(record.context.requested_by)}")
     if event.event in ("pending", "reminder"):
         lines.append(f"Expires: {record.expires_at:%Y-%m-%d %H:%M} UTC")
         if record.quorum > 1:
             lines.append(f"Approvals: {len(record.votes)} of {record.quorum}")
     else:
-        who = markdown_text(record.reviewer or "nobody")
-        lines.append(f"Outcome: {record.status.value} by {who}")
+        lines.append(f"Outcome: {record.status.value} by {shown(record.reviewer or 'nobody')}")
         if record.reason:
-            lines.append(f"Reason: {markdown_text(clip(record.reason, 300))}")
-    lines += [f"Approval: {record.id} in run {markdown_text(record.session_id)}", f"Open: {link}"]
+            lines.append(f"Reason: {shown(clip(record.reason, 300))}")
+    lines += [f"Approval: {shown(record.id)} in run {shown(record.session_id)}", f"Open: {link}"]
     return title, "\n".join(lines)
 
 
-async def _with_retries(name: str, send: Callable[[], Awaitable[None]]) -> Delivery:
+async def _with_retries(
+    name: str, send: Callable[[], Awaitable[None]], deadline: float
+) -> Delivery:
+    """Try, and try again after a backoff, until it works, ATTEMPTS are used or the
+    deadline (event loop time) comes; every try bounded by TRY_TIMEOUT."""
+    loop = asyncio.get_running_loop()
     delay = FIRST_BACKOFF
-    error: str | None = None
-    for attempt in range(1, ATTEMPTS + 1):
+    error = "no time left to try"
+    attempt = 0
+    while attempt < ATTEMPTS and deadline - loop.time() > 0.05:
+        attempt += 1
         try:
-            await asyncio.wait_for(send(), TIMEOUT)
+            await asyncio.wait_for(send(), min(TRY_TIMEOUT, deadline - loop.time()))
             return Delivery(name, True, attempt)
         except Exception as failure:
-            error = clip(visible(f"{type(failure).__name__}: {failure}"), 300)
+            text = str(failure) or "no answer in time"
+            error = clip(visible(f"{type(failure).__name__}: {text}"), 300)
             log.warning("channel.failed", channel=name, attempt=attempt, error=error)
-            if attempt < ATTEMPTS:
-                await asyncio.sleep(delay)
-                delay *= 2
-    return Delivery(name, False, ATTEMPTS, error)
+        if attempt < ATTEMPTS:
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+            delay *= 2
+    return Delivery(name, False, attempt, error)
 
 
 # --- the channels ---------------------------------------------------------------------------
@@ -148,33 +195,55 @@ async def _webhook(url: str, secret: str | None, data: dict[str, Any]) -> None:
         "Content-Type": "application/json",
         "User-Agent": "hitl-agents",
         "X-Hitl-Event": data["event"],
-        "X-Hitl-Delivery": str(uuid.uuid4()),
+        "X-Hitl-Delivery": data["delivery_id"],
     }
     if secret:
         headers["X-Hitl-Signature"] = webhook_signature(secret, body)
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+    timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+    async with httpx.AsyncClient(timeout=timeout) as client:
         response = await client.post(url, content=body, headers=headers)
         response.raise_for_status()
 
 
-async def _apprise(urls: str, title: str, body: str) -> None:
+def apprise_urls(urls: str) -> list[str]:
+    return [part for part in re.split(r"[\s,]+", urls) if part]
+
+
+def _apprise_service(url: str) -> tuple[Any, bool]:
+    """The Apprise service of a URL, its timeouts bounded, and whether it renders markdown
+    (it declares markdown, and its URL doesn't say `?format=text` or `html`)."""
     import apprise
 
+    service = apprise.Apprise.instantiate(url)
+    if service is None:
+        raise ValueError(f"not an Apprise URL Apprise understands: {clip(visible(url), 80)}")
+    service.socket_connect_timeout = min(service.socket_connect_timeout, CONNECT_TIMEOUT)
+    service.socket_read_timeout = min(service.socket_read_timeout, READ_TIMEOUT)
+    markdown = service.resolve_format(apprise.NotifyFormat.MARKDOWN)
+    return service, markdown == apprise.NotifyFormat.MARKDOWN
+
+
+async def _apprise(url: str, event: NotifyEvent, link: str) -> None:
+    import apprise
+
+    service, markdown = _apprise_service(url)
+    title, body = text_message(event, link, markdown=markdown)
     notifier = apprise.Apprise()
-    for url in (part for part in re.split(r"[\s,]+", urls) if part):
-        if not notifier.add(url):
-            raise ValueError(f"not an Apprise URL Apprise understands: {clip(url, 80)}")
-    sent = await asyncio.to_thread(
-        notifier.notify, title=title, body=body, body_format=apprise.NotifyFormat.TEXT
-    )
+    notifier.add(service)
+    fmt = apprise.NotifyFormat.MARKDOWN if markdown else apprise.NotifyFormat.TEXT
+    # A thread can't be cancelled: the service's own socket timeouts (set above) end it
+    # soon after the try was given up on.
+    sent = await asyncio.to_thread(notifier.notify, title=title, body=body, body_format=fmt)
     if not sent:
-        raise ConnectionError("Apprise could not deliver to every URL (see its log)")
+        raise ConnectionError("Apprise could not deliver it (see its log)")
 
 
 async def _redis(url: str, channel: str, data: dict[str, Any]) -> None:
     import redis.asyncio as redis
 
-    client = redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    client = redis.from_url(
+        url, socket_timeout=READ_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
+    )
     try:
         await client.publish(channel, json.dumps(data, ensure_ascii=True, sort_keys=True))
     finally:
@@ -184,13 +253,14 @@ async def _redis(url: str, channel: str, data: dict[str, Any]) -> None:
 async def deliver(event: NotifyEvent, environ: Mapping[str, str] | None = None) -> list[Delivery]:
     """Send one event to every configured channel, each independently, none failing."""
     environ = os.environ if environ is None else environ
+    deadline = asyncio.get_running_loop().time() + DEADLINE
     link = inbox_link(event.approval, environ)
     data = summary(event, link)
-    title, body = text_message(event, link)
     sends: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-    if environ.get("HITL_APPRISE_URLS"):
-        urls = environ["HITL_APPRISE_URLS"]
-        sends.append(("apprise", lambda: _apprise(urls, title, body)))
+    # One channel per Apprise URL: a mail server that is down doesn't resend the chat.
+    for number, url in enumerate(apprise_urls(environ.get("HITL_APPRISE_URLS") or ""), 1):
+        scheme = re.sub(r"[^a-z0-9+]", "", url.partition(":")[0].lower())[:20]
+        sends.append((f"apprise:{number}:{scheme}", functools.partial(_apprise, url, event, link)))
     if environ.get("HITL_WEBHOOK_URL"):
         url, secret = environ["HITL_WEBHOOK_URL"], environ.get("HITL_WEBHOOK_SECRET")
         sends.append(("webhook", lambda: _webhook(url, secret, data)))
@@ -198,4 +268,6 @@ async def deliver(event: NotifyEvent, environ: Mapping[str, str] | None = None) 
         redis_url = environ["HITL_REDIS_URL"]
         channel = environ.get("HITL_REDIS_CHANNEL") or DEFAULT_REDIS_CHANNEL
         sends.append(("redis", lambda: _redis(redis_url, channel, data)))
-    return list(await asyncio.gather(*(_with_retries(name, send) for name, send in sends)))
+    return list(
+        await asyncio.gather(*(_with_retries(name, send, deadline) for name, send in sends))
+    )

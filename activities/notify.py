@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import structlog
 from temporalio import activity
 
@@ -16,7 +14,9 @@ log = structlog.get_logger("hitl.notify")
 
 @activity.defn(name=contract.ACTIVITY_NOTIFY_EVENT)
 async def notify_reviewers(event: NotifyEvent) -> list[dict[str, object]]:
-    """Deliver an event to every configured channel; a channel that is down is only logged."""
+    """Deliver an event to every configured channel; a channel that is down is only logged.
+
+    Returns within `activities.channels.DEADLINE` (5 s) whatever the channels do."""
     record = event.approval
     deliveries = await deliver(event)
     log.bind(
@@ -37,4 +37,5 @@ async def notify_reviewers(event: NotifyEvent) -> list[dict[str, object]]:
 @activity.defn(name=contract.ACTIVITY_NOTIFY)
 async def notify_approval(record: ApprovalRecord) -> None:
     """A pending approval, as runs that began before notify_reviewers announce it."""
-    await notify_reviewers(NotifyEvent(event="pending", approval=record, at=datetime.now(UTC)))
+    # The approval's own time, not now: the delivery id stays the same on a retry.
+    await notify_reviewers(NotifyEvent(event="pending", approval=record, at=record.created_at))

@@ -29,7 +29,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from hitl import contract
-from hitl.bridge import run_bridge
+from hitl.bridge import add_send_arguments, run_bridge, send_command
 from hitl.codec import CODEC_KEY_ENV, OLD_KEYS_ENV, codec_from_env
 from hitl.codec import new_key as new_codec_key
 from hitl.config import (
@@ -814,9 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a Web UI origin allowed to call it (default http://localhost:8233; repeatable)",
     )
-    bridge = add("bridge", "turn decisions that come back through Redis into decisions")
-    bridge.add_argument("transport", choices=("redis",))
-    bridge.add_argument(
+    bridge = add("bridge", "decisions through Redis: run the bridge, or send a signed one")
+    transports = bridge.add_subparsers(dest="transport", required=True)
+    add_send_arguments(transports.add_parser("send", help="sign a decision with your key, send"))
+    transports.add_parser(
+        "redis", help="turn signed decisions from Redis into decisions"
+    ).add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="believe the reviewer named in a message (no reviewers file): for trials only",
@@ -888,6 +891,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
             return await cmd_codec(args)
         if args.command == "serve":
             return await cmd_serve(args)
+        if args.command == "bridge" and args.transport == "send":
+            return await send_command(args)  # a reviewer's machine: Redis, no Temporal
         settings = load_settings()
         try:
             client = await connect(settings)

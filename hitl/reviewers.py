@@ -385,6 +385,8 @@ def verify(
         moment = datetime.fromisoformat(str(issued))
     except ValueError:
         return "the signature's time is not a timestamp"
+    if moment.tzinfo is None:
+        return "the signature's time has no time zone (sign with an aware UTC time)"
     if abs(received_at - moment) > SIGNATURE_LIFETIME:
         return f"the signature is from {moment.isoformat()}; signed decisions are valid for 15 min"
     return None

@@ -385,7 +385,28 @@ class Reviews:
             if digest is None:
                 digest = current_digest(await self.get(approval_id))
             decision = decision.model_copy(update={"action_digest": digest})
-        payload = self.payload(decision)
+        return await self._send(handle, decision, self.payload(decision), via)
+
+    async def forward(
+        self, decision: AnyDecision, signed: dict[str, Any], workflow_id: str
+    ) -> Outcome:
+        """Send a decision exactly as its reviewer signed it (`signed`, which `decision`
+        was validated from), neither re-signed nor changed: the worker checks the
+        reviewer's own signature. The Redis bridge sends what reviewers publish this way;
+        a bridge that signed as the API could be made to speak for anyone."""
+        if decision.decision_id is None:
+            raise ReviewError("a forwarded decision carries its decision_id")
+        check_id(decision.approval_id)
+        return await self._send(self.client.get_workflow_handle(workflow_id), decision, signed)
+
+    async def _send(
+        self,
+        handle: WorkflowHandle,
+        decision: AnyDecision,
+        payload: dict[str, Any],
+        via: str = "update",
+    ) -> Outcome:
+        approval_id, workflow_id = decision.approval_id, handle.id
         try:
             if via == "update":
                 entry = await self._update(handle, payload)

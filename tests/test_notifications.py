@@ -1,39 +1,52 @@
-"""Reviewers hear of approvals where they work, and can answer through Redis.
+"""Reviewers hear of approvals where they work (decisions back through Redis:
+tests/test_bridge_trust.py).
 
 Real components, started here: a Redis server process (Debian's redis-server where
-installed, else the Valkey server the dev extras put in the venv: tests.processes.redis_server),
-a local HTTP receiver standing in for a webhook consumer and for an Apprise JSON endpoint,
-and the worker of this test session.
+installed, else the Valkey server the dev extras put in the venv: tests.redisserver), a local HTTP receiver standing in for a webhook consumer and for an
+Apprise JSON endpoint, a local SMTP server (aiosmtpd), endpoints that never answer, and
+the worker of this test session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email
 import hashlib
 import hmac
 import json
 import os
-import subprocess
-import tempfile
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from aiosmtpd.controller import Controller
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
+from activities.channels import DEADLINE, deliver, summary, text_message
+from activities.notify import notify_reviewers
 from hitl import contract
-from hitl.bridge import RedisBridge
-from hitl.devserver import free_port, wait_for_port
-from hitl.models import ApprovalStatus, RunState
-from hitl.reviewers import add_reviewer, load_config
+from hitl.devserver import free_port
+from hitl.models import (
+    ApprovalContext,
+    ApprovalRecord,
+    ApprovalStatus,
+    NotifyEvent,
+    RunState,
+    ToolAction,
+    ToolPreview,
+)
 from tests.conftest import NEW_LOGS, OTHER, files_in, make_logs
 from tests.helpers import decision, start_run, wait_pending
-from tests.processes import redis_server
+from tests.redisserver import redis_server
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -45,23 +58,19 @@ HOSTILE = "logs/evil\x1b[2K[click](x.example)\u202e.log"
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real Redis server on a free loopback port, for this module."""
-    binary = redis_server()
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            try:
-                wait_for_port(port, 20, process)
-            except RuntimeError:  # its message names the Temporal server; say which and why
-                process.kill()
-                process.wait()
-                log.seek(0)
-                raise AssertionError(f"{binary} did not start:\n{log.read().decode()}") from None
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with redis_server() as url:
+        yield url
+
+
+class Mailbox:
+    """A local SMTP server's handler (aiosmtpd): keeps every message it is sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope.content)
+        return "250 Message accepted for delivery"
 
 
 class Receiver:
@@ -69,13 +78,17 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        received = self.requests
+        self.fail_first = 0
+        """Answer this many requests with 500 first (a receiver having a bad moment)."""
+        received, receiver = self.requests, self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((self.path, dict(self.headers.items()), body))
-                self.send_response(200)
+                failing = receiver.fail_first > 0
+                receiver.fail_first -= failing
+                self.send_response(500 if failing else 200)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -90,6 +103,82 @@ class Receiver:
 
     def on(self, path: str) -> list[tuple[dict[str, str], bytes]]:
         return [(headers, body) for where, headers, body in self.requests if where == path]
+
+
+class Silent:
+    """A TCP endpoint that accepts connections and never answers; with `drip`, it answers
+    an HTTP status line and headers, then one byte of the body a second."""
+
+    def __init__(self, drip: bool = False) -> None:
+        self.drip = drip
+        self.connections: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(connection)
+            if self.drip:
+                threading.Thread(target=self._dribble, args=(connection,), daemon=True).start()
+
+    def _dribble(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not self.stopped.wait(1):
+                connection.sendall(b"x")
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    endpoint = Silent()
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture
+def dripping() -> Iterator[Silent]:
+    endpoint = Silent(drip=True)
+    yield endpoint
+    endpoint.close()
+
+
+def _event(
+    kind: str = "pending",
+    summary: str = f"delete {HOSTILE} *bold*",
+    requested_by: str = "eve",
+    at: datetime | None = None,
+) -> NotifyEvent:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    action = ToolAction(tool="delete_files", args={"paths": [HOSTILE]})
+    record = ApprovalRecord(
+        id="apr_1",
+        session_id="run\x1b[31m",
+        action_json=action,
+        action_digest=action.digest(),
+        created_at=now,
+        expires_at=now + timedelta(minutes=30),
+        context=ApprovalContext(original_request="do it\u202e now <b>", requested_by=requested_by),
+        preview=ToolPreview(summary=summary),
+    )
+    return NotifyEvent(event=kind, approval=record, at=at or now)
 
 
 @pytest.fixture
@@ -236,123 +325,125 @@ async def test_a_channel_that_is_down_costs_the_approval_nothing(
     print(f"\nrun finished {finished:.2f} s after the decision, with its webhook down")
 
 
-@pytest.fixture
-async def bridge(
-    redis_url: str, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[dict[str, str]]:
-    reviewers = tmp_path / "reviewers.toml"
-    tokens = {name: add_reviewer(reviewers, name) for name in ("alice", "bob")}
-    monkeypatch.setenv("HITL_REDIS_URL", redis_url)
-    running = RedisBridge(client, redis_url, load_config(reviewers))
-    ready = asyncio.Event()
-    task = asyncio.create_task(running.run(ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    yield tokens
-    task.cancel()
-
-
-async def _ask(redis_url: str, correlation: str, message: dict[str, Any] | str) -> dict[str, Any]:
-    """Publish a decision message and wait for the bridge's answer to it."""
-    connection = redis.from_url(redis_url)
-    pubsub = connection.pubsub()
-    await pubsub.subscribe(f"hitl:replies:{correlation}")
-    raw = message if isinstance(message, str) else json.dumps(message)
-    await connection.publish("hitl:decisions", raw)
-    try:
-        async with asyncio.timeout(20):
-            async for reply in pubsub.listen():
-                if reply["type"] == "message":
-                    answer: dict[str, Any] = json.loads(reply["data"])
-                    return answer
-    finally:
-        await pubsub.aclose()
-        await connection.aclose()
-    raise AssertionError("no reply")
-
-
-async def test_a_decision_through_redis_resumes_the_agent_within_seconds(
-    bridge: dict[str, str],
-    subscribed: list[dict[str, Any]],
-    redis_url: str,
-    client: Client,
-    task_queue: str,
-    workspace: Path,
-) -> None:
-    handle = await start_run(client, task_queue, workspace)
-    await _until(lambda: bool(subscribed), "the approval on the Redis channel")
-    pending = subscribed[0]
-    assert pending["event"] == "approval.pending"
-    correlation = pending["correlation_id"]
-    began = time.monotonic()
-    reply = await _ask(
-        redis_url,
-        correlation,
-        {"correlation_id": correlation, "kind": "approve", "token": bridge["alice"],
-         "comment": "from chat"},
-    )  # fmt: skip
-    result = await handle.result()
-    resumed = time.monotonic() - began
-    assert reply["outcome"] == "applied" and reply["reviewer"] == "alice"
-    assert result.approvals[0].reviewer == "alice"
-    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
-    print(f"\nRedis decision published -> run completed: {resumed:.2f} s")
-    assert resumed < 5
-
-
-async def test_malformed_and_unauthorized_redis_decisions_are_refused_with_the_reason(
-    bridge: dict[str, str],
-    redis_url: str,
-    client: Client,
-    task_queue: str,
-    workspace: Path,
-) -> None:
-    handle = await start_run(client, task_queue, workspace, requested_by="bob")
-    [record] = await wait_pending(handle)
-    base = {"correlation_id": record.id, "kind": "approve"}
-    cases = [
-        ({**base, "token": "not-a-token"}, "unauthorized: the token is not a reviewer's"),
-        ({**base}, "unauthorized: the message carries no token"),
-        ({**base, "token": bridge["alice"], "reviewer": "bob"}, "forbidden: the token is alice's"),
-        ({**base, "token": bridge["bob"]}, "started this run and may not approve"),
-        ({**base, "kind": "reject", "token": bridge["alice"]}, "a rejection needs a reason"),
-        ({**base, "kind": "explode", "token": bridge["alice"]}, "kind must be approve"),
-        ({**base, "kind": "modify", "token": bridge["alice"], "args": {"paths": []}},
-         "modified arguments are invalid for delete_files"),
-    ]  # fmt: skip
-    for message, expected in cases:
-        reply = await _ask(redis_url, record.id, message)
-        assert reply["outcome"] == "refused" and expected in reply["refusal"], reply
-    garbage = await _ask(redis_url, "unknown", "{not json")
-    assert garbage["outcome"] == "refused" and "not JSON" in garbage["refusal"]
-    [still] = await wait_pending(handle)
-    assert still.status is ApprovalStatus.PENDING
-    await handle.signal(contract.SIGNAL_REJECT, decision(record.id, "alice", reason="done"))
-    await handle.result()
-
-
 async def test_untrusted_text_is_escaped_in_every_message_format() -> None:
-    from datetime import UTC, datetime
-
-    from activities.channels import summary, text_message
-    from hitl.models import ApprovalContext, ApprovalRecord, NotifyEvent, ToolAction, ToolPreview
-
-    now = datetime.now(UTC)
-    action = ToolAction(tool="delete_files", args={"paths": [HOSTILE]})
-    record = ApprovalRecord(
-        id="apr_1",
-        session_id="run\x1b[31m",
-        action_json=action,
-        action_digest=action.digest(),
-        created_at=now,
-        expires_at=now,
-        context=ApprovalContext(original_request="do it\u202e now <b>", requested_by="eve"),
-        preview=ToolPreview(summary=f"delete {HOSTILE} *bold*"),
-    )
-    event = NotifyEvent(event="pending", approval=record, at=now)
+    event = _event()
+    for markdown in (True, False):
+        title, body = text_message(event, "http://inbox/", markdown=markdown)
+        for text in (title, body):
+            assert "\x1b" not in text and "\u202e" not in text
+            assert "\\x1b" in body, "the control character is shown, escaped"
     title, body = text_message(event, "http://inbox/")
-    for text in (title, body):
-        assert "\x1b" not in text and "\u202e" not in text
     assert "\\*bold\\*" in body and "\\[click\\]" in body
     wire = json.dumps(summary(event, "http://inbox/"), ensure_ascii=True)
     assert "\x1b" not in wire and "\u202e" not in wire
     assert json.loads(wire)["summary"] == f"delete {HOSTILE} *bold*", "data stays exact"
+
+
+async def test_one_notify_attempt_ends_within_its_bound_whatever_the_channels_do(
+    silent: Silent, dripping: Silent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A webhook that answers a byte a second, a chat service and a Redis that accept
+    # connections and never answer: each would hold a naive client for ever.
+    monkeypatch.setenv("HITL_WEBHOOK_URL", f"http://127.0.0.1:{dripping.port}/hook")
+    monkeypatch.setenv("HITL_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("HITL_APPRISE_URLS", f"json://127.0.0.1:{silent.port}/apprise")
+    monkeypatch.setenv("HITL_REDIS_URL", f"redis://127.0.0.1:{silent.port}/0")
+    began = time.monotonic()
+    deliveries = await ActivityEnvironment().run(notify_reviewers, _event())
+    took = time.monotonic() - began
+    print(f"\nnotify attempt with every channel hanging: {took:.2f} s (bound {DEADLINE:g} s)")
+    assert took < DEADLINE + 0.5, took
+    assert {d["channel"] for d in deliveries} == {"apprise:1:json", "webhook", "redis"}
+    assert not any(d["ok"] for d in deliveries), deliveries
+    assert len(dripping.connections) >= 1 and len(silent.connections) >= 2
+
+
+async def test_a_webhook_that_never_answers_costs_the_run_seconds_not_the_approval(
+    silent: Silent,
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HITL_WEBHOOK_URL", f"http://127.0.0.1:{silent.port}/hook")
+    monkeypatch.setenv("HITL_WEBHOOK_SECRET", SECRET)
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    began = time.monotonic()
+    await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "alice"))
+    result = await asyncio.wait_for(handle.result(), timeout=30)
+    finished = time.monotonic() - began
+    assert result.state is RunState.COMPLETED
+    assert result.approvals[0].status is ApprovalStatus.APPROVED
+    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
+    assert silent.connections, "the webhook was called"
+    print(f"\nrun finished {finished:.2f} s after the decision, its webhook never answering")
+    assert finished < DEADLINE + 2, finished
+
+
+async def test_x_hitl_delivery_is_the_same_on_every_try_and_retry_of_one_event(
+    receiver: Receiver,
+) -> None:
+    environ = {"HITL_WEBHOOK_URL": f"{receiver.base}/hook", "HITL_WEBHOOK_SECRET": SECRET}
+    event = _event()
+    receiver.fail_first = 2
+    [first] = await deliver(event, environ)
+    assert first.ok and first.attempts == 3, first
+    [retried] = await deliver(event, environ)  # the activity retried: the same input
+    later = _event("reminder", at=event.at + timedelta(minutes=15))
+    [reminder] = await deliver(later, environ)
+    assert retried.ok and reminder.ok
+    hooks = receiver.on("/hook")
+    ids = [headers["X-Hitl-Delivery"] for headers, _ in hooks]
+    assert len(ids) == 5 and len(set(ids[:4])) == 1 and ids[4] != ids[0], ids
+    for headers, body in hooks:
+        assert verified(headers, body)["delivery_id"] == headers["X-Hitl-Delivery"]
+
+
+async def test_email_shows_plain_text_while_a_markdown_channel_keeps_hostile_text_inert(
+    receiver: Receiver,
+) -> None:
+    from apprise import NotifyFormat
+    from apprise.conversion import convert_between
+
+    mailbox = Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    urls = [
+        f"mailto://127.0.0.1:{smtp.port}?from=hitl@example.com&to=ops@example.com&mode=insecure",
+        f"json://127.0.0.1:{receiver.server.server_address[1]}/markdown",
+        f"json://127.0.0.1:{receiver.server.server_address[1]}/text?format=text",
+    ]
+    hostile = f"delete {HOSTILE} *bold* <https://evil.example> &#x202e; &ZeroWidthSpace;"
+    event = _event(summary=hostile, requested_by="ops_bot")
+    try:
+        deliveries = await deliver(event, {"HITL_APPRISE_URLS": ",".join(urls)})
+    finally:
+        smtp.stop()
+    assert all(d.ok for d in deliveries), deliveries
+
+    [raw] = mailbox.messages
+    mail = email.message_from_bytes(raw)
+    assert mail["Subject"] == "Approval needed: delete_files"
+    body = mail.get_payload(decode=True).decode()
+    assert "Requested by: ops_bot" in body and "*bold*" in body
+    assert "\\_" not in body and "\\*" not in body, "no markdown escapes in an email"
+    assert "\x1b" not in body and "\u202e" not in body and "\\u202e" in body
+
+    [(_, text)] = receiver.on("/text")
+    plain = json.loads(text)
+    assert plain["title"] == "Approval needed: delete_files"
+    assert "Requested by: ops_bot" in plain["message"]
+
+    [(_, markdown)] = receiver.on("/markdown")
+    marked = json.loads(markdown)
+    assert marked["title"] == "Approval needed: delete\\_files"
+    # What a service that renders markdown shows (Apprise's own renderer for HTML ones):
+    # the text as written, no link, no hidden or reordered characters.
+    html = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, marked["message"])
+    assert "<a " not in html and "<b>" not in html and "<img" not in html, html
+    assert "[click](x.example)" in html and "Requested by: ops_bot" in html
+    assert "&lt;https://evil.example&gt;" in html
+    assert "&#x202e;" not in html.replace("&amp;#x202e;", "")
+    assert "&ZeroWidthSpace;" not in html.replace("&amp;ZeroWidthSpace;", "")
+    assert "\x1b" not in html and "\u202e" not in html
