@@ -2,9 +2,10 @@
 tests/test_bridge_trust.py).
 
 Real components, started here: a Redis server process (Debian's redis-server where
-installed, else the Valkey server the dev extras put in the venv: tests.redisserver), a local HTTP receiver standing in for a webhook consumer and for an
-Apprise JSON endpoint, a local SMTP server (aiosmtpd), endpoints that never answer, and
-the worker of this test session.
+installed, else the Valkey server the dev extras put in the venv: tests.redisserver), a
+local HTTP receiver standing in for a webhook consumer and for an Apprise JSON endpoint,
+a local SMTP server (aiosmtpd), endpoints that never answer, and the worker of this test
+session.
 """
 
 from __future__ import annotations
