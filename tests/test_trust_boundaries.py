@@ -427,3 +427,40 @@ async def test_a_tool_module_that_raises_at_import_stops_the_worker_with_one_sen
     assert process.returncode == 2, text
     assert "raised RuntimeError while it was imported: half-written module" in text
     assert "Traceback" not in text
+
+
+# --- 3. a standing approval covers only what the reviewer saw --------------------------------
+
+
+async def test_a_standing_grant_on_ls_never_covers_another_program_or_option_class(
+    client: Client, task_queue: str, workspace: Path, tmp_path: Path
+) -> None:
+    truncated = workspace / "config" / "app.yaml"
+    before = truncated.read_bytes()
+    script = [
+        turn(("run_command", {"argv": ["ls", "-la"]})),
+        turn(("run_command", {"argv": ["ls", "-la", "logs"]})),
+        turn(("run_command", {"argv": ["ls", "-la", "--color=always"]})),
+        turn(("run_command", {"argv": ["git", "status"]})),
+        turn(("run_command", {"argv": ["cp", "/dev/null", "config/app.yaml"]})),
+    ]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [first] = await wait_pending(handle)
+    assert first.risk == 30 and first.scope_key == "ls -la"
+    granted = await Reviews(client).decide(
+        ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=100)
+    )
+    assert granted.applied
+    for expected in ("ls -la --color=always", "git status", "cp /dev/null config/app.yaml"):
+        pending = [r for r in await wait_pending(handle) if r.status is ApprovalStatus.PENDING]
+        [record] = pending
+        assert " ".join(record.action_json.args["argv"]) == expected
+        assert record.standing is None
+        done = await Reviews(client).decide(
+            RejectDecision(approval_id=record.id, reviewer="bob", reason="not covered")
+        )
+        assert done.applied
+    result = await handle.result()
+    covered = [r for r in result.approvals if r.standing == first.id]
+    assert [r.action_json.args["argv"] for r in covered] == [["ls", "-la", "logs"]]
+    assert truncated.read_bytes() == before
