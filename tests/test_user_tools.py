@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from hitl import contract
-from hitl.models import ApprovalStatus, RunState, ToolDescriptor
+from hitl.models import ApprovalStatus, RunState, ToolCheckRequest, ToolDescriptor
 from hitl.plugin import HitlPlugin
 from hitl.tools import ToolRegistrationError, ToolRegistry, load_tools, tool
 from tests.conftest import make_logs
 from tests.helpers import approvals, decision, start_run, turn, wait_decisions, wait_pending
 from tests.processes import ROOT, WorkerProcess
 from tests.test_cli import Hitl
+from tests.test_guide import _pending_id, _run
 from tests.usertools.payments import PAID, Payment, PaymentApproval, pay
 
 SHOP = "tests.usertools.shop,builtin"
@@ -89,6 +90,8 @@ async def test_a_user_tool_runs_at_once_below_its_threshold_and_asks_above_it(
     entries = _ledger(ledger)
     assert [entry["amount"] for entry in entries] == [20.0, 150.0]
     assert entries[1]["key"] == big.id, "the approval id is the idempotency key"
+    # A call that ran without approval has a key too, stable across its retries.
+    assert entries[0]["key"].startswith(f"{handle.id}/") and entries[0]["key"].count("/") == 2
     runs = {run.tool: run for run in result.tool_runs}
     assert runs["lookup_order"].result.output == {"order_id": "42", "paid": 180.0}
     assert "REJECTED by cli-reviewer" in (runs["apply_discount"].result.error or "")
@@ -137,23 +140,38 @@ async def test_a_run_keeps_the_tools_it_began_with(
 ) -> None:
     task_queue, ledger, _ = shop
     registry = load_tools(["tests.usertools.shop"])
-    [lookup] = registry.descriptors(["lookup_order"])
-    changed = registry["refund"].descriptor().model_copy(update={"digest": "0" * 16})
+    [lookup, refund] = registry.descriptors(["lookup_order", "refund"])
     script = [
         turn(
             ("refund", {"order_id": "42", "amount": 20}),
             ("delete_files", {"paths": ["logs/app-2026-10-01.log"]}),
         )
     ]
+    # Started with definitions other than the worker's: refused before anything runs.
+    stale = refund.model_copy(update={"digest": "0" * 16})
     handle = await start_run(
-        client, task_queue, make_logs(tmp_path / "ws"), script=script, tools=[lookup, changed]
+        client, task_queue, make_logs(tmp_path / "ws"), script=script, tools=[lookup, stale]
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), timeout=30)
+    assert "refund (0000000000000000 there" in str(failed.value.cause)
+    assert _ledger(ledger) == []
+    # Started with the worker's own: only those tools, for the run's whole life.
+    handle = await start_run(
+        client, task_queue, make_logs(tmp_path / "ws2"), script=script, tools=[lookup, refund]
     )
     result = await asyncio.wait_for(handle.result(), timeout=30)
     errors = [run.result.error or "" for run in result.tool_runs]
-    assert any("tool refund has changed since this run started" in e for e in errors)
     assert any("unknown tool delete_files; the tools of this run are: lookup_order, refund" in e
                for e in errors)  # fmt: skip
-    assert _ledger(ledger) == [] and result.approvals == []
+    assert [entry["amount"] for entry in _ledger(ledger)] == [20.0]
+    # A tool that changes on the worker after the run began is refused at its next call.
+    from activities.tools import ToolActivities
+
+    check = await ToolActivities(registry).check_tool(
+        ToolCheckRequest(tool="refund", digest="0" * 16, args={"order_id": "42", "amount": 150})
+    )
+    assert not check.ok and "tool refund has changed since this run started" in (check.error or "")
 
 
 async def test_registration_errors_stop_the_worker_with_what_to_fix(
@@ -349,3 +367,32 @@ async def test_a_plain_workflow_that_ends_right_after_a_decision_tells_reviewers
         .activity_type.name == contract.ACTIVITY_NOTIFY_EVENT
     ]  # fmt: skip
     assert sorted(notified) == ["decided", "pending"]
+
+
+async def test_a_starter_that_lacks_the_workers_tool_modules_runs_with_the_workers_tools(
+    env: WorkflowEnvironment, shop: Any, tmp_path: Path
+) -> None:
+    """The worker has `--tools tests.usertools.shop,builtin`; the starter has no HITL_TOOLS
+    and never imports them: the run takes its tools from the worker."""
+    task_queue, _, _ = shop
+    hitl = Hitl(_address(env), task_queue)
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            [{"content": "refunding", "tool_calls": [{"id": "c1", "name": "refund",
+              "arguments": json.dumps({"order_id": "42", "amount": 150})}]}]
+        )
+    )  # fmt: skip
+    code, out = await _run(
+        sys.executable, str(ROOT / "starter.py"), "Refund order 42",
+        "--workspace", str(make_logs(tmp_path / "ws")), "--tools", "lookup_order,refund",
+        "--script", str(script), "--no-wait", env=hitl.env, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, out
+    assert (await _pending_id(hitl, "refund")).startswith("apr_")
+    code, out = await _run(
+        sys.executable, str(ROOT / "starter.py"), "Refund order 42",
+        "--workspace", str(make_logs(tmp_path / "ws2")), "--tools", "refund,teleport",
+        "--script", str(script), env=hitl.env, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 1 and "unknown tool(s) teleport" in out and "lookup_order" in out, out
