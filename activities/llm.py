@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -81,8 +82,7 @@ def allowed_base_url(asked: str | None, environ: Mapping[str, str] | None = None
     own = environ.get("OPENAI_BASE_URL") or None
     if not asked or asked.rstrip("/") == (own or "").rstrip("/"):
         return own
-    listed = {url.strip().rstrip("/") for url in environ.get(BASE_URLS_ENV, "").split(",")}
-    if asked.rstrip("/") in listed - {""}:
+    if any(_covers(entry.strip(), asked) for entry in environ.get(BASE_URLS_ENV, "").split(",")):
         return asked
     raise ApplicationError(
         f"the run asks for the model endpoint {clip(asked, 200)!r}, which this worker does not "
@@ -91,6 +91,25 @@ def allowed_base_url(asked: str | None, environ: Mapping[str, str] | None = None
         type="ConfigurationError",
         non_retryable=True,
     )
+
+
+def _covers(entry: str, asked: str) -> bool:
+    """`entry` is a full URL (that one) or `scheme://host` (any port and path there),
+    compared on the parsed URL, so `http://host:1@elsewhere/` never passes for `host`."""
+    if not entry:
+        return False
+    try:
+        want, got = urllib.parse.urlsplit(entry), urllib.parse.urlsplit(asked)
+        got_port = got.port
+    except ValueError:
+        return False
+    if got.username is not None or got.password is not None or not got.hostname:
+        return False
+    if (want.scheme, want.hostname) != (got.scheme, got.hostname):
+        return False
+    if want.port is None and want.path in ("", "/"):
+        return True
+    return (want.port, want.path.rstrip("/")) == (got_port, got.path.rstrip("/"))
 
 
 def _client(base_url: str | None) -> AsyncOpenAI:

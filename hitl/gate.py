@@ -32,7 +32,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -1539,9 +1539,10 @@ class _GateEnds(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         try:
             result = await super().execute_workflow(input)
-        except (workflow.ContinueAsNewError, asyncio.CancelledError):
-            raise  # the gate's state goes on in the next run, or there is no time left
-        except BaseException:
+        except FailureError:
+            # Only what fails the workflow: continue-as-new (the gate goes on in the next
+            # run), cancellation, eviction and bugs (which fail the task, to be retried)
+            # pass untouched.
             await _end_gate("failed")
             raise
         await _end_gate("completed")

@@ -37,6 +37,11 @@ def _address(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
 
 
+def fake_host() -> str:
+    """What a worker must allow for the fake model servers: loopback, any port."""
+    return "http://127.0.0.1"
+
+
 class Relay:
     """Worker processes replacing each other on one task queue, each SIGKILLed in turn."""
 
@@ -175,7 +180,9 @@ async def test_killing_the_worker_during_the_model_call_retries_it_in_seconds(
             return HANG  # the worker that asked dies before an answer comes
         return 200, completion("done: nothing needed changing")
 
-    relay = Relay(_address(env), f"tq-kill-llm-{uuid.uuid4().hex[:6]}")
+    relay = Relay(
+        _address(env), f"tq-kill-llm-{uuid.uuid4().hex[:6]}", HITL_MODEL_BASE_URLS=fake_host()
+    )
     with FakeOpenAI(model) as fake:
         await relay.start()
         try:

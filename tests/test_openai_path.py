@@ -43,6 +43,8 @@ from tests.helpers import decision, start_run, wait_pending
 def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     # The worker (in this process) reads the key; it never travels in workflow history.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-local")
+    # The fake servers listen on loopback ports: the worker allows that host, any port.
+    monkeypatch.setenv("HITL_MODEL_BASE_URLS", "http://127.0.0.1")
 
 
 def openai_model(fake: FakeOpenAI) -> ModelSettings:

@@ -464,3 +464,26 @@ async def test_a_standing_grant_on_ls_never_covers_another_program_or_option_cla
     covered = [r for r in result.approvals if r.standing == first.id]
     assert [r.action_json.args["argv"] for r in covered] == [["ls", "-la", "logs"]]
     assert truncated.read_bytes() == before
+
+
+def test_an_allowed_model_host_is_compared_on_the_parsed_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from temporalio.exceptions import ApplicationError
+
+    from activities.llm import allowed_base_url
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("HITL_MODEL_BASE_URLS", "http://127.0.0.1,https://vllm.internal:8443/v1")
+    assert allowed_base_url("http://127.0.0.1:9999/v1") == "http://127.0.0.1:9999/v1"
+    assert allowed_base_url("https://vllm.internal:8443/v1/") == "https://vllm.internal:8443/v1/"
+    for sneaky in (
+        "http://127.0.0.1:80@attacker.example/v1",
+        "http://127.0.0.1.attacker.example/v1",
+        "https://127.0.0.1/v1",
+        "https://vllm.internal:8444/v1",
+        "https://vllm.internal:8443/other",
+        "http://user:pw@127.0.0.1/v1",
+    ):
+        with pytest.raises(ApplicationError, match="does not allow"):
+            allowed_base_url(sneaky)
