@@ -487,3 +487,46 @@ def test_an_allowed_model_host_is_compared_on_the_parsed_url(
     ):
         with pytest.raises(ApplicationError, match="does not allow"):
             allowed_base_url(sneaky)
+
+
+async def test_a_revocation_sent_just_before_a_continue_as_new_is_carried(
+    client: Client,
+) -> None:
+    """The revocation and the order to continue arrive in one workflow task (no worker
+    runs while both are sent): the revocation, still being verified, must not be lost."""
+    from temporalio.worker import Worker
+
+    from hitl.plugin import HitlPlugin
+    from tests.usertools.carried import Carried
+
+    task_queue = f"tq-carried-{uuid.uuid4().hex[:8]}"
+
+    def worker() -> Worker:
+        return Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[Carried],
+            plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        )
+
+    reviews = Reviews(client)
+    async with worker():
+        handle = await client.start_workflow(
+            Carried.run, None, id=f"carried-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        [first] = await wait_pending(handle)
+        granted = await reviews.decide(
+            ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=50)
+        )
+        assert granted.applied
+    # No worker: both wait in history and come to the next worker in one task.
+    await handle.signal(
+        contract.SIGNAL_REVOKE, {"approval_id": first.id, "reviewer": "bob", "reason": "stop"}
+    )
+    await handle.signal(Carried.continue_now)
+    async with worker():
+        latest = client.get_workflow_handle(handle.id)
+        [second] = await wait_pending(latest)
+        assert second.action_json.args == {"to": "ACME again"} and second.standing is None
+        await reviews.decide(RejectDecision(approval_id=second.id, reviewer="bob", reason="no"))
+        assert await latest.result() == "rejected by bob"
