@@ -64,7 +64,6 @@ from hitl.reviewers import (
     signer,
 )
 from hitl.reviews import (
-    CONFIRM_SECONDS,
     AnyDecision,
     ApprovalNotFound,
     Outcome,
@@ -201,8 +200,12 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 
 def _report(outcome: Outcome, what: str = "") -> int:
+    """Say what became of a decision, and the exit code that means.
+
+    `what` reminds of the action when the caller knows it (a bulk decision, a modify);
+    between brackets goes only what the run answered (a quorum's "2 of 2 approvals").
+    """
     entry, approval_id, run_id = outcome.entry, outcome.approval_id, outcome.workflow_id
-    what = what or outcome.what
     if outcome.rejected:
         print(f"Refused {visible(approval_id)}: {visible(outcome.rejected)}", file=sys.stderr)
         return REFUSED
@@ -216,32 +219,58 @@ def _report(outcome: Outcome, what: str = "") -> int:
             f"run {run_id} has already ended; approval {approval_id} is {state}", REFUSED
         )
     if entry is None:
+        if outcome.no_worker is not None:
+            queue = f" {outcome.no_worker}" if outcome.no_worker else ""
+            raise CliError(
+                f"the decision was sent to run {run_id}, but no worker polls its task "
+                f"queue{queue}; it applies when one runs the workflow (`hitl worker`; "
+                "`hitl doctor` checks)"
+            )
         raise CliError(
-            f"the decision was sent to run {run_id}, but the run did not confirm it within "
-            f"{CONFIRM_SECONDS:g} s; it applies when a worker runs the workflow "
-            "(`hitl doctor` checks for workers)"
+            f"the decision was sent to run {run_id}, but the run did not confirm it in "
+            "time; it applies when a worker runs the workflow (`hitl audit` shows it then; "
+            "`hitl doctor` checks for workers)"
         )
-    if entry.outcome == "applied" and entry.note:
+    if entry.outcome != "applied":
+        print(f"Refused {visible(approval_id)}: {visible(entry.refusal)}", file=sys.stderr)
+        return REFUSED
+    if _waits_for_more(outcome):
         print(
             f"Recorded {visible(entry.reviewer)}'s approval of {visible(approval_id)} "
-            f"({visible(entry.note)}); it waits for more approvers."
+            f"({visible(entry.note or '')}); it waits for more approvers."
         )
         return APPLIED
-    if entry.outcome == "applied":
-        verb = {
-            "approve": "Approved",
-            "reject": "Rejected",
-            "modify": "Modified",
-            "revoke": "Revoked",
-        }[entry.kind]
-        # `what` only reminds of the action (`show` has it all): short enough for one line.
-        print(
-            f"{verb} {visible(approval_id)} ({shorten(what, 80)}) in run {visible(run_id)} "
-            f"as {visible(entry.reviewer)}."
-        )
-        return APPLIED
-    print(f"Refused {visible(approval_id)}: {visible(entry.refusal)}", file=sys.stderr)
-    return REFUSED
+    verb = {
+        "approve": "Approved",
+        "reject": "Rejected",
+        "modify": "Modified",
+        "revoke": "Revoked",
+    }[entry.kind]
+    answered = f" ({visible(entry.note)})" if entry.note else ""
+    # `what` only reminds of the action (`show` has it all): short enough for one line.
+    reminder = f": {shorten(visible(what), 80)}" if what else ""
+    print(
+        f"{verb} {visible(approval_id)}{answered} in run {visible(run_id)} as "
+        f"{visible(entry.reviewer)}{reminder}."
+    )
+    return APPLIED
+
+
+def _waits_for_more(outcome: Outcome) -> bool:
+    """An applied vote that the quorum does not complete yet ("1 of 2 approvals")."""
+    entry = outcome.entry
+    if entry is None or entry.kind != "approve" or not entry.note:
+        return False
+    if outcome.record is not None and outcome.record.id == outcome.approval_id:
+        return outcome.record.status is ApprovalStatus.PENDING
+    votes, _, needed = entry.note.removesuffix(" approvals").partition(" of ")
+    return votes.isdigit() and needed.isdigit() and int(votes) < int(needed)
+
+
+async def _sent(reviews: Reviews, decision: AnyDecision, workflow_id: str | None = None) -> Outcome:
+    """Send a decision, and confirm it from the run before an exit code is chosen: a
+    worker that is restarting (after a crash) takes the run over only after a while."""
+    return await reviews.confirm(await reviews.decide(decision, workflow_id=workflow_id))
 
 
 async def _decide(
@@ -254,7 +283,7 @@ async def _decide(
     if not args.id:
         raise CliError("give the approval id (from `hitl pending`), or --all")
     # Sent first, confirmed after: no query stands between the reviewer and the run.
-    return _report(await Reviews(client).decide(build(args.id)))
+    return _report(await _sent(Reviews(client), build(args.id)))
 
 
 async def _decide_all(
@@ -299,8 +328,7 @@ async def cmd_revoke(client: Client, args: argparse.Namespace) -> int:
     )
     reviews = Reviews(client)
     located = await reviews.locate(args.id)
-    outcome = await reviews.decide(decision, workflow_id=located.workflow_id)
-    return _report(outcome, "standing approval")
+    return _report(await _sent(reviews, decision, located.workflow_id), "standing approval")
 
 
 async def cmd_bridge(client: Client, args: argparse.Namespace) -> int:
@@ -526,7 +554,7 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         action_digest=args.digest,
     )
     return _report(
-        await reviews.decide(decision, workflow_id=record.session_id),
+        await _sent(reviews, decision, record.session_id),
         f"{record.action_json.tool}: {record.preview.summary}",
     )
 
@@ -556,7 +584,7 @@ async def cmd_review(client: Client, args: argparse.Namespace) -> int:
         if decision is None:
             print("No more answers; the remaining approvals stay pending.")
             break
-        sent = await reviews.decide(decision, workflow_id=record.session_id)
+        sent = await _sent(reviews, decision, record.session_id)
         try:
             what = f"{record.action_json.tool}: {record.preview.summary}"
             if _report(sent, what) == REFUSED:

@@ -6,19 +6,32 @@ import asyncio
 import json
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowUpdateInput,
+    WorkflowHandle,
+    WorkflowUpdateHandle,
+)
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
 from hitl.devserver import free_port
-from hitl.models import ApprovalRecord, ApprovalStatus
+from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
+from hitl.reviews import Reviews
 from hitl.text import quoted
 from hitl.text import visible as escaped
-from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import approvals, start_run, turn, wait_pending
+from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -33,7 +46,9 @@ class Hitl:
             "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml",
         }
 
-    async def __call__(self, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+    async def __call__(
+        self, *args: str, stdin: str = "", stdout: Any = asyncio.subprocess.PIPE, **env: str
+    ) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -41,12 +56,12 @@ class Hitl:
             *args,
             env={**self.env, **env},
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=stdout,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
         assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return process.returncode, (out or b"").decode(), err.decode()
 
 
 @pytest.fixture
@@ -151,7 +166,9 @@ async def test_approve_applies_and_every_later_decision_is_refused(
 
     code, out, err = await hitl("approve", record.id, "--comment", "routine cleanup")
     assert code == 0, err
-    assert f"Approved {record.id}" in out and "cli-reviewer" in out
+    # The update answers with the log entry alone: no record, so no "()" where the action
+    # used to go; between brackets goes only what the run answered.
+    assert out == f"Approved {record.id} in run {handle.id} as cli-reviewer.\n"
     result = await handle.result()
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
     assert result.approvals[0].reviewer == "cli-reviewer"
@@ -426,3 +443,66 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_audit_displays
     [audited] = json.loads(out)["approvals"]
     assert audited["reason"] == reason and audited["reviewer"] == lookalike
     assert (workspace / DISGUISED).exists()
+
+
+async def test_approve_after_a_worker_crash_exits_0_once_the_run_applied_it(
+    hitl: Hitl, env: WorkflowEnvironment, client: Client, tmp_path: Path
+) -> None:
+    address = env.client.service_client.config.target_host
+    queue = f"tq-crash-{uuid.uuid4().hex[:8]}"
+    first = await WorkerProcess(address, queue).start()
+    second: WorkerProcess | None = None
+    try:
+        handle = await start_run(client, queue, make_logs(tmp_path / "ws"))
+        [record] = await wait_pending(handle)
+        await visible(client, record.id)
+        await first.kill()
+        began = time.perf_counter()
+        approving = asyncio.create_task(hitl("approve", record.id))
+        await asyncio.sleep(1)
+        # The new worker takes the run over only once Temporal gives up on the dead
+        # worker's sticky queue (10 s): later than the CLI's first 5 s.
+        second = await WorkerProcess(address, queue).start()
+        code, out, err = await approving
+        took = time.perf_counter() - began
+        print(f"\nhitl approve across a worker crash: exit {code} after {took:.1f} s")
+        assert code == 0, err
+        assert out == f"Approved {record.id} in run {handle.id} as cli-reviewer.\n"
+        result = await handle.result()
+        # Sent once: no second copy refused as "already approved" in the log.
+        [approval] = result.approvals
+        assert [(d.outcome, d.reviewer) for d in approval.decisions] == [
+            ("applied", "cli-reviewer")
+        ]
+    finally:
+        await first.kill()
+        if second is not None:
+            await second.stop()
+
+
+class _LoseUpdateAnswers(Interceptor):
+    """A connection that fails after the update reached the run, before its answer came."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _LosingOutbound(next)
+
+
+class _LosingOutbound(OutboundInterceptor):
+    async def start_workflow_update(
+        self, input: StartWorkflowUpdateInput
+    ) -> WorkflowUpdateHandle[Any]:
+        await super().start_workflow_update(input)
+        raise RPCError("connection reset by peer", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_a_decision_whose_answer_was_lost_is_confirmed_and_not_sent_again(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    handle, record = await paused_run(client, task_queue, workspace)
+    lossy = Client(**{**client.config(), "interceptors": [_LoseUpdateAnswers()]})
+    outcome = await Reviews(lossy, signer=None).decide(
+        ApproveDecision(approval_id=record.id, reviewer="cli-reviewer"), workflow_id=handle.id
+    )
+    assert outcome.applied, outcome
+    result = await handle.result()
+    assert [entry.outcome for entry in result.approvals[0].decisions] == ["applied"]
