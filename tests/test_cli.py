@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
 from hitl.devserver import free_port
+from hitl.entry import CLOSED_PIPE
 from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
 from hitl.reviews import Reviews
 from hitl.text import quoted
@@ -443,6 +444,19 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_audit_displays
     [audited] = json.loads(out)["approvals"]
     assert audited["reason"] == reason and audited["reviewer"] == lookalike
     assert (workspace / DISGUISED).exists()
+
+
+@pytest.mark.parametrize("args", [["runs", "--json"], ["pending", "--json"], ["doctor"]])
+async def test_a_closed_pipe_ends_a_command_quietly(hitl: Hitl, args: list[str]) -> None:
+    # `hitl runs --json | head`: the reader has gone before the command writes. Unbuffered,
+    # so the first line already meets the closed pipe, as a long listing does.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        code, _, err = await hitl(*args, stdout=write, PYTHONUNBUFFERED="1")
+    finally:
+        os.close(write)
+    assert (code, err) == (CLOSED_PIPE, "")
 
 
 async def test_approve_after_a_worker_crash_exits_0_once_the_run_applied_it(
