@@ -604,7 +604,9 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
     elif not runs:
-        print("No agent runs." + (f" (state {visible(args.state)})" if args.state else ""))
+        print(
+            "No runs that use the gate." + (f" (state {visible(args.state)})" if args.state else "")
+        )
     else:
         print(
             _table(
@@ -866,7 +868,11 @@ def build_parser() -> argparse.ArgumentParser:
     review = add("review", "go through pending approvals, asking Approve? [y/n/e(dit)]")
     review.add_argument("--run", help="only this run's approvals")
     review.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
-    runs = add("runs", "agent runs with their state, pending count and age")
+    runs = add(
+        "runs",
+        "runs that use the gate (agents and workflows of your own): state, pending count, "
+        "age and what each is about",
+    )
     runs.add_argument("--state", help="running, awaiting_approval, completed, step_limit")
     runs.add_argument("--limit", type=int, default=200, help="at most this many (200)")
     runs.add_argument("--json", action="store_true")

@@ -292,7 +292,13 @@ class Reviews:
         return Page(items, token)
 
     async def runs(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Workflows that use the gate, newest first: state, pending count, start, task."""
+        """Workflows that use the gate, newest first: state, pending count, start, task.
+
+        `task` says what the run is about: the title the workflow gives (the memo's
+        `hitl_task`: the agent's task, or what a workflow of your own passes as
+        `ApprovalGate(memo=...)`), else the request of its first pending approval (its
+        `context.original_request`, asked of the run), else that approval's summary.
+        """
         query = f"{contract.STATE_KEY.name} IS NOT NULL"
         if state:
             if not _ID.match(state):
@@ -301,25 +307,49 @@ class Reviews:
                 )
             query = f"{contract.STATE_KEY.name} = '{state}'"
         runs = []
+        untitled: list[tuple[dict[str, Any], PendingApproval]] = []
         async for execution in self.client.list_workflows(query, limit=limit):
             attributes = execution.typed_search_attributes
             memo = await execution.memo()
             status = execution.status.name.lower() if execution.status else "unknown"
             shown = attributes.get(contract.STATE_KEY) or status
-            runs.append(
-                {
-                    "id": execution.id,
-                    "run_id": execution.run_id,
-                    "workflow_type": execution.workflow_type,
-                    "state": shown
-                    if status == "running" or shown in ("completed", "step_limit")
-                    else f"{status} ({shown})",
-                    "status": status,
-                    "pending": attributes.get(contract.PENDING_KEY) or 0,
-                    "started_at": execution.start_time,
-                    "task": memo.get(contract.MEMO_TASK, ""),
-                }
-            )
+            run = {
+                "id": execution.id,
+                "run_id": execution.run_id,
+                "workflow_type": execution.workflow_type,
+                "state": shown
+                if status == "running" or shown in ("completed", "step_limit")
+                else f"{status} ({shown})",
+                "status": status,
+                "pending": attributes.get(contract.PENDING_KEY) or 0,
+                "started_at": execution.start_time,
+                "task": str(memo.get(contract.MEMO_TASK) or ""),
+            }
+            runs.append(run)
+            pending = await _pending_of(execution) if not run["task"] else []
+            if pending:
+                first = min(pending, key=lambda item: item.created_at)
+                run["task"] = f"{first.tool}: {first.summary}"
+                if execution.status is WorkflowExecutionStatus.RUNNING:
+                    untitled.append((run, first))
+        limit_reads = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def request_of(run: dict[str, Any], first: PendingApproval) -> None:
+            async with limit_reads:
+                handle = self.client.get_workflow_handle(run["id"], run_id=run["run_id"])
+                try:
+                    records: list[ApprovalRecord] = await handle.query(
+                        contract.QUERY_APPROVALS,
+                        result_type=list[ApprovalRecord],
+                        rpc_timeout=REQUEST_QUERY_TIMEOUT,
+                    )
+                except (RPCError, ValidationError):
+                    return  # no worker answers: the summary stays
+            record = next((r for r in records if r.id == first.id), None)
+            if record is not None and record.context.original_request:
+                run["task"] = record.context.original_request
+
+        await asyncio.gather(*(request_of(run, first) for run, first in untitled))
         return runs
 
     # --- one approval ---------------------------------------------------------------------

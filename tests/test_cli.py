@@ -22,17 +22,20 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from hitl import contract
 from hitl.devserver import free_port
 from hitl.entry import CLOSED_PIPE
 from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
+from hitl.plugin import HitlPlugin
 from hitl.reviews import Reviews
 from hitl.text import quoted
 from hitl.text import visible as escaped
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import approvals, start_run, turn, wait_pending
 from tests.processes import WorkerProcess
+from tests.usertools.payments import Payment, PaymentApproval, pay
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -457,6 +460,37 @@ async def test_a_closed_pipe_ends_a_command_quietly(hitl: Hitl, args: list[str])
     finally:
         os.close(write)
     assert (code, err) == (CLOSED_PIPE, "")
+
+
+async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client: Client) -> None:
+    queue = f"tq-payout-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[PaymentApproval],
+        activities=[pay],
+        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+    ):
+        handle = await client.start_workflow(
+            PaymentApproval.run,
+            Payment(payee="ACME", amount=950),
+            id=f"payout-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        [record] = await wait_pending(handle)
+        await visible(client, record.id)
+        code, out, err = await hitl("runs", "--state", "awaiting_approval", "--json")
+        assert code == 0, err
+        [run] = [item for item in json.loads(out) if item["id"] == handle.id]
+        # No task of its own: the request its pending approval was asked with.
+        assert (run["workflow_type"], run["task"]) == ("PaymentApproval", "monthly supplier payout")
+        code, out, _ = await hitl("runs", COLUMNS="300")
+        [line] = [line for line in out.splitlines() if handle.id in line]
+        assert "awaiting_approval" in line and line.endswith("monthly supplier payout")
+        code, out, _ = await hitl("runs", "--help")
+        assert "runs that use the gate" in out and "agent runs" not in out
+        await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
+        assert (await handle.result()).startswith("not paid")
 
 
 async def test_approve_after_a_worker_crash_exits_0_once_the_run_applied_it(
