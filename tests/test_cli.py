@@ -29,6 +29,7 @@ from hitl.devserver import free_port
 from hitl.entry import CLOSED_PIPE
 from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
 from hitl.plugin import HitlPlugin
+from hitl.reviewers import load_config
 from hitl.reviews import Reviews
 from hitl.text import quoted
 from hitl.text import visible as escaped
@@ -447,6 +448,45 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_audit_displays
     [audited] = json.loads(out)["approvals"]
     assert audited["reason"] == reason and audited["reviewer"] == lookalike
     assert (workspace / DISGUISED).exists()
+
+
+async def test_reviewers_quorum_writes_the_rule_and_approve_says_the_votes_so_far(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    path = tmp_path / "reviewers.toml"
+    for name in ("ann", "ben"):
+        code, _, err = await hitl("reviewers", "add", name, "--file", str(path))
+        assert code == 0, err
+    quorum = ("reviewers", "quorum", "--min-risk", "30", "--file", str(path))
+    code, _, err = await hitl(*quorum, "--approvals", "3")
+    assert code == 0, err
+    code, out, err = await hitl(*quorum, "--approvals", "2")  # the rule for risk 30, replaced
+    assert code == 0 and "quorum: risk >= 30 needs 2 approvers" in out, err
+    code, _, err = await hitl(*quorum)
+    assert code == 2 and "--approvals K" in err
+    code, out, err = await hitl(
+        "reviewers", "policy", "--auto-approve-below", "10", "--no-standing", "--file", str(path)
+    )
+    assert code == 0 and "standing approvals turned off" in out, err
+    config = load_config(path)  # what the worker reads
+    assert [(rule.min_risk, rule.approvals) for rule in config.quorum] == [(30, 2)]
+    assert (config.policy.auto_approve_below, config.policy.standing) == (10, False)
+    assert set(config.reviewers) == {"ann", "ben"}
+
+    monkeypatch.setenv("HITL_REVIEWERS", str(path))  # the in-process worker reads it
+    handle, record = await paused_run(client, task_queue, workspace)
+    assert record.risk >= 30 and record.quorum == 2
+    code, out, err = await hitl("approve", record.id, "--reviewer", "ann")
+    assert code == 0, err
+    assert out == (
+        f"Recorded ann's approval of {record.id} (1 of 2 approvals); it waits for more approvers.\n"
+    )
+    code, out, err = await hitl("approve", record.id, "--reviewer", "ben")
+    assert code == 0, err
+    assert out == f"Approved {record.id} (2 of 2 approvals) in run {handle.id} as ben.\n"
+    result = await handle.result()
+    assert [vote.reviewer for vote in result.approvals[0].votes] == ["ann", "ben"]
 
 
 @pytest.mark.parametrize("args", [["runs", "--json"], ["pending", "--json"], ["doctor"]])
