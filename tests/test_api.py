@@ -141,11 +141,9 @@ async def test_decisions_answer_with_the_runs_verdict(
     # Who decides comes from the token: a body naming someone else is refused.
     spoofed = await alice.post(f"/approvals/{approved}/approve", json={**ok, "reviewer": "bob"})
     assert spoofed.status_code == 403 and "never as another reviewer" in spoofed.json()["detail"]
+    # carol decides only write_file: a delete_files approval is none of hers to see.
     not_theirs = await carol.post(f"/approvals/{approved}/approve", json=ok)
-    assert not_theirs.status_code == 403
-    assert not_theirs.json()["detail"] == (
-        "carol may not decide delete_files calls (their tools: write_file)"
-    )
+    assert not_theirs.status_code == 404
     no_reason = await bob.post(f"/approvals/{rejected}/reject", json={"reason": "  "})
     assert no_reason.status_code == 422 and "a reason is required" in no_reason.json()["detail"]
     wrong_shape = await bob.post(f"/approvals/{modified}/modify", json={"args": {"paths": "x"}})
@@ -439,3 +437,80 @@ async def test_hitl_serve_without_reviewers_refuses_unless_told_loudly(
     insecure.terminate()
     await asyncio.wait_for(insecure.wait(), 20)
     assert insecure.returncode == 0
+
+
+async def test_a_reviewer_sees_only_the_approvals_they_may_read(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "readers.toml"
+    frank = add_reviewer(path, "frank", tools=["send_email"])
+    grace = add_reviewer(path, "grace", tools=["send_email"])
+    path.write_text(path.read_text() + 'read = ["*"]\n')  # grace's table is the last one
+    email = turn(("send_email", {"to": "ops@example.com", "subject": "s", "body": "b"}))
+    frank_saw: list[tuple[str, dict, float]] = []
+    grace_saw: list[tuple[str, dict, float]] = []
+    async with (
+        ServedApi(client, path) as served,
+        served.http(frank) as as_frank,
+        served.http(grace) as as_grace,
+        as_frank.stream("GET", "/events") as frank_stream,
+        as_grace.stream("GET", "/events") as grace_stream,
+    ):
+        readers = [
+            asyncio.create_task(read_events(frank_stream, frank_saw)),
+            asyncio.create_task(read_events(grace_stream, grace_saw)),
+        ]
+        await until(frank_saw, "ready", None)
+        await until(grace_saw, "ready", None)
+        deleting = await start_run(
+            client, task_queue, make_logs(tmp_path / "a"), script=deletes(OLD_LOGS[0])
+        )
+        [record] = await wait_pending(deleting)
+        await until(grace_saw, "approval.pending", record.id)
+        mailing = await start_run(client, task_queue, make_logs(tmp_path / "b"), script=[email])
+        [mail] = await wait_pending(mailing)
+        # One poller feeds both streams in one order: frank's shows the email approval, so
+        # it would have shown the delete approval, announced before it.
+        await until(frank_saw, "approval.pending", mail.id)
+        assert record.id not in {data.get("id") for _, data, _ in frank_saw}
+        for task in readers:
+            task.cancel()
+
+        # grace may read every tool; frank only what he decides.
+        [listed] = await wait_listed(as_grace, deleting.id)
+        assert listed["id"] == record.id
+        hidden = await as_frank.get("/approvals", params={"run": deleting.id})
+        assert hidden.status_code == 200 and hidden.json()["items"] == []
+        assert [item["id"] for item in await wait_listed(as_frank, mailing.id)] == [mail.id]
+        everything = await as_frank.get("/approvals", params={"limit": 500})
+        assert record.id not in {item["id"] for item in everything.json()["items"]}
+        decided = await as_frank.get("/approvals", params={"run": deleting.id, "status": "all"})
+        assert decided.json()["items"] == []
+
+        # Not found, word for word as an approval that does not exist: nothing leaks.
+        unknown = await as_frank.get("/approvals/apr_0000000000000000")
+        unseen = await as_frank.get(f"/approvals/{record.id}")
+        assert (unseen.status_code, unknown.status_code) == (404, 404)
+        assert unseen.json()["detail"] == unknown.json()["detail"].replace(
+            "apr_0000000000000000", record.id
+        )
+        deciding = await as_frank.post(f"/approvals/{record.id}/reject", json={"reason": "no"})
+        assert deciding.status_code == 404 and deciding.json() == unseen.json()
+        assert (await as_frank.get(f"/runs/{deleting.id}")).json()["approvals"] == []
+
+        # Reading is not deciding.
+        shown = await as_grace.get(f"/approvals/{record.id}")
+        assert shown.status_code == 200 and shown.json()["action_json"]["tool"] == "delete_files"
+        assert len((await as_grace.get(f"/runs/{deleting.id}")).json()["approvals"]) == 1
+        refused = await as_grace.post(f"/approvals/{record.id}/approve", json={})
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == (
+            "grace may not decide delete_files calls (their tools: send_email)"
+        )
+
+    # Without authentication (--insecure-no-auth) everything is seen.
+    async with ServedApi(client, None) as open_api, open_api.http() as anyone:
+        assert (await anyone.get(f"/approvals/{record.id}")).status_code == 200
+        assert [item["id"] for item in await wait_listed(anyone, deleting.id)] == [record.id]
+    await deleting.terminate("test done")
+    await mailing.terminate("test done")
