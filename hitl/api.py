@@ -313,6 +313,42 @@ def _validation_sentence(error: RequestValidationError | ValidationError) -> str
     return "; ".join(parts) or "the request is invalid"
 
 
+_BODY_EXAMPLES = {
+    "approve": '{"comment": "old logs"}',
+    "reject": '{"reason": "keep them for the audit"}',
+    "modify": '{"args": {"paths": ["logs/a.log"]}}',
+    "revoke": '{"reason": "no longer needed"}',
+}
+
+
+def _not_json(request: Request, error: RequestValidationError) -> str | None:
+    """The 400 sentence for a body that is not JSON at all (as opposed to JSON of the wrong
+    shape, a 422), saying what to send instead; None when the body was JSON."""
+    problem = None
+    for item in error.errors():
+        where = tuple(item.get("loc") or ())
+        if not where or where[0] != "body":
+            continue
+        if item.get("type") == "json_invalid":
+            why = str((item.get("ctx") or {}).get("error") or item.get("msg") or "")
+            at = f" at character {where[1]}" if len(where) > 1 else ""
+            problem = f"the body is not JSON: {why}{at}"
+        elif len(where) == 1 and item.get("type") == "missing":
+            problem = "the body is not JSON: it is empty"
+        elif len(where) == 1 and isinstance(item.get("input"), bytes | bytearray):
+            kind = request.headers.get("content-type") or "none"
+            problem = (
+                f"the body is not JSON: it was sent as {kind}; send it with Content-Type: "
+                "application/json"
+            )
+        if problem is not None:
+            break
+    if problem is None:
+        return None
+    example = _BODY_EXAMPLES.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "{}")
+    return f"{problem}; send a JSON object such as {example}"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, ApiError)
@@ -326,6 +362,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
+        not_json = _not_json(request, error)
+        if not_json is not None:
+            return _problem(400, not_json)
         return _problem(422, _validation_sentence(error))
 
     async def review_error(request: Request, error: Exception) -> Response:
@@ -345,9 +384,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         detail = str(error.detail)
         if error.status_code == 400 and "parsing the body" in detail:
-            detail = (
-                "the body is not valid JSON: send a JSON object (Content-Type: application/json)"
-            )
+            detail = "the body is not JSON; send a JSON object (Content-Type: application/json)"
         return _problem(error.status_code, detail, headers=getattr(error, "headers", None))
 
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -359,7 +396,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     meaning = {
-        400: "the body is not valid JSON",
+        400: "the body is not JSON (the sentence says what to send instead)",
         401: "no token, or not a reviewer's token",
         403: "this reviewer may not make this decision (the sentence says why)",
         404: "no such approval or run",

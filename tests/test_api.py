@@ -514,3 +514,37 @@ async def test_a_reviewer_sees_only_the_approvals_they_may_read(
         assert [item["id"] for item in await wait_listed(anyone, deleting.id)] == [record.id]
     await deleting.terminate("test done")
     await mailing.terminate("test done")
+
+
+async def test_a_body_that_is_not_json_is_a_400_that_says_what_to_send(
+    as_: dict[str, httpx.AsyncClient],
+) -> None:
+    bob = as_["bob"]
+    url = "/approvals/apr_0000000000000000"
+    as_json = {"Content-Type": "application/json"}
+    cut = await bob.post(f"{url}/approve", content=b'{"comment": "ok"', headers=as_json)
+    assert cut.status_code == 400, cut.text
+    assert cut.json()["detail"].startswith("the body is not JSON: ")
+    assert cut.json()["detail"].endswith('; send a JSON object such as {"comment": "old logs"}')
+    examples = {"reject": '{"reason": ', "modify": '{"args": {', "revoke": '{"reason": '}
+    for route, example in examples.items():
+        answer = await bob.post(f"{url}/{route}", content=b"{nope", headers=as_json)
+        assert answer.status_code == 400, (route, answer.text)
+        assert f"send a JSON object such as {example}" in answer.json()["detail"]
+    form = await bob.post(
+        f"{url}/reject",
+        content=b"reason=keep",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 400
+    assert "sent as application/x-www-form-urlencoded" in form.json()["detail"]
+    empty = await bob.post(f"{url}/approve", content=b"", headers=as_json)
+    assert empty.status_code == 400 and "it is empty" in empty.json()["detail"]
+
+    # JSON of the wrong shape stays a 422 that names the field.
+    wrong = await bob.post(f"{url}/reject", json={"reason": 5})
+    assert wrong.status_code == 422 and wrong.json()["detail"].startswith("body.reason:")
+    assert (await bob.post(f"{url}/approve", json=[1])).status_code == 422
+    schema = (await bob.get("/openapi.json")).json()
+    for route in ("approve", "reject", "modify", "revoke"):
+        assert "400" in schema["paths"][f"/approvals/{{approval_id}}/{route}"]["post"]["responses"]
