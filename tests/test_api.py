@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from hitl.models import RejectDecision
 from hitl.reviewers import _key, add_reviewer
-from hitl.reviews import Reviews
+from hitl.reviews import CONFIRM_SECONDS, Reviews
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import start_run, temporal_cli, turn, wait_decisions, wait_pending
 from tests.review_api import API_KEY, ServedApi, wait_listed, worker_env, write_reviewers
+from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
 ROOT = Path(__file__).resolve().parent.parent
@@ -548,3 +550,30 @@ async def test_a_body_that_is_not_json_is_a_400_that_says_what_to_send(
     schema = (await bob.get("/openapi.json")).json()
     for route in ("approve", "reject", "modify", "revoke"):
         assert "400" in schema["paths"][f"/approvals/{{approval_id}}/{route}"]["post"]["responses"]
+
+
+async def test_a_decision_with_no_worker_is_answered_in_time_and_applied_once(
+    as_: dict[str, httpx.AsyncClient], client: Client, tmp_path: Path
+) -> None:
+    queue = f"tq-away-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, queue):
+        handle = await start_run(
+            client, queue, make_logs(tmp_path / "ws"), script=deletes(OLD_LOGS[0])
+        )
+        [record] = await wait_pending(handle)
+        await wait_listed(as_["alice"], handle.id)
+    sent = time.perf_counter()
+    answer = await as_["alice"].post(f"/approvals/{record.id}/approve", json={})
+    took = time.perf_counter() - sent
+    print(f"\nno worker: the API answered {answer.status_code} after {took:.2f} s")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["outcome"] == "sent"
+    assert took < CONFIRM_SECONDS + 1, f"202 after {took:.1f} s"
+    async with build_worker(client, queue):
+        result = await asyncio.wait_for(handle.result(), 30)
+    # Temporal held the decision for the next worker; it was not sent a second time.
+    [approval] = result.approvals
+    assert [(entry.outcome, entry.reviewer) for entry in approval.decisions] == [
+        ("applied", "alice")
+    ]
+    assert OLD_LOGS[0] not in files_in(tmp_path / "ws")
