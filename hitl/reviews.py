@@ -428,18 +428,17 @@ class Reviews:
     ) -> Outcome:
         """Send a decision and say what became of it, within `confirm_seconds`.
 
-        `via="update"` (the default) sends it as the `decide` update (its id is the
-        decision id): one round trip, the run's own verdict back, and malformed decisions
-        kept out of history. When no worker takes it in time, Temporal still holds it and
-        gives it to the next worker that runs the workflow, so it is not sent again; only
-        an update that never reached Temporal (or a run that began before updates existed)
-        goes as a signal instead. `via="signal"` sends a signal and confirms it from the
-        decision log. Without `workflow_id` the approval's run is found through visibility
-        first. When this process has a signing key (`HITL_SIGNING_KEY`), the decision is
-        signed and bound to the exact action.
+        `via="update"` (the default) sends it as the `decide` update (its id made of
+        the approval's and the decision's): one round trip, the run's own verdict back,
+        and malformed decisions kept out of history. When no worker takes it in time,
+        Temporal still holds it and gives it to the next worker that runs the workflow,
+        so it is not sent again; only an update that never reached Temporal (or a run
+        that began before updates existed) goes as a signal instead. `via="signal"`
+        sends a signal and confirms it from the decision log. Without `workflow_id` the
+        approval's run is found through visibility first. When this process has a
+        signing key (`HITL_SIGNING_KEY`), the decision is signed and bound to the exact
+        action.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.confirm_seconds
         decision = with_decision_id(decision)
         approval_id = check_id(decision.approval_id)
         located = None
@@ -453,11 +452,11 @@ class Reviews:
                 digest = current_digest(await self.get(approval_id))
             decision = decision.model_copy(update={"action_digest": digest})
         payload = self.payload(decision)
+        deadline = asyncio.get_running_loop().time() + self.confirm_seconds
         held = False
         try:
             if via == "update":
-                assert decision.decision_id is not None
-                entry, held = await self._update(handle, payload, decision.decision_id, deadline)
+                entry, held = await self._update(handle, payload, _update_id(decision), deadline)
                 if entry is not None:
                     return Outcome(approval_id, workflow_id, decision, entry=entry, held=held)
             if not held:
@@ -652,10 +651,10 @@ class Reviews:
         loop = asyncio.get_running_loop()
         delay = 0.02
         while True:
-            if held and decision.decision_id is not None:
+            if held:
                 try:
                     answer = await self._poll_update(
-                        handle.id, decision.decision_id, min(SLICE_SECONDS, deadline - loop.time())
+                        handle.id, _update_id(decision), min(SLICE_SECONDS, deadline - loop.time())
                     )
                 except RPCError as error:
                     if error.status is RPCStatusCode.NOT_FOUND:
@@ -756,6 +755,12 @@ _DEFINITE = (
     RPCStatusCode.FAILED_PRECONDITION,
 )
 """Errors that say the update was not taken: nothing to ask about afterwards."""
+
+
+def _update_id(decision: AnyDecision) -> str:
+    """The update's id: Temporal takes one update per id and run, and answers a second
+    with the first one's outcome, as the run refuses a second copy of a decision."""
+    return f"{decision.approval_id}/{decision.decision_id}"
 
 
 def _refused_update(cause: BaseException | None) -> tuple[None, bool]:
