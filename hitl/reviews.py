@@ -77,7 +77,7 @@ HELD_SECONDS = 0.5
 SLICE_SECONDS = 1.0
 """One query or poll while confirming: one stuck on a worker that died must not use up
 the whole wait, or a verdict that came meanwhile is missed."""
-SETTLE_SECONDS = 25.0
+SETTLE_SECONDS = 15.0
 """How much longer `confirm` may wait while a worker polls the run's task queue (one that
 restarts after a crash takes the run over after about 10 s, Temporal's sticky timeout)."""
 POLLER_SEEN_SECONDS = 90.0
