@@ -313,6 +313,42 @@ def _validation_sentence(error: RequestValidationError | ValidationError) -> str
     return "; ".join(parts) or "the request is invalid"
 
 
+_BODY_EXAMPLES = {
+    "approve": '{"comment": "old logs"}',
+    "reject": '{"reason": "keep them for the audit"}',
+    "modify": '{"args": {"paths": ["logs/a.log"]}}',
+    "revoke": '{"reason": "no longer needed"}',
+}
+
+
+def _not_json(request: Request, error: RequestValidationError) -> str | None:
+    """The 400 sentence for a body that is not JSON at all (as opposed to JSON of the wrong
+    shape, a 422), saying what to send instead; None when the body was JSON."""
+    problem = None
+    for item in error.errors():
+        where = tuple(item.get("loc") or ())
+        if not where or where[0] != "body":
+            continue
+        if item.get("type") == "json_invalid":
+            why = str((item.get("ctx") or {}).get("error") or item.get("msg") or "")
+            at = f" at character {where[1]}" if len(where) > 1 else ""
+            problem = f"the body is not JSON: {why}{at}"
+        elif len(where) == 1 and item.get("type") == "missing":
+            problem = "the body is not JSON: it is empty"
+        elif len(where) == 1 and isinstance(item.get("input"), bytes | bytearray):
+            kind = request.headers.get("content-type") or "none"
+            problem = (
+                f"the body is not JSON: it was sent as {kind}; send it with Content-Type: "
+                "application/json"
+            )
+        if problem is not None:
+            break
+    if problem is None:
+        return None
+    example = _BODY_EXAMPLES.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "{}")
+    return f"{problem}; send a JSON object such as {example}"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, ApiError)
@@ -326,6 +362,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
+        not_json = _not_json(request, error)
+        if not_json is not None:
+            return _problem(400, not_json)
         return _problem(422, _validation_sentence(error))
 
     async def review_error(request: Request, error: Exception) -> Response:
@@ -345,9 +384,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         detail = str(error.detail)
         if error.status_code == 400 and "parsing the body" in detail:
-            detail = (
-                "the body is not valid JSON: send a JSON object (Content-Type: application/json)"
-            )
+            detail = "the body is not JSON; send a JSON object (Content-Type: application/json)"
         return _problem(error.status_code, detail, headers=getattr(error, "headers", None))
 
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -359,7 +396,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     meaning = {
-        400: "the body is not valid JSON",
+        400: "the body is not JSON (the sentence says what to send instead)",
         401: "no token, or not a reviewer's token",
         403: "this reviewer may not make this decision (the sentence says why)",
         404: "no such approval or run",
@@ -379,6 +416,12 @@ class Identity:
     """The authenticated reviewer; None on a server started with --insecure-no-auth."""
 
     name: str | None
+
+    def may_read(self, config: ReviewerConfig, tool: str) -> bool:
+        """Whether this reviewer sees approvals of this tool (list, record, events): those
+        they may decide, and those the reviewers file lets them `read`. Asked of the file
+        as it is now; without authentication, everything."""
+        return self.name is None or config.may_read(self.name, tool)
 
 
 @dataclass
@@ -518,7 +561,9 @@ async def list_approvals(
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> ApprovalPage:
     """Pending approvals of every run, a page at a time (newest runs first), from
-    visibility alone. Decided ones are listed for one run (`run=`), in one page."""
+    visibility alone. Decided ones are listed for one run (`run=`), in one page. Only
+    approvals of tools this reviewer may read are listed (a page may then come short
+    while `next_page_token` says more follow)."""
     if status != "pending":
         if run is None:
             raise ApiError(
@@ -534,25 +579,45 @@ async def list_approvals(
             "decided": {ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.MODIFIED},
             "all": set(ApprovalStatus),
         }[status]
+        config = state.config
         return ApprovalPage(
             items=[
                 ApprovalItem.of(record)
                 for record in audit.approvals
-                if record.status in wanted and (tool is None or record.action_json.tool == tool)
+                if record.status in wanted
+                and (tool is None or record.action_json.tool == tool)
+                and who.may_read(config, record.action_json.tool)
             ]
         )
     token = _decode_token(state.page_key, page_token) if page_token is not None else None
     page = await state.reviews.pending_page(limit, token, tool=tool, run=run)
+    config = state.config
     return ApprovalPage(
-        items=[ApprovalItem(**item.model_dump()) for item in page.items],
+        items=[
+            ApprovalItem(**item.model_dump())
+            for item in page.items
+            if who.may_read(config, item.tool)
+        ],
         next_page_token=_encode_token(state.page_key, page.next_page_token),
+    )
+
+
+def _unseen(approval_id: str) -> ApprovalNotFound:
+    """An approval this reviewer may not read is answered as one that does not exist, word
+    for word, so the answer does not tell that it does."""
+    return ApprovalNotFound(
+        f"no run has an approval {approval_id}; `hitl pending` lists the pending ones"
     )
 
 
 @approvals.get("/{approval_id}", response_model=ApprovalRecord, summary="One approval")
 async def get_approval(state: State, who: Who, approval_id: ApprovalId) -> ApprovalRecord:
-    """The full record: request, reasoning, exact action, preview, risk, votes, decisions."""
-    return await state.reviews.get(approval_id)
+    """The full record: request, reasoning, exact action, preview, risk, votes, decisions.
+    An approval of a tool this reviewer may not read is a 404, as an unknown one is."""
+    record = await state.reviews.get(approval_id)
+    if not who.may_read(state.config, record.action_json.tool):
+        raise _unseen(approval_id)
+    return record
 
 
 @dataclass(frozen=True)
@@ -567,11 +632,14 @@ class _Target:
     record: ApprovalRecord | None
 
 
-async def _target(state: ApiState, approval_id: str, full: bool) -> _Target:
+async def _target(state: ApiState, who: Identity, approval_id: str, full: bool) -> _Target:
     """The approval to decide: from its run's memo summary when that says all (pending, no
-    vote yet, so no modification counting votes either), else from the run's record."""
+    vote yet, so no modification counting votes either), else from the run's record. One
+    this reviewer may not read is not found."""
     located = await state.reviews.locate(approval_id)
     item = located.summary
+    if item is not None and not who.may_read(state.config, item.tool):
+        raise _unseen(approval_id)
     if (
         not full
         and item is not None
@@ -587,8 +655,8 @@ async def _target(state: ApiState, approval_id: str, full: bool) -> _Target:
         )
     records = await state.reviews.approvals_of(located.workflow_id, located.run_id, located.status)
     record = next((r for r in records if r.id == approval_id), None)
-    if record is None:
-        raise ApiError(404, f"run {located.workflow_id} no longer lists {approval_id}")
+    if record is None or not who.may_read(state.config, record.action_json.tool):
+        raise _unseen(approval_id)
     return _Target(
         record.session_id,
         record.action_json.tool,
@@ -609,16 +677,20 @@ async def _decide(
     check: Callable[[ApprovalRecord], Awaitable[None]] | None = None,
 ) -> JSONResponse:
     name = _decider(identity, body.reviewer)
-    target = await _target(state, approval_id, full=check is not None)
+    target = await _target(state, identity, approval_id, full=check is not None)
     config = state.config
     if config.reviewers:
-        # The worker checks the same rules again; checking here turns a refusal into a
-        # clear 403 before anything reaches the run.
-        refusal = config.refusal(name, kind, target.tool, target.risk, target.requested_by)
-        if refusal is None and isinstance(body, ApproveBody) and body.scope == "tool":
-            allowed = config.reviewers[name].max_risk
-            if body.max_risk is not None and body.max_risk > allowed:
-                refusal = f"{name} may approve up to risk {allowed}, not a standing {body.max_risk}"
+        # The one authorizer, as the worker asks it again: a refusal is a clear 403 here,
+        # before anything reaches the run.
+        refusal = config.refusal(
+            name,
+            kind,
+            target.tool,
+            target.risk,
+            target.requested_by,
+            scope=body.scope if isinstance(body, ApproveBody) else None,
+            max_risk=body.max_risk if isinstance(body, ApproveBody) else None,
+        )
         if refusal is not None:
             raise ApiError(403, refusal)
     if check is not None and target.record is not None:
@@ -843,13 +915,15 @@ async def list_runs(
 async def get_run(
     state: State, who: Who, workflow_id: Annotated[str, Path(max_length=1000)]
 ) -> RunDetail:
-    """Where the run stands, every approval with every decision, and refused decisions."""
+    """Where the run stands, every approval with every decision, and refused decisions.
+    Only approvals of tools this reviewer may read are shown."""
     audit = await state.reviews.audit(workflow_id)
+    config = state.config
     return RunDetail(
         id=audit.workflow_id,
         status=audit.status,
         runs=audit.runs,
-        approvals=audit.approvals,
+        approvals=[r for r in audit.approvals if who.may_read(config, r.action_json.tool)],
         refused_decisions=audit.refused,
     )
 
@@ -1039,8 +1113,9 @@ events = APIRouter(tags=["events"], responses=_responses(401))
     },
 )
 async def stream_events(state: State, who: Who, request: Request) -> StreamingResponse:
-    """Changes to the pending approvals as they happen (polled every 0.5 s). Read it with
-    `fetch` (the token goes in the Authorization header, never in the URL)."""
+    """Changes to the pending approvals as they happen (polled every 0.5 s), for the tools
+    this reviewer may read. Read it with `fetch` (the token goes in the Authorization
+    header, never in the URL)."""
     feed = state.feed
     _, token = get_authorization_scheme_param(request.headers.get("authorization"))
 
@@ -1054,6 +1129,13 @@ async def stream_events(state: State, who: Who, request: Request) -> StreamingRe
         except ApiError:
             return False  # the reviewers file can't be read: fail closed
         return found is not None and found.name == who.name
+
+    def shown(event: ApprovalEvent) -> bool:
+        """Events about approvals of tools the reviewer may not read are not theirs to see."""
+        try:
+            return who.may_read(state.config, event.tool)
+        except ApiError:
+            return False  # the reviewers file can't be read: fail closed
 
     queue = feed.subscribe()
 
@@ -1073,6 +1155,8 @@ async def stream_events(state: State, who: Who, request: Request) -> StreamingRe
                     continue
                 if event is None or not still_theirs():
                     return
+                if not shown(event):
+                    continue
                 count += 1
                 yield _sse(event.type, event.model_dump_json(), count)
         finally:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import tomllib
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -64,7 +65,6 @@ from hitl.reviewers import (
     signer,
 )
 from hitl.reviews import (
-    CONFIRM_SECONDS,
     AnyDecision,
     ApprovalNotFound,
     Outcome,
@@ -201,8 +201,12 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 
 def _report(outcome: Outcome, what: str = "") -> int:
+    """Say what became of a decision, and the exit code that means.
+
+    `what` reminds of the action when the caller knows it (a bulk decision, a modify);
+    between brackets goes only what the run answered (a quorum's "2 of 2 approvals").
+    """
     entry, approval_id, run_id = outcome.entry, outcome.approval_id, outcome.workflow_id
-    what = what or outcome.what
     if outcome.rejected:
         print(f"Refused {visible(approval_id)}: {visible(outcome.rejected)}", file=sys.stderr)
         return REFUSED
@@ -216,32 +220,58 @@ def _report(outcome: Outcome, what: str = "") -> int:
             f"run {run_id} has already ended; approval {approval_id} is {state}", REFUSED
         )
     if entry is None:
+        if outcome.no_worker is not None:
+            queue = f" {outcome.no_worker}" if outcome.no_worker else ""
+            raise CliError(
+                f"the decision was sent to run {run_id}, but no worker polls its task "
+                f"queue{queue}; it applies when one runs the workflow (`hitl worker`; "
+                "`hitl doctor` checks)"
+            )
         raise CliError(
-            f"the decision was sent to run {run_id}, but the run did not confirm it within "
-            f"{CONFIRM_SECONDS:g} s; it applies when a worker runs the workflow "
-            "(`hitl doctor` checks for workers)"
+            f"the decision was sent to run {run_id}, but the run did not confirm it in "
+            "time; it applies when a worker runs the workflow (`hitl audit` shows it then; "
+            "`hitl doctor` checks for workers)"
         )
-    if entry.outcome == "applied" and entry.note:
+    if entry.outcome != "applied":
+        print(f"Refused {visible(approval_id)}: {visible(entry.refusal)}", file=sys.stderr)
+        return REFUSED
+    if _waits_for_more(outcome):
         print(
             f"Recorded {visible(entry.reviewer)}'s approval of {visible(approval_id)} "
-            f"({visible(entry.note)}); it waits for more approvers."
+            f"({visible(entry.note or '')}); it waits for more approvers."
         )
         return APPLIED
-    if entry.outcome == "applied":
-        verb = {
-            "approve": "Approved",
-            "reject": "Rejected",
-            "modify": "Modified",
-            "revoke": "Revoked",
-        }[entry.kind]
-        # `what` only reminds of the action (`show` has it all): short enough for one line.
-        print(
-            f"{verb} {visible(approval_id)} ({shorten(what, 80)}) in run {visible(run_id)} "
-            f"as {visible(entry.reviewer)}."
-        )
-        return APPLIED
-    print(f"Refused {visible(approval_id)}: {visible(entry.refusal)}", file=sys.stderr)
-    return REFUSED
+    verb = {
+        "approve": "Approved",
+        "reject": "Rejected",
+        "modify": "Modified",
+        "revoke": "Revoked",
+    }[entry.kind]
+    answered = f" ({visible(entry.note)})" if entry.note else ""
+    # `what` only reminds of the action (`show` has it all): short enough for one line.
+    reminder = f": {shorten(visible(what), 80)}" if what else ""
+    print(
+        f"{verb} {visible(approval_id)}{answered} in run {visible(run_id)} as "
+        f"{visible(entry.reviewer)}{reminder}."
+    )
+    return APPLIED
+
+
+def _waits_for_more(outcome: Outcome) -> bool:
+    """An applied vote that the quorum does not complete yet ("1 of 2 approvals")."""
+    entry = outcome.entry
+    if entry is None or entry.kind != "approve" or not entry.note:
+        return False
+    if outcome.record is not None and outcome.record.id == outcome.approval_id:
+        return outcome.record.status is ApprovalStatus.PENDING
+    votes, _, needed = entry.note.removesuffix(" approvals").partition(" of ")
+    return votes.isdigit() and needed.isdigit() and int(votes) < int(needed)
+
+
+async def _sent(reviews: Reviews, decision: AnyDecision, workflow_id: str | None = None) -> Outcome:
+    """Send a decision, and confirm it from the run before an exit code is chosen: a
+    worker that is restarting (after a crash) takes the run over only after a while."""
+    return await reviews.confirm(await reviews.decide(decision, workflow_id=workflow_id))
 
 
 async def _decide(
@@ -254,7 +284,7 @@ async def _decide(
     if not args.id:
         raise CliError("give the approval id (from `hitl pending`), or --all")
     # Sent first, confirmed after: no query stands between the reviewer and the run.
-    return _report(await Reviews(client).decide(build(args.id)))
+    return _report(await _sent(Reviews(client), build(args.id)))
 
 
 async def _decide_all(
@@ -299,8 +329,7 @@ async def cmd_revoke(client: Client, args: argparse.Namespace) -> int:
     )
     reviews = Reviews(client)
     located = await reviews.locate(args.id)
-    outcome = await reviews.decide(decision, workflow_id=located.workflow_id)
-    return _report(outcome, "standing approval")
+    return _report(await _sent(reviews, decision, located.workflow_id), "standing approval")
 
 
 async def cmd_bridge(client: Client, args: argparse.Namespace) -> int:
@@ -373,15 +402,116 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return APPLIED
+    if args.action == "quorum":
+        _set_quorum(path, args.min_risk, args.approvals)
+    elif args.action == "policy":
+        _set_policy(path, args.auto_approve_below, args.standing)
     config = load_config(path)
+    if args.action in ("quorum", "policy"):
+        print(f"Wrote {path}; the worker reads it from {REVIEWERS_ENV}.", file=sys.stderr)
     for reviewer in config.reviewers.values():
         print(
             f"{visible(reviewer.name):20} tools {','.join(reviewer.tools)}  max risk "
             f"{reviewer.max_risk}  groups {','.join(reviewer.groups) or '-'}"
+            + (f"  reads {','.join(reviewer.read)}" if reviewer.read else "")
         )
-    for rule in config.quorum:
+    for rule in sorted(config.quorum, key=lambda rule: rule.min_risk):
         print(f"quorum: risk >= {rule.min_risk} needs {rule.approvals} approvers")
+    policy = config.policy
+    print(
+        f"policy: auto-approve below risk {policy.auto_approve_below}; standing approvals "
+        + ("allowed" if policy.standing else "turned off")
+    )
     return APPLIED
+
+
+# --- writing the reviewers file's rules ----------------------------------------------------------
+
+
+def _set_quorum(path: Path, min_risk: int | None, approvals: int | None) -> None:
+    """Write (or replace) the `[[quorum]]` block for `min_risk`; 1 approver removes it."""
+    if min_risk is None or approvals is None:
+        raise CliError(
+            "give both: hitl reviewers quorum --min-risk N --approvals K (calls at or above "
+            "risk N need K different approvers; --approvals 1 removes the rule)"
+        )
+    if not 0 <= min_risk <= 100:
+        raise CliError("--min-risk is a risk from 0 to 100")
+    if not 1 <= approvals <= 20:
+        raise CliError("--approvals is a number of different approvers from 1 to 20")
+    kept = _without_blocks(
+        _reviewers_text(path),
+        lambda head, body: head == "[[quorum]]" and _min_risk(body) == min_risk,
+    )
+    if approvals > 1:
+        rule = f"[[quorum]]\nmin_risk = {min_risk}\napprovals = {approvals}\n"
+        kept = kept.rstrip("\n") + "\n\n" + rule
+    _write_reviewers(path, kept)
+
+
+def _set_policy(path: Path, below: int | None, standing: bool | None) -> None:
+    """Write (or replace) the `[policy]` table, keeping what is not given."""
+    if below is None and standing is None:
+        raise CliError(
+            "give what to set: hitl reviewers policy --auto-approve-below N and/or "
+            "--standing / --no-standing"
+        )
+    if below is not None and not 0 <= below <= 100:
+        raise CliError("--auto-approve-below is a risk from 0 (none) to 100")
+    current = load_config(path).policy if path.exists() else None
+    below = below if below is not None else current.auto_approve_below if current else 0
+    standing = standing if standing is not None else current.standing if current else True
+    kept = _without_blocks(_reviewers_text(path), lambda head, body: head == "[policy]")
+    kept = kept.rstrip("\n") + (
+        f"\n\n[policy]\nauto_approve_below = {below}\nstanding = {str(standing).lower()}\n"
+    )
+    _write_reviewers(path, kept)
+
+
+def _reviewers_text(path: Path) -> str:
+    return path.read_text() if path.exists() else "# Reviewers: `hitl reviewers add NAME`\n"
+
+
+def _without_blocks(text: str, drop: Callable[[str, str], bool]) -> str:
+    """The file without the tables `drop` names (by header line and body): a table runs
+    from its header to the next one."""
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("["):
+            blocks.append([])
+        blocks[-1].append(line)
+    kept = [blocks[0]]
+    for block in blocks[1:]:
+        head = block[0].split("#", 1)[0].strip().replace(" ", "")
+        if not drop(head, "".join(block[1:])):
+            kept.append(block)
+    return "".join(line for block in kept for line in block)
+
+
+def _min_risk(body: str) -> int | None:
+    try:
+        value = tomllib.loads(body).get("min_risk")
+    except tomllib.TOMLDecodeError:
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _write_reviewers(path: Path, text: str) -> None:
+    """Write the file only if it loads: a rule the worker can't read is never left there."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        draft.write_text(text)
+        draft.chmod(0o600)
+        try:
+            load_config(draft)
+        except ReviewerConfigError as error:
+            raise CliError(
+                f"{path} would not load after the change ({error}); it was left as it was: "
+                "fix it by hand"
+            ) from error
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _server_class() -> type:
@@ -526,7 +656,7 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         action_digest=args.digest,
     )
     return _report(
-        await reviews.decide(decision, workflow_id=record.session_id),
+        await _sent(reviews, decision, record.session_id),
         f"{record.action_json.tool}: {record.preview.summary}",
     )
 
@@ -556,7 +686,7 @@ async def cmd_review(client: Client, args: argparse.Namespace) -> int:
         if decision is None:
             print("No more answers; the remaining approvals stay pending.")
             break
-        sent = await reviews.decide(decision, workflow_id=record.session_id)
+        sent = await _sent(reviews, decision, record.session_id)
         try:
             what = f"{record.action_json.tool}: {record.preview.summary}"
             if _report(sent, what) == REFUSED:
@@ -576,7 +706,9 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
     elif not runs:
-        print("No agent runs." + (f" (state {visible(args.state)})" if args.state else ""))
+        print(
+            "No runs that use the gate." + (f" (state {visible(args.state)})" if args.state else "")
+        )
     else:
         print(
             _table(
@@ -824,13 +956,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="believe the reviewer named in a message (no reviewers file): for trials only",
     )
-    reviewers = add("reviewers", "manage the reviewers file: add NAME, list, key")
-    reviewers.add_argument("action", choices=("add", "list", "key"))
+    reviewers = add(
+        "reviewers",
+        "manage the reviewers file: add NAME, list, key, quorum (--min-risk N --approvals K), "
+        "policy (--auto-approve-below N, --standing/--no-standing)",
+    )
+    reviewers.add_argument("action", choices=("add", "list", "key", "quorum", "policy"))
     reviewers.add_argument("name", nargs="?", help="with add: the reviewer's name")
     reviewers.add_argument("--file", help=f"the reviewers file (default: {REVIEWERS_ENV})")
     reviewers.add_argument("--tools", help="tools they may decide, comma-separated (all)")
     reviewers.add_argument("--max-risk", type=int, default=100, help="highest risk (100)")
     reviewers.add_argument("--groups", help="their groups, comma-separated")
+    reviewers.add_argument(
+        "--min-risk", type=int, help="with quorum: calls at or above this risk (0-100)"
+    )
+    reviewers.add_argument(
+        "--approvals",
+        type=int,
+        help="with quorum: need this many different approvers (1 removes the rule)",
+    )
+    reviewers.add_argument(
+        "--auto-approve-below",
+        type=int,
+        help="with policy: flagged calls below this risk are approved by policy (0: none)",
+    )
+    reviewers.add_argument(
+        "--standing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with policy: whether reviewers may grant standing approvals",
+    )
     reject = decision_command("reject", "reject; the agent is told the reason")
     reject.add_argument("--reason", required=True, help="why (the agent reads it)")
     modify = decision_command("modify", "run the action with other arguments", bulk=False)
@@ -841,7 +996,11 @@ def build_parser() -> argparse.ArgumentParser:
     review = add("review", "go through pending approvals, asking Approve? [y/n/e(dit)]")
     review.add_argument("--run", help="only this run's approvals")
     review.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
-    runs = add("runs", "agent runs with their state, pending count and age")
+    runs = add(
+        "runs",
+        "runs that use the gate (agents and workflows of your own): state, pending count, "
+        "age and what each is about",
+    )
     runs.add_argument("--state", help="running, awaiting_approval, completed, step_limit")
     runs.add_argument("--limit", type=int, default=200, help="at most this many (200)")
     runs.add_argument("--json", action="store_true")

@@ -10,6 +10,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
 USAGE = 2
+CLOSED_PIPE = 128 + 13
+"""What a process killed by SIGPIPE reports: `hitl runs --json | head` reads what it
+wants and closes the pipe, as `yes | head` does."""
 
 
 def exit_now(code: int) -> NoReturn:
@@ -32,11 +35,18 @@ def exit_now(code: int) -> NoReturn:
 def run_main(main: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     """Run an async entry point and leave with its exit code.
 
-    argparse's own exits (--help: 0, usage errors: 2) and Ctrl-C (2) leave the same way.
+    argparse's own exits (--help: 0, usage errors: 2) and Ctrl-C (2) leave the same way;
+    a reader that closed the pipe (`| head`) ends it quietly, with no traceback.
     """
     code: int
     try:
         code = asyncio.run(main())
+    except BrokenPipeError:
+        # Whatever is still buffered has nobody to go to: flushing it again at exit would
+        # only fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = CLOSED_PIPE
     except KeyboardInterrupt:
         code = USAGE
     except SystemExit as done:

@@ -10,6 +10,8 @@ across a run's continue-as-new chain.
 - A decision is sent first and confirmed after: it needs no query to go out, so a busy
   worker can delay the confirmation, not the decision. It goes to the workflow id (the
   latest run of the chain), and is confirmed from the run's decision log.
+- A decision goes out once: as the `decide` update, or as a signal when Temporal does not
+  hold the update (the run refuses a second copy of a decision, and says so in its log).
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from temporalio.api.common.v1 import WorkflowExecution as ExecutionRef
+from temporalio.api.enums.v1 import TaskQueueType, UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.update.v1 import Outcome as UpdateOutcome
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    PollWorkflowExecutionUpdateRequest,
+    PollWorkflowExecutionUpdateResponse,
+)
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -30,7 +42,9 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
+from temporalio.converter import WorkflowSerializationContext
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
@@ -56,8 +70,23 @@ PAGE_SIZE = 50
 MAX_PAGES_SCANNED = 20
 """A filtered page stops looking after this many visibility pages, and says where it got."""
 CONFIRM_SECONDS = 5.0
+"""How long a decision waits for the run's verdict, all told, before it is reported as
+sent but not confirmed."""
+HELD_SECONDS = 0.5
+"""Of that, what is kept for asking Temporal whether it holds an update no worker took yet."""
+SLICE_SECONDS = 1.0
+"""One query or poll while confirming: one stuck on a worker that died must not use up
+the whole wait, or a verdict that came meanwhile is missed."""
+SETTLE_SECONDS = 15.0
+"""How much longer `confirm` may wait while a worker polls the run's task queue (one that
+restarts after a crash takes the run over after about 10 s, Temporal's sticky timeout)."""
+POLLER_SEEN_SECONDS = 90.0
+"""A worker polls again at least every minute: one not seen for longer has gone."""
 BULK_CONFIRM_SECONDS_EACH = 0.05
 QUERY_TIMEOUT = timedelta(seconds=10)
+REQUEST_QUERY_TIMEOUT = timedelta(seconds=2)
+"""A listing asks a run without a title for its request this long at most."""
+READ_CONCURRENCY = 8
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 SIGNALS = {
     "approve": contract.SIGNAL_APPROVE,
@@ -120,6 +149,11 @@ class Outcome:
     """The run had ended before the decision could be sent; `record` says how it was decided."""
     rejected: str | None = None
     """The run refused to take the decision at all (malformed, or naming nothing here)."""
+    held: bool = False
+    """Sent as an update that Temporal holds until a worker takes it (not sent again as a
+    signal: the run would refuse the second copy into its decision log)."""
+    no_worker: str | None = None
+    """Set by `confirm`: the task queue of the run, when no worker polls it."""
 
     @property
     def applied(self) -> bool:
@@ -258,7 +292,13 @@ class Reviews:
         return Page(items, token)
 
     async def runs(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Workflows that use the gate, newest first: state, pending count, start, task."""
+        """Workflows that use the gate, newest first: state, pending count, start, task.
+
+        `task` says what the run is about: the title the workflow gives (the memo's
+        `hitl_task`: the agent's task, or what a workflow of your own passes as
+        `ApprovalGate(memo=...)`), else the request of its first pending approval (its
+        `context.original_request`, asked of the run), else that approval's summary.
+        """
         query = f"{contract.STATE_KEY.name} IS NOT NULL"
         if state:
             if not _ID.match(state):
@@ -267,25 +307,49 @@ class Reviews:
                 )
             query = f"{contract.STATE_KEY.name} = '{state}'"
         runs = []
+        untitled: list[tuple[dict[str, Any], PendingApproval]] = []
         async for execution in self.client.list_workflows(query, limit=limit):
             attributes = execution.typed_search_attributes
             memo = await execution.memo()
             status = execution.status.name.lower() if execution.status else "unknown"
             shown = attributes.get(contract.STATE_KEY) or status
-            runs.append(
-                {
-                    "id": execution.id,
-                    "run_id": execution.run_id,
-                    "workflow_type": execution.workflow_type,
-                    "state": shown
-                    if status == "running" or shown in ("completed", "step_limit")
-                    else f"{status} ({shown})",
-                    "status": status,
-                    "pending": attributes.get(contract.PENDING_KEY) or 0,
-                    "started_at": execution.start_time,
-                    "task": memo.get(contract.MEMO_TASK, ""),
-                }
-            )
+            run = {
+                "id": execution.id,
+                "run_id": execution.run_id,
+                "workflow_type": execution.workflow_type,
+                "state": shown
+                if status == "running" or shown in ("completed", "step_limit")
+                else f"{status} ({shown})",
+                "status": status,
+                "pending": attributes.get(contract.PENDING_KEY) or 0,
+                "started_at": execution.start_time,
+                "task": str(memo.get(contract.MEMO_TASK) or ""),
+            }
+            runs.append(run)
+            pending = await _pending_of(execution) if not run["task"] else []
+            if pending:
+                first = min(pending, key=lambda item: item.created_at)
+                run["task"] = f"{first.tool}: {first.summary}"
+                if execution.status is WorkflowExecutionStatus.RUNNING:
+                    untitled.append((run, first))
+        limit_reads = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def request_of(run: dict[str, Any], first: PendingApproval) -> None:
+            async with limit_reads:
+                handle = self.client.get_workflow_handle(run["id"], run_id=run["run_id"])
+                try:
+                    records: list[ApprovalRecord] = await handle.query(
+                        contract.QUERY_APPROVALS,
+                        result_type=list[ApprovalRecord],
+                        rpc_timeout=REQUEST_QUERY_TIMEOUT,
+                    )
+                except (RPCError, ValidationError):
+                    return  # no worker answers: the summary stays
+            record = next((r for r in records if r.id == first.id), None)
+            if record is not None and record.context.original_request:
+                run["task"] = record.context.original_request
+
+        await asyncio.gather(*(request_of(run, first) for run, first in untitled))
         return runs
 
     # --- one approval ---------------------------------------------------------------------
@@ -362,16 +426,18 @@ class Reviews:
     async def decide(
         self, decision: AnyDecision, workflow_id: str | None = None, via: str = "update"
     ) -> Outcome:
-        """Send a decision and say what became of it.
+        """Send a decision and say what became of it, within `confirm_seconds`.
 
-        `via="update"` (the default) sends it as the `decide` update: one round trip, the
-        run's own verdict back, and malformed decisions kept out of history. When no worker
-        takes the update within a few seconds it goes as a signal instead, which Temporal
-        keeps until a worker runs the workflow (the run refuses the second copy of a
-        decision it already has). `via="signal"` sends a signal and confirms it from the
-        decision log. Without `workflow_id` the approval's run is found through
-        visibility first. When this process has a signing key (`HITL_SIGNING_KEY`), the
-        decision is signed and bound to the exact action.
+        `via="update"` (the default) sends it as the `decide` update (its id made of
+        the approval's and the decision's): one round trip, the run's own verdict back,
+        and malformed decisions kept out of history. When no worker takes it in time,
+        Temporal still holds it and gives it to the next worker that runs the workflow,
+        so it is not sent again; only an update that never reached Temporal (or a run
+        that began before updates existed) goes as a signal instead. `via="signal"`
+        sends a signal and confirms it from the decision log. Without `workflow_id` the
+        approval's run is found through visibility first. When this process has a
+        signing key (`HITL_SIGNING_KEY`), the decision is signed and bound to the exact
+        action.
         """
         decision = with_decision_id(decision)
         approval_id = check_id(decision.approval_id)
@@ -407,12 +473,16 @@ class Reviews:
         via: str = "update",
     ) -> Outcome:
         approval_id, workflow_id = decision.approval_id, handle.id
+        deadline = asyncio.get_running_loop().time() + self.confirm_seconds
+        held = False
         try:
             if via == "update":
-                entry = await self._update(handle, payload)
+                entry, held = await self._update(handle, payload, _update_id(decision), deadline)
                 if entry is not None:
-                    return Outcome(approval_id, workflow_id, decision, entry=entry)
-            await handle.signal(SIGNALS[decision.kind], payload)
+                    return Outcome(approval_id, workflow_id, decision, entry=entry, held=held)
+            if not held:
+                await handle.signal(SIGNALS[decision.kind], payload)
+            return await self._confirm(handle, decision, deadline, held=held)
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:
                 raise
@@ -421,7 +491,28 @@ class Reviews:
             )
         except DecisionRejected as rejected:
             return Outcome(approval_id, workflow_id, decision, rejected=str(rejected))
-        return await self._confirm(handle, decision, self.confirm_seconds)
+
+    async def confirm(self, outcome: Outcome, seconds: float = SETTLE_SECONDS) -> Outcome:
+        """Wait up to `seconds` more for the verdict on a decision sent but not confirmed.
+
+        Worth it only while a worker polls the run's task queue (one restarting after a
+        crash, or a busy one): with none, it says so at once (`no_worker`).
+        """
+        if outcome.entry is not None or outcome.ended or outcome.rejected is not None:
+            return outcome
+        handle = self.client.get_workflow_handle(outcome.workflow_id)
+        queue, polled = await self._worker_polls(handle)
+        if not polled:
+            outcome.no_worker = queue
+            return outcome
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            confirmed = await self._confirm(handle, outcome.decision, deadline, held=outcome.held)
+        except DecisionRejected as rejected:
+            outcome.rejected = str(rejected)
+            return outcome
+        confirmed.record = confirmed.record or outcome.record
+        return confirmed
 
     def payload(self, decision: AnyDecision) -> dict[str, Any]:
         """The decision as it goes on the wire: signed when this process has a key."""
@@ -434,24 +525,101 @@ class Reviews:
         return payload
 
     async def _update(
-        self, handle: WorkflowHandle, payload: dict[str, Any]
-    ) -> DecisionEntry | None:
-        """The run's log entry for the decision, or None when no worker took it in time."""
+        self, handle: WorkflowHandle, payload: dict[str, Any], update_id: str, deadline: float
+    ) -> tuple[DecisionEntry | None, bool]:
+        """The run's log entry for the decision, if it came in time; and whether Temporal
+        holds the update (then it reaches the run with the next worker, and a signal would
+        be a second copy)."""
+        budget = max(0.1, deadline - asyncio.get_running_loop().time() - HELD_SECONDS)
         try:
-            entry: DecisionEntry = await handle.execute_update(
-                contract.UPDATE_DECIDE,
-                payload,
-                result_type=DecisionEntry,
-                rpc_timeout=timedelta(seconds=self.confirm_seconds),
-            )
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            return None
+            # The SDK bounds each call, not all of them: the bound is kept here.
+            async with asyncio.timeout(budget):
+                update = await handle.start_update(
+                    contract.UPDATE_DECIDE,
+                    payload,
+                    id=update_id,
+                    wait_for_stage=WorkflowUpdateStage.COMPLETED,
+                    result_type=DecisionEntry,
+                    rpc_timeout=timedelta(seconds=budget),
+                )
+                entry: DecisionEntry = await update.result()
+                return entry, True
         except WorkflowUpdateFailedError as error:
-            message = str(getattr(error.cause, "message", "") or error.cause)
-            if "not found" in message.lower() and "update" in message.lower():
-                return None  # a run that began before updates existed: the signal serves it
-            raise DecisionRejected(message) from error
-        return entry
+            return _refused_update(error.cause)
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            pass  # no worker took it in time: Temporal may hold it still
+        except RPCError as error:
+            if error.status in _DEFINITE:
+                raise
+            # The answer was lost on the way back (a worker or a connection that failed
+            # mid-way): the update may have reached the run, even been applied.
+        return await self._update_state(handle.id, update_id)
+
+    async def _update_state(
+        self, workflow_id: str, update_id: str
+    ) -> tuple[DecisionEntry | None, bool]:
+        """Whether Temporal holds the update, and its verdict if the run gave one."""
+        try:
+            answer = await self._poll_update(workflow_id, update_id, HELD_SECONDS)
+        except RPCError:
+            # Not found: it never reached the run. Anything else: unknown, and a decision
+            # that might be lost is worse than a second copy the run refuses.
+            return None, False
+        if answer.HasField("outcome"):
+            return await self._entry_of(workflow_id, answer.outcome), True
+        return None, True
+
+    async def _poll_update(
+        self, workflow_id: str, update_id: str, seconds: float
+    ) -> PollWorkflowExecutionUpdateResponse:
+        """Where an update stands now (waiting for the admitted stage answers at once, with
+        the stage reached and the outcome, if any)."""
+        return await self.client.workflow_service.poll_workflow_execution_update(
+            PollWorkflowExecutionUpdateRequest(
+                namespace=self.client.namespace,
+                update_ref=UpdateRef(
+                    workflow_execution=ExecutionRef(workflow_id=workflow_id), update_id=update_id
+                ),
+                identity=self.client.identity,
+                wait_policy=WaitPolicy(
+                    lifecycle_stage=(
+                        UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+                    )
+                ),
+            ),
+            retry=False,
+            timeout=timedelta(seconds=max(0.1, seconds)),
+        )
+
+    async def _entry_of(self, workflow_id: str, outcome: UpdateOutcome) -> DecisionEntry | None:
+        converter = self.client.data_converter.with_context(
+            WorkflowSerializationContext(namespace=self.client.namespace, workflow_id=workflow_id)
+        )
+        if outcome.HasField("failure"):
+            entry, _ = _refused_update(await converter.decode_failure(outcome.failure))
+            return entry
+        [entry] = await converter.decode(outcome.success.payloads, [DecisionEntry])
+        return entry if isinstance(entry, DecisionEntry) else None
+
+    async def _worker_polls(self, handle: WorkflowHandle) -> tuple[str, bool]:
+        """The run's task queue, and whether a worker has polled it lately."""
+        try:
+            description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+            answer = await self.client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.client.namespace,
+                    task_queue=TaskQueue(name=description.task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                ),
+                timeout=QUERY_TIMEOUT,
+            )
+        except RPCError:
+            return "", True  # can't tell: wait, as if one did
+        now = datetime.now(UTC)
+        seen = timedelta(seconds=POLLER_SEEN_SECONDS)
+        return description.task_queue, any(
+            now - poller.last_access_time.ToDatetime(tzinfo=UTC) < seen for poller in answer.pollers
+        )
 
     async def decide_many(
         self,
@@ -485,7 +653,8 @@ class Reviews:
                 return sent
             async with limit:
                 handle = self.client.get_workflow_handle(sent.workflow_id)
-                return await self._confirm(handle, sent.decision, wait)
+                deadline = asyncio.get_running_loop().time() + wait
+                return await self._confirm(handle, sent.decision, deadline)
 
         sent = await asyncio.gather(*(send(item) for item in items))
         return list(await asyncio.gather(*(confirm(outcome) for outcome in sent)))
@@ -494,19 +663,35 @@ class Reviews:
         await handle.signal(SIGNALS[decision.kind], self.payload(decision))
 
     async def _confirm(
-        self, handle: WorkflowHandle, decision: AnyDecision, wait_seconds: float
+        self, handle: WorkflowHandle, decision: AnyDecision, deadline: float, held: bool = False
     ) -> Outcome:
-        """The decision's entry in the run's decision log, polled until it shows."""
-        outcome = Outcome(decision.approval_id, handle.id, decision)
+        """The decision's verdict, polled until `deadline`: the update's outcome while
+        Temporal holds it (no worker needed to ask), and the entry with its decision id in
+        the run's decision log."""
+        outcome = Outcome(decision.approval_id, handle.id, decision, held=held)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
         delay = 0.02
         while True:
+            if held:
+                try:
+                    answer = await self._poll_update(
+                        handle.id, _update_id(decision), min(SLICE_SECONDS, deadline - loop.time())
+                    )
+                except RPCError as error:
+                    if error.status is RPCStatusCode.NOT_FOUND:
+                        held = False  # gone with its run (continued as new): the log says
+                else:
+                    if answer.HasField("outcome"):
+                        outcome.entry = await self._entry_of(handle.id, answer.outcome)
+                        if outcome.entry is not None:
+                            return outcome
             try:
                 records: list[ApprovalRecord] = await handle.query(
                     contract.QUERY_APPROVALS,
                     result_type=list[ApprovalRecord],
-                    rpc_timeout=timedelta(seconds=max(1.0, deadline - loop.time())),
+                    rpc_timeout=timedelta(
+                        seconds=max(0.1, min(SLICE_SECONDS, deadline - loop.time()))
+                    ),
                 )
             except RPCError as error:
                 # A busy or absent worker answers late: that is "not confirmed yet"; a run
@@ -524,9 +709,9 @@ class Reviews:
                     if entry.decision_id == decision.decision_id:
                         outcome.entry = entry
                         return outcome
-            if loop.time() > deadline:
+            if loop.time() >= deadline:
                 return outcome
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.5)
 
     # --- audit ------------------------------------------------------------------------------
@@ -581,6 +766,32 @@ class Reviews:
         except (RPCError, ValidationError):
             return []
         return status.refused_decisions
+
+
+_DEFINITE = (
+    RPCStatusCode.NOT_FOUND,
+    RPCStatusCode.INVALID_ARGUMENT,
+    RPCStatusCode.PERMISSION_DENIED,
+    RPCStatusCode.UNAUTHENTICATED,
+    RPCStatusCode.FAILED_PRECONDITION,
+)
+"""Errors that say the update was not taken: nothing to ask about afterwards."""
+
+
+def _update_id(decision: AnyDecision) -> str:
+    """The update's id: Temporal takes one update per id and run, and answers a second
+    with the first one's outcome, as the run refuses a second copy of a decision."""
+    return f"{decision.approval_id}/{decision.decision_id}"
+
+
+def _refused_update(cause: BaseException | None) -> tuple[None, bool]:
+    """An update the run refused before history: a decision it could not read raises
+    DecisionRejected; a run with no `decide` handler (it began before updates existed)
+    gives (None, False), and the signal serves it."""
+    message = str(getattr(cause, "message", "") or cause)
+    if "not found" in message.lower() and "update" in message.lower():
+        return None, False
+    raise DecisionRejected(message)
 
 
 async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from hitl.models import RejectDecision
 from hitl.reviewers import _key, add_reviewer
-from hitl.reviews import Reviews
+from hitl.reviews import CONFIRM_SECONDS, Reviews
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import start_run, temporal_cli, turn, wait_decisions, wait_pending
 from tests.review_api import API_KEY, ServedApi, wait_listed, worker_env, write_reviewers
+from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,11 +143,9 @@ async def test_decisions_answer_with_the_runs_verdict(
     # Who decides comes from the token: a body naming someone else is refused.
     spoofed = await alice.post(f"/approvals/{approved}/approve", json={**ok, "reviewer": "bob"})
     assert spoofed.status_code == 403 and "never as another reviewer" in spoofed.json()["detail"]
+    # carol decides only write_file: a delete_files approval is none of hers to see.
     not_theirs = await carol.post(f"/approvals/{approved}/approve", json=ok)
-    assert not_theirs.status_code == 403
-    assert not_theirs.json()["detail"] == (
-        "carol may not decide delete_files calls (their tools: write_file)"
-    )
+    assert not_theirs.status_code == 404
     no_reason = await bob.post(f"/approvals/{rejected}/reject", json={"reason": "  "})
     assert no_reason.status_code == 422 and "a reason is required" in no_reason.json()["detail"]
     wrong_shape = await bob.post(f"/approvals/{modified}/modify", json={"args": {"paths": "x"}})
@@ -439,3 +439,141 @@ async def test_hitl_serve_without_reviewers_refuses_unless_told_loudly(
     insecure.terminate()
     await asyncio.wait_for(insecure.wait(), 20)
     assert insecure.returncode == 0
+
+
+async def test_a_reviewer_sees_only_the_approvals_they_may_read(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "readers.toml"
+    frank = add_reviewer(path, "frank", tools=["send_email"])
+    grace = add_reviewer(path, "grace", tools=["send_email"])
+    path.write_text(path.read_text() + 'read = ["*"]\n')  # grace's table is the last one
+    email = turn(("send_email", {"to": "ops@example.com", "subject": "s", "body": "b"}))
+    frank_saw: list[tuple[str, dict, float]] = []
+    grace_saw: list[tuple[str, dict, float]] = []
+    async with (
+        ServedApi(client, path) as served,
+        served.http(frank) as as_frank,
+        served.http(grace) as as_grace,
+        as_frank.stream("GET", "/events") as frank_stream,
+        as_grace.stream("GET", "/events") as grace_stream,
+    ):
+        readers = [
+            asyncio.create_task(read_events(frank_stream, frank_saw)),
+            asyncio.create_task(read_events(grace_stream, grace_saw)),
+        ]
+        await until(frank_saw, "ready", None)
+        await until(grace_saw, "ready", None)
+        deleting = await start_run(
+            client, task_queue, make_logs(tmp_path / "a"), script=deletes(OLD_LOGS[0])
+        )
+        [record] = await wait_pending(deleting)
+        await until(grace_saw, "approval.pending", record.id)
+        mailing = await start_run(client, task_queue, make_logs(tmp_path / "b"), script=[email])
+        [mail] = await wait_pending(mailing)
+        # One poller feeds both streams in one order: frank's shows the email approval, so
+        # it would have shown the delete approval, announced before it.
+        await until(frank_saw, "approval.pending", mail.id)
+        assert record.id not in {data.get("id") for _, data, _ in frank_saw}
+        for task in readers:
+            task.cancel()
+
+        # grace may read every tool; frank only what he decides.
+        [listed] = await wait_listed(as_grace, deleting.id)
+        assert listed["id"] == record.id
+        hidden = await as_frank.get("/approvals", params={"run": deleting.id})
+        assert hidden.status_code == 200 and hidden.json()["items"] == []
+        assert [item["id"] for item in await wait_listed(as_frank, mailing.id)] == [mail.id]
+        everything = await as_frank.get("/approvals", params={"limit": 500})
+        assert record.id not in {item["id"] for item in everything.json()["items"]}
+        decided = await as_frank.get("/approvals", params={"run": deleting.id, "status": "all"})
+        assert decided.json()["items"] == []
+
+        # Not found, word for word as an approval that does not exist: nothing leaks.
+        unknown = await as_frank.get("/approvals/apr_0000000000000000")
+        unseen = await as_frank.get(f"/approvals/{record.id}")
+        assert (unseen.status_code, unknown.status_code) == (404, 404)
+        assert unseen.json()["detail"] == unknown.json()["detail"].replace(
+            "apr_0000000000000000", record.id
+        )
+        deciding = await as_frank.post(f"/approvals/{record.id}/reject", json={"reason": "no"})
+        assert deciding.status_code == 404 and deciding.json() == unseen.json()
+        assert (await as_frank.get(f"/runs/{deleting.id}")).json()["approvals"] == []
+
+        # Reading is not deciding.
+        shown = await as_grace.get(f"/approvals/{record.id}")
+        assert shown.status_code == 200 and shown.json()["action_json"]["tool"] == "delete_files"
+        assert len((await as_grace.get(f"/runs/{deleting.id}")).json()["approvals"]) == 1
+        refused = await as_grace.post(f"/approvals/{record.id}/approve", json={})
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == (
+            "grace may not decide delete_files calls (their tools: send_email)"
+        )
+
+    # Without authentication (--insecure-no-auth) everything is seen.
+    async with ServedApi(client, None) as open_api, open_api.http() as anyone:
+        assert (await anyone.get(f"/approvals/{record.id}")).status_code == 200
+        assert [item["id"] for item in await wait_listed(anyone, deleting.id)] == [record.id]
+    await deleting.terminate("test done")
+    await mailing.terminate("test done")
+
+
+async def test_a_body_that_is_not_json_is_a_400_that_says_what_to_send(
+    as_: dict[str, httpx.AsyncClient],
+) -> None:
+    bob = as_["bob"]
+    url = "/approvals/apr_0000000000000000"
+    as_json = {"Content-Type": "application/json"}
+    cut = await bob.post(f"{url}/approve", content=b'{"comment": "ok"', headers=as_json)
+    assert cut.status_code == 400, cut.text
+    assert cut.json()["detail"].startswith("the body is not JSON: ")
+    assert cut.json()["detail"].endswith('; send a JSON object such as {"comment": "old logs"}')
+    examples = {"reject": '{"reason": ', "modify": '{"args": {', "revoke": '{"reason": '}
+    for route, example in examples.items():
+        answer = await bob.post(f"{url}/{route}", content=b"{nope", headers=as_json)
+        assert answer.status_code == 400, (route, answer.text)
+        assert f"send a JSON object such as {example}" in answer.json()["detail"]
+    form = await bob.post(
+        f"{url}/reject",
+        content=b"reason=keep",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 400
+    assert "sent as application/x-www-form-urlencoded" in form.json()["detail"]
+    empty = await bob.post(f"{url}/approve", content=b"", headers=as_json)
+    assert empty.status_code == 400 and "it is empty" in empty.json()["detail"]
+
+    # JSON of the wrong shape stays a 422 that names the field.
+    wrong = await bob.post(f"{url}/reject", json={"reason": 5})
+    assert wrong.status_code == 422 and wrong.json()["detail"].startswith("body.reason:")
+    assert (await bob.post(f"{url}/approve", json=[1])).status_code == 422
+    schema = (await bob.get("/openapi.json")).json()
+    for route in ("approve", "reject", "modify", "revoke"):
+        assert "400" in schema["paths"][f"/approvals/{{approval_id}}/{route}"]["post"]["responses"]
+
+
+async def test_a_decision_with_no_worker_is_answered_in_time_and_applied_once(
+    as_: dict[str, httpx.AsyncClient], client: Client, tmp_path: Path
+) -> None:
+    queue = f"tq-away-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, queue):
+        handle = await start_run(
+            client, queue, make_logs(tmp_path / "ws"), script=deletes(OLD_LOGS[0])
+        )
+        [record] = await wait_pending(handle)
+        await wait_listed(as_["alice"], handle.id)
+    sent = time.perf_counter()
+    answer = await as_["alice"].post(f"/approvals/{record.id}/approve", json={})
+    took = time.perf_counter() - sent
+    print(f"\nno worker: the API answered {answer.status_code} after {took:.2f} s")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["outcome"] == "sent"
+    assert took < CONFIRM_SECONDS + 1, f"202 after {took:.1f} s"
+    async with build_worker(client, queue):
+        result = await asyncio.wait_for(handle.result(), 30)
+    # Temporal held the decision for the next worker; it was not sent a second time.
+    [approval] = result.approvals
+    assert [(entry.outcome, entry.reviewer) for entry in approval.decisions] == [
+        ("applied", "alice")
+    ]
+    assert OLD_LOGS[0] not in files_in(tmp_path / "ws")

@@ -6,19 +6,37 @@ import asyncio
 import json
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowUpdateInput,
+    WorkflowHandle,
+    WorkflowUpdateHandle,
+)
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from hitl import contract
 from hitl.devserver import free_port
-from hitl.models import ApprovalRecord, ApprovalStatus
+from hitl.entry import CLOSED_PIPE
+from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
+from hitl.plugin import HitlPlugin
+from hitl.reviewers import load_config
+from hitl.reviews import Reviews
 from hitl.text import quoted
 from hitl.text import visible as escaped
-from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import approvals, start_run, turn, wait_pending
+from tests.processes import WorkerProcess
+from tests.usertools.payments import Payment, PaymentApproval, pay
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -33,7 +51,9 @@ class Hitl:
             "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml",
         }
 
-    async def __call__(self, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+    async def __call__(
+        self, *args: str, stdin: str = "", stdout: Any = asyncio.subprocess.PIPE, **env: str
+    ) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -41,12 +61,12 @@ class Hitl:
             *args,
             env={**self.env, **env},
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=stdout,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
         assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return process.returncode, (out or b"").decode(), err.decode()
 
 
 @pytest.fixture
@@ -151,7 +171,9 @@ async def test_approve_applies_and_every_later_decision_is_refused(
 
     code, out, err = await hitl("approve", record.id, "--comment", "routine cleanup")
     assert code == 0, err
-    assert f"Approved {record.id}" in out and "cli-reviewer" in out
+    # The update answers with the log entry alone: no record, so no "()" where the action
+    # used to go; between brackets goes only what the run answered.
+    assert out == f"Approved {record.id} in run {handle.id} as cli-reviewer.\n"
     result = await handle.result()
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
     assert result.approvals[0].reviewer == "cli-reviewer"
@@ -426,3 +448,149 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_audit_displays
     [audited] = json.loads(out)["approvals"]
     assert audited["reason"] == reason and audited["reviewer"] == lookalike
     assert (workspace / DISGUISED).exists()
+
+
+async def test_reviewers_quorum_writes_the_rule_and_approve_says_the_votes_so_far(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    path = tmp_path / "reviewers.toml"
+    for name in ("ann", "ben"):
+        code, _, err = await hitl("reviewers", "add", name, "--file", str(path))
+        assert code == 0, err
+    quorum = ("reviewers", "quorum", "--min-risk", "30", "--file", str(path))
+    code, _, err = await hitl(*quorum, "--approvals", "3")
+    assert code == 0, err
+    code, out, err = await hitl(*quorum, "--approvals", "2")  # the rule for risk 30, replaced
+    assert code == 0 and "quorum: risk >= 30 needs 2 approvers" in out, err
+    code, _, err = await hitl(*quorum)
+    assert code == 2 and "--approvals K" in err
+    code, out, err = await hitl(
+        "reviewers", "policy", "--auto-approve-below", "10", "--no-standing", "--file", str(path)
+    )
+    assert code == 0 and "standing approvals turned off" in out, err
+    config = load_config(path)  # what the worker reads
+    assert [(rule.min_risk, rule.approvals) for rule in config.quorum] == [(30, 2)]
+    assert (config.policy.auto_approve_below, config.policy.standing) == (10, False)
+    assert set(config.reviewers) == {"ann", "ben"}
+
+    monkeypatch.setenv("HITL_REVIEWERS", str(path))  # the in-process worker reads it
+    handle, record = await paused_run(client, task_queue, workspace)
+    assert record.risk >= 30 and record.quorum == 2
+    code, out, err = await hitl("approve", record.id, "--reviewer", "ann")
+    assert code == 0, err
+    assert out == (
+        f"Recorded ann's approval of {record.id} (1 of 2 approvals); it waits for more approvers.\n"
+    )
+    code, out, err = await hitl("approve", record.id, "--reviewer", "ben")
+    assert code == 0, err
+    assert out == f"Approved {record.id} (2 of 2 approvals) in run {handle.id} as ben.\n"
+    result = await handle.result()
+    assert [vote.reviewer for vote in result.approvals[0].votes] == ["ann", "ben"]
+
+
+@pytest.mark.parametrize("args", [["runs", "--json"], ["pending", "--json"], ["doctor"]])
+async def test_a_closed_pipe_ends_a_command_quietly(hitl: Hitl, args: list[str]) -> None:
+    # `hitl runs --json | head`: the reader has gone before the command writes. Unbuffered,
+    # so the first line already meets the closed pipe, as a long listing does.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        code, _, err = await hitl(*args, stdout=write, PYTHONUNBUFFERED="1")
+    finally:
+        os.close(write)
+    assert (code, err) == (CLOSED_PIPE, "")
+
+
+async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client: Client) -> None:
+    queue = f"tq-payout-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[PaymentApproval],
+        activities=[pay],
+        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+    ):
+        handle = await client.start_workflow(
+            PaymentApproval.run,
+            Payment(payee="ACME", amount=950),
+            id=f"payout-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        [record] = await wait_pending(handle)
+        await visible(client, record.id)
+        code, out, err = await hitl("runs", "--state", "awaiting_approval", "--json")
+        assert code == 0, err
+        [run] = [item for item in json.loads(out) if item["id"] == handle.id]
+        # No task of its own: the request its pending approval was asked with.
+        assert (run["workflow_type"], run["task"]) == ("PaymentApproval", "monthly supplier payout")
+        code, out, _ = await hitl("runs", COLUMNS="300")
+        [line] = [line for line in out.splitlines() if handle.id in line]
+        assert "awaiting_approval" in line and line.endswith("monthly supplier payout")
+        code, out, _ = await hitl("runs", "--help")
+        assert "runs that use the gate" in out and "agent runs" not in out
+        await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
+        assert (await handle.result()).startswith("not paid")
+
+
+async def test_approve_after_a_worker_crash_exits_0_once_the_run_applied_it(
+    hitl: Hitl, env: WorkflowEnvironment, client: Client, tmp_path: Path
+) -> None:
+    address = env.client.service_client.config.target_host
+    queue = f"tq-crash-{uuid.uuid4().hex[:8]}"
+    first = await WorkerProcess(address, queue).start()
+    second: WorkerProcess | None = None
+    try:
+        handle = await start_run(client, queue, make_logs(tmp_path / "ws"))
+        [record] = await wait_pending(handle)
+        await visible(client, record.id)
+        await first.kill()
+        began = time.perf_counter()
+        approving = asyncio.create_task(hitl("approve", record.id))
+        await asyncio.sleep(1)
+        # The new worker takes the run over only once Temporal gives up on the dead
+        # worker's sticky queue (10 s): later than the CLI's first 5 s.
+        second = await WorkerProcess(address, queue).start()
+        code, out, err = await approving
+        took = time.perf_counter() - began
+        print(f"\nhitl approve across a worker crash: exit {code} after {took:.1f} s")
+        assert code == 0, err
+        assert out == f"Approved {record.id} in run {handle.id} as cli-reviewer.\n"
+        result = await handle.result()
+        # Sent once: no second copy refused as "already approved" in the log.
+        [approval] = result.approvals
+        assert [(d.outcome, d.reviewer) for d in approval.decisions] == [
+            ("applied", "cli-reviewer")
+        ]
+    finally:
+        await first.kill()
+        if second is not None:
+            await second.stop()
+
+
+class _LoseUpdateAnswers(Interceptor):
+    """A connection that fails after the update reached the run, before its answer came."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _LosingOutbound(next)
+
+
+class _LosingOutbound(OutboundInterceptor):
+    async def start_workflow_update(
+        self, input: StartWorkflowUpdateInput
+    ) -> WorkflowUpdateHandle[Any]:
+        await super().start_workflow_update(input)
+        raise RPCError("connection reset by peer", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_a_decision_whose_answer_was_lost_is_confirmed_and_not_sent_again(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    handle, record = await paused_run(client, task_queue, workspace)
+    lossy = Client(**{**client.config(), "interceptors": [_LoseUpdateAnswers()]})
+    outcome = await Reviews(lossy, signer=None).decide(
+        ApproveDecision(approval_id=record.id, reviewer="cli-reviewer"), workflow_id=handle.id
+    )
+    assert outcome.applied, outcome
+    result = await handle.result()
+    assert [entry.outcome for entry in result.approvals[0].decisions] == ["applied"]
