@@ -473,6 +473,8 @@ class ApprovalGate:
         answered = bool(inbox) and workflow.patched(PATCH_QUEUED_ANSWERED)
         while inbox:
             item = inbox.pop(0)
+            if item.refused is None and self._twin(record, item):
+                continue
             entry = item.refused or self._entry(item, policy.refusal_for_decided(record))
             self._log(record, entry, item if answered else None)
 
@@ -493,6 +495,8 @@ class ApprovalGate:
             self._log(record, item.refused, item)
             return
         decision = item.decision
+        if self._twin(record, item):
+            return
         if decision.decision_id and any(
             entry.decision_id == decision.decision_id for entry in record.decisions
         ):
@@ -567,6 +571,25 @@ class ApprovalGate:
                 return f"the modified action scores risk {risk}: {refusal}"
         record.risk, record.quorum = risk, quorum
         return None
+
+    def _twin(self, record: ApprovalRecord, item: _Incoming) -> bool:
+        """The same decision a second time (the reviewer's library sends a `decide` update
+        and, when no worker took it in time, the same decision as a durable signal): it
+        is answered with the first one's entry and leaves nothing in the log."""
+        decision = item.decision
+        if not decision.decision_id:
+            return False
+        for entry in record.decisions:
+            if (
+                entry.decision_id == decision.decision_id
+                and entry.kind is item.kind
+                and entry.reviewer == decision.reviewer
+                and entry.args == (decision.args if isinstance(decision, ModifyDecision) else None)
+                and workflow.patched(PATCH_TRUST)
+            ):
+                item.entry = entry
+                return True
+        return False
 
     def _vote_refusal(self, record: ApprovalRecord, decision: Any) -> str | None:
         if record.quorum <= 1:
@@ -783,7 +806,8 @@ class ApprovalGate:
             return None
         item = _Incoming(kind, decision, now, fields=dict(fields))
         if record.status is not ApprovalStatus.PENDING:
-            self._log(record, self._entry(item, policy.refusal_for_decided(record)), item)
+            if not self._twin(record, item):
+                self._log(record, self._entry(item, policy.refusal_for_decided(record)), item)
             return item
         self._inbox[record.id].append(item)
         return item

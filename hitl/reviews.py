@@ -431,9 +431,10 @@ class Reviews:
         `via="update"` (the default) sends it as the `decide` update (its id made of
         the approval's and the decision's): one round trip, the run's own verdict back,
         and malformed decisions kept out of history. When no worker takes it in time,
-        Temporal still holds it and gives it to the next worker that runs the workflow,
-        so it is not sent again; only an update that never reached Temporal (or a run
-        that began before updates existed) goes as a signal instead. `via="signal"`
+        the same decision also goes as a signal, which Temporal keeps durably until a
+        worker runs the workflow (an update that no worker took lives only in the
+        server's memory); the run takes whichever comes first and answers the other with
+        the same entry, so the log holds it once. `via="signal"`
         sends a signal and confirms it from the decision log. Without `workflow_id` the
         approval's run is found through visibility first. When this process has a
         signing key (`HITL_SIGNING_KEY`), the decision is signed and bound to the exact
@@ -480,8 +481,10 @@ class Reviews:
                 entry, held = await self._update(handle, payload, _update_id(decision), deadline)
                 if entry is not None:
                     return Outcome(approval_id, workflow_id, decision, entry=entry, held=held)
-            if not held:
-                await handle.signal(SIGNALS[decision.kind], payload)
+            # Also when Temporal holds the update: an update no worker has taken lives only
+            # in the server's memory, and a restart would lose it. The signal is durable;
+            # the run answers the second copy with the first's entry and logs it once.
+            await handle.signal(SIGNALS[decision.kind], payload)
             return await self._confirm(handle, decision, deadline, held=held)
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:

@@ -569,9 +569,18 @@ async def test_a_decision_with_no_worker_is_answered_in_time_and_applied_once(
     assert answer.status_code == 202, answer.text
     assert answer.json()["outcome"] == "sent"
     assert took < CONFIRM_SECONDS + 1, f"202 after {took:.1f} s"
+    # Durable: the decision is in the run's history (a signal), not only in the server's
+    # memory (an update no worker took), so a server restart now would not lose it.
+    from temporalio.api.enums.v1 import EventType
+
+    history = await handle.fetch_history()
+    assert any(
+        event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        for event in history.events
+    )
     async with build_worker(client, queue):
         result = await asyncio.wait_for(handle.result(), 30)
-    # Temporal held the decision for the next worker; it was not sent a second time.
+    # Both copies reached the run; it applied one and the log holds it once.
     [approval] = result.approvals
     assert [(entry.outcome, entry.reviewer) for entry in approval.decisions] == [
         ("applied", "alice")
