@@ -334,7 +334,8 @@ async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
         "--id",
         f"nowait-{task_queue}",
     )
-    assert code == 0 and "temporal workflow signal" in text
+    assert code == 0 and "decide:  hitl approve ID" in text, text
+    assert "refuses an unsigned `temporal workflow signal`" in text
     handle = client.get_workflow_handle(f"nowait-{task_queue}")
     [record] = await wait_pending(handle)
     await visible(client, record.id)
