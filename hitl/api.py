@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -37,21 +38,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from hitl import policy
+from hitl import contract, policy
 from hitl.models import (
     MAX_REASON_CHARS,
     MAX_REVIEWER_CHARS,
+    MAX_TASK_CHARS,
     ApprovalRecord,
     ApprovalStatus,
     ApproveDecision,
     DecisionEntry,
+    ModelSettings,
     ModifyDecision,
     PendingApproval,
     RefusedDecision,
     RejectDecision,
     RevokeDecision,
+    RunInput,
+    ScriptedTurn,
 )
 from hitl.reviewers import ReviewerConfig, ReviewerConfigError, load_config
 from hitl.reviews import (
@@ -67,6 +73,7 @@ from hitl.reviews import (
     RunNotFound,
     current_digest,
 )
+from hitl.starting import signed_input
 from hitl.terminal import schema_problem
 
 log = logging.getLogger("hitl.api")
@@ -179,6 +186,49 @@ class RunDetail(BaseModel):
     runs: list[str]
     approvals: list[ApprovalRecord]
     refused_decisions: list[RefusedDecision]
+
+
+class StartBody(BaseModel):
+    """A run to start; who asks for it is the token's reviewer, never a field here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=MAX_TASK_CHARS)
+    workspace: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="A folder under the server's HITL_WORKSPACE_ROOT, as a path relative to it",
+    )
+    tools: list[str] | None = Field(
+        default=None, max_length=64, description="Tool names; default every tool of the worker"
+    )
+    script: list[ScriptedTurn] | None = Field(
+        default=None, description="Fixed turns for the offline scripted model"
+    )
+    model: str | None = Field(
+        default=None,
+        max_length=100,
+        description="`scripted`, or a model name for the worker's own endpoint",
+    )
+    max_steps: int = Field(default=12, ge=1, le=1000)
+    approval_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Shorter than the worker's; never longer"
+    )
+    auto_approve_below: int | None = Field(
+        default=None, ge=0, le=101, description="Lower than the worker's threshold; never higher"
+    )
+    id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$", description="The workflow id"
+    )
+
+
+class Started(BaseModel):
+    id: str
+    run_id: str
+    requested_by: str
+    """The token's reviewer: the run records them as who asked (the worker verifies it)."""
+    signed: bool
+    """Signed as `api`: a worker that takes only signed starts accepts the run."""
 
 
 class Health(BaseModel):
@@ -432,6 +482,10 @@ class ApiState:
     feed: "EventFeed"
     page_key: bytes
     """Authenticates the page tokens this API gives out."""
+    task_queue: str = contract.DEFAULT_TASK_QUEUE
+    """Where runs started here go."""
+    workspace_root: PurePosixPath | None = None
+    """HITL_WORKSPACE_ROOT: runs started here get a workspace under it; None: no starts."""
     text: bytes | None = None
     """The reviewers file as last read."""
 
@@ -893,6 +947,81 @@ async def revoke(state: State, who: Who, approval_id: ApprovalId, body: RevokeBo
 runs = APIRouter(prefix="/runs", tags=["runs"], responses=_responses(401, 404, 422, 503))
 
 
+@runs.post(
+    "",
+    response_model=Started,
+    status_code=201,
+    summary="Start a run",
+    responses=_responses(400, 403, 409),
+)
+async def start_run(state: State, who: Who, body: StartBody) -> Started:
+    """Start an agent run asked for by the token's reviewer.
+
+    The run's input says who asked (`requested_by`) and is signed as `api` with the
+    server's key, so the worker can prove it: that reviewer may then not approve the
+    run's actions (separation of duties). The workspace must be under the server's
+    `HITL_WORKSPACE_ROOT`; without one, starting runs here is off (403).
+    """
+    if state.workspace_root is None:
+        raise ApiError(
+            403,
+            "starting runs through the API is off: set HITL_WORKSPACE_ROOT on `hitl serve` to "
+            "the folder the workers see the workspaces in",
+        )
+    workspace = _under(state.workspace_root, body.workspace)
+    requested_by = who.name or ANONYMOUS
+    model = ModelSettings(provider="scripted", script=body.script)
+    if body.model not in (None, "scripted") and body.script is None:
+        model = ModelSettings(provider="openai", name=body.model)
+    workflow_id = body.id or f"agent-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    run = signed_input(
+        RunInput(
+            task=body.task,
+            workspace=workspace,
+            model=model,
+            max_steps=body.max_steps,
+            approval_timeout_seconds=body.approval_timeout_seconds,
+            auto_approve_below=body.auto_approve_below,
+            tool_names=body.tools,
+            origin={"started_by": "hitl serve", "reviewer": requested_by},
+        ),
+        workflow_id,
+        requested_by,
+        state.reviews.signer or None,
+    )
+    try:
+        handle = await state.reviews.client.start_workflow(
+            contract.WORKFLOW_NAME,
+            run,
+            id=workflow_id,
+            task_queue=state.task_queue,
+            static_summary=body.task[:400],
+        )
+    except WorkflowAlreadyStartedError:
+        raise ApiError(409, f"a run with id {workflow_id!r} is already running") from None
+    except RPCError as error:
+        raise _rpc_problem(error) from error
+    return Started(
+        id=handle.id,
+        run_id=handle.result_run_id or "",
+        requested_by=requested_by,
+        signed=run.start_signature is not None,
+    )
+
+
+def _under(root: PurePosixPath, asked: str) -> str:
+    """`asked` as a folder under `root`, refused if it names anything outside it."""
+    relative = PurePosixPath(asked)
+    parts = [part for part in relative.parts if part not in ("", ".")]
+    if relative.is_absolute() or ".." in parts or not parts or "\x00" in asked:
+        raise ApiError(
+            400,
+            f"workspace {asked!r} must be a folder under the server's workspace root, given "
+            "relative to it (e.g. `demo`), with no `..`",
+        )
+    return str(root.joinpath(*parts))
+
+
 @runs.get("", response_model=list[RunSummary], summary="List runs")
 async def list_runs(
     state: State,
@@ -1318,6 +1447,8 @@ def create_app(
     host: str = "127.0.0.1",
     poll_seconds: float = POLL_SECONDS,
     confirm_seconds: float = CONFIRM_SECONDS,
+    task_queue: str = contract.DEFAULT_TASK_QUEUE,
+    workspace_root: str | None = None,
 ) -> FastAPI:
     """The API and the inbox over a connected client.
 
@@ -1349,7 +1480,15 @@ def create_app(
         if signer
         else (secrets.token_bytes(32))
     )
-    app.state.hitl = ApiState(reviews, config, insecure, feed, page_key)
+    app.state.hitl = ApiState(
+        reviews,
+        config,
+        insecure,
+        feed,
+        page_key,
+        task_queue=task_queue,
+        workspace_root=PurePosixPath(workspace_root) if workspace_root else None,
+    )
     _install_error_handlers(app)
     for router in (approvals, runs, events, meta):
         app.include_router(router)

@@ -595,7 +595,15 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             "`hitl reviewers key` makes a key; the worker takes it as api:KEY.",
             file=sys.stderr,
         )
-    app = create_app(client, config, api_signer, insecure=not config.reviewers, host=args.host)
+    app = create_app(
+        client,
+        config,
+        api_signer,
+        insecure=not config.reviewers,
+        host=args.host,
+        task_queue=settings.task_queue,
+        workspace_root=os.environ.get("HITL_WORKSPACE_ROOT") or None,
+    )
     server = _server_class()(
         uvicorn.Config(
             app,

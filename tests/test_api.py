@@ -26,7 +26,14 @@ from hitl.models import RejectDecision
 from hitl.reviewers import _key, add_reviewer
 from hitl.reviews import CONFIRM_SECONDS, Reviews
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
-from tests.helpers import start_run, temporal_cli, turn, wait_decisions, wait_pending
+from tests.helpers import (
+    CLEANUP_TASK,
+    start_run,
+    temporal_cli,
+    turn,
+    wait_decisions,
+    wait_pending,
+)
 from tests.review_api import API_KEY, ServedApi, wait_listed, worker_env, write_reviewers
 from worker import build_worker
 
@@ -586,3 +593,51 @@ async def test_a_decision_with_no_worker_is_answered_in_time_and_applied_once(
         ("applied", "alice")
     ]
     assert OLD_LOGS[0] not in files_in(tmp_path / "ws")
+
+
+async def test_a_run_started_through_the_api_is_asked_for_by_the_tokens_reviewer(
+    env: WorkflowEnvironment,
+    reviewers: tuple[Path, dict[str, str]],
+    client: Client,
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    """POST /runs: the token says who asks, the API signs it, the worker verifies it, and
+    that reviewer may not approve the run's actions."""
+    make_logs(tmp_path / "root" / "team" / "ws")
+    async with ServedApi(
+        env.client, reviewers[0], task_queue=task_queue, workspace_root=str(tmp_path / "root")
+    ) as served:
+        bob, dave = served.http(reviewers[1]["bob"]), served.http(reviewers[1]["dave"])
+        body = {"task": CLEANUP_TASK, "workspace": "team/ws", "reviewer": "dave"}
+        answer = await bob.post("/runs", json=body)
+        assert answer.status_code == 422, "a body can't name who asks"
+        del body["reviewer"]
+        for outside in ("/etc", "../ws", "team/../../x", ""):
+            refused = await bob.post("/runs", json={**body, "workspace": outside})
+            assert refused.status_code in (400, 422), (outside, refused.text)
+        answer = await bob.post("/runs", json=body)
+        assert answer.status_code == 201, answer.text
+        started = answer.json()
+        assert started["requested_by"] == "bob" and started["signed"] is True
+        handle = client.get_workflow_handle(started["id"])
+        [record] = await wait_pending(handle)
+        assert record.context.requested_by == "bob" and record.context.requester_verified
+        assert record.context.original_request == CLEANUP_TASK
+        own = await bob.post(f"/approvals/{record.id}/approve", json={})
+        assert own.status_code == 403 and "started this run" in own.json()["detail"]
+        other = await dave.post(f"/approvals/{record.id}/approve", json={})
+        assert other.status_code == 200, other.text
+        await asyncio.wait_for(handle.result(), 30)
+        make_logs(tmp_path / "root" / "team" / "ws")
+        twice = {**body, "id": f"dup-{task_queue}"}
+        assert (await bob.post("/runs", json=twice)).status_code == 201
+        again = await bob.post("/runs", json=twice)
+        assert again.status_code == 409 and "already running" in again.json()["detail"]
+        await client.get_workflow_handle(twice["id"]).terminate("done")
+        await bob.aclose()
+        await dave.aclose()
+    async with ServedApi(env.client, reviewers[0], task_queue=task_queue) as served:
+        async with served.http(reviewers[1]["bob"]) as bob:
+            off = await bob.post("/runs", json=body)
+            assert off.status_code == 403 and "HITL_WORKSPACE_ROOT" in off.json()["detail"]
