@@ -306,6 +306,10 @@ class Reviews:
                     f"{quoted(state)} is not a state (running, awaiting_approval, ...)"
                 )
             query = f"{contract.STATE_KEY.name} = '{state}'"
+            if state in ("running", "awaiting_approval"):
+                # A run that ended without its gate saying so (terminated, timed out, a
+                # worker without the plugin) still has the state it last published.
+                query += " AND ExecutionStatus = 'Running'"
         runs = []
         untitled: list[tuple[dict[str, Any], PendingApproval]] = []
         async for execution in self.client.list_workflows(query, limit=limit):

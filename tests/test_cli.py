@@ -532,6 +532,35 @@ async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client
         assert "runs that use the gate" in out and "agent runs" not in out
         await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
         assert (await handle.result()).startswith("not paid")
+        # Ended: listed as completed (the gate said so as the workflow returned), never
+        # as running or waiting.
+        for _ in range(200):
+            code, out, _ = await hitl("runs", "--state", "completed", "--json")
+            if any(item["id"] == handle.id for item in json.loads(out)):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the ended run was never listed as completed")
+        for state in ("running", "awaiting_approval"):
+            code, out, _ = await hitl("runs", "--state", state, "--json")
+            assert handle.id not in [item["id"] for item in json.loads(out)], state
+        # Ended without its gate (terminated while waiting): not listed as waiting either.
+        stopped = await client.start_workflow(
+            PaymentApproval.run,
+            Payment(payee="ACME", amount=5),
+            id=f"payout-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        [waiting] = await wait_pending(stopped)
+        await visible(client, waiting.id)
+        await stopped.terminate("gone")
+        for _ in range(100):
+            code, out, _ = await hitl("runs", "--state", "awaiting_approval", "--json")
+            if stopped.id not in [item["id"] for item in json.loads(out)]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("a terminated run is still listed as awaiting approval")
 
 
 async def test_approve_after_a_worker_crash_exits_0_once_the_run_applied_it(
