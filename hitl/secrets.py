@@ -307,6 +307,8 @@ def _octal_hex(words: list[str]) -> str:
 
 
 _WHITESPACE = re.compile(r"\s")
+_OD_CHARS = re.compile(r"^[0-7]{7}(?= {2,3}\S)", re.M)
+"""The offset of a line of `od -c`, one character (or escape) every 4 columns."""
 
 
 def _find(
@@ -392,6 +394,9 @@ class Redactor:
         if self._joined is not None and _WHITESPACE.search(text):
             pattern, labels = self._joined
             _find(["".join(line.split()) for line in lines], pattern, labels, hits)
+            if _OD_CHARS.search(text):  # `od -c`: the same, without the offsets
+                chars = ["".join(_OD_CHARS.sub("", line).split()) for line in lines]
+                _find(chars, pattern, labels, hits)
         if self._hexed is not None:
             pattern, labels = self._hexed
             for view in _dump_views(text):

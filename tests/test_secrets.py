@@ -300,6 +300,12 @@ def _od(line: str) -> tuple[str, str]:
     return b"".join(word.to_bytes(2, "little") for word in words).hex(), ""
 
 
+def _od_c(line: str) -> tuple[str, str]:
+    # One field of 4 columns per byte: `   k` a character, `  \\0` an escape, ` 303` octal.
+    fields = [line[at : at + 4] for at in range(7, len(line), 4)]
+    return "", "".join(field[3] if field[2] == " " else "\0" for field in fields)
+
+
 HEX_READERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "xxd": _xxd,
     "xxd -p": lambda line: (line, ""),
@@ -308,6 +314,7 @@ HEX_READERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "od -An -tx1": lambda line: ("".join(line.split()), ""),
     "hexdump -C": _hexdump_c,
     "od": _od,
+    "od -c": _od_c,
 }
 
 
@@ -353,6 +360,7 @@ def tools(draw: st.DrawFn) -> tuple[str, list[str]]:
                 ("od -An -tx1", ["od", "-An", "-tx1"]),
                 ("hexdump -C", ["hexdump", "-C"]),
                 ("od", ["od"]),
+                ("od -c", ["od", "-c"]),
             ]
         )
     )
@@ -426,6 +434,7 @@ BLOB = b"HOME=/home/w\0LANG=C.UTF-8\0OPENAI_API_KEY=" + RAW + b"\0PATH=/usr/bin:
         ["od", "-An", "-tx1"],
         ["od"],
         ["od", "-b"],
+        ["od", "-c"],
         ["od", "-t", "x4"],
         ["hexdump", "-C"],
         ["hexdump"],
