@@ -17,18 +17,24 @@ PASSWD, CREDENTIAL(S) or _PAT, or starts with AUTH; any case), the password of a
 a 4-character "password" occurs in ordinary text so often that replacing it would
 garble file listings and command output, and it is too weak to protect anyway.
 
-What is caught: the value itself; base64 (standard and URL-safe, padded or not, and the
-value embedded at any of the 3 byte alignments inside a longer base64 stream, e.g.
-`base64 /proc/self/environ`); hex (lower and upper case, e.g. `xxd -p`); URL-quoting;
-JSON string escaping; the value reversed (`rev`).
+What is caught, where it stands: the value itself; base64 (standard and URL-safe,
+padded or not, and the value embedded at any of the 3 byte alignments inside a longer
+base64 stream, e.g. `base64 /proc/self/environ`); hex (lower and upper case); URL-quoting;
+JSON string escaping; the value reversed (`rev`). What is caught whatever the layout,
+taking every line a match draws on whole: each of those forms split across lines or
+spaced out (`base64` at any width, `fold`, `sed 's/./& /g'`); hex with separators
+(spaces, colons, dashes, commas, `0x` and `\\x` prefixes), in any number of lines, with
+the offsets and character columns of `xxd`, `xxd -p`, `xxd -c N`, `od -t x1z`,
+`od -An -tx1` and `hexdump -C`; the byte-swapped words of `od -x`, `hexdump` and
+`od -t x4`; `od`'s and `od -b`'s octal; `od -c`'s characters.
 
 What is NOT caught, and can't be: any other transformation a command chooses. A
-command can print the key split across lines, with a character between each pair,
-ROT13, gzip then base64, XOR with a constant, or simply one character per run. Any
-program that can read a secret can leak it past a filter. Redaction stops the
-accidental leak (an `env` dump, a verbose error) and the obvious one; the real defense
-is that a command never runs where a secret is readable: serve the command-running
-tools from a worker whose environment holds no secrets (docs/secrets.md).
+command can print the key with a character between each pair, ROT13, gzip then base64,
+XOR with a constant, or simply one character per run. Any program that can read a
+secret can leak it past a filter. Redaction stops the accidental leak (an `env` dump, a
+verbose error, a hex dump) and the obvious one; the real defense is that a command never
+runs where a secret is readable: serve the command-running tools from a worker whose
+environment holds no secrets (docs/secrets.md).
 """
 
 from __future__ import annotations
