@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import re
@@ -48,7 +49,7 @@ import threading
 import urllib.parse
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import accumulate, repeat
 from typing import Any, TypeVar
 
@@ -204,27 +205,29 @@ def _trie_pattern(words: Iterable[str]) -> str:
 # is the text as one stream with that layout undone, kept as one string per original
 # line, so a match in the stream names the original lines it came from.
 
-_H = "[0-9A-Fa-f]"
-_LAYOUT = re.compile(
+_H = "[0-9a-f]"  # the views read the text lower-cased
+_DUMP_LINE = re.compile(
+    # Whitespace is matched possessively throughout: a line of spaces costs one pass,
+    # not one per space.
     "^(?:"
     # xxd: `offset: groups  characters`; the hex ends where two spaces start the column.
-    rf"[ \t]*{_H}+:((?:[ \t]{_H}+)++)(?:[ \t][^\n]*)?$"
+    rf"[ \t]*+{_H}++:((?:[ \t]{_H}++)++)(?:[ \t][^\n]*)?$"
     # hexdump -C, od -t x1z: an offset, bytes, then `|characters|` or `>characters<`.
-    rf"|[ \t]*(?:{_H}{{6,8}}(?=[ \t]))?((?:[ \t]+{_H}{{2}})++)"
-    r"[ \t]+(?:\|[^\n]*\||>[^\n]*<)[ \t\r]*$"
+    rf"|(?:[ \t]*+{_H}{{6,8}}(?=[ \t]))?((?:[ \t]++{_H}{{2}})++)"
+    r"[ \t]++(?:\|[^\n]*\||>[^\n]*<)[ \t\r]*+$"
     # od -x, hexdump: 16-bit words, printed little-endian.
-    rf"|[ \t]*(?:{_H}{{6,8}}(?=[ \t]))?((?:[ \t]+{_H}{{4}})++)[ \t\r]*$"
+    rf"|(?:[ \t]*+{_H}{{6,8}}(?=[ \t]))?((?:[ \t]++{_H}{{4}})++)[ \t\r]*+$"
     # od -t x4: 32-bit words, little-endian.
-    rf"|[ \t]*(?:{_H}{{6,7}}(?=[ \t]))?((?:[ \t]+{_H}{{8}})++)[ \t\r]*$"
+    rf"|(?:[ \t]*+{_H}{{6,7}}(?=[ \t]))?((?:[ \t]++{_H}{{8}})++)[ \t\r]*+$"
     # od -t x1, od -A x -t x1: an offset, then bytes.
-    rf"|[ \t]*{_H}{{6,8}}((?:[ \t]+{_H}{{2}})++)[ \t\r]*$"
+    rf"|[ \t]*+{_H}{{6,8}}((?:[ \t]++{_H}{{2}})++)[ \t\r]*+$"
     # od, od -b: 16-bit words or bytes in octal.
-    r"|[ \t]*(?:[0-7]{7}(?=[ \t]))?((?:[ \t]+(?:[0-7]{6}|[0-7]{3}))++)[ \t\r]*$"
-    # Anything else, hex digits taken word by word below.
-    r"|([^\n]*))",
+    r"|(?:[ \t]*+[0-7]{7}(?=[ \t]))?((?:[ \t]++(?:[0-7]{6}|[0-7]{3}))++)[ \t\r]*+$"
+    ")",
     re.M,
 )
-"""One line of text, by the dump layout it has (its offset and character column left out)."""
+"""A line in one of the dump layouts; the group that matched holds its bytes, without the
+offset or the character column."""
 _SEP = r"(?:\s?[:,\-]\s?|\\x|,?\s?0x)"
 _SEPARATED_HEX = re.compile(rf"[:,\-x]\s?[0-9a-f]{{2}}(?:{_SEP}[0-9a-f]{{2}}){{2}}")
 """Hex bytes with separators other than whitespace: `4f:50:45:4e`, `0x4f, 0x50, ...`.
@@ -244,42 +247,37 @@ def _dump_views(text: str) -> list[list[str]]:
     whitespace separates is left to the whitespace view, unless other separators occur.
     """
     lowered = text.lower()
-    hexed: list[str] = []
-    other: list[int] = []
+    dumped: dict[int, str] = {}
     words: dict[int, list[tuple[int, str]]] = {4: [], 8: []}
-    dumped = False
-    for index, (xxd, columned, word16, word32, offset, octal, _) in enumerate(
-        _LAYOUT.findall(lowered)
-    ):
+    line, counted = 0, 0
+    for match in _DUMP_LINE.finditer(lowered):
+        line += lowered.count("\n", counted, match.start())
+        counted = match.start()
+        xxd, columned, word16, word32, offset, octal = match.groups()
         if word16 or word32:
             digits = "".join((word16 or word32).split())
-            words[4 if word16 else 8].append((index, digits))
+            words[4 if word16 else 8].append((line, digits))
         elif octal:
             digits = _octal_hex(octal.split())
-        elif xxd or columned or offset:
-            digits = "".join((xxd or columned or offset).split())
         else:
-            digits = ""
-            other.append(index)
-        dumped = dumped or bool(digits)
-        hexed.append(digits)
-    if other:
-        lines = lowered.split("\n")
-        joined = "\n".join(lines[index] for index in other)
-        if _SEPARATED_HEX.search(joined):
-            if "x" in joined:
-                joined = _HEX_PREFIX.sub(" ", joined)
-            found = "".join(_HEX_WORD.findall(joined)).split("\n")
-            for index, digits in zip(other, found, strict=True):
-                hexed[index] = digits
-            dumped = True
-    if not dumped:
+            digits = "".join((xxd or columned or offset).split())
+        dumped[line] = digits
+    separated = _SEPARATED_HEX.search(lowered) is not None
+    if not dumped and not separated:
         return []
+    if separated:
+        if "x" in lowered:
+            lowered = _HEX_PREFIX.sub(" ", lowered)
+        hexed = "".join(_HEX_WORD.findall(lowered)).split("\n")
+    else:
+        hexed = [""] * (lowered.count("\n") + 1)
+    for index, digits in dumped.items():
+        hexed[index] = digits
     views = [hexed]
     if words[4] or words[8]:
         swapped = [""] * len(hexed)
-        for size, lines_of_size in words.items():
-            _swap_words(size, lines_of_size, swapped)
+        for size, lines in words.items():
+            _swap_words(size, lines, swapped)
         views.append(swapped)
     return views
 
@@ -317,12 +315,28 @@ _OD_CHARS = re.compile(r"^[0-7]{7}(?= {2,3}\S)", re.M)
 """The offset of a line of `od -c`, one character (or escape) every 4 columns."""
 
 
+def _bare_lines(text: str) -> list[str]:
+    """Each line of `text` with its whitespace removed (joined: `"".join(text.split())`)."""
+    return ["".join(line.split()) for line in text.split("\n")]
+
+
 def _find(
-    view: list[str], pattern: re.Pattern[str], labels: dict[str, str], hits: dict[int, str]
+    view: str,
+    per_line: Callable[[], list[str]],
+    pattern: re.Pattern[str],
+    labels: dict[str, str],
+    hits: dict[int, str],
 ) -> None:
-    """Add to `hits` every line (by index) that a match of `pattern` in `view` draws on."""
-    starts = list(accumulate(map(len, view), initial=0))
-    for match in pattern.finditer("".join(view)):
+    """Add to `hits` every line (by index) that a match of `pattern` in `view` draws on.
+
+    `view` is the concatenation of `per_line()`, one string per line of the text; that
+    list is only made when something matched, which is rare.
+    """
+    matches = list(pattern.finditer(view))
+    if not matches:
+        return
+    starts = list(accumulate(map(len, per_line()), initial=0))
+    for match in matches:
         first = bisect_right(starts, match.start()) - 1
         last = bisect_right(starts, match.end() - 1) - 1
         for index in range(first, last + 1):
@@ -394,21 +408,21 @@ class Redactor:
         return self._redact_lines(self._text.sub(self._label, text))
 
     def _redact_lines(self, text: str) -> str:
-        lines = text.split("\n")
         hits: dict[int, str] = {}
         # With no whitespace, the direct pass has seen this view already.
         if self._joined is not None and _WHITESPACE.search(text):
             pattern, labels = self._joined
-            _find(["".join(line.split()) for line in lines], pattern, labels, hits)
+            _find("".join(text.split()), lambda: _bare_lines(text), pattern, labels, hits)
             if _OD_CHARS.search(text):  # `od -c`: the same, without the offsets
-                chars = ["".join(_OD_CHARS.sub("", line).split()) for line in lines]
-                _find(chars, pattern, labels, hits)
+                chars = _OD_CHARS.sub("", text)
+                _find("".join(chars.split()), lambda: _bare_lines(chars), pattern, labels, hits)
         if self._hexed is not None:
             pattern, labels = self._hexed
             for view in _dump_views(text):
-                _find(view, pattern, labels, hits)
+                _find("".join(view), functools.partial(list, view), pattern, labels, hits)
         if not hits:
             return text
+        lines = text.split("\n")
         for index, name in hits.items():
             end = "\r" if lines[index].endswith("\r") else ""
             lines[index] = f"[redacted:{name}]{end}"
