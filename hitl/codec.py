@@ -10,11 +10,13 @@ the payloads to those who may see them.
     HITL_CODEC_KEY=k2026:<base64 of 32 bytes>      # `hitl codec key` makes one
     HITL_CODEC_OLD_KEYS=k2025:<base64>,...          # still decrypted after a rotation
 
-A payload this codec can't decrypt (unknown key id, tampered data) is not an error
-that stops a workflow: it decodes to a payload marked `binary/hitl-undecryptable`,
-which fails to convert like any foreign encoding, so a forged decision is refused into
-the decision log instead of wedging the run. Payloads that were never encrypted pass
-through unchanged.
+A payload this codec can't decrypt (unknown or undecodable key id, data too short for
+a nonce, tampered or truncated data, a sealed plaintext that is not a payload) is not
+an error that stops a workflow: decoding never raises; such a payload decodes to one
+marked `binary/hitl-undecryptable` (with a short reason as its data), which fails to
+convert like any foreign encoding, so a forged decision is refused into the decision
+log instead of wedging the run. Payloads that were never encrypted pass through
+unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ ENCODING = b"binary/encrypted"
 UNDECRYPTABLE = b"binary/hitl-undecryptable"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16
+MAX_SHOWN_KEY_ID = 40
+"""An unknown key id is quoted in the marker up to this many characters (ASCII): whoever
+sent it chose its length and its bytes."""
 
 
 class CodecConfigError(ValueError):
@@ -66,7 +72,8 @@ class AesGcmCodec(PayloadCodec):
 
         self.key_id = current[0]
         self._encrypt = AESGCM(current[1])
-        self._keys = {key_id: AESGCM(key) for key_id, key in [*old, current]}
+        # By the key id's bytes as sent: a non-UTF-8 id can't be mistaken for a real one.
+        self._keys = {key_id.encode(): AESGCM(key) for key_id, key in [*old, current]}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         encoded = []
@@ -85,19 +92,43 @@ class AesGcmCodec(PayloadCodec):
         return [self._decode_one(payload) for payload in payloads]
 
     def _decode_one(self, payload: Payload) -> Payload:
-        from cryptography.exceptions import InvalidTag
+        """The payload inside, or an undecryptable marker; never raises.
 
+        The codec runs on the worker before the workflow sees an activation, so an
+        exception here fails every workflow task of the run, and a later valid decision
+        never applies. Anyone who can signal the run can send any bytes as
+        `binary/encrypted`: each way they can fail has to become a marker.
+        """
         if payload.metadata.get("encoding") != ENCODING:
             return payload
-        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
-        cipher = self._keys.get(key_id)
-        if cipher is None:
-            return _undecryptable(f"encrypted with key {key_id!r}, which this process lacks")
         try:
-            plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], None)
+            return self._open(payload)
+        except Exception as error:  # whatever the bytes were, the run goes on
+            return _undecryptable(f"unreadable ({type(error).__name__})")
+
+    def _open(self, payload: Payload) -> Payload:
+        from cryptography.exceptions import InvalidTag
+        from google.protobuf.message import DecodeError
+
+        raw_key_id = payload.metadata.get(KEY_ID, b"")
+        cipher = self._keys.get(raw_key_id)
+        if cipher is None:
+            shown = ascii(raw_key_id.decode(errors="replace"))
+            if len(shown) > MAX_SHOWN_KEY_ID:
+                shown = shown[: MAX_SHOWN_KEY_ID - 3] + "..."
+            return _undecryptable(f"encrypted with key {shown}, which this process lacks")
+        data = payload.data
+        if len(data) < NONCE_BYTES + TAG_BYTES:
+            return _undecryptable(f"{len(data)} bytes, too short for a nonce and a tag")
+        try:
+            plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)
         except InvalidTag:
             return _undecryptable("the ciphertext was altered or the key is wrong")
-        return Payload.FromString(plain)
+        try:
+            return Payload.FromString(plain)
+        except DecodeError:
+            # Only a holder of the key can get here: sealed, but not a payload.
+            return _undecryptable("decrypted, but not a payload")
 
 
 def _undecryptable(reason: str) -> Payload:

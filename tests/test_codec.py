@@ -10,14 +10,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
 from hitl.codec import (
     ENCODING,
+    NONCE_BYTES,
     UNDECRYPTABLE,
     AesGcmCodec,
     CodecConfigError,
@@ -26,9 +29,17 @@ from hitl.codec import (
     new_key,
 )
 from hitl.codec_server import codec_app
-from hitl.devserver import free_port
+from hitl.devserver import free_port, temporal_binary
 from tests.conftest import NEW_LOGS, OTHER, files_in
-from tests.helpers import start_run, wait_decisions, wait_pending
+from tests.helpers import (
+    approvals,
+    decision,
+    start_run,
+    status,
+    temporal_cli,
+    wait_decisions,
+    wait_pending,
+)
 from tests.review_api import ServedApi
 from tests.test_cli import Hitl
 from worker import build_worker
@@ -148,3 +159,225 @@ async def test_the_codec_server_decodes_for_the_web_ui_and_only_for_its_origin()
     finally:
         server.should_exit = True
         await serving
+
+
+# --- malformed encrypted payloads: marked, never raised -----------------------------------
+
+CODEC = codec_from_env({"HITL_CODEC_KEY": KEY})
+assert CODEC is not None
+KEY_ID_BYTES = KEY.partition(":")[0].encode()
+MAX_REASON = 120
+
+
+def seal(plain: bytes, key_id: bytes = KEY_ID_BYTES, nonce: bytes = b"n" * NONCE_BYTES) -> Payload:
+    """A payload sealed with the run's key exactly as the codec seals, around any bytes."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = base64.urlsafe_b64decode(KEY.partition(":")[2])
+    sealed = AESGCM(key).encrypt(nonce, plain, None)
+    return Payload(
+        metadata={"encoding": ENCODING, "encryption-key-id": key_id}, data=nonce + sealed
+    )
+
+
+PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"approval_id": "apr_1"}')
+SEALED = seal(PLAIN.SerializeToString())
+
+
+def assert_marked(payload: Payload) -> None:
+    assert payload.metadata["encoding"] == UNDECRYPTABLE, payload
+    assert list(payload.metadata) == ["encoding"]
+    assert 0 < len(payload.data) <= MAX_REASON, payload.data
+
+
+def decode_now(payloads: list[Payload]) -> list[Payload]:
+    # The codec's decode awaits nothing: run it to completion without an event loop.
+    coroutine = CODEC.decode(payloads)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return list(done.value)
+    raise AssertionError("decode awaited something")
+
+
+@st.composite
+def encrypted_payloads(draw: st.DrawFn) -> Payload:
+    """Anything a client can send as `binary/encrypted`: junk, or a real seal mangled."""
+    key_id = draw(
+        st.one_of(st.just(KEY_ID_BYTES), st.binary(max_size=300), st.just(b"\xff\xfek2026"))
+    )
+    how = draw(st.sampled_from(["junk", "truncated", "flipped", "sealed junk", "no key id"]))
+    metadata = {"encoding": ENCODING, "encryption-key-id": key_id}
+    if how == "junk":
+        data = draw(st.binary(max_size=200))
+    elif how == "truncated":
+        data = SEALED.data[: draw(st.integers(0, len(SEALED.data) - 1))]
+    elif how == "flipped":
+        at = draw(st.integers(0, len(SEALED.data) - 1))
+        bit = 1 << draw(st.integers(0, 7))
+        data = SEALED.data[:at] + bytes([SEALED.data[at] ^ bit]) + SEALED.data[at + 1 :]
+    elif how == "sealed junk":
+        # Sealed with the right key, around bytes that are not a Payload protobuf.
+        inner = b"\xff" + draw(st.binary(max_size=60))
+        sealed = seal(inner, key_id)
+        metadata, data = dict(sealed.metadata), sealed.data
+    else:
+        metadata = {"encoding": ENCODING}
+        data = draw(st.binary(max_size=80)) or SEALED.data
+    extra = draw(st.dictionaries(st.text(max_size=8), st.binary(max_size=8), max_size=3))
+    return Payload(metadata={**extra, **metadata}, data=data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(payloads=st.lists(encrypted_payloads(), min_size=1, max_size=4))
+def test_no_encrypted_payload_makes_decode_raise_each_comes_back_marked(
+    payloads: list[Payload],
+) -> None:
+    decoded = decode_now(payloads)
+    assert len(decoded) == len(payloads)
+    for payload in decoded:
+        assert_marked(payload)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    metadata=st.dictionaries(
+        st.sampled_from(["encoding", "encryption-key-id"]) | st.text(max_size=12),
+        st.sampled_from([ENCODING, UNDECRYPTABLE, b"json/plain", KEY_ID_BYTES])
+        | st.binary(max_size=24),
+        max_size=4,
+    ),
+    data=st.binary(max_size=200),
+)
+def test_any_payload_at_all_decodes_to_itself_or_a_marker(
+    metadata: dict[str, bytes], data: bytes
+) -> None:
+    payload = Payload(metadata=metadata, data=data)
+    [decoded] = decode_now([payload])
+    if metadata.get("encoding") == ENCODING:
+        assert_marked(decoded)
+    else:
+        assert decoded == payload, "what was never encrypted passes through"
+
+
+def test_each_way_of_failing_says_why_briefly() -> None:
+    reasons = {
+        "short": Payload(metadata=dict(SEALED.metadata), data=b"abc"),
+        "empty": Payload(metadata=dict(SEALED.metadata), data=b""),
+        "tampered": Payload(metadata=dict(SEALED.metadata), data=SEALED.data[:-1]),
+        "sealed junk": seal(b"\xff\xff\xff"),
+        "long key id": Payload(
+            metadata={"encoding": ENCODING, "encryption-key-id": b"\xff" * 10_000},
+            data=SEALED.data,
+        ),
+    }
+    said = {name: decode_now([payload])[0] for name, payload in reasons.items()}
+    for payload in said.values():
+        assert_marked(payload)
+    assert b"too short" in said["short"].data and b"too short" in said["empty"].data
+    assert b"altered" in said["tampered"].data
+    assert b"not a payload" in said["sealed junk"].data
+    assert b"lacks" in said["long key id"].data
+    assert decode_now([SEALED]) == [PLAIN], "a sound payload still opens"
+
+
+MALFORMED = {
+    # name: (key id, data) as a client without the key would send them
+    "three bytes": (b"k2026", b"abc"),
+    "empty": (b"k2026", b""),
+    "nonce only": (b"k2026", b"n" * NONCE_BYTES),
+    "truncated": (b"k2026", SEALED.data[:-3]),
+    "not a payload inside": (b"k2026", seal(b"\xff\xff\xff").data),
+    "non-UTF-8 key id": (b"\xff\xfe", SEALED.data),
+}
+
+
+def malformed(key_id: bytes, data: bytes) -> Payload:
+    return Payload(metadata={"encoding": ENCODING, "encryption-key-id": key_id}, data=data)
+
+
+async def test_malformed_encrypted_decisions_are_refused_and_a_valid_one_still_applies(
+    env: WorkflowEnvironment, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = env.client.service_client.config.target_host
+    monkeypatch.setenv("HITL_CODEC_KEY", KEY)
+    client = await Client.connect(address, data_converter=data_converter())
+    task_queue = f"tq-codec-{uuid.uuid4().hex[:6]}"
+    async with build_worker(client, task_queue):
+        handle = await start_run(client, task_queue, workspace, task=TASK)
+        [record] = await wait_pending(handle)
+        # A client without the key sends the bytes exactly as given ...
+        raw = env.client.get_workflow_handle(handle.id)
+        for key_id, data in MALFORMED.values():
+            await raw.signal(contract.SIGNAL_APPROVE, RawValue(malformed(key_id, data)))
+        # ... and so does Temporal's own CLI, with raw payload options.
+        cli = ["workflow", "signal", "--address", address, "--workflow-id", handle.id]
+        for data in (b"abc", SEALED.data[:20], seal(b"\xff").data):
+            await temporal_cli(
+                *cli,
+                "--name",
+                contract.SIGNAL_APPROVE,
+                "--input-meta",
+                "encoding=binary/encrypted",
+                "--input-meta",
+                "encryption-key-id=k2026",
+                "--input-base64",
+                "--input",
+                base64.b64encode(data).decode(),
+            )
+        sent = len(MALFORMED) + 3
+        # A decision as an update with a malformed payload is rejected, run untouched.
+        with pytest.raises(WorkflowUpdateFailedError):
+            await raw.execute_update(contract.UPDATE_DECIDE, RawValue(malformed(b"k2026", b"abc")))
+        update = await asyncio.create_subprocess_exec(
+            temporal_binary(),
+            *["workflow", "update", "execute", "--address", address],
+            *["--workflow-id", handle.id, "--name", contract.UPDATE_DECIDE],
+            *["--input-meta", "encoding=binary/encrypted", "--input-meta", "encryption-key-id=x"],
+            *["--input-base64", "--input", base64.b64encode(b"\x00" * 5).decode()],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(update.communicate(), 30)
+        assert update.returncode != 0, out.decode()
+        assert "hitl-undecryptable" in err.decode(), err.decode()
+        refused = await wait_decisions(handle, None, sent)
+        assert len(refused) == sent, refused
+        for entry in refused:
+            assert entry.signal == contract.SIGNAL_APPROVE, entry
+            assert "binary/hitl-undecryptable" in entry.refusal, entry
+        # Each malformed payload was refused, none wedged the run: the valid one applies.
+        await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+        result = await asyncio.wait_for(handle.result(), 30)
+        assert result.state == "completed", result
+        [approved] = await approvals(handle)
+        assert approved.status.value == "approved" and approved.reviewer == "alice"
+        assert len((await status(handle)).refused_decisions) == sent
+    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
+
+
+async def test_the_codec_server_answers_malformed_requests_with_400_or_a_marker() -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    transport = httpx.ASGITransport(app=codec_app(CODEC))
+    async with httpx.AsyncClient(transport=transport, base_url="http://codec") as http:
+        payloads = [MessageToDict(malformed(k, d)) for k, d in MALFORMED.values()]
+        answer = await http.post("/decode", json={"payloads": payloads})
+        assert answer.status_code == 200, answer.text
+        for payload in answer.json()["payloads"]:
+            assert base64.b64decode(payload["metadata"]["encoding"]) == UNDECRYPTABLE
+        for body in (
+            b"not json",
+            b"\xff\xfe",
+            b"[1, 2]",
+            b'{"payloads": 5}',
+            b'{"payloads": [5]}',
+            b'{"payloads": [{"metadata": 5}]}',
+            b'{"payloads": [{"data": 5}]}',
+            b'{"payloads": [{"bogus": 1}]}',
+            b"[" * 100_000 + b"]" * 100_000,
+        ):
+            for route in ("/decode", "/encode"):
+                answer = await http.post(route, content=body)
+                assert answer.status_code == 400, (body[:40], answer.text)
+                assert answer.json()["detail"], answer.text

@@ -4,12 +4,16 @@ and the scrubbed-environment pattern for workers that run commands."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
 import os
+import re
+import string
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,7 +239,9 @@ def test_a_planted_key_never_survives_in_any_encoding(
 @settings(max_examples=300, deadline=None)
 @given(key=st.text(min_size=8, max_size=40), text=st.text(max_size=300))
 def test_text_holding_no_form_of_a_key_comes_back_unchanged(key: str, text: str) -> None:
-    assume(not any(form in text for form in encoded_forms(key)))
+    bare, digits = "".join(text.split()), re.sub("[^0-9a-f]", "", text.lower())
+    assume(not any(form in text or form in bare for form in encoded_forms(key)))
+    assume(key.encode().hex() not in digits)
     assert Redactor([("API_KEY", key)]).redact_text(text) == text
 
 
@@ -244,6 +250,273 @@ def test_text_holding_no_form_of_a_key_comes_back_unchanged(key: str, text: str)
 def test_short_values_never_redact_anything(short: str, text: str) -> None:
     redactor = Redactor([("API_KEY", short)])
     assert not redactor and redactor.redact_text(short + text + short) == short + text + short
+
+
+# --- wrapped, spaced and dumped: the real tools' output ----------------------------------
+
+KEY_CHARS = string.ascii_letters + string.digits + "-_+/=:@!%&*#~^"
+"""What tokens and passwords are made of (no whitespace, and no `.`, which dump tools print
+for every unprintable byte)."""
+
+
+def dump(argv: list[str], blob: bytes) -> str:
+    return subprocess.run(argv, input=blob, capture_output=True, check=True).stdout.decode()
+
+
+def _hex_of_lines(lines: list[str], parse: Callable[[str], tuple[str, str]]) -> tuple[str, str]:
+    """The hex and the character column of every line still there, each joined."""
+    hexes, columns = [], []
+    for line in lines:
+        line = re.sub(r"\[redacted:\w+\]", "", line)  # what is left around a label joins up
+        if line.strip() in ("", "*"):
+            continue
+        hexed, column = parse(line)
+        hexes.append(hexed)
+        columns.append(column)
+    return "".join(hexes), "".join(columns)
+
+
+def _xxd(line: str) -> tuple[str, str]:
+    area = line.partition(": ")[2].partition("  ")[0]
+    hexed = "".join(area.split())
+    return hexed, line[len(line) - len(hexed) // 2 :]
+
+
+def _od_z(line: str) -> tuple[str, str]:
+    area, _, column = line.partition(">")
+    return "".join(area.split()[1:]), column[:-1]
+
+
+def _hexdump_c(line: str) -> tuple[str, str]:
+    area, _, column = line.partition("|")
+    return "".join(area.split()[1:]), column[: column.rfind("|")]
+
+
+def _od_x(line: str) -> tuple[str, str]:
+    return "".join(word[2:] + word[:2] for word in line.split()[1:]), ""
+
+
+def _od(line: str) -> tuple[str, str]:
+    words = [int(word, 8) for word in line.split()[1:]]
+    return b"".join(word.to_bytes(2, "little") for word in words).hex(), ""
+
+
+def _od_c(line: str) -> tuple[str, str]:
+    # One field of 4 columns per byte: `   k` a character, `  \\0` an escape, ` 303` octal.
+    fields = [line[at : at + 4] for at in range(7, len(line), 4)]
+    return "", "".join(field[3] if field[2] == " " else "\0" for field in fields)
+
+
+HEX_READERS: dict[str, Callable[[str], tuple[str, str]]] = {
+    "xxd": _xxd,
+    "xxd -p": lambda line: (line, ""),
+    "od -A x -t x1z": _od_z,
+    "od -x": _od_x,
+    "od -An -tx1": lambda line: ("".join(line.split()), ""),
+    "hexdump -C": _hexdump_c,
+    "od": _od,
+    "od -c": _od_c,
+}
+
+
+def readings(reader: str, out: str) -> list[bytes]:
+    """Everything a reader gets back from `out`, a tool's output however redacted: the text
+    with its line breaks and spaces removed, and what that decodes to, read as the tool
+    (`reader`) wrote it.
+    """
+    bare = "".join(out.split())
+    found = [out.encode(), bare.encode()]
+    if reader == "base64":
+        # Every run of base64 characters, decoded from each of the 4 possible starts.
+        for run in re.findall(r"[A-Za-z0-9+/_-]+", bare):
+            for start in range(4):
+                chunk = run[start:]
+                chunk = chunk[: len(chunk) - len(chunk) % 4]
+                for decode in (base64.b64decode, base64.urlsafe_b64decode):
+                    with contextlib.suppress(ValueError):
+                        found.append(decode(chunk))
+    else:
+        hexed, column = _hex_of_lines(out.splitlines(), HEX_READERS[reader])
+        found.append(bytes.fromhex(hexed[: len(hexed) - len(hexed) % 2]))
+        found.append(column.encode())
+    return found
+
+
+@st.composite
+def tools(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A dump tool as a command prints a blob with it: (how to read it, argv)."""
+    width = str(draw(st.sampled_from([0, 1, 3, 7, 64, 76]) | st.integers(0, 120)))
+    return draw(
+        st.sampled_from(
+            [
+                ("base64", ["base64", "-w", width]),
+                ("base64", ["basenc", "--base64url", "-w", width]),
+                ("xxd", ["xxd"]),
+                ("xxd", ["xxd", "-u"]),
+                ("xxd", ["xxd", "-c", str(draw(st.integers(1, 40)))]),
+                ("xxd -p", ["xxd", "-p"]),
+                ("xxd -p", ["xxd", "-p", "-u", "-c", str(draw(st.integers(1, 40)))]),
+                ("od -A x -t x1z", ["od", "-A", "x", "-t", "x1z"]),
+                ("od -x", ["od", "-x"]),
+                ("od -An -tx1", ["od", "-An", "-tx1"]),
+                ("hexdump -C", ["hexdump", "-C"]),
+                ("od", ["od"]),
+                ("od -c", ["od", "-c"]),
+            ]
+        )
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.text(KEY_CHARS, min_size=8, max_size=64),
+    before=st.binary(max_size=120),
+    after=st.binary(max_size=120),
+    tool=tools(),
+)
+def test_a_key_printed_by_a_dump_tool_is_gone_however_the_output_is_read(
+    key: str, before: bytes, after: bytes, tool: tuple[str, list[str]]
+) -> None:
+    # Like `base64 /proc/self/environ`: the key among other bytes, at any offset.
+    assume(len(set(key)) >= 4 and key not in LABEL)  # the label itself is no leak
+    reader, argv = tool
+    out = dump(argv, before + b"OPENAI_API_KEY=" + key.encode() + b"\0" + after)
+    secret = key.encode()
+    # Control: read the same way, the tool's own output shows the key. (`od` and
+    # `hexdump` print `*` for repeated lines; a key that repeats 32 bytes is not read.)
+    assume(any(secret in reading for reading in readings(reader, out)))
+    redacted = Redactor([("OPENAI_API_KEY", key)]).redact_text(out)
+    assert "[redacted:OPENAI_API_KEY]" in redacted
+    assert redacted.count("\n") == out.count("\n"), "line breaks are kept"
+    for reading in readings(reader, redacted):
+        assert secret not in reading, (argv, redacted)
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.text(KEY_CHARS, min_size=8, max_size=40), blob=st.binary(max_size=300), tool=tools())
+def test_dumps_of_bytes_without_the_key_come_back_unchanged(
+    key: str, blob: bytes, tool: tuple[str, list[str]]
+) -> None:
+    assume(len(set(key)) >= 4 and key.encode()[1:-1] not in blob)
+    out = dump(tool[1], blob)
+    assert Redactor([("OPENAI_API_KEY", key)]).redact_text(out) == out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=st.text(KEY_CHARS, min_size=8, max_size=64),
+    before=st.text(KEY_CHARS + " ", max_size=80),
+    after=st.text(KEY_CHARS + " ", max_size=80),
+    width=st.integers(1, 40),
+)
+def test_the_value_itself_split_across_lines_is_caught(
+    key: str, before: str, after: str, width: int
+) -> None:
+    assume(len(set(key)) >= 4 and key not in LABEL)  # the label itself is no leak
+    out = dump(["fold", "-w", str(width)], (before + key + after).encode())
+    redacted = Redactor([("OPENAI_API_KEY", key)]).redact_text(out)
+    assert key not in "".join(redacted.split()), redacted
+    assert redacted.count("\n") == out.count("\n")
+
+
+# One blob, dumped by each tool: the lines holding the key's bytes go, whole (their
+# character column too); every other line stays as the tool printed it.
+BLOB = b"HOME=/home/w\0LANG=C.UTF-8\0OPENAI_API_KEY=" + RAW + b"\0PATH=/usr/bin:/bin\0" * 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["xxd"],
+        ["xxd", "-u", "-c", "7"],
+        ["xxd", "-p"],
+        ["od", "-A", "x", "-t", "x1z"],
+        ["od", "-x"],
+        ["od", "-An", "-tx1"],
+        ["od"],
+        ["od", "-b"],
+        ["od", "-c"],
+        ["od", "-t", "x4"],
+        ["hexdump", "-C"],
+        ["hexdump"],
+        ["base64", "-w", "76"],
+        ["base64", "-w", "9"],
+    ],
+    ids=" ".join,
+)
+def test_only_the_lines_that_show_the_key_are_redacted(redactor: Redactor, argv: list[str]) -> None:
+    out = dump(argv, BLOB)
+    redacted = redactor.redact_text(out)
+    assert redacted != out
+    kept = 0
+    for line, was in zip(redacted.split("\n"), out.split("\n"), strict=True):
+        if line != was:
+            # Whole, or (a form found whole in the line) where the form stood.
+            assert line == LABEL or (LABEL in line and argv[0] in ("xxd", "base64")), line
+        else:
+            kept += 1
+            assert "KEY=sk" not in line and "live>>" not in line, line
+    assert kept >= 2, "lines without the key are left alone"
+
+
+def test_hex_with_separators_and_prefixes_in_any_case_is_caught(redactor: Redactor) -> None:
+    hexed = RAW.hex()
+    pairs = [hexed[i : i + 2] for i in range(0, len(hexed), 2)]
+    for text in (
+        ":".join(pairs),
+        "-".join(pairs).upper(),
+        " ".join(pairs),
+        ", ".join("0x" + pair for pair in pairs),
+        "".join("\\x" + pair for pair in pairs),
+        "\n".join(" ".join(pairs[i : i + 5]) for i in range(0, len(pairs), 5)),
+    ):
+        out = redactor.redact_text(f"key:\n{text}\nend")
+        assert out.startswith("key:\n") and out.endswith("\nend"), out
+        assert LABEL in out and hexed not in "".join(out.split()).replace(":", ""), out
+
+
+def test_crlf_lines_keep_their_line_ends(redactor: Redactor) -> None:
+    out = dump(["xxd", "-p", "-c", "8"], BLOB).replace("\n", "\r\n")
+    redacted = redactor.redact_text(out)
+    assert LABEL + "\r\n" in redacted and redacted.count("\r\n") == out.count("\r\n")
+
+
+def test_a_key_spaced_out_is_caught_now(redactor: Redactor) -> None:
+    key = "sk-live-0123456789"
+    redactor = Redactor([("OPENAI_API_KEY", key)])
+    spaced = dump(["sed", "s/./& /g"], key.encode() + b"\n")
+    assert redactor.redact_text("before\n" + spaced + "after") == f"before\n{LABEL}\nafter"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\t" * 300_000,
+        " " + "00 " * 100_000,
+        "0000000 " + "0000 " * 60_000,
+        "a:" + " a" * 150_000,
+        "\n" * 300_000,
+        ":".join(["4f"] * 100_000),
+        ("0000000" + "   a" * 16 + "\n") * 4000,
+    ],
+    ids=["tabs", "pairs", "words", "xxd-ish", "newlines", "colons", "od -c"],
+)
+def test_redaction_takes_linear_time_on_degenerate_layouts(redactor: Redactor, text: str) -> None:
+    # A line of 300,000 tabs once took minutes: whitespace matched twice over backtracks
+    # quadratically. Linear, each of these takes milliseconds.
+    start = time.perf_counter()
+    assert redactor.redact_text(text) == text
+    assert time.perf_counter() - start < 3
+
+
+def test_random_hex_and_base64_without_a_key_are_left_alone(redactor: Redactor) -> None:
+    import secrets as entropy
+
+    for _ in range(20):
+        blob = entropy.token_bytes(400)
+        for argv in (["xxd"], ["od", "-x"], ["hexdump", "-C"], ["base64", "-w", "33"]):
+            out = dump(argv, blob)
+            assert redactor.redact_text(out) == out
 
 
 # --- structures ------------------------------------------------------------------------
@@ -311,8 +584,16 @@ def test_a_long_multiline_key_is_redacted_whole_and_line_by_line() -> None:
 def test_what_redaction_cannot_catch(redactor: Redactor) -> None:
     # Why commands must run where no secret is readable (docs/secrets.md): a command
     # can always choose a transformation no filter knows.
-    spaced = " ".join(KEY)
-    assert redactor.redact_text(spaced) == spaced
+    import codecs
+    import gzip
+
+    for text in (
+        ".".join(KEY),  # a character (not a space) between each pair
+        codecs.encode(KEY, "rot13"),
+        base64.b64encode(gzip.compress(RAW)).decode(),  # compressed first
+        bytes(byte ^ 0x20 for byte in RAW).hex(),  # XOR with a constant
+    ):
+        assert redactor.redact_text(text) == text
 
 
 # --- logs ------------------------------------------------------------------------------
