@@ -22,6 +22,7 @@ is deterministic workflow code with no I/O.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import weakref
@@ -91,6 +92,7 @@ NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_GRACE = timedelta(seconds=5)
 VERIFY_TIMEOUT = timedelta(seconds=10)
 MAX_REMEMBERED_REJECTIONS = 200
+MAX_REMEMBERED_ANSWERS = 2_000
 PATCH_QUEUED_ANSWERED = "hitl-queued-decisions-answered"
 """From here on a decision queued behind the one that settled its approval gets its
 refusal as its answer (a `decide` update ends instead of waiting for ever)."""
@@ -203,6 +205,9 @@ class ApprovalGate:
         self._approvals_total = state.approvals_total
         self._refused: list[RefusedDecision] = []
         self._refused_dropped = 0
+        self._answered: dict[str, str] = {}
+        """The payload each decision id was first answered for (a fingerprint), so only an
+        identical copy is taken as the same decision again."""
         self._judging = 0
         self._run_state: str | None = None
         self._details: str | None = None
@@ -579,17 +584,26 @@ class ApprovalGate:
         decision = item.decision
         if not decision.decision_id:
             return False
+        if self._answered.get(_answer_key(record, decision)) != _fingerprint(item.fields):
+            return False  # another payload under a known decision id: judged, and refused
         for entry in record.decisions:
             if (
                 entry.decision_id == decision.decision_id
                 and entry.kind is item.kind
                 and entry.reviewer == decision.reviewer
-                and entry.args == (decision.args if isinstance(decision, ModifyDecision) else None)
                 and workflow.patched(PATCH_TRUST)
             ):
                 item.entry = entry
                 return True
         return False
+
+    def _remember(self, record: ApprovalRecord, item: _Incoming) -> None:
+        decision = item.decision
+        if decision is None or not getattr(decision, "decision_id", None):
+            return
+        self._answered.setdefault(_answer_key(record, decision), _fingerprint(item.fields))
+        while len(self._answered) > MAX_REMEMBERED_ANSWERS:
+            del self._answered[next(iter(self._answered))]
 
     def _vote_refusal(self, record: ApprovalRecord, decision: Any) -> str | None:
         if record.quorum <= 1:
@@ -631,6 +645,7 @@ class ApprovalGate:
         entry = self._entry(item, None, note=f"{votes} of {record.quorum} approvals")
         record.decisions.append(entry)
         item.entry = entry
+        self._remember(record, item)
         self._dirty = True
         workflow.logger.info("Approval %s: %d of %d approvals", record.id, votes, record.quorum)
 
@@ -646,6 +661,7 @@ class ApprovalGate:
         entry = self._entry(item, None, note=note)
         record.decisions.append(entry)
         item.entry = entry
+        self._remember(record, item)
         record.reviewer = reviewers or item.decision.reviewer
         record.reviewed_at = workflow.now()
         record.reason = reason
@@ -1000,6 +1016,7 @@ class ApprovalGate:
         """Keep a refused decision in the approval's log, bounded in count and size."""
         if item is not None:
             item.entry = entry
+            self._remember(record, item)
         refused = sum(1 for item in record.decisions if item.outcome == "refused")
         if refused >= MAX_REFUSED_PER_APPROVAL:
             record.refused_dropped += 1
@@ -1227,6 +1244,15 @@ async def _modification(validate: Validator, args: dict[str, Any]) -> Modificati
     if not isinstance(result, dict):
         raise TypeError(f"the validator returned {type(result).__name__}, not the arguments")
     return Modification(result)
+
+
+def _answer_key(record: ApprovalRecord, decision: Any) -> str:
+    return f"{record.id} {decision.decision_id}"
+
+
+def _fingerprint(fields: Mapping[str, Any]) -> str:
+    text = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _arrived_or_done(inbox: list[_Incoming], timer: asyncio.Task[None]) -> Callable[[], bool]:

@@ -102,7 +102,7 @@ def test_no_request_makes_the_api_fail(served: Served) -> None:
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     # The event stream never ends by itself; tests/test_api.py reads it.
     operations = [result.ok() for result in schema.exclude(path="/events").get_all_operations()]
-    assert len(operations) == 9, [operation.label for operation in operations]
+    assert len(operations) == 10, [operation.label for operation in operations]
     for operation in operations:
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         strategies = [operation.as_strategy(mode) for mode in modes]

@@ -293,11 +293,15 @@ async def test_the_starter_signs_who_asked_and_the_worker_verifies_it(
     [record] = await wait_pending(handle)
     assert record.context.requested_by == "alice" and record.context.requester_verified
     api = Reviews(client, signer=("api", _key(API_KEY)))
-    own = await api.decide(ApproveDecision(approval_id=record.id, reviewer="alice"))
+    own = await api.decide(
+        ApproveDecision(approval_id=record.id, reviewer="alice"), workflow_id=workflow_id
+    )
     assert own.entry is not None and "started this run and may not approve" in (
         own.entry.refusal or ""
     )
-    other = await api.decide(ApproveDecision(approval_id=record.id, reviewer="bob"))
+    other = await api.decide(
+        ApproveDecision(approval_id=record.id, reviewer="bob"), workflow_id=workflow_id
+    )
     assert other.applied
     await handle.result()
 
@@ -448,7 +452,8 @@ async def test_a_standing_grant_on_ls_never_covers_another_program_or_option_cla
     [first] = await wait_pending(handle)
     assert first.risk == 30 and first.scope_key == "ls -la"
     granted = await Reviews(client).decide(
-        ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=100)
+        ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=100),
+        workflow_id=handle.id,
     )
     assert granted.applied
     for expected in ("ls -la --color=always", "git status", "cp /dev/null config/app.yaml"):
@@ -457,7 +462,8 @@ async def test_a_standing_grant_on_ls_never_covers_another_program_or_option_cla
         assert " ".join(record.action_json.args["argv"]) == expected
         assert record.standing is None
         done = await Reviews(client).decide(
-            RejectDecision(approval_id=record.id, reviewer="bob", reason="not covered")
+            RejectDecision(approval_id=record.id, reviewer="bob", reason="not covered"),
+            workflow_id=handle.id,
         )
         assert done.applied
     result = await handle.result()
@@ -516,7 +522,8 @@ async def test_a_revocation_sent_just_before_a_continue_as_new_is_carried(
         )
         [first] = await wait_pending(handle)
         granted = await reviews.decide(
-            ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=50)
+            ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=50),
+            workflow_id=handle.id,
         )
         assert granted.applied
     # No worker: both wait in history and come to the next worker in one task.
@@ -528,5 +535,40 @@ async def test_a_revocation_sent_just_before_a_continue_as_new_is_carried(
         latest = client.get_workflow_handle(handle.id)
         [second] = await wait_pending(latest)
         assert second.action_json.args == {"to": "ACME again"} and second.standing is None
-        await reviews.decide(RejectDecision(approval_id=second.id, reviewer="bob", reason="no"))
+        await reviews.decide(
+            RejectDecision(approval_id=second.id, reviewer="bob", reason="no"),
+            workflow_id=latest.id,
+        )
         assert await latest.result() == "rejected by bob"
+
+
+async def test_only_an_identical_copy_of_a_decision_is_taken_as_the_same_decision(
+    keys: Path, client: Client, task_queue: str, workspace: Path
+) -> None:
+    """The library's durable second copy is answered quietly; a payload that merely reuses
+    an applied decision's id (unsigned, or saying something else) is refused in the log."""
+    from tests.helpers import wait_decisions
+
+    handle = await start_run(client, task_queue, workspace, requested_by="carol")
+    [record] = await wait_pending(handle)
+    api = Reviews(client, signer=("api", _key(API_KEY)))
+    applied = await api.decide(
+        ApproveDecision(approval_id=record.id, reviewer="bob", decision_id="dec_same"),
+        workflow_id=handle.id,
+    )
+    assert applied.applied
+    copy = api.payload(
+        ApproveDecision(
+            approval_id=record.id,
+            reviewer="bob",
+            decision_id="dec_same",
+            action_digest=record.action_digest,
+        )
+    )
+    forged = {**copy, "comment": "not what bob signed"}
+    await handle.signal(contract.SIGNAL_APPROVE, forged)
+    unsigned = {"approval_id": record.id, "reviewer": "bob", "decision_id": "dec_same"}
+    await handle.signal(contract.SIGNAL_APPROVE, unsigned)
+    log = await wait_decisions(handle, record.id, 3)
+    assert [entry.outcome for entry in log] == ["applied", "refused", "refused"]
+    await handle.result()
