@@ -71,6 +71,7 @@ from hitl.reviews import (
     ReviewError,
     Reviews,
     RunNotFound,
+    polling_lately,
 )
 from hitl.runworker import add_worker_arguments, run_worker
 from hitl.terminal import (
@@ -860,13 +861,20 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
     )
-    if pollers.pollers:
-        names = ", ".join(sorted({p.identity for p in pollers.pollers}))
-        _say(f"workers       {len(pollers.pollers)} polling {settings.task_queue} ({names})")
+    # The server lists a stopped worker for minutes after its last poll: only recent
+    # polls count as a worker that runs.
+    live = polling_lately(pollers.pollers)
+    if live:
+        names = ", ".join(sorted({p.identity for p in live}))
+        _say(f"workers       {len(live)} polling {settings.task_queue} ({visible(names)})")
     else:
-        _say(f"workers       NONE polling {settings.task_queue}")
+        gone = len(pollers.pollers) - len(live)
+        _say(
+            f"workers       NONE polling {settings.task_queue}"
+            + (f" ({gone} stopped in the last minutes)" if gone else "")
+        )
         problems.append(
-            f"no worker polls task queue {settings.task_queue}: start one with `python worker.py`"
+            f"no worker polls task queue {settings.task_queue}: start one with `hitl worker`"
         )
     return _doctor_verdict(problems)
 

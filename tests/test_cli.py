@@ -8,10 +8,12 @@ import os
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.taskqueue.v1 import PollerInfo
 from temporalio.client import (
     Client,
     Interceptor,
@@ -30,7 +32,7 @@ from hitl.entry import CLOSED_PIPE
 from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
 from hitl.plugin import HitlPlugin
 from hitl.reviewers import load_config
-from hitl.reviews import Reviews
+from hitl.reviews import Reviews, polling_lately
 from hitl.text import quoted
 from hitl.text import visible as escaped
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
@@ -267,6 +269,21 @@ async def test_review_takes_piped_answers(
     assert approved not in files_in(workspace) and rejected in files_in(workspace)
     assert NEW_LOGS[0] not in files_in(workspace), "the modified arguments ran"
     assert len(files_in(workspace)) == len(OLD_LOGS + NEW_LOGS + OTHER) - 2
+
+
+def test_a_worker_that_stopped_is_not_counted_as_polling() -> None:
+    """The server lists a stopped worker for minutes after its last poll; `hitl doctor`
+    said "1 polling ... All good." with no worker running."""
+    now = datetime.now(UTC)
+
+    def poller(identity: str, seconds_ago: float) -> PollerInfo:
+        info = PollerInfo(identity=identity)
+        info.last_access_time.FromDatetime(now - timedelta(seconds=seconds_ago))
+        return info
+
+    pollers = [poller("live@host", 5), poller("stopped@host", 240)]
+    assert [p.identity for p in polling_lately(pollers, now)] == ["live@host"]
+    assert polling_lately([poller("stopped@host", 240)], now) == []
 
 
 async def test_doctor_reports_the_set_up_and_a_server_that_is_down(hitl: Hitl) -> None:
