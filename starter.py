@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shlex
 import sys
 import uuid
@@ -26,6 +25,7 @@ from hitl.config import (
     connect,
     load_settings,
     package_versions,
+    parse_duration,
 )
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
@@ -45,19 +45,6 @@ from hitl.reviews import Reviews
 from hitl.starting import signed_input, starter_signing
 from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.text import framed, visible, visible_json
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '30m', '90s', '1.5h', '2d' or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or a number of seconds"
-        )
-    return float(match[1]) * _UNITS[match[2]]
 
 
 def _tool_timeout(text: str) -> tuple[str, float]:

@@ -42,10 +42,12 @@ from hitl.config import (
     describe_connection,
     load_settings,
     package_versions,
+    parse_duration,
 )
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
 from hitl.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     ApprovalStatus,
     ApproveDecision,
     ModifyDecision,
@@ -406,7 +408,7 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
     if args.action == "quorum":
         _set_quorum(path, args.min_risk, args.approvals)
     elif args.action == "policy":
-        _set_policy(path, args.auto_approve_below, args.standing)
+        _set_policy(path, args.auto_approve_below, args.standing, args.approval_timeout)
     config = load_config(path)
     if args.action in ("quorum", "policy"):
         print(f"Wrote {path}; the worker reads it from {REVIEWERS_ENV}.", file=sys.stderr)
@@ -419,9 +421,13 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
     for rule in sorted(config.quorum, key=lambda rule: rule.min_risk):
         print(f"quorum: risk >= {rule.min_risk} needs {rule.approvals} approvers")
     policy = config.policy
+    timeout = policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
     print(
         f"policy: auto-approve below risk {policy.auto_approve_below}; standing approvals "
         + ("allowed" if policy.standing else "turned off")
+        + f"; approval timeout {_human(timeout)}"
+        + (" (the default)" if policy.approval_timeout is None else "")
+        + " for tools without their own"
     )
     return APPLIED
 
@@ -450,23 +456,27 @@ def _set_quorum(path: Path, min_risk: int | None, approvals: int | None) -> None
     _write_reviewers(path, kept)
 
 
-def _set_policy(path: Path, below: int | None, standing: bool | None) -> None:
+def _set_policy(
+    path: Path, below: int | None, standing: bool | None, timeout: float | None = None
+) -> None:
     """Write (or replace) the `[policy]` table, keeping what is not given."""
-    if below is None and standing is None:
+    if below is None and standing is None and timeout is None:
         raise CliError(
-            "give what to set: hitl reviewers policy --auto-approve-below N and/or "
-            "--standing / --no-standing"
+            "give what to set: hitl reviewers policy --auto-approve-below N, "
+            "--standing / --no-standing and/or --approval-timeout DURATION"
         )
     if below is not None and not 0 <= below <= 100:
         raise CliError("--auto-approve-below is a risk from 0 (none) to 100")
     current = load_config(path).policy if path.exists() else None
     below = below if below is not None else current.auto_approve_below if current else 0
     standing = standing if standing is not None else current.standing if current else True
+    # Kept when not given: dropping it would quietly lengthen every approval's timeout.
+    timeout = timeout if timeout is not None else current.approval_timeout if current else None
+    table = f"[policy]\nauto_approve_below = {below}\nstanding = {str(standing).lower()}\n"
+    if timeout is not None:
+        table += f"approval_timeout = {timeout:g}\n"
     kept = _without_blocks(_reviewers_text(path), lambda head, body: head == "[policy]")
-    kept = kept.rstrip("\n") + (
-        f"\n\n[policy]\nauto_approve_below = {below}\nstanding = {str(standing).lower()}\n"
-    )
-    _write_reviewers(path, kept)
+    _write_reviewers(path, kept.rstrip("\n") + "\n\n" + table)
 
 
 def _reviewers_text(path: Path) -> str:
@@ -975,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
     reviewers = add(
         "reviewers",
         "manage the reviewers file: add NAME, list, key, quorum (--min-risk N --approvals K), "
-        "policy (--auto-approve-below N, --standing/--no-standing)",
+        "policy (--auto-approve-below N, --standing/--no-standing, --approval-timeout D)",
     )
     reviewers.add_argument("action", choices=("add", "list", "key", "quorum", "policy"))
     reviewers.add_argument("name", nargs="?", help="with add: the reviewer's name")
@@ -1001,6 +1011,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="with policy: whether reviewers may grant standing approvals",
+    )
+    reviewers.add_argument(
+        "--approval-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="with policy: auto-reject after this long (90s, 30m, 2h) for tools without "
+        "their own timeout",
     )
     reject = decision_command("reject", "reject; the agent is told the reason")
     reject.add_argument("--reason", required=True, help="why (the agent reads it)")

@@ -487,9 +487,19 @@ async def test_reviewers_quorum_writes_the_rule_and_approve_says_the_votes_so_fa
         "reviewers", "policy", "--auto-approve-below", "10", "--no-standing", "--file", str(path)
     )
     assert code == 0 and "standing approvals turned off" in out, err
+    assert "approval timeout 30m (the default)" in out
+    policy = ("reviewers", "policy", "--file", str(path))
+    code, out, err = await hitl(*policy, "--approval-timeout", "10m")
+    assert code == 0 and "approval timeout 10m for tools" in out, err
+    # Setting one thing keeps the rest: a timeout dropped would lengthen every approval's.
+    code, out, err = await hitl(*policy, "--no-standing")
+    assert code == 0 and "approval timeout 10m for tools" in out, err
+    code, _, err = await hitl(*policy, "--approval-timeout", "soon")
+    assert code == 2 and "is not a duration" in err
     config = load_config(path)  # what the worker reads
     assert [(rule.min_risk, rule.approvals) for rule in config.quorum] == [(30, 2)]
     assert (config.policy.auto_approve_below, config.policy.standing) == (10, False)
+    assert config.policy.approval_timeout == 600
     assert set(config.reviewers) == {"ann", "ben"}
 
     monkeypatch.setenv("HITL_REVIEWERS", str(path))  # the in-process worker reads it
