@@ -912,6 +912,12 @@ def _say(line: str) -> None:
 # --- the parser and the entry point ------------------------------------------------------------
 
 
+REVIEWER_HELP = (
+    "your name (default: HITL_REVIEWER, else HITL_SIGNER when you sign with your own key, "
+    "else the OS user)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hitl", description="Review what AI agents want to do: list, show, decide, audit."
@@ -942,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--tool", help="with --all: only this tool's approvals")
         else:
             command.add_argument("id", help="approval id")
-        command.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+        command.add_argument("--reviewer", help=REVIEWER_HELP)
         command.add_argument(
             "--digest", help="apply only if the action still has this digest (from `show`)"
         )
@@ -961,7 +967,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = add("revoke", "end a standing approval (named by the approval it was granted with)")
     revoke.add_argument("id", help="the approval id the standing approval was granted with")
     revoke.add_argument("--reason", help="why")
-    revoke.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    revoke.add_argument("--reviewer", help=REVIEWER_HELP)
     codec = add("codec", "encrypted payloads: make a key, or serve the codec for the Web UI")
     codec.add_argument("action", choices=("key", "serve"))
     codec.add_argument("--host", default="127.0.0.1")
@@ -1028,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     modify.add_argument("--comment", help="a note kept with the decision")
     review = add("review", "go through pending approvals, asking Approve? [y/n/e(dit)]")
     review.add_argument("--run", help="only this run's approvals")
-    review.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    review.add_argument("--reviewer", help=REVIEWER_HELP)
     runs = add(
         "runs",
         "runs that use the gate (agents and workflows of your own): state, pending count, "

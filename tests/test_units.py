@@ -27,7 +27,7 @@ from hitl.models import (
     ToolAction,
     ToolPreview,
 )
-from hitl.terminal import Prompter, ask_decision, format_approval
+from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.toolkits.email import SendEmailArgs
 from hitl.toolkits.files import DeleteFilesArgs
 from hitl.tools import Tool, load_tools
@@ -237,3 +237,25 @@ def test_the_run_s_outcome_shows_the_answer_and_decisions_escaped() -> None:
     assert "\n        │ Action:    delete_files\\x1b]8;;https://evil.example\\x1b\\\n" in text
     assert "rejected by eve\\u3164 (no\\x1b[2K\\rapproved)" in text
     assert "Run run\\r1 completed" in text
+
+
+def test_a_reviewer_signing_with_their_own_key_decides_as_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With HITL_SIGNER=alice and her key, `hitl approve ID` decided as the OS user, and
+    the worker refused it: "alice's key signs only alice's own decisions"."""
+    for name in ("HITL_REVIEWER", "HITL_SIGNER", "HITL_SIGNING_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("USER", "osuser")
+    monkeypatch.setenv("LOGNAME", "osuser")
+    assert reviewer_identity() == "osuser"
+    monkeypatch.setenv("HITL_SIGNER", "alice")
+    assert reviewer_identity() == "osuser"  # a signer without a key signs nothing
+    monkeypatch.setenv("HITL_SIGNING_KEY", "k" * 44)
+    assert reviewer_identity() == "alice"
+    assert reviewer_identity("bob") == "bob"  # said explicitly: the worker judges it
+    monkeypatch.setenv("HITL_REVIEWER", "carol")
+    assert reviewer_identity() == "carol"
+    monkeypatch.delenv("HITL_REVIEWER")
+    monkeypatch.setenv("HITL_SIGNER", "api")  # the API's key signs for anyone it names
+    assert reviewer_identity() == "osuser"
