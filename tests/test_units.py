@@ -259,3 +259,13 @@ def test_a_reviewer_signing_with_their_own_key_decides_as_themselves(
     monkeypatch.delenv("HITL_REVIEWER")
     monkeypatch.setenv("HITL_SIGNER", "api")  # the API's key signs for anyone it names
     assert reviewer_identity() == "osuser"
+
+
+def test_an_unsigned_decision_is_refused_with_how_to_sign_it() -> None:
+    from hitl.reviewers import verify
+
+    refusal = verify(
+        {"approval_id": "apr_1", "reviewer": "root"}, {"api": b"k" * 32}, datetime.now(UTC)
+    )
+    assert refusal is not None and "an unsigned signal is refused" in refusal
+    assert "HITL_SIGNER=NAME" in refusal and "HITL_DECISION_KEYS" in refusal
