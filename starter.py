@@ -44,7 +44,7 @@ from hitl.reviewers import ReviewerConfigError
 from hitl.reviews import Reviews
 from hitl.starting import signed_input, starter_signing
 from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
-from hitl.text import framed, visible, visible_json
+from hitl.text import framed, visible
 
 
 def _tool_timeout(text: str) -> tuple[str, float]:
@@ -217,13 +217,16 @@ async def follow(
             out.write(format_approval(record) + "\n")
             out.flush()
             if not review:
-                # A command to copy: shell-quoted, so no id can add a command of its own.
-                signal = visible_json({"approval_id": record.id, "reviewer": "you"})
+                # Commands to copy: shell-quoted, so no id can add a command of its own. The
+                # hitl commands, not a `temporal workflow signal`: they sign with your key
+                # where decisions must be signed, and say what the run answered.
+                quoted_id = shlex.quote(visible(record.id))
                 out.write(
-                    f"Waiting for a decision on {visible(record.id)}; decide with:\n  temporal "
-                    f"workflow signal --workflow-id {shlex.quote(visible(handle.id))} --name "
-                    f"approve --input {shlex.quote(signal)}\n"
+                    f"Waiting for a decision on {visible(record.id)}; decide with:\n"
+                    f"  hitl approve {quoted_id}  (or hitl reject {quoted_id} --reason ..., "
+                    f"hitl modify {quoted_id} --args ...)\n"
                 )
+                out.flush()
                 continue
             decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
             if decision is None:

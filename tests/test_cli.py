@@ -362,6 +362,21 @@ async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
 
 
+async def test_a_starter_that_only_waits_says_which_hitl_command_decides(
+    hitl: Hitl, workspace: Path
+) -> None:
+    # Not a terminal, so no inline review: it waits (here until the approval times out).
+    code, text = await run_starter(
+        hitl, "Delete all log files older than 7 days", "--workspace", str(workspace),
+        "--approval-timeout", "1s",
+    )  # fmt: skip
+    assert code == 0, text
+    approval_id = text.split("Waiting for a decision on ", 1)[1].split(";", 1)[0]
+    assert f"hitl approve {approval_id}  (or hitl reject {approval_id} --reason" in text
+    assert "temporal workflow signal" not in text and '"reviewer": "you"' not in text
+    assert "no decision came within" in text
+
+
 async def test_approve_all_decides_every_pending_approval_of_a_tool(
     hitl: Hitl, client: Client, task_queue: str, workspace: Path
 ) -> None:
