@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
@@ -82,6 +83,30 @@ def run_tools(names: str | None) -> list[str] | None:
     """
     wanted = [name.strip() for name in names.split(",") if name.strip()] if names else None
     return wanted or None
+
+
+def read_script(path: Path) -> tuple[list[ScriptedTurn] | None, str | None]:
+    """The scripted model's turns from a file, or why they can't be read (one sentence)."""
+    try:
+        turns = json.loads(path.read_text())
+    except OSError as error:
+        return None, f"can't be read ({error.strerror or error})"
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"is not JSON ({error})"
+    if not isinstance(turns, list):
+        return None, 'is not a JSON list of turns ({"content": ..., "tool_calls": [...]})'
+    script = []
+    for number, turn in enumerate(turns, 1):
+        try:
+            script.append(ScriptedTurn.model_validate(turn))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return None, (
+                f"turn {number} is not {{content, tool_calls}}: "
+                f"{where + ': ' if where else ''}{first['msg']}"
+            )
+    return script, None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,7 +331,10 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     choice = choose_model(args.model)
     script = None
     if args.script:
-        script = [ScriptedTurn.model_validate(turn) for turn in json.loads(args.script.read_text())]
+        script, problem = read_script(args.script)
+        if problem:
+            out.write(f"error: --script {visible(args.script)}: {visible(problem)}\n")
+            return 2
         choice = choose_model("scripted")
     model = ModelSettings(
         provider=choice.provider,

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -269,3 +270,28 @@ def test_an_unsigned_decision_is_refused_with_how_to_sign_it() -> None:
     )
     assert refusal is not None and "an unsigned signal is refused" in refusal
     assert "HITL_SIGNER=NAME" in refusal and "HITL_DECISION_KEYS" in refusal
+
+
+async def test_a_script_that_cant_be_used_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
+    import starter
+
+    cases = {
+        "missing.json": None,
+        "broken.json": "{",
+        "object.json": '{"content": "hi"}',
+        "wrong.json": '[{"content": "ok"}, {"content": 3}]',
+    }
+    said = {}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        out = io.StringIO()
+        code = await starter.run(
+            ["task", "--workspace", str(tmp_path), "--script", str(tmp_path / name)], out=out
+        )
+        assert code == 2 and out.getvalue().count("\n") == 1, out.getvalue()
+        said[name] = out.getvalue()
+    assert "can't be read (No such file or directory)" in said["missing.json"]
+    assert "is not JSON" in said["broken.json"]
+    assert "is not a JSON list of turns" in said["object.json"]
+    assert "turn 2 is not {content, tool_calls}: content:" in said["wrong.json"]
