@@ -674,9 +674,10 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         comment=args.comment or "",
         action_digest=args.digest,
     )
+    # The reminder is what now runs, not the preview of what was proposed.
     return _report(
         await _sent(reviews, decision, record.session_id),
-        f"{record.action_json.tool}: {record.preview.summary}",
+        f"{record.action_json.tool} with {json.dumps(new_args, ensure_ascii=False)}",
     )
 
 

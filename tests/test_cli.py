@@ -209,6 +209,9 @@ async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
     # A second decision while the run is still running is refused by the run itself.
     code, out, err = await hitl("modify", record.id, "--args", json.dumps({"paths": OLD_LOGS[:1]}))
     assert code == 0 and f"Modified {record.id}" in out, err
+    # It reminds of what runs now, not of the proposal ("delete 3 files").
+    assert f'delete_files with {{"paths": ["{OLD_LOGS[0]}"]}}.' in out, out
+    assert record.preview.summary not in out
     code, _, err = await hitl("approve", record.id)
     assert code == 1 and ("already modified by cli-reviewer" in err or "has already ended" in err)
     result = await handle.result()
