@@ -54,6 +54,7 @@ from hitl.models import (
     PendingApproval,
     RejectDecision,
     RevokeDecision,
+    RunState,
 )
 from hitl.plugin import search_attribute_commands
 from hitl.reviewers import (
@@ -726,8 +727,16 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
     elif not runs:
+        known = [state.value for state in RunState]
         print(
-            "No runs that use the gate." + (f" (state {visible(args.state)})" if args.state else "")
+            "No runs that use the gate."
+            + (f" (state {visible(args.state)})" if args.state else "")
+            # A workflow of your own may publish other states; a typo finds nothing too.
+            + (
+                f"; the states the gate publishes are {', '.join(known)}"
+                if args.state and args.state not in known
+                else ""
+            )
         )
     else:
         print(
@@ -1041,7 +1050,11 @@ def build_parser() -> argparse.ArgumentParser:
         "runs that use the gate (agents and workflows of your own): state, pending count, "
         "age and what each is about",
     )
-    runs.add_argument("--state", help="running, awaiting_approval, completed, step_limit")
+    runs.add_argument(
+        "--state",
+        help="running, awaiting_approval, completed, step_limit, failed, or a state "
+        "a workflow of yours publishes",
+    )
     runs.add_argument("--limit", type=int, default=200, help="at most this many (200)")
     runs.add_argument("--json", action="store_true")
     audit = add("audit", "every approval of a run with every decision: who, when, outcome")

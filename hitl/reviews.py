@@ -322,7 +322,7 @@ class Reviews:
                 "run_id": execution.run_id,
                 "workflow_type": execution.workflow_type,
                 "state": shown
-                if status == "running" or shown in ("completed", "step_limit")
+                if status in ("running", shown) or shown in ("completed", "step_limit")
                 else f"{status} ({shown})",
                 "status": status,
                 "pending": attributes.get(contract.PENDING_KEY) or 0,

@@ -548,6 +548,13 @@ async def test_a_closed_pipe_ends_a_command_quietly(hitl: Hitl, args: list[str])
     assert (code, err) == (CLOSED_PIPE, "")
 
 
+async def test_runs_with_a_state_nothing_publishes_names_the_states(hitl: Hitl) -> None:
+    code, out, err = await hitl("runs", "--state", "complete")  # a typo of completed
+    assert code == 0, err
+    assert out.startswith("No runs that use the gate. (state complete); the states the gate")
+    assert "completed" in out and "awaiting_approval" in out
+
+
 async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client: Client) -> None:
     queue = f"tq-payout-{uuid.uuid4().hex[:8]}"
     async with Worker(
