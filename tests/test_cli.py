@@ -310,6 +310,9 @@ async def test_doctor_reports_the_set_up_and_a_server_that_is_down(hitl: Hitl) -
     assert "Traceback" not in err and err.count("\n") == 1
     code, _, err = await hitl("approve")
     assert code == 2 and "give the approval id" in err
+    # The worker says it in a sentence too, not only in its JSON log line.
+    code, out, _ = await hitl("worker", TEMPORAL_ADDRESS=down)
+    assert code == 2 and "worker: cannot reach the Temporal server" in out, out
 
 
 async def test_starter_reviews_inline_and_writes_evidence(
