@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shlex
@@ -121,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--approval-timeout",
         type=parse_duration,
         metavar="DURATION",
-        help="auto-reject approvals sooner than the worker's timeout (each tool's, else 30m); "
-        "a run may only shorten it",
+        help="auto-reject approvals sooner than the worker's timeout (each tool's, else "
+        "[policy] approval_timeout in its reviewers file, else 30m); a run may only shorten it",
     )
     parser.add_argument(
         "--tool-timeout",
@@ -335,7 +336,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         if problem:
             out.write(f"error: --script {visible(args.script)}: {visible(problem)}\n")
             return 2
-        choice = choose_model("scripted")
+        choice = dataclasses.replace(choose_model("scripted"), source="--script")
     model = ModelSettings(
         provider=choice.provider,
         name=choice.name,
