@@ -400,9 +400,9 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
         )
         print(token)
         print(
-            f"Added {visible(args.name)} to {path}. The token above is shown once: give it to "
-            f"them as their bearer token (only its hash is kept). Set {REVIEWERS_ENV}={path} "
-            "for the worker and `hitl serve`.",
+            f"Added {visible(args.name)} to {path}. The token (on standard output) is shown "
+            "once: give it to them as their bearer token (only its hash is kept). Set "
+            f"{REVIEWERS_ENV}={path} for the worker and `hitl serve`.",
             file=sys.stderr,
         )
         return APPLIED
