@@ -69,3 +69,24 @@ def test_only_workspace_remakes_the_demos_folder_and_leaves_anyone_elses_alone(
     with pytest.raises(SystemExit, match="holds files that are not the demo's"):
         demo.main(["--only-workspace", "--workspace", str(mine)])
     assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_make_server_on_a_busy_port_says_so_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "Temporal dev server on 127.0.0.1:7233 ... (Ctrl-C stops it)", then the
+    binary's own "can't set frontend port"."""
+    import socket
+
+    from hitl import devserver
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = devserver.main(
+            ["--db", str(tmp_path / "t.db"), "--port", str(port), "--ui-port", str(free_port())]
+        )
+    err = capsys.readouterr().err
+    assert code == 2 and f"port {port} is in use" in err and "--port N" in err, err
+    assert not (tmp_path / "t.db").exists()
