@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
-import re
 import shlex
 import sys
 import uuid
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
@@ -26,6 +27,7 @@ from hitl.config import (
     connect,
     load_settings,
     package_versions,
+    parse_duration,
 )
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
@@ -44,20 +46,7 @@ from hitl.reviewers import ReviewerConfigError
 from hitl.reviews import Reviews
 from hitl.starting import signed_input, starter_signing
 from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
-from hitl.text import framed, visible, visible_json
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '30m', '90s', '1.5h', '2d' or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or a number of seconds"
-        )
-    return float(match[1]) * _UNITS[match[2]]
+from hitl.text import framed, visible
 
 
 def _tool_timeout(text: str) -> tuple[str, float]:
@@ -97,6 +86,30 @@ def run_tools(names: str | None) -> list[str] | None:
     return wanted or None
 
 
+def read_script(path: Path) -> tuple[list[ScriptedTurn] | None, str | None]:
+    """The scripted model's turns from a file, or why they can't be read (one sentence)."""
+    try:
+        turns = json.loads(path.read_text())
+    except OSError as error:
+        return None, f"can't be read ({error.strerror or error})"
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"is not JSON ({error})"
+    if not isinstance(turns, list):
+        return None, 'is not a JSON list of turns ({"content": ..., "tool_calls": [...]})'
+    script = []
+    for number, turn in enumerate(turns, 1):
+        try:
+            script.append(ScriptedTurn.model_validate(turn))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return None, (
+                f"turn {number} is not {{content, tool_calls}}: "
+                f"{where + ': ' if where else ''}{first['msg']}"
+            )
+    return script, None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="starter.py",
@@ -109,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--approval-timeout",
         type=parse_duration,
         metavar="DURATION",
-        help="auto-reject approvals sooner than the worker's timeout (each tool's, else 30m); "
-        "a run may only shorten it",
+        help="auto-reject approvals sooner than the worker's timeout (each tool's, else "
+        "[policy] approval_timeout in its reviewers file, else 30m); a run may only shorten it",
     )
     parser.add_argument(
         "--tool-timeout",
@@ -230,13 +243,16 @@ async def follow(
             out.write(format_approval(record) + "\n")
             out.flush()
             if not review:
-                # A command to copy: shell-quoted, so no id can add a command of its own.
-                signal = visible_json({"approval_id": record.id, "reviewer": "you"})
+                # Commands to copy: shell-quoted, so no id can add a command of its own. The
+                # hitl commands, not a `temporal workflow signal`: they sign with your key
+                # where decisions must be signed, and say what the run answered.
+                quoted_id = shlex.quote(visible(record.id))
                 out.write(
-                    f"Waiting for a decision on {visible(record.id)}; decide with:\n  temporal "
-                    f"workflow signal --workflow-id {shlex.quote(visible(handle.id))} --name "
-                    f"approve --input {shlex.quote(signal)}\n"
+                    f"Waiting for a decision on {visible(record.id)}; decide with:\n"
+                    f"  hitl approve {quoted_id}  (or hitl reject {quoted_id} --reason ..., "
+                    f"hitl modify {quoted_id} --args ...)\n"
                 )
+                out.flush()
                 continue
             decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
             if decision is None:
@@ -316,8 +332,11 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     choice = choose_model(args.model)
     script = None
     if args.script:
-        script = [ScriptedTurn.model_validate(turn) for turn in json.loads(args.script.read_text())]
-        choice = choose_model("scripted")
+        script, problem = read_script(args.script)
+        if problem:
+            out.write(f"error: --script {visible(args.script)}: {visible(problem)}\n")
+            return 2
+        choice = dataclasses.replace(choose_model("scripted"), source="--script")
     model = ModelSettings(
         provider=choice.provider,
         name=choice.name,

@@ -78,9 +78,10 @@ async def verify_start_activity(request: StartCheckRequest) -> StartCheck:
     verified, refusal = verify_start(request.run, request.workflow_id, keys, request.started_at)
     if refusal is None and not verified and keys:
         refusal = (
-            "this worker takes only signed starts: start the run with starter.py or `hitl "
-            "start` with your key (HITL_SIGNER, HITL_SIGNING_KEY), or through the review "
-            "API (POST /runs), so who asked is proven"
+            "this worker takes only signed starts: start the run with starter.py and your "
+            "own key (HITL_SIGNER=NAME, HITL_SIGNING_KEY=KEY, with NAME:KEY in the "
+            "worker's HITL_DECISION_KEYS), or through the review API (POST /runs), so who "
+            "asked is proven"
         )
     log.info(
         "start.checked",

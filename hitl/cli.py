@@ -42,16 +42,19 @@ from hitl.config import (
     describe_connection,
     load_settings,
     package_versions,
+    parse_duration,
 )
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
 from hitl.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     ApprovalStatus,
     ApproveDecision,
     ModifyDecision,
     PendingApproval,
     RejectDecision,
     RevokeDecision,
+    RunState,
 )
 from hitl.plugin import search_attribute_commands
 from hitl.reviewers import (
@@ -71,6 +74,7 @@ from hitl.reviews import (
     ReviewError,
     Reviews,
     RunNotFound,
+    polling_lately,
 )
 from hitl.runworker import add_worker_arguments, run_worker
 from hitl.terminal import (
@@ -396,16 +400,16 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
         )
         print(token)
         print(
-            f"Added {visible(args.name)} to {path}. The token above is shown once: give it to "
-            f"them as their bearer token (only its hash is kept). Set {REVIEWERS_ENV}={path} "
-            "for the worker and `hitl serve`.",
+            f"Added {visible(args.name)} to {path}. The token (on standard output) is shown "
+            "once: give it to them as their bearer token (only its hash is kept). Set "
+            f"{REVIEWERS_ENV}={path} for the worker and `hitl serve`.",
             file=sys.stderr,
         )
         return APPLIED
     if args.action == "quorum":
         _set_quorum(path, args.min_risk, args.approvals)
     elif args.action == "policy":
-        _set_policy(path, args.auto_approve_below, args.standing)
+        _set_policy(path, args.auto_approve_below, args.standing, args.approval_timeout)
     config = load_config(path)
     if args.action in ("quorum", "policy"):
         print(f"Wrote {path}; the worker reads it from {REVIEWERS_ENV}.", file=sys.stderr)
@@ -418,9 +422,13 @@ async def cmd_reviewers(args: argparse.Namespace) -> int:
     for rule in sorted(config.quorum, key=lambda rule: rule.min_risk):
         print(f"quorum: risk >= {rule.min_risk} needs {rule.approvals} approvers")
     policy = config.policy
+    timeout = policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
     print(
         f"policy: auto-approve below risk {policy.auto_approve_below}; standing approvals "
         + ("allowed" if policy.standing else "turned off")
+        + f"; approval timeout {_human(timeout)}"
+        + (" (the default)" if policy.approval_timeout is None else "")
+        + " for tools without their own"
     )
     return APPLIED
 
@@ -449,23 +457,27 @@ def _set_quorum(path: Path, min_risk: int | None, approvals: int | None) -> None
     _write_reviewers(path, kept)
 
 
-def _set_policy(path: Path, below: int | None, standing: bool | None) -> None:
+def _set_policy(
+    path: Path, below: int | None, standing: bool | None, timeout: float | None = None
+) -> None:
     """Write (or replace) the `[policy]` table, keeping what is not given."""
-    if below is None and standing is None:
+    if below is None and standing is None and timeout is None:
         raise CliError(
-            "give what to set: hitl reviewers policy --auto-approve-below N and/or "
-            "--standing / --no-standing"
+            "give what to set: hitl reviewers policy --auto-approve-below N, "
+            "--standing / --no-standing and/or --approval-timeout DURATION"
         )
     if below is not None and not 0 <= below <= 100:
         raise CliError("--auto-approve-below is a risk from 0 (none) to 100")
     current = load_config(path).policy if path.exists() else None
     below = below if below is not None else current.auto_approve_below if current else 0
     standing = standing if standing is not None else current.standing if current else True
+    # Kept when not given: dropping it would quietly lengthen every approval's timeout.
+    timeout = timeout if timeout is not None else current.approval_timeout if current else None
+    table = f"[policy]\nauto_approve_below = {below}\nstanding = {str(standing).lower()}\n"
+    if timeout is not None:
+        table += f"approval_timeout = {timeout:g}\n"
     kept = _without_blocks(_reviewers_text(path), lambda head, body: head == "[policy]")
-    kept = kept.rstrip("\n") + (
-        f"\n\n[policy]\nauto_approve_below = {below}\nstanding = {str(standing).lower()}\n"
-    )
-    _write_reviewers(path, kept)
+    _write_reviewers(path, kept.rstrip("\n") + "\n\n" + table)
 
 
 def _reviewers_text(path: Path) -> str:
@@ -663,9 +675,10 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         comment=args.comment or "",
         action_digest=args.digest,
     )
+    # The reminder is what now runs, not the preview of what was proposed.
     return _report(
         await _sent(reviews, decision, record.session_id),
-        f"{record.action_json.tool}: {record.preview.summary}",
+        f"{record.action_json.tool} with {json.dumps(new_args, ensure_ascii=False)}",
     )
 
 
@@ -714,8 +727,16 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
     elif not runs:
+        known = [state.value for state in RunState]
         print(
-            "No runs that use the gate." + (f" (state {visible(args.state)})" if args.state else "")
+            "No runs that use the gate."
+            + (f" (state {visible(args.state)})" if args.state else "")
+            # A workflow of your own may publish other states; a typo finds nothing too.
+            + (
+                f"; the states the gate publishes are {', '.join(known)}"
+                if args.state and args.state not in known
+                else ""
+            )
         )
     else:
         print(
@@ -860,13 +881,20 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
     )
-    if pollers.pollers:
-        names = ", ".join(sorted({p.identity for p in pollers.pollers}))
-        _say(f"workers       {len(pollers.pollers)} polling {settings.task_queue} ({names})")
+    # The server lists a stopped worker for minutes after its last poll: only recent
+    # polls count as a worker that runs.
+    live = polling_lately(pollers.pollers)
+    if live:
+        names = ", ".join(sorted({p.identity for p in live}))
+        _say(f"workers       {len(live)} polling {settings.task_queue} ({visible(names)})")
     else:
-        _say(f"workers       NONE polling {settings.task_queue}")
+        gone = len(pollers.pollers) - len(live)
+        _say(
+            f"workers       NONE polling {settings.task_queue}"
+            + (f" ({gone} stopped in the last minutes)" if gone else "")
+        )
         problems.append(
-            f"no worker polls task queue {settings.task_queue}: start one with `python worker.py`"
+            f"no worker polls task queue {settings.task_queue}: start one with `hitl worker`"
         )
     return _doctor_verdict(problems)
 
@@ -892,6 +920,12 @@ def _say(line: str) -> None:
 
 
 # --- the parser and the entry point ------------------------------------------------------------
+
+
+REVIEWER_HELP = (
+    "your name (default: HITL_REVIEWER, else HITL_SIGNER when you sign with your own key, "
+    "else the OS user)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -924,7 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--tool", help="with --all: only this tool's approvals")
         else:
             command.add_argument("id", help="approval id")
-        command.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+        command.add_argument("--reviewer", help=REVIEWER_HELP)
         command.add_argument(
             "--digest", help="apply only if the action still has this digest (from `show`)"
         )
@@ -943,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = add("revoke", "end a standing approval (named by the approval it was granted with)")
     revoke.add_argument("id", help="the approval id the standing approval was granted with")
     revoke.add_argument("--reason", help="why")
-    revoke.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    revoke.add_argument("--reviewer", help=REVIEWER_HELP)
     codec = add("codec", "encrypted payloads: make a key, or serve the codec for the Web UI")
     codec.add_argument("action", choices=("key", "serve"))
     codec.add_argument("--host", default="127.0.0.1")
@@ -967,7 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
     reviewers = add(
         "reviewers",
         "manage the reviewers file: add NAME, list, key, quorum (--min-risk N --approvals K), "
-        "policy (--auto-approve-below N, --standing/--no-standing)",
+        "policy (--auto-approve-below N, --standing/--no-standing, --approval-timeout D)",
     )
     reviewers.add_argument("action", choices=("add", "list", "key", "quorum", "policy"))
     reviewers.add_argument("name", nargs="?", help="with add: the reviewer's name")
@@ -994,6 +1028,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with policy: whether reviewers may grant standing approvals",
     )
+    reviewers.add_argument(
+        "--approval-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="with policy: auto-reject after this long (90s, 30m, 2h) for tools without "
+        "their own timeout",
+    )
     reject = decision_command("reject", "reject; the agent is told the reason")
     reject.add_argument("--reason", required=True, help="why (the agent reads it)")
     modify = decision_command("modify", "run the action with other arguments", bulk=False)
@@ -1003,13 +1044,17 @@ def build_parser() -> argparse.ArgumentParser:
     modify.add_argument("--comment", help="a note kept with the decision")
     review = add("review", "go through pending approvals, asking Approve? [y/n/e(dit)]")
     review.add_argument("--run", help="only this run's approvals")
-    review.add_argument("--reviewer", help="your name (default: HITL_REVIEWER, else user)")
+    review.add_argument("--reviewer", help=REVIEWER_HELP)
     runs = add(
         "runs",
         "runs that use the gate (agents and workflows of your own): state, pending count, "
         "age and what each is about",
     )
-    runs.add_argument("--state", help="running, awaiting_approval, completed, step_limit")
+    runs.add_argument(
+        "--state",
+        help="running, awaiting_approval, completed, step_limit, failed, or a state "
+        "a workflow of yours publishes",
+    )
     runs.add_argument("--limit", type=int, default=200, help="at most this many (200)")
     runs.add_argument("--json", action="store_true")
     audit = add("audit", "every approval of a run with every decision: who, when, outcome")

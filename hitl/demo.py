@@ -41,7 +41,25 @@ FILES = [
 ]
 
 
+def _is_demos(root: Path) -> bool:
+    """Empty, or made by `make_workspace` (whatever runs have added since)."""
+    marker = root / FILES[-1][0]
+    try:
+        return not any(root.iterdir()) or marker.read_text().startswith(f"{FILES[-1][0]}: sample")
+    except OSError:
+        return False
+
+
 def make_workspace(root: Path) -> None:
+    """The demo's files in `root`, made again; a folder of anyone else's is left alone."""
+    if root.exists() and not root.is_dir():
+        raise SystemExit(f"error: {visible(root)} is not a folder; give the demo another one")
+    if root.exists() and not _is_demos(root):
+        others = [name for name in present(root) if name not in dict(FILES)]
+        raise SystemExit(
+            f"error: {visible(root)} holds files that are not the demo's ({_names(others[:3])}); "
+            "the demo makes its workspace from scratch, so give it a new folder (--workspace)"
+        )
     shutil.rmtree(root, ignore_errors=True)
     now = time.time()
     for name, age in FILES:
@@ -113,7 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7233)
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".temporal")
     parser.add_argument("--workspace", type=Path, default=ROOT / "demo-workspace")
+    parser.add_argument(
+        "--only-workspace",
+        action="store_true",
+        help="make the workspace (old and new logs) again and stop: for runs of your own",
+    )
     args = parser.parse_args(argv)
+    if args.only_workspace:
+        make_workspace(args.workspace)
+        print(
+            f"Made {visible(args.workspace)}: {_names(present(args.workspace))}; "
+            f"the logs older than 7 days are {_names(expected_old(args.workspace))}"
+        )
+        return 0
 
     server: DevServer | None = None
     worker: subprocess.Popen | None = None

@@ -195,12 +195,25 @@ class DevServer:
         self.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Temporal dev server for this project.")
     parser.add_argument("--db", type=Path, default=Path(".temporal/temporal.db"))
     parser.add_argument("--port", type=int, default=7233)
     parser.add_argument("--ui-port", type=int)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    ui_port = args.ui_port or args.port + 1000
+    busy = [port for port in (args.port, ui_port) if not port_free(port)]
+    if busy:
+        print(
+            f"make server: {'ports' if len(busy) > 1 else 'port'} "
+            f"{' and '.join(map(str, busy))} {'are' if len(busy) > 1 else 'is'} in use: a "
+            "Temporal server "
+            "may be running already (`make server` or `make demo` in another terminal); "
+            "use that one, stop it, or choose other ports (python -m hitl.devserver --port "
+            "N --ui-port M, and TEMPORAL_ADDRESS=127.0.0.1:N for everything else)",
+            file=sys.stderr,
+        )
+        return 2
     args.db.parent.mkdir(parents=True, exist_ok=True)
     command = server_command(args.db, args.port, args.ui_port)
     print(
@@ -212,4 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

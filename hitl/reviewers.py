@@ -367,8 +367,9 @@ def verify(
     issuer, signature = decision.get("issuer"), decision.get("signature")
     if not issuer or not signature:
         return (
-            "decisions must be signed here: send them through the review API or `hitl` "
-            "with your reviewer key; an unsigned signal is refused"
+            "decisions must be signed here: send them through the review API, or with "
+            "`hitl` and your own key (HITL_SIGNER=NAME, HITL_SIGNING_KEY=KEY, with NAME:KEY "
+            "in the worker's HITL_DECISION_KEYS); an unsigned signal is refused"
         )
     key = keys.get(str(issuer))
     if key is None:

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.api.common.v1 import WorkflowExecution as ExecutionRef
 from temporalio.api.enums.v1 import TaskQueueType, UpdateWorkflowExecutionLifecycleStage
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.update.v1 import Outcome as UpdateOutcome
 from temporalio.api.update.v1 import UpdateRef, WaitPolicy
 from temporalio.api.workflowservice.v1 import (
@@ -322,7 +322,7 @@ class Reviews:
                 "run_id": execution.run_id,
                 "workflow_type": execution.workflow_type,
                 "state": shown
-                if status == "running" or shown in ("completed", "step_limit")
+                if status in ("running", shown) or shown in ("completed", "step_limit")
                 else f"{status} ({shown})",
                 "status": status,
                 "pending": attributes.get(contract.PENDING_KEY) or 0,
@@ -622,11 +622,7 @@ class Reviews:
             )
         except RPCError:
             return "", True  # can't tell: wait, as if one did
-        now = datetime.now(UTC)
-        seen = timedelta(seconds=POLLER_SEEN_SECONDS)
-        return description.task_queue, any(
-            now - poller.last_access_time.ToDatetime(tzinfo=UTC) < seen for poller in answer.pollers
-        )
+        return description.task_queue, bool(polling_lately(answer.pollers))
 
     async def decide_many(
         self,
@@ -799,6 +795,14 @@ def _refused_update(cause: BaseException | None) -> tuple[None, bool]:
     if "not found" in message.lower() and "update" in message.lower():
         return None, False
     raise DecisionRejected(message)
+
+
+def polling_lately(pollers: Sequence[PollerInfo], now: datetime | None = None) -> list[PollerInfo]:
+    """The pollers seen in the last `POLLER_SEEN_SECONDS`: the server lists a worker that
+    has stopped for minutes after its last poll, so a listing alone is no living worker."""
+    now = now or datetime.now(UTC)
+    seen = timedelta(seconds=POLLER_SEEN_SECONDS)
+    return [p for p in pollers if now - p.last_access_time.ToDatetime(tzinfo=UTC) < seen]
 
 
 async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:

@@ -60,6 +60,11 @@ async def run_worker(args: argparse.Namespace) -> int:
         client = await connect(settings)
     except RuntimeError as error:
         log.error("worker.no_server", address=settings.address, error=str(error))
+        print(
+            f"worker: cannot reach the Temporal server at {settings.address} ({error}); start "
+            "it with `make server`, or set TEMPORAL_ADDRESS",
+            flush=True,
+        )
         return 2
     worker = build_worker(client, task_queue, tools=registry, tools_only=args.tools_only)
     stop = asyncio.Event()

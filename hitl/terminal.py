@@ -22,6 +22,7 @@ from hitl.models import (
     ModifyDecision,
     RejectDecision,
 )
+from hitl.reviewers import API_ISSUER, SIGNER_ENV, SIGNING_KEY_ENV
 from hitl.reviews import AnyDecision
 from hitl.text import framed, shorten, terminal_width, visible, visible_json
 
@@ -29,11 +30,16 @@ PROMPT = "Approve? [y/n/e(dit)]: "
 
 
 def reviewer_identity(explicit: str | None = None) -> str:
-    """--reviewer, else HITL_REVIEWER, else the OS user."""
+    """--reviewer, else HITL_REVIEWER, else the person whose own key this process signs
+    with (HITL_SIGNER, with HITL_SIGNING_KEY: that key signs only their decisions), else
+    the OS user."""
     if explicit:
         return explicit
     if os.environ.get("HITL_REVIEWER"):
         return os.environ["HITL_REVIEWER"]
+    signer = os.environ.get(SIGNER_ENV, "").strip()
+    if signer and signer != API_ISSUER and os.environ.get(SIGNING_KEY_ENV):
+        return signer
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -488,8 +488,9 @@ def load_tools(modules: Sequence[str | Tool] | None = None) -> ToolRegistry:
             except ImportError as error:
                 raise ToolRegistrationError(
                     f"tool module {module_name!r} could not be imported ({_said(error)}); "
-                    f"check {TOOLS_ENV} / --tools and that it is on the Python path of the "
-                    "worker and of the starter alike"
+                    f"check {TOOLS_ENV} / --tools, and that the worker's Python finds it (run "
+                    "the worker with PYTHONPATH set to the folder that holds the module's "
+                    "package, or install it; only the worker imports tool modules)"
                 ) from None
             except Exception as error:  # the module's own code raised: one sentence, redacted
                 raise ToolRegistrationError(

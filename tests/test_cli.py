@@ -8,10 +8,12 @@ import os
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.taskqueue.v1 import PollerInfo
 from temporalio.client import (
     Client,
     Interceptor,
@@ -30,7 +32,7 @@ from hitl.entry import CLOSED_PIPE
 from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
 from hitl.plugin import HitlPlugin
 from hitl.reviewers import load_config
-from hitl.reviews import Reviews
+from hitl.reviews import Reviews, polling_lately
 from hitl.text import quoted
 from hitl.text import visible as escaped
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
@@ -207,6 +209,9 @@ async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
     # A second decision while the run is still running is refused by the run itself.
     code, out, err = await hitl("modify", record.id, "--args", json.dumps({"paths": OLD_LOGS[:1]}))
     assert code == 0 and f"Modified {record.id}" in out, err
+    # It reminds of what runs now, not of the proposal ("delete 3 files").
+    assert f'delete_files with {{"paths": ["{OLD_LOGS[0]}"]}}.' in out, out
+    assert record.preview.summary not in out
     code, _, err = await hitl("approve", record.id)
     assert code == 1 and ("already modified by cli-reviewer" in err or "has already ended" in err)
     result = await handle.result()
@@ -269,6 +274,21 @@ async def test_review_takes_piped_answers(
     assert len(files_in(workspace)) == len(OLD_LOGS + NEW_LOGS + OTHER) - 2
 
 
+def test_a_worker_that_stopped_is_not_counted_as_polling() -> None:
+    """The server lists a stopped worker for minutes after its last poll; `hitl doctor`
+    said "1 polling ... All good." with no worker running."""
+    now = datetime.now(UTC)
+
+    def poller(identity: str, seconds_ago: float) -> PollerInfo:
+        info = PollerInfo(identity=identity)
+        info.last_access_time.FromDatetime(now - timedelta(seconds=seconds_ago))
+        return info
+
+    pollers = [poller("live@host", 5), poller("stopped@host", 240)]
+    assert [p.identity for p in polling_lately(pollers, now)] == ["live@host"]
+    assert polling_lately([poller("stopped@host", 240)], now) == []
+
+
 async def test_doctor_reports_the_set_up_and_a_server_that_is_down(hitl: Hitl) -> None:
     code, out, _ = await hitl("doctor")
     assert code == 0, out
@@ -290,6 +310,9 @@ async def test_doctor_reports_the_set_up_and_a_server_that_is_down(hitl: Hitl) -
     assert "Traceback" not in err and err.count("\n") == 1
     code, _, err = await hitl("approve")
     assert code == 2 and "give the approval id" in err
+    # The worker says it in a sentence too, not only in its JSON log line.
+    code, out, _ = await hitl("worker", TEMPORAL_ADDRESS=down)
+    assert code == 2 and "worker: cannot reach the Temporal server" in out, out
 
 
 async def test_starter_reviews_inline_and_writes_evidence(
@@ -343,6 +366,21 @@ async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
     assert code == 0 and f"Rejected {record.id}" in out, err
     await handle.result()
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
+
+
+async def test_a_starter_that_only_waits_says_which_hitl_command_decides(
+    hitl: Hitl, workspace: Path
+) -> None:
+    # Not a terminal, so no inline review: it waits (here until the approval times out).
+    code, text = await run_starter(
+        hitl, "Delete all log files older than 7 days", "--workspace", str(workspace),
+        "--approval-timeout", "1s",
+    )  # fmt: skip
+    assert code == 0, text
+    approval_id = text.split("Waiting for a decision on ", 1)[1].split(";", 1)[0]
+    assert f"hitl approve {approval_id}  (or hitl reject {approval_id} --reason" in text
+    assert "temporal workflow signal" not in text and '"reviewer": "you"' not in text
+    assert "no decision came within" in text
 
 
 async def test_approve_all_decides_every_pending_approval_of_a_tool(
@@ -470,9 +508,19 @@ async def test_reviewers_quorum_writes_the_rule_and_approve_says_the_votes_so_fa
         "reviewers", "policy", "--auto-approve-below", "10", "--no-standing", "--file", str(path)
     )
     assert code == 0 and "standing approvals turned off" in out, err
+    assert "approval timeout 30m (the default)" in out
+    policy = ("reviewers", "policy", "--file", str(path))
+    code, out, err = await hitl(*policy, "--approval-timeout", "10m")
+    assert code == 0 and "approval timeout 10m for tools" in out, err
+    # Setting one thing keeps the rest: a timeout dropped would lengthen every approval's.
+    code, out, err = await hitl(*policy, "--no-standing")
+    assert code == 0 and "approval timeout 10m for tools" in out, err
+    code, _, err = await hitl(*policy, "--approval-timeout", "soon")
+    assert code == 2 and "is not a duration" in err
     config = load_config(path)  # what the worker reads
     assert [(rule.min_risk, rule.approvals) for rule in config.quorum] == [(30, 2)]
     assert (config.policy.auto_approve_below, config.policy.standing) == (10, False)
+    assert config.policy.approval_timeout == 600
     assert set(config.reviewers) == {"ann", "ben"}
 
     monkeypatch.setenv("HITL_REVIEWERS", str(path))  # the in-process worker reads it
@@ -501,6 +549,13 @@ async def test_a_closed_pipe_ends_a_command_quietly(hitl: Hitl, args: list[str])
     finally:
         os.close(write)
     assert (code, err) == (CLOSED_PIPE, "")
+
+
+async def test_runs_with_a_state_nothing_publishes_names_the_states(hitl: Hitl) -> None:
+    code, out, err = await hitl("runs", "--state", "complete")  # a typo of completed
+    assert code == 0, err
+    assert out.startswith("No runs that use the gate. (state complete); the states the gate")
+    assert "completed" in out and "awaiting_approval" in out
 
 
 async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client: Client) -> None:

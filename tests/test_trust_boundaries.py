@@ -312,6 +312,9 @@ async def test_an_unsigned_start_is_refused_where_decisions_must_be_signed(
     handle = await start_run(client, task_queue, workspace, requested_by="bob", signing=None)
     said = await fails_with(handle, "UnverifiedRequester")
     assert "takes only signed starts" in said
+    # It says how to sign, and names only commands that exist (it named a `hitl start`).
+    assert "HITL_SIGNER=NAME" in said and "HITL_DECISION_KEYS" in said
+    assert "hitl start" not in said
 
 
 async def test_a_start_signature_is_bound_to_its_run_its_signer_and_its_time(

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ from hitl.models import (
     ToolAction,
     ToolPreview,
 )
-from hitl.terminal import Prompter, ask_decision, format_approval
+from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.toolkits.email import SendEmailArgs
 from hitl.toolkits.files import DeleteFilesArgs
 from hitl.tools import Tool, load_tools
@@ -237,3 +238,60 @@ def test_the_run_s_outcome_shows_the_answer_and_decisions_escaped() -> None:
     assert "\n        │ Action:    delete_files\\x1b]8;;https://evil.example\\x1b\\\n" in text
     assert "rejected by eve\\u3164 (no\\x1b[2K\\rapproved)" in text
     assert "Run run\\r1 completed" in text
+
+
+def test_a_reviewer_signing_with_their_own_key_decides_as_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With HITL_SIGNER=alice and her key, `hitl approve ID` decided as the OS user, and
+    the worker refused it: "alice's key signs only alice's own decisions"."""
+    for name in ("HITL_REVIEWER", "HITL_SIGNER", "HITL_SIGNING_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("USER", "osuser")
+    monkeypatch.setenv("LOGNAME", "osuser")
+    assert reviewer_identity() == "osuser"
+    monkeypatch.setenv("HITL_SIGNER", "alice")
+    assert reviewer_identity() == "osuser"  # a signer without a key signs nothing
+    monkeypatch.setenv("HITL_SIGNING_KEY", "k" * 44)
+    assert reviewer_identity() == "alice"
+    assert reviewer_identity("bob") == "bob"  # said explicitly: the worker judges it
+    monkeypatch.setenv("HITL_REVIEWER", "carol")
+    assert reviewer_identity() == "carol"
+    monkeypatch.delenv("HITL_REVIEWER")
+    monkeypatch.setenv("HITL_SIGNER", "api")  # the API's key signs for anyone it names
+    assert reviewer_identity() == "osuser"
+
+
+def test_an_unsigned_decision_is_refused_with_how_to_sign_it() -> None:
+    from hitl.reviewers import verify
+
+    refusal = verify(
+        {"approval_id": "apr_1", "reviewer": "root"}, {"api": b"k" * 32}, datetime.now(UTC)
+    )
+    assert refusal is not None and "an unsigned signal is refused" in refusal
+    assert "HITL_SIGNER=NAME" in refusal and "HITL_DECISION_KEYS" in refusal
+
+
+async def test_a_script_that_cant_be_used_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
+    import starter
+
+    cases = {
+        "missing.json": None,
+        "broken.json": "{",
+        "object.json": '{"content": "hi"}',
+        "wrong.json": '[{"content": "ok"}, {"content": 3}]',
+    }
+    said = {}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        out = io.StringIO()
+        code = await starter.run(
+            ["task", "--workspace", str(tmp_path), "--script", str(tmp_path / name)], out=out
+        )
+        assert code == 2 and out.getvalue().count("\n") == 1, out.getvalue()
+        said[name] = out.getvalue()
+    assert "can't be read (No such file or directory)" in said["missing.json"]
+    assert "is not JSON" in said["broken.json"]
+    assert "is not a JSON list of turns" in said["object.json"]
+    assert "turn 2 is not {content, tool_calls}: content:" in said["wrong.json"]

@@ -180,6 +180,7 @@ async def test_registration_errors_stop_the_worker_with_what_to_fix(
     for tools, expected in [
         ("tests.usertools.shop,tests.usertools.clash", "two tools are named 'Refund' and 'refund'"),
         ("tests.usertools.nowhere", "could not be imported"),
+        ("tests.usertools.nowhere", "run the worker with PYTHONPATH set to the folder"),
         ("tests.usertools", "defines no tools"),
     ]:
         process = await asyncio.create_subprocess_exec(
