@@ -1378,11 +1378,12 @@ class GatedTools:
                 self.options.approval_timeout,
                 self.options.tool_approval_timeouts,
             )
-            if notes and preview is not None:
-                preview = preview.model_copy(update={"warnings": [*preview.warnings, *notes]})
-            threshold = policy.stricter_threshold(
+            threshold, lowered = policy.stricter_threshold(
                 check.auto_approve_below, self.options.auto_approve_below
             )
+            notes += lowered
+            if notes and preview is not None:
+                preview = preview.model_copy(update={"warnings": [*preview.warnings, *notes]})
         else:
             wait = policy.approval_timeout(
                 descriptor.name,

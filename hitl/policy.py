@@ -75,9 +75,15 @@ def stricter_timeout(
     return timedelta(seconds=chosen), notes
 
 
-def stricter_threshold(worker: int, run: int | None) -> int:
-    """The worker's auto-approve threshold, lowered (never raised) by the run's input."""
-    return worker if run is None else min(worker, run)
+def stricter_threshold(worker: int, run: int | None) -> tuple[int, list[str]]:
+    """The worker's auto-approve threshold, lowered (never raised) by the run's input, and
+    a note for the record when the run asked for a higher one."""
+    if run is None or run <= worker:
+        return (worker if run is None else run), []
+    return worker, [
+        f"the run asked to auto-approve below risk {run}; the worker's threshold {worker} "
+        "applies (a run may only lower it)"
+    ]
 
 
 def duration_text(delta: timedelta) -> str:

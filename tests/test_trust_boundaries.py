@@ -139,6 +139,10 @@ async def test_a_runs_input_cant_raise_the_auto_approve_threshold(
     )
     [record] = await wait_pending(handle)
     assert record.risk >= 95 and record.reviewer is None
+    assert any(
+        "asked to auto-approve below risk 101; the worker's threshold 0 applies" in warning
+        for warning in record.preview.warnings
+    )
     assert not marker.exists()
     await handle.terminate("done")
 
