@@ -51,6 +51,7 @@ from hitl.models import (
 )
 from hitl.reviewers import _key, add_reviewer, new_key
 from hitl.reviews import Reviews
+from hitl.starting import signed_input
 from hitl.tools import load_tools
 from workflows.agent import SYSTEM_PROMPT
 
@@ -241,9 +242,16 @@ class Bench:
     # --- paused runs ----------------------------------------------------------------------
 
     async def pause_project_runs(
-        self, count: int, label: str, queue: str | None = None
+        self,
+        count: int,
+        label: str,
+        queue: str | None = None,
+        signing: tuple[str, bytes] | None = None,
     ) -> list[tuple[str, str]]:
-        """`count` agent runs paused on one approval each; returns (workflow id, approval id)."""
+        """`count` agent runs paused on one approval each; returns (workflow id, approval id).
+
+        `signing`: the starts are signed (as the review API signs them), for a worker that
+        takes only signed starts."""
         prefix = f"bench-{label}-{uuid.uuid4().hex[:6]}"
         (self.workspace / label).mkdir(exist_ok=True)
 
@@ -257,6 +265,8 @@ class Bench:
                     ]
                 ),
             )
+            if signing is not None:
+                run = signed_input(run, f"{prefix}-{i}", "bench-starter", signing)
             return lambda: self.project.start_workflow(
                 contract.WORKFLOW_NAME,
                 run,
@@ -651,7 +661,9 @@ class Bench:
     ) -> None:
         events = EventsReader(http)
         await events.start()
-        pairs = await self.pause_project_runs(count, "api", queue="bench-api")
+        pairs = await self.pause_project_runs(
+            count, "api", queue="bench-api", signing=("api", _key(key))
+        )
         through_api, delivered = [], []
         for workflow_id, approval_id in pairs:
             sent = time.time()
@@ -662,7 +674,9 @@ class Bench:
             await self.project.get_workflow_handle(workflow_id).result()
         # The same decision signed as the API signs it, sent straight to the run.
         signer = Reviews(self.project, signer=("api", _key(key)))
-        pairs = await self.pause_project_runs(count, "api-signal", queue="bench-api")
+        pairs = await self.pause_project_runs(
+            count, "api-signal", queue="bench-api", signing=("api", _key(key))
+        )
         direct, polled = [], []
         for workflow_id, approval_id in pairs:
             handle = self.project.get_workflow_handle(workflow_id)
