@@ -597,6 +597,12 @@ class StartCheckRequest(BaseModel):
     """The run's input (without its carry), as the signature was made over it."""
     started_at: datetime
     """When the run started, as the server recorded it: a signature is valid 15 min."""
+    continued_from: str | None = None
+    """Set for a run that continued as new with a carry: the run id it continued from,
+    which must be this workflow's own run on this task queue (its type and queue are below),
+    or the carry was written by someone else's code."""
+    workflow_type: str = ""
+    task_queue: str = ""
 
 
 class StartCheck(BaseModel):

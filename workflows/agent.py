@@ -45,6 +45,10 @@ with workflow.unsafe.imports_passed_through():
 
 PATCH_GATE_V2 = "hitl-gate-v2"
 """Runs that began before the gate (no marker) keep version 1's code (workflows/agent_v1.py)."""
+PATCH_CONTINUATION = "hitl-continuation-verified"
+"""From here on a run that continues as new asks the server what its previous run was
+before it believes the carry (a local activity; the v4 histories recorded under
+`hitl-trust-boundaries` have none)."""
 
 SYSTEM_PROMPT = (
     "You are an operations agent working inside one workspace directory. Use the tools to do "
@@ -150,6 +154,8 @@ class AgentWorkflow:
                 type="TaskTooLong",
                 non_retryable=True,
             )
+        if run.carry is not None and workflow.patched(PATCH_CONTINUATION):
+            await self._verify_continuation()
         if run.carry is None and workflow.patched(PATCH_TRUST):
             self._requester = await self._verify_start(run)
             tools = await self._worker_tools(run)
@@ -416,6 +422,31 @@ class AgentWorkflow:
                 non_retryable=True,
             )
         return check
+
+    async def _verify_continuation(self) -> None:
+        """A carry is believed only from this workflow's own earlier run on this queue."""
+        info = workflow.info()
+        check: StartCheck = await workflow.execute_local_activity(
+            contract.ACTIVITY_VERIFY_START,
+            StartCheckRequest(
+                workflow_id=info.workflow_id,
+                run={},
+                started_at=info.workflow_start_time,
+                continued_from=info.continued_run_id,
+                workflow_type=info.workflow_type,
+                task_queue=info.task_queue,
+            ),
+            result_type=StartCheck,
+            start_to_close_timeout=VERIFY_START_TIMEOUT,
+            retry_policy=LLM_RETRY,
+            summary="verify the run this one continued from",
+        )
+        if check.refusal:
+            raise ApplicationError(
+                f"this run's carry was not written by this workflow: {check.refusal}",
+                type="ForgedCarry",
+                non_retryable=True,
+            )
 
     async def _worker_tools(self, run: RunInput) -> list[ToolDescriptor]:
         """The run's tools as this worker defines them: their policy is the worker's.

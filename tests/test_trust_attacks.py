@@ -1,0 +1,266 @@
+"""Attacks on the trust boundaries that tests/test_trust_boundaries.py does not name.
+
+The attackers of issue 15: a Temporal client that may start workflows, send signals and
+updates (and, like any client, start an activity or serve a task queue of its own); a
+reviewer with a narrow token; anyone who can read and write Redis. The worker runs in
+this process with its keys and reviewers file set in its environment, as an operator
+sets them. Each test asserts what a user would check: the marker a command would create
+does not exist, the decision that was sent is the one that applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+from hitl import contract
+from hitl.models import (
+    AgentCarry,
+    ApprovalContext,
+    ApprovalRecord,
+    ApprovalStatus,
+    ApproveDecision,
+    CallState,
+    GateState,
+    ModelSettings,
+    RunInput,
+    StartCheck,
+    ToolAction,
+    ToolCall,
+    ToolCheck,
+    ToolCheckRequest,
+    ToolPreview,
+    ToolRequest,
+    ToolResult,
+    TurnState,
+)
+from hitl.reviewers import add_reviewer, new_key
+from hitl.reviews import Reviews
+from tests.helpers import wait_pending
+from tests.usertools.mallory import Mallory, MalloryContinues
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+API_KEY = new_key()
+ALICE_KEY = new_key()
+BOB_KEY = new_key()
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A worker that takes only signed decisions and starts: the API's, alice's and bob's."""
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "alice")
+    add_reviewer(reviewers, "bob")
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    monkeypatch.setenv("HITL_DECISION_KEYS", f"api:{API_KEY},alice:{ALICE_KEY},bob:{BOB_KEY}")
+    return reviewers
+
+
+def touch(marker: Path, workspace: Path, key: str | None = "apr_0123456789abcdef") -> ToolRequest:
+    """A `run_command` that creates `marker`, claiming an approval id no gate settled."""
+    return ToolRequest(
+        action=ToolAction(tool="run_command", args={"argv": ["touch", str(marker)]}),
+        workspace=str(workspace),
+        idempotency_key=key,
+    )
+
+
+async def refused_or_failed(run: Any) -> str:
+    """What the attempt came to: a refused tool result's error, or every message along
+    the failure's chain of causes."""
+    try:
+        result = await asyncio.wait_for(run, 60)
+    except Exception as error:  # the activity or the workflow failed: nothing ran
+        said, cause = [], error
+        while cause is not None:
+            said.append(str(cause))
+            cause = cause.__cause__ or getattr(cause, "cause", None)
+        return " / ".join(said)
+    assert isinstance(result, ToolResult | ToolCheck), result
+    assert not result.ok, f"the worker carried it out: {result}"
+    return result.error or ""
+
+
+DEPLOYMENT_ONLY = "runs only for the workflows of this deployment"
+
+
+# --- the worker's tool activities serve only the runs of its own workflows ---------------------
+
+
+async def test_a_client_cant_run_a_flagged_tool_as_an_activity_of_its_own(
+    client: Client, task_queue: str, workspace: Path, tmp_path: Path
+) -> None:
+    """Temporal lets a client start an activity with no workflow (a standalone activity):
+    `run_tool` with a made-up approval id must not run the command."""
+    marker = tmp_path / "ran"
+    for key in ("apr_0123456789abcdef", None):
+        said = await refused_or_failed(
+            client.execute_activity(
+                contract.ACTIVITY_RUN_TOOL,
+                touch(marker, workspace, key),
+                id=f"act-{uuid.uuid4().hex[:8]}",
+                task_queue=task_queue,
+                start_to_close_timeout=timedelta(seconds=30),
+                result_type=ToolResult,
+            )
+        )
+        assert DEPLOYMENT_ONLY in said and "standalone activity" in said
+        assert not marker.exists()
+
+
+async def test_a_client_cant_read_the_workers_files_through_a_tool_activity(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """`read_file` needs no approval, and the workspace is whatever the request says: a
+    standalone activity naming `/` as its workspace must not read the worker's files."""
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("the worker's private file")
+    request = ToolRequest(
+        action=ToolAction(tool="read_file", args={"path": "secret.txt"}),
+        workspace=str(secret.parent),
+    )
+    said = await refused_or_failed(
+        client.execute_activity(
+            contract.ACTIVITY_RUN_TOOL,
+            request,
+            id=f"act-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            result_type=ToolResult,
+        )
+    )
+    assert "private" not in said and DEPLOYMENT_ONLY in said
+    # The preview of a write shows the file's current content as a diff.
+    check = ToolCheckRequest(
+        tool="write_file",
+        args={"path": "secret.txt", "content": "x"},
+        workspace=str(secret.parent),
+    )
+    said = await refused_or_failed(
+        client.execute_activity(
+            contract.ACTIVITY_CHECK_TOOL,
+            check,
+            id=f"act-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            result_type=ToolCheck,
+        )
+    )
+    assert "private" not in said and DEPLOYMENT_ONLY in said
+
+
+async def test_a_workflow_served_on_another_queue_cant_run_the_workers_tools(
+    client: Client, task_queue: str, workspace: Path, tmp_path: Path
+) -> None:
+    """Any workflow may schedule an activity on any queue: one the attacker serves asks
+    the worker's queue for `run_tool` with a made-up approval id."""
+    marker = tmp_path / "ran"
+    theirs = f"mallory-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=theirs, workflows=[Mallory]):
+        said = await refused_or_failed(
+            client.execute_workflow(
+                Mallory.run,
+                args=[touch(marker, workspace), task_queue],
+                id=theirs,
+                task_queue=theirs,
+                result_type=ToolResult,
+            )
+        )
+    assert DEPLOYMENT_ONLY in said and "Mallory on task queue" in said
+    assert not marker.exists()
+
+
+async def test_a_workflow_of_the_deployment_runs_only_what_its_gate_approved(
+    client: Client, workspace: Path, tmp_path: Path
+) -> None:
+    """Even trusted code doesn't get a flagged call run by naming an approval id: the
+    worker asks the run whether it settled that approval for exactly this action."""
+    from tests.usertools.mallory import SkipsTheGate
+    from worker import build_worker
+
+    marker = tmp_path / "ran"
+    queue = f"own-{uuid.uuid4().hex[:8]}"
+    listed = ToolAction(tool="run_command", args={"argv": ["ls"]})
+    async with build_worker(client, queue, workflows=[Mallory, SkipsTheGate]):
+        # An approval id the run never had.
+        said = await refused_or_failed(
+            client.execute_workflow(
+                Mallory.run,
+                args=[touch(marker, workspace), queue],
+                id=f"skip-{uuid.uuid4().hex[:8]}",
+                task_queue=queue,
+                result_type=ToolResult,
+            )
+        )
+        assert "does not say which approvals it settled" in said, said
+        # A real approval, of another command.
+        handle = await client.start_workflow(
+            SkipsTheGate.run,
+            args=[listed, touch(marker, workspace).action, str(workspace)],
+            id=f"skip-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+            result_type=ToolResult,
+        )
+        [record] = await wait_pending(handle)
+        await Reviews(client).decide(ApproveDecision(approval_id=record.id, reviewer="bob"))
+        said = await refused_or_failed(handle.result())
+        assert f"approval {record.id} approved another action than this one" in said, said
+    assert not marker.exists()
+
+
+async def test_a_continue_as_new_from_another_queue_carries_nothing(
+    keys: Path, client: Client, task_queue: str, workspace: Path, tmp_path: Path
+) -> None:
+    """A carry is believed in a run started by a continue-as-new; the attacker's own
+    workflow continues as new as the agent, on the worker's queue, with a carry holding an
+    approved command and a requester 'verified' as bob."""
+    marker = tmp_path / "ran"
+    now = datetime.now(UTC)
+    action = ToolAction(tool="run_command", args={"argv": ["touch", str(marker)]})
+    approved = ApprovalRecord(
+        id="apr_0123456789abcdef",
+        session_id="x",
+        action_json=action,
+        action_digest=action.digest(),
+        status=ApprovalStatus.APPROVED,
+        reviewer="alice",
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+        context=ApprovalContext(original_request="tidy up"),
+        preview=ToolPreview(summary="harmless"),
+    )
+    call = ToolCall(id="c1", name="run_command", arguments=json.dumps(action.args))
+    carry = AgentCarry(
+        messages=[],
+        step=1,
+        turn=TurnState(step=1, calls=[CallState(call=call, approval_id=approved.id)]),
+        gate=GateState(pending=[approved]),
+        started_at=now,
+        requester=StartCheck(requested_by="bob", verified=True),
+    )
+    run = RunInput(
+        task="tidy up",
+        workspace=str(workspace),
+        model=ModelSettings(provider="scripted", script=[]),
+        carry=carry,
+    )
+    theirs = f"mallory-{uuid.uuid4().hex[:8]}"
+    workflow_id = f"forged-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=theirs, workflows=[MalloryContinues]):
+        await client.start_workflow(
+            MalloryContinues.run, args=[run, task_queue], id=workflow_id, task_queue=theirs
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 60)
+    assert getattr(failure.value.cause, "type", None) == "ForgedCarry", failure.value.cause
+    assert not marker.exists()
