@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         Vote,
         canonical_json,
+        payload_digest,
     )
     from hitl.text import clip, lone_surrogate, markdown_text, quoted
 
@@ -498,7 +499,11 @@ class ApprovalGate:
         if self._twin(record, item):
             return
         if decision.decision_id and any(
-            entry.decision_id == decision.decision_id for entry in record.decisions
+            entry.decision_id == decision.decision_id
+            # A refused copy (unsigned, altered) of a decision id someone saw on a shared
+            # channel doesn't use the id up: only one that took effect does.
+            and (entry.outcome == "applied" or not workflow.patched(PATCH_TRUST))
+            for entry in record.decisions
         ):
             self._log(
                 record,
@@ -579,12 +584,16 @@ class ApprovalGate:
         decision = item.decision
         if not decision.decision_id:
             return False
+        digest = payload_digest(item.fields)
         for entry in record.decisions:
             if (
                 entry.decision_id == decision.decision_id
                 and entry.kind is item.kind
                 and entry.reviewer == decision.reviewer
                 and entry.args == (decision.args if isinstance(decision, ModifyDecision) else None)
+                # The same payload, signature and all: a copy sent unsigned or altered
+                # first must not answer for the real decision.
+                and entry.payload_digest == digest
                 and workflow.patched(PATCH_TRUST)
             ):
                 item.entry = entry
@@ -992,6 +1001,7 @@ class ApprovalGate:
             issuer=decision.issuer,
             scope=getattr(decision, "scope", None) if not refusal else None,
             note=note,
+            payload_digest=payload_digest(item.fields),
         )
 
     def _log(

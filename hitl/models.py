@@ -41,6 +41,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def payload_digest(payload: Any) -> str:
+    """A decision's payload as sent, in 16 hex digits (its `kind` left out: the signal or
+    update it came as says that). Two copies of one decision (the `decide` update and its
+    signal) have the same; a copy someone altered, or sent unsigned, has another."""
+    fields = {k: v for k, v in payload.items() if k != "kind"} if isinstance(payload, dict) else {}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # --- the model's side ---------------------------------------------------------
 
 
@@ -328,6 +337,10 @@ class DecisionEntry(BaseModel):
     """For an approval that keeps approving: `action` or `tool` (see StandingApproval)."""
     note: str | None = None
     """What the decision did short of deciding, e.g. "1 of 2 approvals"."""
+    payload_digest: str | None = None
+    """`payload_digest` of the decision as it came: the same decision sent again (as the
+    signal after its update) is answered with this entry only if it is the same payload,
+    so a copy of a decision id seen on a shared channel can't take the decision's place."""
 
 
 class ApprovalRecord(BaseModel):

@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from hitl import contract
+from hitl.bridge import signed_message
 from hitl.models import (
     AgentCarry,
     ApprovalContext,
@@ -29,8 +30,10 @@ from hitl.models import (
     ApprovalStatus,
     ApproveDecision,
     CallState,
+    DecisionEntry,
     GateState,
     ModelSettings,
+    RejectDecision,
     RunInput,
     StartCheck,
     ToolAction,
@@ -42,9 +45,9 @@ from hitl.models import (
     ToolResult,
     TurnState,
 )
-from hitl.reviewers import add_reviewer, new_key
-from hitl.reviews import Reviews
-from tests.helpers import wait_pending
+from hitl.reviewers import _key, add_reviewer, new_key
+from hitl.reviews import Reviews, _update_id
+from tests.helpers import approvals, start_run, wait_pending
 from tests.usertools.mallory import Mallory, MalloryContinues
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -264,3 +267,46 @@ async def test_a_continue_as_new_from_another_queue_carries_nothing(
             await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 60)
     assert getattr(failure.value.cause, "type", None) == "ForgedCarry", failure.value.cause
     assert not marker.exists()
+
+
+# --- a decision seen on Redis can't be squatted -----------------------------------------------
+
+
+async def test_a_copy_of_a_signed_decision_cant_take_its_place(
+    keys: Path, client: Client, task_queue: str, workspace: Path
+) -> None:
+    """Everyone on Redis sees alice's signed rejection (its decision_id and every field)
+    before the bridge forwards it. An attacker sends it first without the signature, as
+    a signal and as the `decide` update the library would send: refused. alice's own,
+    sent after, must still apply: the run must not take the refused copy for it."""
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    message = signed_message(
+        "reject",
+        record.id,
+        record.action_digest,
+        reason="keep them",
+        signer=("alice", _key(ALICE_KEY)),
+    )
+    fields = {k: v for k, v in message.items() if k != "correlation_id"}
+    unsigned = {k: v for k, v in fields.items() if k not in ("issuer", "issued_at", "signature")}
+    await handle.signal(contract.SIGNAL_REJECT, unsigned)
+    # The update under the very id the library will use for alice's (it names her payload).
+    decision = RejectDecision.model_validate(fields)
+    squatted = await handle.execute_update(
+        contract.UPDATE_DECIDE,
+        {**unsigned, "kind": "reject"},
+        id=_update_id(decision, fields),
+        result_type=DecisionEntry,
+    )
+    assert squatted.outcome == "refused" and "must be signed" in (squatted.refusal or "")
+    outcome = await Reviews(client).forward(decision, fields, handle.id)
+    assert outcome.entry is not None and outcome.entry.outcome == "applied", outcome.entry
+    [after] = [r for r in await approvals(handle) if r.id == record.id]
+    assert after.status is ApprovalStatus.REJECTED and after.reviewer == "alice"
+    # The update copy was the signal copy again (the same payload): logged once.
+    assert [(e.outcome, e.issuer) for e in after.decisions] == [
+        ("refused", None),
+        ("applied", "alice"),
+    ]
+    await handle.result()
