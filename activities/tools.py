@@ -120,6 +120,7 @@ class ToolActivities:
         info = activity.info() if activity.in_activity() else None
         return ToolContext(
             workspace_path=request.workspace,
+            workspace_root=request.workspace_root,
             approval_id=getattr(request, "idempotency_key", None),
             preview=getattr(request, "preview", None),
             workflow_id=(info.workflow_id or "") if info else "",

@@ -984,6 +984,9 @@ async def start_run(state: State, who: Who, body: StartBody) -> Started:
             auto_approve_below=body.auto_approve_below,
             tool_names=body.tools,
             origin={"started_by": "hitl serve", "reviewer": requested_by},
+            # The check above is on the name; the worker reaches the folder from the root
+            # without following a link, so one planted under the root can't lead out.
+            workspace_root=str(state.workspace_root),
         ),
         workflow_id,
         requested_by,

@@ -1275,6 +1275,8 @@ class ToolCallOptions:
     task_queues: Mapping[str, str] = field(default_factory=dict)
     """Tools whose calls run on another task queue (a worker with no secrets)."""
     max_action_bytes: int = 64 * 1024
+    workspace_root: str | None = None
+    """The folder the workspace must be reached from without following a link."""
 
 
 class GatedTools:
@@ -1466,6 +1468,7 @@ class GatedTools:
                     args=args,
                     workspace=self.options.workspace,
                     modification=modification,
+                    workspace_root=self.options.workspace_root,
                 ),
                 result_type=ToolCheck,
                 start_to_close_timeout=CHECK_TIMEOUT,
@@ -1493,6 +1496,7 @@ class GatedTools:
             idempotency_key=approval_id,
             preview=preview,
             digest=descriptor.digest,
+            workspace_root=self.options.workspace_root,
         )
         limit = timeout or timedelta(seconds=descriptor.execution_timeout_seconds)
         label = action.tool + (f" (approval {approval_id})" if approval_id else "")

@@ -230,6 +230,8 @@ class ToolCheckRequest(BaseModel):
     workspace: str = ""
     modification: bool = False
     """Checking a reviewer's modified arguments: validate and preview, don't ask again."""
+    workspace_root: str | None = None
+    """The run's `RunInput.workspace_root`: the workspace is reached from it, no link followed."""
 
 
 class ToolRequest(BaseModel):
@@ -243,6 +245,8 @@ class ToolRequest(BaseModel):
     """The preview the reviewer saw, so execution can refuse what changed since."""
     digest: str | None = None
     """The tool's descriptor digest when the run began: a changed tool is refused."""
+    workspace_root: str | None = None
+    """The run's `RunInput.workspace_root`: the workspace is reached from it, no link followed."""
 
 
 class ToolResult(BaseModel):
@@ -676,6 +680,11 @@ class RunInput(BaseModel):
     carry: AgentCarry | None = None
     """Set only when a run continues as new: where the previous run stopped. A run
     started by a client with a carry is refused: only the run itself may write one."""
+    workspace_root: str | None = None
+    """The folder of workspaces the review API started this run under (its
+    `HITL_WORKSPACE_ROOT`): the worker reaches `workspace` from it without following a
+    symbolic link, so a link planted under it can't make the workspace `/`. Signed with
+    the rest; a worker's own `HITL_WORKSPACE_ROOT` takes its place."""
     start_signature: StartSignature | None = None
     """Proof of who started the run (`requested_by`): the starter's own key, or the
     review API's for the reviewer it authenticated, over this input and workflow id."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from hitl import contract
@@ -35,6 +36,7 @@ from hitl.models import (
     ModelSettings,
     RejectDecision,
     RunInput,
+    RunResult,
     StartCheck,
     ToolAction,
     ToolCall,
@@ -47,7 +49,7 @@ from hitl.models import (
 )
 from hitl.reviewers import _key, add_reviewer, new_key
 from hitl.reviews import Reviews, _update_id
-from tests.helpers import approvals, start_run, wait_pending
+from tests.helpers import approvals, start_run, turn, wait_pending
 from tests.usertools.mallory import Mallory, MalloryContinues
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -310,3 +312,78 @@ async def test_a_copy_of_a_signed_decision_cant_take_its_place(
         ("applied", "alice"),
     ]
     await handle.result()
+
+
+# --- a workspace under the API's root stays under it --------------------------------------------
+
+
+async def test_a_workspace_the_api_starts_stays_under_its_root_whatever_links_lie_there(
+    env: WorkflowEnvironment,
+    client: Client,
+    task_queue: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /runs checks the workspace's name; the folders under the root are written by
+    whoever controls a workspace (a cloned repository, an approved `ln -s`). A link there
+    to a folder outside, named as the workspace, would let `read_file` (no approval) read
+    it. The run is started (the API can't see the files), and no tool reaches outside."""
+    from tests.review_api import ServedApi, worker_env, write_reviewers
+
+    reviewers = tmp_path / "reviewers.toml"
+    tokens = write_reviewers(reviewers)
+    for name, value in worker_env(reviewers).items():
+        monkeypatch.setenv(name, value)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the worker's private file")
+    root = tmp_path / "root"
+    (root / "team").mkdir(parents=True)
+    (root / "team" / "link").symlink_to(outside)
+    (root / "team" / "real").mkdir()
+    (root / "team" / "real" / "up").symlink_to(outside)
+    script = [turn(("read_file", {"path": "secret.txt"}))]
+    async with ServedApi(client, reviewers, task_queue=task_queue, workspace_root=str(root)) as api:
+        async with api.http(tokens["bob"]) as bob:
+            for workspace in ("team/link", "team/real/up"):
+                answer = await bob.post(
+                    "/runs",
+                    json={
+                        "task": "read it",
+                        "workspace": workspace,
+                        "script": [t.model_dump(mode="json") for t in script],
+                    },
+                )
+                assert answer.status_code == 201, answer.text
+                result = await asyncio.wait_for(
+                    client.get_workflow_handle(answer.json()["id"], result_type=RunResult).result(),
+                    60,
+                )
+                [ran] = result.tool_runs
+                assert not ran.result.ok, ran
+                assert "links below the folder of workspaces are not followed" in (
+                    ran.result.error or ""
+                )
+                assert "private" not in result.model_dump_json()
+
+
+def test_a_worker_with_a_workspace_root_opens_only_folders_below_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's own HITL_WORKSPACE_ROOT: a run signed by a reviewer's own key names its
+    workspace freely, and still gets no folder outside the root, nor one through a link."""
+    from hitl.tools import ToolContext, ToolError
+
+    root = tmp_path / "root"
+    (root / "team" / "ws").mkdir(parents=True)
+    (root / "team" / "out").symlink_to(tmp_path)
+    monkeypatch.setenv("HITL_WORKSPACE_ROOT", str(root))
+    opened = ToolContext(workspace_path=str(root / "team" / "ws")).workspace
+    assert opened.path == root.resolve() / "team" / "ws"
+    for workspace in ("/", str(root), str(tmp_path), f"{root}/team/../..", f"{root}/team/out"):
+        with pytest.raises(ToolError, match="under"):
+            ToolContext(workspace_path=workspace).workspace  # noqa: B018
+    # The run's own root (the API's) gives way to the worker's.
+    assert ToolContext(
+        workspace_path=str(root / "team" / "ws"), workspace_root="/elsewhere"
+    ).workspace.path == (root.resolve() / "team" / "ws")

@@ -173,6 +173,7 @@ class AgentWorkflow:
                 auto_approve_below=run.auto_approve_below,
                 task_queues=run.tool_task_queues,
                 max_action_bytes=run.limits.max_action_bytes,
+                workspace_root=run.workspace_root,
             ),
         )
         schemas = self._tools.schemas()
