@@ -387,3 +387,24 @@ def test_a_worker_with_a_workspace_root_opens_only_folders_below_it(
     assert ToolContext(
         workspace_path=str(root / "team" / "ws"), workspace_root="/elsewhere"
     ).workspace.path == (root.resolve() / "team" / "ws")
+
+
+# --- what a run's input still says ---------------------------------------------------------
+
+
+async def test_a_run_asking_an_absurd_approval_timeout_gets_the_workers(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    """A run may only shorten the timeout; one that asks for 1e300 s (valid for the
+    input's `gt=0`) must neither lengthen it nor fail the run's workflow task."""
+    handle = await start_run(
+        client,
+        task_queue,
+        workspace,
+        approval_timeout_seconds=1e300,
+        tool_approval_timeouts={"delete_files": 1e308},
+    )
+    [record] = await wait_pending(handle)
+    assert record.expires_at - record.created_at == timedelta(minutes=30)
+    assert any("the worker's 30 min for delete_files applies" in w for w in record.preview.warnings)
+    await handle.terminate("done")
