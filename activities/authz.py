@@ -51,6 +51,11 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
             scope=str(decision.get("scope") or "once"),
             max_risk=wanted if isinstance(wanted, int) else None,
         )
+    if refusal is None:
+        # The worker's policy holds with or without a list of reviewers.
+        refusal = config.policy_refusal(
+            str(decision.get("kind")), str(decision.get("scope") or "once")
+        )
     log.info(
         "decision.checked",
         approval_id=decision.get("approval_id"),

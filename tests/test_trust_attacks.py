@@ -408,3 +408,88 @@ async def test_a_run_asking_an_absurd_approval_timeout_gets_the_workers(
     assert record.expires_at - record.created_at == timedelta(minutes=30)
     assert any("the worker's 30 min for delete_files applies" in w for w in record.preview.warnings)
     await handle.terminate("done")
+
+
+# --- what a reviewer's own key may grant ---------------------------------------------------
+
+
+NINA_KEY = new_key()
+
+
+@pytest.fixture
+def narrow(keys: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """nina: run_command only, up to risk 40, with her own key."""
+    add_reviewer(keys, "nina", tools=["run_command"], max_risk=40)
+    monkeypatch.setenv(
+        "HITL_DECISION_KEYS", f"api:{API_KEY},alice:{ALICE_KEY},bob:{BOB_KEY},nina:{NINA_KEY}"
+    )
+    return keys
+
+
+async def test_a_narrow_reviewers_own_key_grants_no_standing_approval_above_her_limit(
+    narrow: Path, client: Client, task_queue: str, workspace: Path
+) -> None:
+    script = [turn(("run_command", {"argv": ["ls", "-la"]}))]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [record] = await wait_pending(handle)
+    assert record.risk == 30
+    nina = Reviews(client, signer=("nina", _key(NINA_KEY)))
+    wide = await nina.decide(
+        ApproveDecision(approval_id=record.id, reviewer="nina", scope="tool", max_risk=100)
+    )
+    assert wide.entry is not None and "may approve up to risk 40, not a standing 100" in (
+        wide.entry.refusal or ""
+    )
+    # Granted without a bound, the standing approval goes as far as the call she saw.
+    granted = await nina.decide(
+        ApproveDecision(approval_id=record.id, reviewer="nina", scope="tool")
+    )
+    assert granted.applied
+    result = await handle.result()
+    assert result.approvals[0].reviewer == "nina"
+
+
+async def test_the_workers_policy_of_no_standing_approvals_holds_without_a_reviewer_list(
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`[policy] standing = false` is the worker's policy, whoever may decide: a reviewers
+    file with a policy and no reviewers still turns standing approvals off."""
+    rules = tmp_path / "reviewers.toml"
+    rules.write_text("[policy]\nstanding = false\n")
+    monkeypatch.setenv("HITL_REVIEWERS", str(rules))
+    script = [turn(("run_command", {"argv": ["ls", "-la"]}))]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [record] = await wait_pending(handle)
+    grant = await Reviews(client).decide(
+        ApproveDecision(approval_id=record.id, reviewer="bob", scope="tool", max_risk=30)
+    )
+    assert grant.entry is not None and "standing approvals are turned off" in (
+        grant.entry.refusal or ""
+    )
+    await handle.terminate("done")
+
+
+async def test_one_reviewer_counts_once_toward_a_quorum_whoever_signs_for_them(
+    keys: Path, client: Client, task_queue: str, workspace: Path
+) -> None:
+    """bob approves through the API (signed as api) and again with his own key."""
+    with keys.open("a") as file:
+        file.write("\n[[quorum]]\nmin_risk = 0\napprovals = 2\n")
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    assert record.quorum == 2
+    api = Reviews(client, signer=("api", _key(API_KEY)))
+    own = Reviews(client, signer=("bob", _key(BOB_KEY)))
+    first = await api.decide(ApproveDecision(approval_id=record.id, reviewer="bob"))
+    assert first.applied and first.entry is not None and first.entry.issuer == "api"
+    second = await own.decide(ApproveDecision(approval_id=record.id, reviewer="bob"))
+    assert second.entry is not None and "has already approved this action" in (
+        second.entry.refusal or ""
+    )
+    [still] = await wait_pending(handle)
+    assert len(still.votes) == 1
+    await handle.terminate("done")
