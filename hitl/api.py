@@ -1039,8 +1039,15 @@ async def list_runs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[RunSummary]:
-    """Workflows that use the gate, newest first."""
-    return [RunSummary(**run) for run in await state.reviews.runs(run_state, limit)]
+    """Workflows that use the gate, newest first. A run without a title of its own is
+    titled by its first pending approval, shown only to who may read that tool's."""
+    listed = []
+    for run in await state.reviews.runs(run_state, limit):
+        tool = run.pop("task_tool", None)
+        if tool is not None and not who.may_read(state.config, tool):
+            run["task"] = ""
+        listed.append(RunSummary(**run))
+    return listed
 
 
 @runs.get("/{workflow_id}", response_model=RunDetail, summary="One run's audit")

@@ -337,6 +337,8 @@ class Reviews:
             if pending:
                 first = min(pending, key=lambda item: item.created_at)
                 run["task"] = f"{first.tool}: {first.summary}"
+                # An approval's words: shown only to who may read that tool's approvals.
+                run["task_tool"] = first.tool
                 if execution.status is WorkflowExecutionStatus.RUNNING:
                     untitled.append((run, first))
         limit_reads = asyncio.Semaphore(READ_CONCURRENCY)

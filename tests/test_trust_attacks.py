@@ -493,3 +493,39 @@ async def test_one_reviewer_counts_once_toward_a_quorum_whoever_signs_for_them(
     [still] = await wait_pending(handle)
     assert len(still.votes) == 1
     await handle.terminate("done")
+
+
+# --- reviewers read only what they may read ---------------------------------------------------
+
+
+async def test_the_run_listing_doesnt_title_a_run_with_an_approval_the_reviewer_may_not_read(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow of your own with no title of its own is listed under its first pending
+    approval (`tool: summary`): carol, who may decide only write_file, must not read a
+    `pay` approval's summary there."""
+    from hitl.plugin import HitlPlugin
+    from tests.review_api import ServedApi, write_reviewers
+    from tests.usertools.carried import Carried
+
+    reviewers = tmp_path / "reviewers.toml"
+    tokens = write_reviewers(reviewers)
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    queue = f"tq-untitled-{uuid.uuid4().hex[:8]}"
+    plugin = HitlPlugin(tools=[], agent_workflow=False)
+    async with Worker(client, task_queue=queue, workflows=[Carried], plugins=[plugin]):
+        handle = await client.start_workflow(
+            Carried.run, None, id=f"untitled-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+        await wait_pending(handle)
+        async with ServedApi(client, reviewers) as api:
+            for name, shown in (("bob", "pay: pay"), ("carol", "")):
+                async with api.http(tokens[name]) as http:
+                    for _ in range(200):
+                        runs = (await http.get("/runs", params={"limit": 20})).json()
+                        mine = [run for run in runs if run["id"] == handle.id]
+                        if mine and mine[0]["pending"]:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert mine[0]["task"] == shown, (name, mine)
+        await handle.terminate("done")
