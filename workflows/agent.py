@@ -65,6 +65,9 @@ LLM_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
+CONTINUATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """The LLM activity heartbeats every 2 s, so a dead worker is noticed in seconds."""
 DESCRIBE_TIMEOUT = timedelta(seconds=30)
@@ -439,7 +442,9 @@ class AgentWorkflow:
             ),
             result_type=StartCheck,
             start_to_close_timeout=VERIFY_START_TIMEOUT,
-            retry_policy=LLM_RETRY,
+            # A run may have waited days for this point: a server that doesn't answer for
+            # a while must not fail it, so ask until it does.
+            retry_policy=CONTINUATION_RETRY,
             summary="verify the run this one continued from",
         )
         if check.refusal:
