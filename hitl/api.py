@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -999,9 +1000,14 @@ async def start_run(state: State, who: Who, body: StartBody) -> Started:
             id=workflow_id,
             task_queue=state.task_queue,
             static_summary=body.task[:400],
+            # A workflow id names one request: the audit of an id gathers every run under
+            # it, so a reviewer must not add a run of theirs to someone else's finished one.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
-        raise ApiError(409, f"a run with id {workflow_id!r} is already running") from None
+        raise ApiError(
+            409, f"a run with id {workflow_id!r} is already running or has run; choose another id"
+        ) from None
     except RPCError as error:
         raise _rpc_problem(error) from error
     return Started(

@@ -529,3 +529,27 @@ async def test_the_run_listing_doesnt_title_a_run_with_an_approval_the_reviewer_
                         await asyncio.sleep(0.05)
                     assert mine[0]["task"] == shown, (name, mine)
         await handle.terminate("done")
+
+
+async def test_a_reviewer_cant_start_a_run_under_the_id_of_someone_elses_finished_run(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /runs/{id}` gathers every run under a workflow id: carol's run started under
+    the id of bob's finished one would join bob's audit."""
+    from tests.review_api import ServedApi, worker_env, write_reviewers
+
+    reviewers = tmp_path / "reviewers.toml"
+    tokens = write_reviewers(reviewers)
+    for name, value in worker_env(reviewers).items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "root" / "ws").mkdir(parents=True)
+    body = {"task": "say hi", "workspace": "ws", "id": f"taken-{uuid.uuid4().hex[:8]}"}
+    async with ServedApi(
+        client, reviewers, task_queue=task_queue, workspace_root=str(tmp_path / "root")
+    ) as api:
+        async with api.http(tokens["bob"]) as bob, api.http(tokens["carol"]) as carol:
+            started = await bob.post("/runs", json={**body, "model": "scripted"})
+            assert started.status_code == 201, started.text
+            await asyncio.wait_for(client.get_workflow_handle(body["id"]).result(), 30)
+            again = await carol.post("/runs", json={**body, "model": "scripted"})
+            assert again.status_code == 409 and "has run" in again.json()["detail"], again.text
