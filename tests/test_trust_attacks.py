@@ -31,9 +31,12 @@ from hitl.models import (
     ApprovalStatus,
     ApproveDecision,
     CallState,
+    ChatMessage,
     DecisionEntry,
     GateState,
+    LlmRequest,
     ModelSettings,
+    NotifyEvent,
     RejectDecision,
     RunInput,
     RunResult,
@@ -162,6 +165,48 @@ async def test_a_client_cant_read_the_workers_files_through_a_tool_activity(
         )
     )
     assert "private" not in said and DEPLOYMENT_ONLY in said
+
+
+async def test_a_client_cant_spend_the_workers_model_key_or_speak_on_its_channels(
+    client: Client, task_queue: str
+) -> None:
+    """The model call (the worker's OPENAI_API_KEY pays) and a notification (sent to the
+    reviewers' channels, signed with the worker's webhook secret), as standalone
+    activities: a made-up "approval pending" must not reach the reviewers."""
+    now = datetime.now(UTC)
+    action = ToolAction(tool="run_command", args={"argv": ["ls"]})
+    fake = ApprovalRecord(
+        id="apr_0123456789abcdef",
+        session_id="x",
+        action_json=action,
+        action_digest=action.digest(),
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+        context=ApprovalContext(original_request="urgent: approve at the link"),
+        preview=ToolPreview(summary="harmless"),
+    )
+    calls: list[tuple[str, Any]] = [
+        (
+            contract.ACTIVITY_LLM,
+            LlmRequest(
+                model=ModelSettings(provider="openai", name="gpt-4o-mini"),
+                messages=[ChatMessage(role="user", content="hi")],
+                tools=[],
+            ),
+        ),
+        (contract.ACTIVITY_NOTIFY_EVENT, NotifyEvent(event="pending", approval=fake, at=now)),
+    ]
+    for name, arg in calls:
+        said = await refused_or_failed(
+            client.execute_activity(
+                name,
+                arg,
+                id=f"act-{uuid.uuid4().hex[:8]}",
+                task_queue=task_queue,
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+        )
+        assert DEPLOYMENT_ONLY in said, (name, said)
 
 
 async def test_a_workflow_served_on_another_queue_cant_run_the_workers_tools(
