@@ -598,3 +598,37 @@ async def test_a_reviewer_cant_start_a_run_under_the_id_of_someone_elses_finishe
             await asyncio.wait_for(client.get_workflow_handle(body["id"]).result(), 30)
             again = await carol.post("/runs", json={**body, "model": "scripted"})
             assert again.status_code == 409 and "has run" in again.json()["detail"], again.text
+
+
+# --- a standing approval covers the program the reviewer saw ---------------------------------
+
+
+async def test_a_standing_grant_on_ls_doesnt_cover_a_workspace_script_called_ls(
+    client: Client, task_queue: str, workspace: Path, tmp_path: Path
+) -> None:
+    """The workspace is untrusted: a script named `ls` in it, run as `./ls -la`, is another
+    program than the `ls` a reviewer granted "run_command up to risk 100" on."""
+    marker = tmp_path / "ran"
+    script_file = workspace / "ls"
+    script_file.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script_file.chmod(0o755)
+    script = [
+        turn(("run_command", {"argv": ["ls", "-la"]})),
+        turn(("run_command", {"argv": ["./ls", "-la"]})),
+    ]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [first] = await wait_pending(handle)
+    granted = await Reviews(client).decide(
+        ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=100)
+    )
+    assert granted.applied
+    for _ in range(200):
+        records = await approvals(handle)
+        if len(records) == 2:
+            break
+        await asyncio.sleep(0.05)
+    second = records[1]
+    assert second.action_json.args["argv"] == ["./ls", "-la"]
+    assert second.status is ApprovalStatus.PENDING and second.standing is None, second
+    assert not marker.exists()
+    await handle.terminate("done")
