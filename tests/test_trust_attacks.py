@@ -632,3 +632,29 @@ async def test_a_standing_grant_on_ls_doesnt_cover_a_workspace_script_called_ls(
     assert second.status is ApprovalStatus.PENDING and second.standing is None, second
     assert not marker.exists()
     await handle.terminate("done")
+
+
+async def test_a_standing_grant_on_git_status_doesnt_cover_another_git_command(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    """`git status` and `git init sub` have no options to tell them apart and score the same
+    (95): a program off the read-only list is covered only as the exact command."""
+    script = [
+        turn(("run_command", {"argv": ["git", "status"]})),
+        turn(("run_command", {"argv": ["git", "init", "sub"]})),
+    ]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    [first] = await wait_pending(handle)
+    granted = await Reviews(client).decide(
+        ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=100)
+    )
+    assert granted.applied
+    for _ in range(200):
+        records = await approvals(handle)
+        if len(records) == 2:
+            break
+        await asyncio.sleep(0.05)
+    second = records[1]
+    assert second.status is ApprovalStatus.PENDING and second.standing is None, second
+    assert not (workspace / "sub").exists()
+    await handle.terminate("done")
