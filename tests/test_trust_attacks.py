@@ -658,3 +658,49 @@ async def test_a_standing_grant_on_git_status_doesnt_cover_another_git_command(
     assert second.status is ApprovalStatus.PENDING and second.standing is None, second
     assert not (workspace / "sub").exists()
     await handle.terminate("done")
+
+
+async def test_a_runs_own_continue_as_new_is_believed_and_replays(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    """The check on a carry lets the run's own continuation through (the previous run was
+    this workflow on this queue), and both histories replay with its marker."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from hitl.models import RunLimits
+    from hitl.plugin import HitlPlugin
+    from tests.helpers import decision
+    from workflows import ALL_WORKFLOWS
+
+    handle = await start_run(
+        client, task_queue, workspace, limits=RunLimits(continue_as_new_events=200)
+    )
+    [record] = await wait_pending(handle)
+    first_run = (await handle.describe()).run_id
+    latest = client.get_workflow_handle(handle.id, result_type=RunResult)
+    for batch in range(40):  # junk decisions grow the history until the run continues
+        await asyncio.gather(
+            *(
+                handle.signal(contract.SIGNAL_APPROVE, decision(f"apr_junk{batch}_{i}"))
+                for i in range(10)
+            )
+        )
+        await asyncio.sleep(0.1)
+        if (await latest.describe()).run_id != first_run:
+            break
+    [carried] = await wait_pending(latest)
+    assert carried.id == record.id
+    await latest.signal(contract.SIGNAL_APPROVE, decision(record.id, "bob"))
+    result = await asyncio.wait_for(latest.result(), 30)
+    assert (
+        first_run in result.previous_runs and result.approvals[-1].status is ApprovalStatus.APPROVED
+    )
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        plugins=[HitlPlugin(agent_workflow=False)],
+    )
+    for run_id in [*result.previous_runs, (await latest.describe()).run_id]:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        await replayer.replay_workflow(history)
