@@ -116,23 +116,30 @@ class CallerCheck:
 
 
 class TrustedCallers(Interceptor):
-    """Refuses the plugin's activities to callers outside the deployment (`CallerCheck`)."""
+    """Refuses the plugin's activities to callers outside the deployment (`CallerCheck`).
 
-    def __init__(self, check: CallerCheck) -> None:
+    `names`: the activities guarded (default `GUARDED`); the plugin leaves out those you
+    replaced with your own, which are yours to guard."""
+
+    def __init__(self, check: CallerCheck, names: Iterable[str] = GUARDED) -> None:
         self.check = check
+        self.names = frozenset(names)
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _Guard(next, self.check)
+        return _Guard(next, self.check, self.names)
 
 
 class _Guard(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, check: CallerCheck) -> None:
+    def __init__(
+        self, next: ActivityInboundInterceptor, check: CallerCheck, names: frozenset[str]
+    ) -> None:
         super().__init__(next)
         self.check = check
+        self.names = names
 
     async def execute_activity(self, input: ExecuteActivityInput) -> object:
         info = activity.info()
-        if info.activity_type in GUARDED:
+        if info.activity_type in self.names:
             refusal = await self.check.refusal()
             if refusal is not None:
                 log.warning(

@@ -34,7 +34,7 @@ from temporalio.worker import Worker, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import worker_activities
-from activities.callers import CallerCheck, TrustedCallers
+from activities.callers import GUARDED, CallerCheck, TrustedCallers
 from activities.callers import workflow_queues as queues_from_env
 from hitl import contract
 from hitl.codec import codec_from_env
@@ -126,7 +126,8 @@ class HitlPlugin(SimplePlugin):
                     CallerCheck(
                         workflow_queues if workflow_queues is not None else queues_from_env(),
                         own_queue=not tools_only,
-                    )
+                    ),
+                    GUARDED - replaced,
                 ),
             ],
             run_context=self._run_context,
