@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import structlog
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
 from hitl.models import (
@@ -49,6 +51,11 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
             scope=str(decision.get("scope") or "once"),
             max_risk=wanted if isinstance(wanted, int) else None,
         )
+    if refusal is None:
+        # The worker's policy holds with or without a list of reviewers.
+        refusal = config.policy_refusal(
+            str(decision.get("kind")), str(decision.get("scope") or "once")
+        )
     log.info(
         "decision.checked",
         approval_id=decision.get("approval_id"),
@@ -68,6 +75,8 @@ async def verify_start_activity(request: StartCheckRequest) -> StartCheck:
     in an input is never identity.
     """
     claimed = clip(str(request.run.get("requested_by") or ""), 100)
+    if request.continued_from is not None:
+        return StartCheck(requested_by=claimed, refusal=await _continuation_refusal(request))
     try:
         keys = decision_keys()
     except ReviewerConfigError as error:
@@ -91,3 +100,34 @@ async def verify_start_activity(request: StartCheckRequest) -> StartCheck:
         refused=refusal,
     )
     return StartCheck(requested_by=claimed, verified=verified and refusal is None, refusal=refusal)
+
+
+async def _continuation_refusal(request: StartCheckRequest) -> str | None:
+    """Why the run this one continued from could not have written its carry, or None.
+
+    A workflow may continue as new as any type on any task queue, so a workflow someone
+    serves on a queue of their own can become this agent with a carry it wrote (approved
+    records, a verified requester). The run before must be this workflow type, on this
+    task queue (so this deployment's code wrote the carry), and have continued as new.
+    """
+    handle = activity.client().get_workflow_handle(
+        request.workflow_id, run_id=request.continued_from
+    )
+    try:
+        before = await handle.describe()
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return f"the run it continued from ({request.continued_from}) is not known"
+        raise  # the server is unreachable: Temporal's retry policy asks again
+    if (
+        before.workflow_type != request.workflow_type
+        or before.task_queue != request.task_queue
+        or before.status is not WorkflowExecutionStatus.CONTINUED_AS_NEW
+    ):
+        status = before.status.name if before.status else "unknown"
+        return (
+            f"the run it continued from was {before.workflow_type} on task queue "
+            f"{before.task_queue!r} ({status}), not this workflow on {request.task_queue!r}; "
+            "only this deployment's own run writes a carry"
+        )
+    return None

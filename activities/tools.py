@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.callers import approval_refusal
 from activities.heartbeat import heartbeating
 from hitl import contract
 from hitl.models import (
@@ -119,6 +120,7 @@ class ToolActivities:
         info = activity.info() if activity.in_activity() else None
         return ToolContext(
             workspace_path=request.workspace,
+            workspace_root=request.workspace_root,
             approval_id=getattr(request, "idempotency_key", None),
             preview=getattr(request, "preview", None),
             workflow_id=(info.workflow_id or "") if info else "",
@@ -304,13 +306,23 @@ class ToolActivities:
             args = self._validate(found, request.action.args)
             action = request.action.model_dump(mode="json")
             key = request.idempotency_key
-            if key is None and _needs_approval(found, args):
+            needs = _needs_approval(found, args)
+            if key is None and needs:
                 # The worker's own rule, whatever the run was told: a call that needs
                 # approval runs only as an approval the gate settled.
                 raise ToolError(
                     f"{found.name} needs a reviewer's approval on this worker and this call "
                     "carries none, so it was not carried out"
                 )
+            if key is not None and needs and activity.in_activity():
+                # An approval id is only a claim: the run that asked says whether it
+                # settled that approval for exactly this action.
+                refusal = await approval_refusal(key, request.action)
+                if refusal is not None:
+                    raise ToolError(
+                        f"{found.name} was not carried out: {refusal}; a call that needs "
+                        "approval runs only as the action its run approved"
+                    )
             journal = ctx.workspace.journal(key) if key and request.workspace else None
             if journal is not None:
                 done = _journal_start(found, journal, action)

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -984,6 +985,9 @@ async def start_run(state: State, who: Who, body: StartBody) -> Started:
             auto_approve_below=body.auto_approve_below,
             tool_names=body.tools,
             origin={"started_by": "hitl serve", "reviewer": requested_by},
+            # The check above is on the name; the worker reaches the folder from the root
+            # without following a link, so one planted under the root can't lead out.
+            workspace_root=str(state.workspace_root),
         ),
         workflow_id,
         requested_by,
@@ -996,9 +1000,14 @@ async def start_run(state: State, who: Who, body: StartBody) -> Started:
             id=workflow_id,
             task_queue=state.task_queue,
             static_summary=body.task[:400],
+            # A workflow id names one request: the audit of an id gathers every run under
+            # it, so a reviewer must not add a run of theirs to someone else's finished one.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
-        raise ApiError(409, f"a run with id {workflow_id!r} is already running") from None
+        raise ApiError(
+            409, f"a run with id {workflow_id!r} is already running or has run; choose another id"
+        ) from None
     except RPCError as error:
         raise _rpc_problem(error) from error
     return Started(
@@ -1036,8 +1045,15 @@ async def list_runs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[RunSummary]:
-    """Workflows that use the gate, newest first."""
-    return [RunSummary(**run) for run in await state.reviews.runs(run_state, limit)]
+    """Workflows that use the gate, newest first. A run without a title of its own is
+    titled by its first pending approval, shown only to who may read that tool's."""
+    listed = []
+    for run in await state.reviews.runs(run_state, limit):
+        tool = run.pop("task_tool", None)
+        if tool is not None and not who.may_read(state.config, tool):
+            run["task"] = ""
+        listed.append(RunSummary(**run))
+    return listed
 
 
 @runs.get("/{workflow_id}", response_model=RunDetail, summary="One run's audit")

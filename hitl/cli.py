@@ -725,7 +725,9 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
         run["age"] = _human((now - run["started_at"]).total_seconds())
         run["started_at"] = run["started_at"].isoformat()
     if args.json:
-        _print_json([{k: v for k, v in run.items() if k != "age"} for run in runs])
+        _print_json(
+            [{k: v for k, v in run.items() if k not in ("age", "task_tool")} for run in runs]
+        )
     elif not runs:
         known = [state.value for state in RunState]
         print(

@@ -22,7 +22,6 @@ is deterministic workflow code with no I/O.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import json
 import weakref
@@ -79,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         Vote,
         canonical_json,
+        payload_digest,
     )
     from hitl.text import clip, lone_surrogate, markdown_text, quoted
 
@@ -92,7 +92,6 @@ NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_GRACE = timedelta(seconds=5)
 VERIFY_TIMEOUT = timedelta(seconds=10)
 MAX_REMEMBERED_REJECTIONS = 200
-MAX_REMEMBERED_ANSWERS = 2_000
 PATCH_QUEUED_ANSWERED = "hitl-queued-decisions-answered"
 """From here on a decision queued behind the one that settled its approval gets its
 refusal as its answer (a `decide` update ends instead of waiting for ever)."""
@@ -205,9 +204,6 @@ class ApprovalGate:
         self._approvals_total = state.approvals_total
         self._refused: list[RefusedDecision] = []
         self._refused_dropped = 0
-        self._answered: dict[str, str] = {}
-        """The payload each decision id was first answered for (a fingerprint), so only an
-        identical copy is taken as the same decision again."""
         self._judging = 0
         self._run_state: str | None = None
         self._details: str | None = None
@@ -503,7 +499,11 @@ class ApprovalGate:
         if self._twin(record, item):
             return
         if decision.decision_id and any(
-            entry.decision_id == decision.decision_id for entry in record.decisions
+            entry.decision_id == decision.decision_id
+            # A refused copy (unsigned, altered) of a decision id someone saw on a shared
+            # channel doesn't use the id up: only one that took effect does.
+            and (entry.outcome == "applied" or not workflow.patched(PATCH_TRUST))
+            for entry in record.decisions
         ):
             self._log(
                 record,
@@ -584,26 +584,21 @@ class ApprovalGate:
         decision = item.decision
         if not decision.decision_id:
             return False
-        if self._answered.get(_answer_key(record, decision)) != _fingerprint(item.fields):
-            return False  # another payload under a known decision id: judged, and refused
+        digest = payload_digest(item.fields)
         for entry in record.decisions:
             if (
                 entry.decision_id == decision.decision_id
                 and entry.kind is item.kind
                 and entry.reviewer == decision.reviewer
+                and entry.args == (decision.args if isinstance(decision, ModifyDecision) else None)
+                # The same payload, signature and all: a copy sent unsigned or altered
+                # first must not answer for the real decision.
+                and entry.payload_digest == digest
                 and workflow.patched(PATCH_TRUST)
             ):
                 item.entry = entry
                 return True
         return False
-
-    def _remember(self, record: ApprovalRecord, item: _Incoming) -> None:
-        decision = item.decision
-        if decision is None or not getattr(decision, "decision_id", None):
-            return
-        self._answered.setdefault(_answer_key(record, decision), _fingerprint(item.fields))
-        while len(self._answered) > MAX_REMEMBERED_ANSWERS:
-            del self._answered[next(iter(self._answered))]
 
     def _vote_refusal(self, record: ApprovalRecord, decision: Any) -> str | None:
         if record.quorum <= 1:
@@ -645,7 +640,6 @@ class ApprovalGate:
         entry = self._entry(item, None, note=f"{votes} of {record.quorum} approvals")
         record.decisions.append(entry)
         item.entry = entry
-        self._remember(record, item)
         self._dirty = True
         workflow.logger.info("Approval %s: %d of %d approvals", record.id, votes, record.quorum)
 
@@ -661,7 +655,6 @@ class ApprovalGate:
         entry = self._entry(item, None, note=note)
         record.decisions.append(entry)
         item.entry = entry
-        self._remember(record, item)
         record.reviewer = reviewers or item.decision.reviewer
         record.reviewed_at = workflow.now()
         record.reason = reason
@@ -1008,6 +1001,7 @@ class ApprovalGate:
             issuer=decision.issuer,
             scope=getattr(decision, "scope", None) if not refusal else None,
             note=note,
+            payload_digest=payload_digest(item.fields),
         )
 
     def _log(
@@ -1016,8 +1010,7 @@ class ApprovalGate:
         """Keep a refused decision in the approval's log, bounded in count and size."""
         if item is not None:
             item.entry = entry
-            self._remember(record, item)
-        refused = sum(1 for item in record.decisions if item.outcome == "refused")
+            refused = sum(1 for item in record.decisions if item.outcome == "refused")
         if refused >= MAX_REFUSED_PER_APPROVAL:
             record.refused_dropped += 1
         else:
@@ -1246,15 +1239,6 @@ async def _modification(validate: Validator, args: dict[str, Any]) -> Modificati
     return Modification(result)
 
 
-def _answer_key(record: ApprovalRecord, decision: Any) -> str:
-    return f"{record.id} {decision.decision_id}"
-
-
-def _fingerprint(fields: Mapping[str, Any]) -> str:
-    text = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _arrived_or_done(inbox: list[_Incoming], timer: asyncio.Task[None]) -> Callable[[], bool]:
     return lambda: bool(inbox) or timer.done()
 
@@ -1291,6 +1275,8 @@ class ToolCallOptions:
     task_queues: Mapping[str, str] = field(default_factory=dict)
     """Tools whose calls run on another task queue (a worker with no secrets)."""
     max_action_bytes: int = 64 * 1024
+    workspace_root: str | None = None
+    """The folder the workspace must be reached from without following a link."""
 
 
 class GatedTools:
@@ -1483,6 +1469,7 @@ class GatedTools:
                     args=args,
                     workspace=self.options.workspace,
                     modification=modification,
+                    workspace_root=self.options.workspace_root,
                 ),
                 result_type=ToolCheck,
                 start_to_close_timeout=CHECK_TIMEOUT,
@@ -1510,6 +1497,7 @@ class GatedTools:
             idempotency_key=approval_id,
             preview=preview,
             digest=descriptor.digest,
+            workspace_root=self.options.workspace_root,
         )
         limit = timeout or timedelta(seconds=descriptor.execution_timeout_seconds)
         label = action.tool + (f" (approval {approval_id})" if approval_id else "")

@@ -41,6 +41,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def payload_digest(payload: Any) -> str:
+    """A decision's payload as sent, in 16 hex digits (its `kind` left out: the signal or
+    update it came as says that). Two copies of one decision (the `decide` update and its
+    signal) have the same; a copy someone altered, or sent unsigned, has another."""
+    fields = {k: v for k, v in payload.items() if k != "kind"} if isinstance(payload, dict) else {}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # --- the model's side ---------------------------------------------------------
 
 
@@ -221,6 +230,8 @@ class ToolCheckRequest(BaseModel):
     workspace: str = ""
     modification: bool = False
     """Checking a reviewer's modified arguments: validate and preview, don't ask again."""
+    workspace_root: str | None = None
+    """The run's `RunInput.workspace_root`: the workspace is reached from it, no link followed."""
 
 
 class ToolRequest(BaseModel):
@@ -234,6 +245,8 @@ class ToolRequest(BaseModel):
     """The preview the reviewer saw, so execution can refuse what changed since."""
     digest: str | None = None
     """The tool's descriptor digest when the run began: a changed tool is refused."""
+    workspace_root: str | None = None
+    """The run's `RunInput.workspace_root`: the workspace is reached from it, no link followed."""
 
 
 class ToolResult(BaseModel):
@@ -328,6 +341,10 @@ class DecisionEntry(BaseModel):
     """For an approval that keeps approving: `action` or `tool` (see StandingApproval)."""
     note: str | None = None
     """What the decision did short of deciding, e.g. "1 of 2 approvals"."""
+    payload_digest: str | None = None
+    """`payload_digest` of the decision as it came: the same decision sent again (as the
+    signal after its update) is answered with this entry only if it is the same payload,
+    so a copy of a decision id seen on a shared channel can't take the decision's place."""
 
 
 class ApprovalRecord(BaseModel):
@@ -597,6 +614,12 @@ class StartCheckRequest(BaseModel):
     """The run's input (without its carry), as the signature was made over it."""
     started_at: datetime
     """When the run started, as the server recorded it: a signature is valid 15 min."""
+    continued_from: str | None = None
+    """Set for a run that continued as new with a carry: the run id it continued from,
+    which must be this workflow's own run on this task queue (its type and queue are below),
+    or the carry was written by someone else's code."""
+    workflow_type: str = ""
+    task_queue: str = ""
 
 
 class StartCheck(BaseModel):
@@ -657,6 +680,11 @@ class RunInput(BaseModel):
     carry: AgentCarry | None = None
     """Set only when a run continues as new: where the previous run stopped. A run
     started by a client with a carry is refused: only the run itself may write one."""
+    workspace_root: str | None = None
+    """The folder of workspaces the review API started this run under (its
+    `HITL_WORKSPACE_ROOT`): the worker reaches `workspace` from it without following a
+    symbolic link, so a link planted under it can't make the workspace `/`. Signed with
+    the rest; a worker's own `HITL_WORKSPACE_ROOT` takes its place."""
     start_signature: StartSignature | None = None
     """Proof of who started the run (`requested_by`): the starter's own key, or the
     review API's for the reviewer it authenticated, over this input and workflow id."""

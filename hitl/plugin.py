@@ -34,6 +34,8 @@ from temporalio.worker import Worker, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import worker_activities
+from activities.callers import GUARDED, CallerCheck, TrustedCallers
+from activities.callers import workflow_queues as queues_from_env
 from hitl import contract
 from hitl.codec import codec_from_env
 from hitl.gate import GateInterceptor
@@ -85,6 +87,10 @@ class HitlPlugin(SimplePlugin):
       workflows that use `hitl.gate.ApprovalGate` need nothing registered for the gate.
     - `activities`: activities of yours that replace the plugin's of the same name
       (for example your own `notify_approval`).
+    - `workflow_queues`: the task queues whose workflows may use this worker's
+      activities besides its own (default `HITL_WORKFLOW_QUEUES`; a tools-only worker
+      with none serves `hitl-agents`'s). A standalone activity, or a workflow on any
+      other queue, is refused (`activities/callers.py`).
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class HitlPlugin(SimplePlugin):
         agent_workflow: bool = True,
         activities: Sequence[Callable[..., Any]] = (),
         register_search_attributes: bool = True,
+        workflow_queues: Sequence[str] | None = None,
     ) -> None:
         self.registry = tools if isinstance(tools, ToolRegistry) else load_tools(tools)
         ours = worker_activities(self.registry, tools_only=tools_only)
@@ -111,7 +118,18 @@ class HitlPlugin(SimplePlugin):
             activities=self.activities_added,
             workflows=[] if tools_only or not agent_workflow else list(ALL_WORKFLOWS),
             workflow_runner=_sandbox,
-            interceptors=[GateInterceptor()],
+            interceptors=[
+                GateInterceptor(),
+                # The worker's activities serve only the deployment's own workflows: not a
+                # standalone activity, nor a workflow someone serves on a queue of theirs.
+                TrustedCallers(
+                    CallerCheck(
+                        workflow_queues if workflow_queues is not None else queues_from_env(),
+                        own_queue=not tools_only,
+                    ),
+                    GUARDED - replaced,
+                ),
+            ],
             run_context=self._run_context,
         )
 
@@ -166,10 +184,13 @@ def build_worker(
     tools: Sequence[str | Tool] | ToolRegistry | None = None,
     tools_only: bool = False,
     activities: Sequence[Callable[..., Any]] = (),
+    workflow_queues: Sequence[str] | None = None,
     **options: Any,
 ) -> Worker:
     """The project's worker on `task_queue`: `HitlPlugin` with these tools, plus `options`."""
-    plugin = HitlPlugin(tools, tools_only=tools_only, activities=activities)
+    plugin = HitlPlugin(
+        tools, tools_only=tools_only, activities=activities, workflow_queues=workflow_queues
+    )
     return Worker(client, task_queue=task_queue, plugins=[plugin], **options)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,11 +64,18 @@ def stricter_timeout(
     applies, for the record.
     """
     limit = worker if worker is not None else float(DEFAULT_APPROVAL_TIMEOUT_SECONDS)
-    asked = [value for value in (run_timeout, (per_tool or {}).get(tool)) if value is not None]
-    chosen = min([limit, *asked])
+    # The input holds whatever its starter wrote (1e300 s, a negative number, NaN): only
+    # a finite time is taken, at most the worker's and at least none, and nothing here
+    # may raise (a workflow task that fails on it would be retried for ever).
+    asked = [
+        value
+        for value in (run_timeout, (per_tool or {}).get(tool))
+        if value is not None and math.isfinite(value)
+    ]
+    chosen = max(0.0, min([limit, *asked]))
     notes = [
-        f"the run asked for a {duration_text(timedelta(seconds=value))} approval timeout; "
-        f"the worker's {duration_text(timedelta(seconds=limit))} for {tool} applies (a run "
+        f"the run asked for a {duration_text(value)} approval timeout; "
+        f"the worker's {duration_text(limit)} for {tool} applies (a run "
         "may only shorten it)"
         for value in dict.fromkeys(asked)
         if value > limit
@@ -86,8 +94,10 @@ def stricter_threshold(worker: int, run: int | None) -> tuple[int, list[str]]:
     ]
 
 
-def duration_text(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+def duration_text(delta: timedelta | float) -> str:
+    seconds = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
+    if seconds > 366 * 86400:
+        return "more than a year"
     if seconds % 3600 == 0 and seconds >= 3600:
         return f"{seconds // 3600} h"
     if seconds % 60 == 0 and seconds >= 60:

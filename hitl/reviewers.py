@@ -174,12 +174,20 @@ class ReviewerConfig:
                 "another reviewer decides"
             )
         if kind == "approve" and scope not in (None, "once"):
-            if not self.policy.standing:
-                return "standing approvals are turned off on this worker ([policy] standing)"
+            standing = self.policy_refusal(kind, scope)
+            if standing is not None:
+                return standing
             if scope == "tool" and max_risk is not None and max_risk > reviewer.max_risk:
                 return (
                     f"{name} may approve up to risk {reviewer.max_risk}, not a standing {max_risk}"
                 )
+        return None
+
+    def policy_refusal(self, kind: str, scope: str | None) -> str | None:
+        """What the worker's `[policy]` forbids whoever decides (a file may hold a policy
+        and no reviewers)."""
+        if kind == "approve" and scope not in (None, "once") and not self.policy.standing:
+            return "standing approvals are turned off on this worker ([policy] standing)"
         return None
 
     def may_read(self, name: str, tool: str) -> bool:

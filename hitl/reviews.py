@@ -59,6 +59,7 @@ from hitl.models import (
     RejectDecision,
     RevokeDecision,
     RunResult,
+    payload_digest,
 )
 from hitl.reviewers import sign
 from hitl.reviewers import signer as own_signer
@@ -154,6 +155,8 @@ class Outcome:
     signal: the run would refuse the second copy into its decision log)."""
     no_worker: str | None = None
     """Set by `confirm`: the task queue of the run, when no worker polls it."""
+    payload: dict[str, Any] | None = field(default=None, repr=False)
+    """The decision as it was sent (signed): its entry is the one with this payload."""
 
     @property
     def applied(self) -> bool:
@@ -334,6 +337,8 @@ class Reviews:
             if pending:
                 first = min(pending, key=lambda item: item.created_at)
                 run["task"] = f"{first.tool}: {first.summary}"
+                # An approval's words: shown only to who may read that tool's approvals.
+                run["task_tool"] = first.tool
                 if execution.status is WorkflowExecutionStatus.RUNNING:
                     untitled.append((run, first))
         limit_reads = asyncio.Semaphore(READ_CONCURRENCY)
@@ -482,14 +487,23 @@ class Reviews:
         held = False
         try:
             if via == "update":
-                entry, held = await self._update(handle, payload, _update_id(decision), deadline)
+                entry, held = await self._update(
+                    handle, payload, _update_id(decision, payload), deadline
+                )
+                if entry is not None and not _ours(entry, payload):
+                    # Someone sent another payload first under this update's id (it can be
+                    # computed from a decision seen on Redis): Temporal answered with theirs.
+                    # The signal reaches the run, which judges this payload on its own.
+                    entry, held = None, False
                 if entry is not None:
-                    return Outcome(approval_id, workflow_id, decision, entry=entry, held=held)
+                    return Outcome(
+                        approval_id, workflow_id, decision, entry=entry, held=held, payload=payload
+                    )
             # Also when Temporal holds the update: an update no worker has taken lives only
             # in the server's memory, and a restart would lose it. The signal is durable;
             # the run answers the second copy with the first's entry and logs it once.
             await handle.signal(SIGNALS[decision.kind], payload)
-            return await self._confirm(handle, decision, deadline, held=held)
+            return await self._confirm(handle, decision, deadline, held=held, payload=payload)
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:
                 raise
@@ -514,7 +528,9 @@ class Reviews:
             return outcome
         deadline = asyncio.get_running_loop().time() + seconds
         try:
-            confirmed = await self._confirm(handle, outcome.decision, deadline, held=outcome.held)
+            confirmed = await self._confirm(
+                handle, outcome.decision, deadline, held=outcome.held, payload=outcome.payload
+            )
         except DecisionRejected as rejected:
             outcome.rejected = str(rejected)
             return outcome
@@ -644,12 +660,14 @@ class Reviews:
             decision = with_decision_id(build(item))
             async with limit:
                 try:
-                    await self._signal(self.client.get_workflow_handle(item.session_id), decision)
+                    payload = await self._signal(
+                        self.client.get_workflow_handle(item.session_id), decision
+                    )
                 except RPCError as error:
                     if error.status is not RPCStatusCode.NOT_FOUND:
                         raise
                     return Outcome(item.id, item.session_id, decision, ended=True)
-            return Outcome(item.id, item.session_id, decision)
+            return Outcome(item.id, item.session_id, decision, payload=payload)
 
         async def confirm(sent: Outcome) -> Outcome:
             if sent.ended:
@@ -657,36 +675,46 @@ class Reviews:
             async with limit:
                 handle = self.client.get_workflow_handle(sent.workflow_id)
                 deadline = asyncio.get_running_loop().time() + wait
-                return await self._confirm(handle, sent.decision, deadline)
+                return await self._confirm(handle, sent.decision, deadline, payload=sent.payload)
 
         sent = await asyncio.gather(*(send(item) for item in items))
         return list(await asyncio.gather(*(confirm(outcome) for outcome in sent)))
 
-    async def _signal(self, handle: WorkflowHandle, decision: AnyDecision) -> None:
-        await handle.signal(SIGNALS[decision.kind], self.payload(decision))
+    async def _signal(self, handle: WorkflowHandle, decision: AnyDecision) -> dict[str, Any]:
+        payload = self.payload(decision)
+        await handle.signal(SIGNALS[decision.kind], payload)
+        return payload
 
     async def _confirm(
-        self, handle: WorkflowHandle, decision: AnyDecision, deadline: float, held: bool = False
+        self,
+        handle: WorkflowHandle,
+        decision: AnyDecision,
+        deadline: float,
+        held: bool = False,
+        payload: dict[str, Any] | None = None,
     ) -> Outcome:
         """The decision's verdict, polled until `deadline`: the update's outcome while
         Temporal holds it (no worker needed to ask), and the entry with its decision id in
-        the run's decision log."""
-        outcome = Outcome(decision.approval_id, handle.id, decision, held=held)
+        the run's decision log (this payload's, not a copy someone else sent under the id)."""
+        outcome = Outcome(decision.approval_id, handle.id, decision, held=held, payload=payload)
         loop = asyncio.get_running_loop()
         delay = 0.02
         while True:
             if held:
                 try:
                     answer = await self._poll_update(
-                        handle.id, _update_id(decision), min(SLICE_SECONDS, deadline - loop.time())
+                        handle.id,
+                        _update_id(decision, payload or {}),
+                        min(SLICE_SECONDS, deadline - loop.time()),
                     )
                 except RPCError as error:
                     if error.status is RPCStatusCode.NOT_FOUND:
                         held = False  # gone with its run (continued as new): the log says
                 else:
                     if answer.HasField("outcome"):
-                        outcome.entry = await self._entry_of(handle.id, answer.outcome)
-                        if outcome.entry is not None:
+                        entry = await self._entry_of(handle.id, answer.outcome)
+                        if entry is not None and _ours(entry, payload):
+                            outcome.entry = entry
                             return outcome
             try:
                 records: list[ApprovalRecord] = await handle.query(
@@ -709,7 +737,7 @@ class Reviews:
                     continue
                 outcome.record = record
                 for entry in record.decisions:
-                    if entry.decision_id == decision.decision_id:
+                    if entry.decision_id == decision.decision_id and _ours(entry, payload):
                         outcome.entry = entry
                         return outcome
             if loop.time() >= deadline:
@@ -781,10 +809,20 @@ _DEFINITE = (
 """Errors that say the update was not taken: nothing to ask about afterwards."""
 
 
-def _update_id(decision: AnyDecision) -> str:
+def _update_id(decision: AnyDecision, payload: dict[str, Any]) -> str:
     """The update's id: Temporal takes one update per id and run, and answers a second
-    with the first one's outcome, as the run refuses a second copy of a decision."""
-    return f"{decision.approval_id}/{decision.decision_id}"
+    with the first one's outcome, as the run refuses a second copy of a decision.
+
+    It names the payload too: a decision id is seen by everyone on a shared channel (a
+    Redis message), and an update sent first under the same id with an unsigned or
+    altered copy would otherwise be the answer the real decision gets."""
+    return f"{decision.approval_id}/{decision.decision_id}/{payload_digest(payload)}"
+
+
+def _ours(entry: DecisionEntry, payload: dict[str, Any] | None) -> bool:
+    """Whether a log entry is this payload's (entries of runs before payload digests, and
+    a payload not known here, are taken by their decision id)."""
+    return payload is None or entry.payload_digest in (None, payload_digest(payload))
 
 
 def _refused_update(cause: BaseException | None) -> tuple[None, bool]:

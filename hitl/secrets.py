@@ -538,8 +538,10 @@ MINIMAL_ENV = (
     "TEMPORAL_ADDRESS",
     "TEMPORAL_NAMESPACE",
     "HITL_TASK_QUEUE",
+    "HITL_WORKFLOW_QUEUES",
 )
-"""What a command worker's environment needs: where to find programs and Temporal."""
+"""What a command worker's environment needs: where to find programs and Temporal, and
+whose workflows it serves."""
 
 
 def minimal_environ(

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 BUILTIN_TOOLKITS = ("hitl.toolkits.files", "hitl.toolkits.commands", "hitl.toolkits.email")
 """What a worker loads when it is given no tools: the built-in toolkits."""
 TOOLS_ENV = "HITL_TOOLS"
+WORKSPACE_ROOT_ENV = "HITL_WORKSPACE_ROOT"
+"""On a worker: the folder every run's workspace must lie in, reached without following a
+symbolic link below it (the review API's `POST /runs` uses the same variable)."""
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_EXECUTION_TIMEOUT = timedelta(seconds=60)
 MAX_SCOPE_KEY_CHARS = 256
@@ -78,6 +81,9 @@ class ToolContext:
 
     workspace_path: str = ""
     """The run's workspace, if it has one (the built-in file tools need it)."""
+    workspace_root: str | None = None
+    """The folder the workspace lies in, reached from it without following a link (the
+    review API's); the worker's own `HITL_WORKSPACE_ROOT` takes its place."""
     approval_id: str | None = None
     """The approval this call carries out: use it as the idempotency key of any side effect
     (e.g. a payment API's Idempotency-Key), so a retry never acts twice."""
@@ -114,7 +120,8 @@ class ToolContext:
 
             if not self.workspace_path:
                 raise ToolError("this run has no workspace; start it with one")
-            self._workspace = Workspace.open(self.workspace_path)
+            within = os.environ.get(WORKSPACE_ROOT_ENV) or self.workspace_root
+            self._workspace = Workspace.open(self.workspace_path, within)
         return self._workspace
 
     def heartbeat(self, *details: Any) -> None:

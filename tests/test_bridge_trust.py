@@ -232,8 +232,8 @@ async def test_a_replayed_signed_decision_is_refused_by_the_bridge_and_by_the_ru
     assert first["outcome"] == "applied", first
     replay = await _ask(trust.redis_url, alice)
     assert replay["outcome"] == "refused" and "replayed" in replay["refusal"], replay
-    # A bridge restarted with nothing remembered forwards it; the run knows it as the same
-    # decision (same id, same signed payload): answered with the first's entry, no second vote.
+    # A bridge restarted with nothing remembered forwards it; the run takes it for the copy
+    # it is (the same signed payload), answers with the first one's entry and counts no vote.
     again = await RedisBridge(client, trust.redis_url).handle(json.dumps(alice))
     assert again["entry"] == first["entry"], again
     [still] = await wait_pending(handle)

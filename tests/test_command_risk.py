@@ -282,9 +282,13 @@ async def test_a_standing_scope_is_the_program_and_its_options(commands_workspac
         await key("cp", "-la", "/dev/null", "notes.txt"),
     ]
     assert granted not in others and len(set(others)) == len(others)
-    # The program is named as it is matched: a path or a version makes no other program.
-    assert await key("/usr/bin/LS", "-la") == granted
-    assert await key("python3.11", "-c", "x") == await key("python3", "-c", "y") == "python -c"
+    # A name looked up on PATH is named as it is matched (a version makes no other
+    # program); a path names that file, so a script `./ls` is not the ls granted. Off the
+    # read-only list, a grant covers the exact command only.
+    assert await key("python3.11", "-c", "x") == await key("python3", "-c", "x") == "python -c x"
+    assert await key("git", "status") != await key("git", "init", "x")
+    paths = {await key(word, "-la") for word in ("./ls", "/usr/bin/ls", "/usr/bin/LS", "sub/ls")}
+    assert granted not in paths and len(paths) == 4
 
 
 async def test_only_calls_that_need_approval_carry_a_scope_key(commands_workspace: Path) -> None:

@@ -71,7 +71,8 @@ async def test_commands_on_a_worker_with_no_secrets_have_none_to_leak(
     address = env.client.service_client.config.target_host
     main_queue, command_queue = "tq-main-isolated", "tq-commands-isolated"
     main = await WorkerProcess(address, main_queue, OPENAI_API_KEY=SECRET).start()
-    commands = WorkerProcess(address, command_queue)
+    # It serves the tools of the runs on the main queue, and no one else's.
+    commands = WorkerProcess(address, command_queue, HITL_WORKFLOW_QUEUES=main_queue)
     # The documented way: a minimal environment, nothing secret in it.
     commands.env = minimal_environ(
         {**commands.env, "OPENAI_API_KEY": SECRET}, keep=["HITL_LOG_JSON", "TEMPORAL_CONFIG_FILE"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import os
 import socket
@@ -39,9 +40,18 @@ preview_tool, run_tool = TOOLS.preview_tool, TOOLS.run_tool
 REGISTRY = load_tools()
 
 
+def in_process() -> ActivityEnvironment:
+    """The tool activities as this worker's own workflow code asks for them (a local
+    activity): a remote caller's approval ids are checked with its run
+    (tests/test_trust_attacks.py)."""
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, is_local=True)
+    return environment
+
+
 async def preview(workspace: Path, tool: str, **args: Any) -> ToolPreview:
     request = ToolRequest(action=ToolAction(tool=tool, args=args), workspace=str(workspace))
-    return await ActivityEnvironment().run(preview_tool, request)
+    return await in_process().run(preview_tool, request)
 
 
 async def run(
@@ -57,7 +67,7 @@ async def run(
         idempotency_key=key,
         preview=seen,
     )
-    return await ActivityEnvironment().run(run_tool, request)
+    return await in_process().run(run_tool, request)
 
 
 async def test_find_files_filters_by_age_and_reports_size_and_time(workspace: Path) -> None:
@@ -607,7 +617,7 @@ async def test_read_only_programs_and_version_queries_score_lower_than_a_shell(
         request = ToolCheckRequest(
             tool="run_command", args={"argv": argv}, workspace=str(workspace)
         )
-        check = await ActivityEnvironment().run(TOOLS.check_tool, request)
+        check = await in_process().run(TOOLS.check_tool, request)
         assert check.risk < shell, argv
 
 
@@ -692,7 +702,7 @@ async def test_an_idempotent_tool_that_fails_unexpectedly_raises_its_own_error(
         action=ToolAction(tool="flaky", args={}), workspace=str(workspace), idempotency_key="apr_io"
     )
     with pytest.raises(OSError, match="Input/output error"):
-        await ActivityEnvironment().run(flaky_tools.run_tool, request)
+        await in_process().run(flaky_tools.run_tool, request)
     # The claim was released, so Temporal's retry may run it again.
     assert Journal(workspace, "apr_io").read() is None
 
@@ -712,7 +722,7 @@ def _transfer(**options: Any) -> Any:
 async def _check(item: Any, **args: Any) -> ToolCheck:
     activities = ToolActivities(ToolRegistry([item]))
     request = ToolCheckRequest(tool=item.name, args=args)
-    return await ActivityEnvironment().run(activities.check_tool, request)
+    return await in_process().run(activities.check_tool, request)
 
 
 async def test_a_standing_scope_that_fails_covers_no_call_and_says_so() -> None:

@@ -45,6 +45,10 @@ with workflow.unsafe.imports_passed_through():
 
 PATCH_GATE_V2 = "hitl-gate-v2"
 """Runs that began before the gate (no marker) keep version 1's code (workflows/agent_v1.py)."""
+PATCH_CONTINUATION = "hitl-continuation-verified"
+"""From here on a run that continues as new asks the server what its previous run was
+before it believes the carry (a local activity; the v4 histories recorded under
+`hitl-trust-boundaries` have none)."""
 
 SYSTEM_PROMPT = (
     "You are an operations agent working inside one workspace directory. Use the tools to do "
@@ -60,6 +64,9 @@ LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
+)
+CONTINUATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """The LLM activity heartbeats every 2 s, so a dead worker is noticed in seconds."""
@@ -150,6 +157,8 @@ class AgentWorkflow:
                 type="TaskTooLong",
                 non_retryable=True,
             )
+        if run.carry is not None and workflow.patched(PATCH_CONTINUATION):
+            await self._verify_continuation()
         if run.carry is None and workflow.patched(PATCH_TRUST):
             self._requester = await self._verify_start(run)
             tools = await self._worker_tools(run)
@@ -167,6 +176,7 @@ class AgentWorkflow:
                 auto_approve_below=run.auto_approve_below,
                 task_queues=run.tool_task_queues,
                 max_action_bytes=run.limits.max_action_bytes,
+                workspace_root=run.workspace_root,
             ),
         )
         schemas = self._tools.schemas()
@@ -416,6 +426,33 @@ class AgentWorkflow:
                 non_retryable=True,
             )
         return check
+
+    async def _verify_continuation(self) -> None:
+        """A carry is believed only from this workflow's own earlier run on this queue."""
+        info = workflow.info()
+        check: StartCheck = await workflow.execute_local_activity(
+            contract.ACTIVITY_VERIFY_START,
+            StartCheckRequest(
+                workflow_id=info.workflow_id,
+                run={},
+                started_at=info.workflow_start_time,
+                continued_from=info.continued_run_id,
+                workflow_type=info.workflow_type,
+                task_queue=info.task_queue,
+            ),
+            result_type=StartCheck,
+            start_to_close_timeout=VERIFY_START_TIMEOUT,
+            # A run may have waited days for this point: a server that doesn't answer for
+            # a while must not fail it, so ask until it does.
+            retry_policy=CONTINUATION_RETRY,
+            summary="verify the run this one continued from",
+        )
+        if check.refusal:
+            raise ApplicationError(
+                f"this run's carry was not written by this workflow: {check.refusal}",
+                type="ForgedCarry",
+                non_retryable=True,
+            )
 
     async def _worker_tools(self, run: RunInput) -> list[ToolDescriptor]:
         """The run's tools as this worker defines them: their policy is the worker's.

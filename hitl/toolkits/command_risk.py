@@ -947,6 +947,17 @@ def program_facts(word: str, root: str, search_path: Sequence[str]) -> dict[str,
 def scope_of(argv: Sequence[str]) -> str:
     """What a standing approval on this command covers: the program, and its options in
     order (the `--opt=value` forms whole), so a grant on `ls -la` covers `ls -la subdir`
-    but not `ls -la --color=always`, `git ...` or `cp ...`."""
+    but not `ls -la --color=always`, `git ...`, `cp ...` or `./ls -la`. A program off the
+    read-only list is covered only as the exact command."""
+    # A name is looked up on the worker's PATH: `ls` is the system's ls. A path names the
+    # file itself, and `./ls` (a script the workspace holds) or `/tmp/x/ls` is not the ls
+    # a reviewer granted: the path stays in the key, as written.
+    word = argv[0]
+    program = word if "/" in word or "\\" in word else program_name(word)
+    if program not in READ_ONLY:
+        # Off the read-only list the words that aren't options choose what happens too
+        # (`git status` and `git init x`, `dd if=a of=b`), and score alike: the reviewer
+        # saw one command, so only that command is covered.
+        return " ".join(quoted(item) for item in [program, *argv[1:]])
     options = [arg for arg in argv[1:] if arg.startswith("-")]
-    return " ".join(quoted(word) for word in [program_name(argv[0]), *options])
+    return " ".join(quoted(item) for item in [program, *options])

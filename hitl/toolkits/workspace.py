@@ -260,10 +260,15 @@ class Workspace:
         """The resolved root, for display and as a command's working directory."""
 
     @classmethod
-    def open(cls, workspace: str) -> Workspace:
+    def open(cls, workspace: str, within: str | None = None) -> Workspace:
+        """The workspace at `workspace`; with `within` (a folder of workspaces: the worker's
+        `HITL_WORKSPACE_ROOT`, or the one the review API started the run under), only a
+        folder below it, reached without following a symbolic link on the way down."""
         root = Path(workspace)
         if not root.is_absolute():
             raise ToolInputError(f"workspace {quoted(workspace)} must be an absolute path")
+        if within:
+            return cls._open_within(workspace, within)
         # The root itself is the operator's choice, so a symlink to it is fine to follow;
         # below it nothing is.
         try:
@@ -274,6 +279,45 @@ class Workspace:
                 f"workspace {quoted(workspace)} does not exist or is not a directory ({reason})"
             ) from None
         return cls(fd, Path(os.path.realpath(root)))
+
+    @classmethod
+    def _open_within(cls, workspace: str, within: str) -> Workspace:
+        # The folder of workspaces is the operator's, so a link to it is followed; what
+        # lies below it may be anyone's (a workspace's own files, a command's `ln -s`), so
+        # a link there could make a folder under it reach `/`.
+        base, asked = PurePosixPath(within), PurePosixPath(workspace)
+        try:
+            parts = asked.relative_to(base).parts
+        except ValueError:
+            parts = ("..",)
+        if not parts or ".." in parts or "\x00" in workspace or not base.is_absolute():
+            raise ToolInputError(
+                f"workspace {quoted(workspace)} is not a folder under {quoted(within)}, where "
+                "this run's workspaces are"
+            )
+        opened: list[int] = []
+        try:
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            opened.append(fd)
+            for name in parts:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                opened.append(fd)
+        except (OSError, ValueError) as error:
+            for held in opened:
+                os.close(held)
+            looped = isinstance(error, OSError) and error.errno in (errno.ELOOP, errno.ENOTDIR)
+            reason = (
+                "a symbolic link or a file is on the way down, and links below the folder of "
+                "workspaces are not followed"
+                if looped
+                else (error.strerror if isinstance(error, OSError) else str(error))
+            )
+            raise ToolInputError(
+                f"workspace {quoted(workspace)} can't be opened under {quoted(within)} ({reason})"
+            ) from None
+        for held in opened[:-1]:
+            os.close(held)
+        return cls(fd, Path(os.path.realpath(base)).joinpath(*parts))
 
     def close(self) -> None:
         if self._fd >= 0:
