@@ -38,7 +38,7 @@ from hitl.models import (
     canonical_json,
 )
 from hitl.policy import format_validation_error
-from hitl.reviewers import ReviewerConfigError, load_config
+from hitl.reviewers import ReviewerConfig, ReviewerConfigError, load_config
 from hitl.secrets import redact_model
 from hitl.text import clip, quoted, visible
 from hitl.toolkits.workspace import JOURNAL_DIR, Journal
@@ -230,15 +230,22 @@ class ToolActivities:
         # timeout come from the tool's definition and the reviewers file as it is now.
         approval_timeout = found.approval_timeout
         auto_approve_below = 0
+        lapsed: dict[str, str] = {}
         try:
             config = load_config()
             quorum = config.quorum_for(risk, own=found.quorum)
             auto_approve_below = config.policy.auto_approve_below
             if approval_timeout is None:
                 approval_timeout = config.policy.approval_timeout
+            lapsed = _lapsed(config, request.standing_grantors, found.name, risk)
+            preview.warnings.extend(
+                f"{name}'s standing approval of {found.name} no longer applies: {reason}"
+                for name, reason in lapsed.items()
+            )
         except ReviewerConfigError as error:
             quorum = found.quorum
             preview.warnings.append(_failure(f"the reviewers file is unusable: {error}"))
+            lapsed = {name: "the reviewers file is unusable" for name in request.standing_grantors}
         return ToolCheck(
             ok=True,
             args=normalized,
@@ -250,6 +257,7 @@ class ToolActivities:
             scope_key=scope_key,
             approval_timeout_seconds=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
             auto_approve_below=auto_approve_below,
+            lapsed_grantors=lapsed,
         )
 
     async def _preview(self, found: Tool, args: Any, ctx: ToolContext) -> ToolPreview:
@@ -338,6 +346,19 @@ class ToolActivities:
             return _refused(name, error)
         finally:
             ctx.close()
+
+
+def _lapsed(config: ReviewerConfig, grantors: list[str], tool: str, risk: int) -> dict[str, str]:
+    """The grantors whose standing approvals no longer cover this call, with why: a grant
+    is only as good as its grantor is now (the reviewers file as it is, the policy)."""
+    lapsed = {}
+    for name in grantors:
+        refusal = config.policy_refusal("approve", "tool")
+        if refusal is None and config.reviewers:
+            refusal = config.refusal(name, "approve", tool, risk, "", scope="tool")
+        if refusal is not None:
+            lapsed[name] = clip(refusal, 300)
+    return lapsed
 
 
 def _needs_approval(found: Tool, args: Any) -> bool:

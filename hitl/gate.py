@@ -320,6 +320,7 @@ class ApprovalGate:
         execution_timeout: timedelta | None = None,
         quorum: int = 1,
         scope_key: str | None = None,
+        lapsed: Mapping[str, str] | None = None,
     ) -> ApprovalRecord:
         """Record a pending approval; `wait` announces it and waits for its decision.
 
@@ -354,7 +355,7 @@ class ApprovalGate:
         self._validators[record.id] = validate
         self._approvals_total += 1
         self._dirty = True
-        standing = self._standing_for(record)
+        standing = self._standing_for(record, lapsed or {})
         if standing is not None:
             standing.uses += 1
             record.standing = standing.id
@@ -677,11 +678,23 @@ class ApprovalGate:
             granted_at=workflow.now(),
         )
 
-    def _standing_for(self, record: ApprovalRecord) -> StandingApproval | None:
+    def standing_grantors(self, tool: str) -> list[str]:
+        """Who granted the standing approvals of `tool` still in force in this run."""
+        return sorted(
+            {s.reviewer for s in self._standing.values() if s.tool == tool and not s.revoked_at}
+        )
+
+    def _standing_for(
+        self, record: ApprovalRecord, lapsed: Mapping[str, str]
+    ) -> StandingApproval | None:
         if record.quorum > 1:
             return None
         for standing in self._standing.values():
             if standing.revoked_at is not None or standing.tool != record.action_json.tool:
+                continue
+            if standing.reviewer in lapsed:
+                # The grant is only as good as its grantor is now: removed from the
+                # reviewers file, or no longer allowed this, it covers nothing more.
                 continue
             if standing.scope == "action" and standing.action_key == record.action_json.key():
                 return standing
@@ -1389,6 +1402,7 @@ class GatedTools:
             execution_timeout=timeout,
             quorum=check.quorum,
             scope_key=check.scope_key if from_worker else None,
+            lapsed=check.lapsed_grantors,
         )
         state.approval_id = record.id
         if policy.auto_approved(record.risk, threshold) and record.quorum <= 1:
@@ -1453,12 +1467,17 @@ class GatedTools:
     ) -> ToolCheck:
         self._busy.add(state.call.id)
         try:
-            return await self._run_check(descriptor, args, modification)
+            grantors = self.gate.standing_grantors(descriptor.name)
+            return await self._run_check(descriptor, args, modification, grantors)
         finally:
             self._busy.discard(state.call.id)
 
     async def _run_check(
-        self, descriptor: ToolDescriptor, args: Any, modification: bool
+        self,
+        descriptor: ToolDescriptor,
+        args: Any,
+        modification: bool,
+        grantors: Sequence[str] = (),
     ) -> ToolCheck:
         try:
             check: ToolCheck = await workflow.execute_activity(
@@ -1470,6 +1489,7 @@ class GatedTools:
                     workspace=self.options.workspace,
                     modification=modification,
                     workspace_root=self.options.workspace_root,
+                    standing_grantors=list(grantors),
                 ),
                 result_type=ToolCheck,
                 start_to_close_timeout=CHECK_TIMEOUT,

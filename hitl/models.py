@@ -204,6 +204,10 @@ class ToolCheck(BaseModel):
     auto_approve_below: int = 0
     """The worker's policy: flagged calls with a risk below this are approved by policy
     (0: none); a run's input may only lower it."""
+    lapsed_grantors: dict[str, str] = Field(default_factory=dict)
+    """Of the `standing_grantors` asked about, those whose standing approvals no longer
+    cover this call (removed from the reviewers file, no longer allowed this tool or risk,
+    standing approvals turned off), each with the reason."""
 
 
 class DecisionCheckRequest(BaseModel):
@@ -232,6 +236,9 @@ class ToolCheckRequest(BaseModel):
     """Checking a reviewer's modified arguments: validate and preview, don't ask again."""
     workspace_root: str | None = None
     """The run's `RunInput.workspace_root`: the workspace is reached from it, no link followed."""
+    standing_grantors: list[str] = Field(default_factory=list)
+    """Reviewers whose standing approvals of this tool the run holds: the worker says which
+    of them may no longer grant it (`ToolCheck.lapsed_grantors`)."""
 
 
 class ToolRequest(BaseModel):

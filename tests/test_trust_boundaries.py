@@ -579,3 +579,47 @@ async def test_only_an_identical_copy_of_a_decision_is_taken_as_the_same_decisio
     log = await wait_decisions(handle, record.id, 3)
     assert [entry.outcome for entry in log] == ["applied", "refused", "refused"]
     await handle.result()
+
+
+async def test_a_standing_approval_lapses_with_its_grantor(
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bob grants "ls with these options, up to risk 100" and is then removed from the
+    reviewers file: his grant covers nothing more, and the reviewer is told why."""
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "alice")
+    add_reviewer(reviewers, "bob")
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    script = [
+        turn(("run_command", {"argv": ["ls", "-la"]})),
+        turn(("delete_files", {"paths": ["logs/app-2026-10-01.log"]})),
+        turn(("run_command", {"argv": ["ls", "-la", "logs"]})),
+    ]
+    handle = await start_run(client, task_queue, workspace, script=script)
+    reviews = Reviews(client)
+    [first] = await wait_pending(handle)
+    granted = await reviews.decide(
+        ApproveDecision(approval_id=first.id, reviewer="bob", scope="tool", max_risk=100),
+        workflow_id=handle.id,
+    )
+    assert granted.applied
+    [deleting] = [r for r in await wait_pending(handle) if r.status is ApprovalStatus.PENDING]
+    reviewers.write_text(reviewers.read_text().split("[reviewers.bob]")[0])
+    assert "bob" not in load_config(reviewers).reviewers
+    await reviews.decide(
+        ApproveDecision(approval_id=deleting.id, reviewer="alice"), workflow_id=handle.id
+    )
+    pending = await wait_pending(handle)
+    [listing] = [r for r in pending if r.status is ApprovalStatus.PENDING]
+    assert listing.action_json.args["argv"] == ["ls", "-la", "logs"]
+    assert listing.standing is None
+    assert any(
+        "bob's standing approval of run_command no longer applies" in warning
+        and "not a reviewer" in warning
+        for warning in listing.preview.warnings
+    )
+    await handle.terminate("done")
