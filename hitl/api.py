@@ -1061,7 +1061,9 @@ async def get_run(
     state: State, who: Who, workflow_id: Annotated[str, Path(max_length=1000)]
 ) -> RunDetail:
     """Where the run stands, every approval with every decision, and refused decisions.
-    Only approvals of tools this reviewer may read are shown."""
+    Only approvals of tools this reviewer may read are shown; the refused decisions that
+    named no approval (excerpts of whatever was sent) only to a reviewer who may read
+    every tool (`tools` or `read` holding "*")."""
     audit = await state.reviews.audit(workflow_id)
     config = state.config
     return RunDetail(
@@ -1069,7 +1071,7 @@ async def get_run(
         status=audit.status,
         runs=audit.runs,
         approvals=[r for r in audit.approvals if who.may_read(config, r.action_json.tool)],
-        refused_decisions=audit.refused,
+        refused_decisions=audit.refused if who.may_read(config, "*") else [],
     )
 
 

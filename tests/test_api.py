@@ -511,6 +511,11 @@ async def test_a_reviewer_sees_only_the_approvals_they_may_read(
         shown = await as_grace.get(f"/approvals/{record.id}")
         assert shown.status_code == 200 and shown.json()["action_json"]["tool"] == "delete_files"
         assert len((await as_grace.get(f"/runs/{deleting.id}")).json()["approvals"]) == 1
+        # What was sent to the run naming no approval is shown only to who reads every tool.
+        await deleting.signal("approve", {"approval_id": "apr_nothing", "reviewer": "x"})
+        await wait_decisions(deleting, None, 1)
+        assert (await as_frank.get(f"/runs/{deleting.id}")).json()["refused_decisions"] == []
+        assert len((await as_grace.get(f"/runs/{deleting.id}")).json()["refused_decisions"]) == 1
         refused = await as_grace.post(f"/approvals/{record.id}/approve", json={})
         assert refused.status_code == 403
         assert refused.json()["detail"] == (
