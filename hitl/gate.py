@@ -1023,7 +1023,7 @@ class ApprovalGate:
         """Keep a refused decision in the approval's log, bounded in count and size."""
         if item is not None:
             item.entry = entry
-            refused = sum(1 for item in record.decisions if item.outcome == "refused")
+        refused = sum(1 for item in record.decisions if item.outcome == "refused")
         if refused >= MAX_REFUSED_PER_APPROVAL:
             record.refused_dropped += 1
         else:
