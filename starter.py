@@ -42,9 +42,9 @@ from hitl.models import (
     RunState,
     ScriptedTurn,
 )
-from hitl.reviewers import ReviewerConfigError
+from hitl.reviewers import ReviewerConfigError, signer
 from hitl.reviews import Reviews
-from hitl.starting import signed_input, starter_signing
+from hitl.starting import signed_input
 from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.text import framed, visible
 
@@ -320,7 +320,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         out.write("error: --auto-approve-below is a risk from 0 to 101\n")
         return 2
     try:
-        signing = starter_signing()
+        signing = signer()
     except ReviewerConfigError as error:
         out.write(f"error: {visible(str(error))}\n")
         return 2

@@ -351,9 +351,10 @@ class ToolActivities:
 def _lapsed(config: ReviewerConfig, grantors: list[str], tool: str, risk: int) -> dict[str, str]:
     """The grantors whose standing approvals no longer cover this call, with why: a grant
     is only as good as its grantor is now (the reviewers file as it is, the policy)."""
+    off = config.policy_refusal("approve", "tool")
     lapsed = {}
     for name in grantors:
-        refusal = config.policy_refusal("approve", "tool")
+        refusal = off
         if refusal is None and config.reviewers:
             refusal = config.refusal(name, "approve", tool, risk, "", scope="tool")
         if refusal is not None:

@@ -11,11 +11,10 @@ signed decisions refuses an unsigned start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
 from hitl.models import RunInput, StartSignature
-from hitl.reviewers import API_ISSUER, sign_start, signer
+from hitl.reviewers import API_ISSUER, sign_start
 
 
 def signed_input(
@@ -38,8 +37,3 @@ def signed_input(
     fields = unsigned.model_dump(mode="json", exclude_defaults=True, exclude={"carry"})
     signature = StartSignature.model_validate(sign_start(fields, workflow_id, issuer, key, now))
     return unsigned.model_copy(update={"start_signature": signature})
-
-
-def starter_signing(environ: Mapping[str, str] | None = None) -> tuple[str, bytes] | None:
-    """This process's own signing key (HITL_SIGNER, HITL_SIGNING_KEY), if it has one."""
-    return signer(environ)

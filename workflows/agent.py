@@ -407,31 +407,21 @@ class AgentWorkflow:
     async def _verify_start(self, run: RunInput) -> StartCheck:
         """Who asked for this run, as the worker can prove it (a signed start)."""
         info = workflow.info()
-        check: StartCheck = await workflow.execute_local_activity(
-            contract.ACTIVITY_VERIFY_START,
+        return await self._ask_worker(
             StartCheckRequest(
                 workflow_id=info.workflow_id,
                 run=run.model_dump(mode="json", exclude_defaults=True, exclude={"carry"}),
                 started_at=info.workflow_start_time,
             ),
-            result_type=StartCheck,
-            start_to_close_timeout=VERIFY_START_TIMEOUT,
-            retry_policy=LLM_RETRY,
+            retry=LLM_RETRY,
             summary="verify who started the run",
+            refused=("UnverifiedRequester", "the run's requester could not be verified"),
         )
-        if check.refusal:
-            raise ApplicationError(
-                f"the run's requester could not be verified: {check.refusal}",
-                type="UnverifiedRequester",
-                non_retryable=True,
-            )
-        return check
 
     async def _verify_continuation(self) -> None:
         """A carry is believed only from this workflow's own earlier run on this queue."""
         info = workflow.info()
-        check: StartCheck = await workflow.execute_local_activity(
-            contract.ACTIVITY_VERIFY_START,
+        await self._ask_worker(
             StartCheckRequest(
                 workflow_id=info.workflow_id,
                 run={},
@@ -440,19 +430,35 @@ class AgentWorkflow:
                 workflow_type=info.workflow_type,
                 task_queue=info.task_queue,
             ),
-            result_type=StartCheck,
-            start_to_close_timeout=VERIFY_START_TIMEOUT,
             # A run may have waited days for this point: a server that doesn't answer for
             # a while must not fail it, so ask until it does.
-            retry_policy=CONTINUATION_RETRY,
+            retry=CONTINUATION_RETRY,
             summary="verify the run this one continued from",
+            refused=("ForgedCarry", "this run's carry was not written by this workflow"),
+        )
+
+    async def _ask_worker(
+        self,
+        request: StartCheckRequest,
+        *,
+        retry: RetryPolicy,
+        summary: str,
+        refused: tuple[str, str],
+    ) -> StartCheck:
+        """The `verify_start` local activity (keys and config stay on the worker); its
+        refusal fails the run, non-retryably, as `refused` (type, what could not be)."""
+        check: StartCheck = await workflow.execute_local_activity(
+            contract.ACTIVITY_VERIFY_START,
+            request,
+            result_type=StartCheck,
+            start_to_close_timeout=VERIFY_START_TIMEOUT,
+            retry_policy=retry,
+            summary=summary,
         )
         if check.refusal:
-            raise ApplicationError(
-                f"this run's carry was not written by this workflow: {check.refusal}",
-                type="ForgedCarry",
-                non_retryable=True,
-            )
+            kind, what = refused
+            raise ApplicationError(f"{what}: {check.refusal}", type=kind, non_retryable=True)
+        return check
 
     async def _worker_tools(self, run: RunInput) -> list[ToolDescriptor]:
         """The run's tools as this worker defines them: their policy is the worker's.
