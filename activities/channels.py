@@ -200,9 +200,17 @@ async def _webhook(url: str, secret: str | None, data: dict[str, Any]) -> None:
     if secret:
         headers["X-Hitl-Signature"] = webhook_signature(secret, body)
     timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        response = await client.post(url, content=body, headers=headers)
-        response.raise_for_status()
+    # httpx names the URL in its errors, and a webhook URL is often its own credential
+    # (a Slack or Teams hook): what is kept, logged and returned says only what happened.
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        raise ConnectionError(
+            f"the webhook could not be reached ({type(error).__name__})"
+        ) from None
+    if response.is_error:
+        raise ConnectionError(f"the webhook answered HTTP {response.status_code}")
 
 
 def apprise_urls(urls: str) -> list[str]:
@@ -216,7 +224,9 @@ def _apprise_service(url: str) -> tuple[Any, bool]:
 
     service = apprise.Apprise.instantiate(url)
     if service is None:
-        raise ValueError(f"not an Apprise URL Apprise understands: {clip(visible(url), 80)}")
+        # Not the URL itself: an Apprise URL holds the service's credentials.
+        scheme = re.sub(r"[^a-z0-9+]", "", url.partition(":")[0].lower())[:20]
+        raise ValueError(f"not an Apprise URL Apprise understands (scheme {scheme!r})")
     service.socket_connect_timeout = min(service.socket_connect_timeout, CONNECT_TIMEOUT)
     service.socket_read_timeout = min(service.socket_read_timeout, READ_TIMEOUT)
     markdown = service.resolve_format(apprise.NotifyFormat.MARKDOWN)

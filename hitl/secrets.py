@@ -64,6 +64,8 @@ KNOWN_SECRET_ENV = (
     "TEMPORAL_TLS_CLIENT_KEY_DATA",
     "HITL_SMTP_URL",
     "HITL_WEBHOOK_SECRET",
+    "HITL_WEBHOOK_URL",
+    "HITL_APPRISE_URLS",
     "HITL_REDIS_URL",
     "HITL_CODEC_KEY",
     "HITL_SIGNING_KEY",
@@ -74,6 +76,9 @@ KNOWN_SECRET_ENV = (
 
 PAIR_LISTS = ("HITL_DECISION_KEYS",)
 """Variables holding `name:secret` pairs, comma-separated."""
+
+URL_LISTS = ("HITL_APPRISE_URLS",)
+"""Variables holding secret URLs, separated by commas or spaces: each URL on its own."""
 
 EXTRA_SECRET_ENV = "HITL_SECRET_ENV"
 """Comma-separated names of further variables to treat as secret."""
@@ -117,6 +122,8 @@ def secrets_in(environ: Mapping[str, str]) -> list[tuple[str, str]]:
                 # issuer:key,issuer:key: each key is a secret on its own.
                 for pair in value.split(","):
                     found.append((name, pair.strip().partition(":")[2]))
+            if name in URL_LISTS:
+                found.extend((name, url) for url in re.split(r"[\s,]+", value) if url)
         for match in _URL_PASSWORD.finditer(value):
             password = match["password"]
             found.append((name, password))

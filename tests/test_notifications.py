@@ -448,3 +448,25 @@ async def test_email_shows_plain_text_while_a_markdown_channel_keeps_hostile_tex
     assert "&#x202e;" not in html.replace("&amp;#x202e;", "")
     assert "&ZeroWidthSpace;" not in html.replace("&amp;ZeroWidthSpace;", "")
     assert "\x1b" not in html and "\u202e" not in html
+
+
+async def test_a_failing_channel_never_puts_its_url_in_the_record(tmp_path: Path) -> None:
+    """A webhook or chat URL is often its own credential: when the receiver answers an
+    error, or the URL can't be used, what is kept, logged and returned names no URL."""
+    from activities.channels import deliver
+    from hitl.secrets import secrets_in
+
+    receiver = Receiver()
+    receiver.fail_first = 10
+    hook = f"{receiver.base}/services/T0/B0/SECRETHOOKTOKEN"
+    chat = "zzz://bot:SECRETCHATPASSWORD@chat.example/room"
+    environ = {"HITL_WEBHOOK_URL": hook, "HITL_APPRISE_URLS": f"json://127.0.0.1:1/x, {chat}"}
+    deliveries = await deliver(_event("pending"), environ)
+    text = json.dumps([d.__dict__ for d in deliveries])
+    assert not any(d.ok for d in deliveries), text
+    assert "HTTP 500" in text and "scheme 'zzz'" in text
+    for secret in ("SECRETHOOKTOKEN", "SECRETCHATPASSWORD", hook, chat):
+        assert secret not in text
+    # And they are secrets the worker redacts wherever a value leaves it.
+    found = {value for _, value in secrets_in(environ)}
+    assert {hook, chat} <= found
