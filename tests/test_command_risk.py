@@ -300,3 +300,26 @@ async def test_only_calls_that_need_approval_carry_a_scope_key(commands_workspac
     # delete_files needs approval but has no standing scope: the tool alone is the scope.
     deleted = await check("delete_files", paths=["notes.txt"])
     assert deleted.needs_approval and deleted.scope_key is None
+
+
+async def test_a_standing_scope_names_what_leaves_the_workspace_and_what_is_written(
+    commands_workspace: Path,
+) -> None:
+    """A grant made on one outside read or one write (risk 80 or 90, a reviewer allowed
+    that much) covers that target, never another file outside or another file written."""
+
+    async def key(*argv: str) -> str | None:
+        return (await checked(commands_workspace, *argv)).scope_key
+
+    pairs = [
+        (("uniq", "a.txt", "b.txt"), ("uniq", "/etc/hosts", "/home/x/.bashrc")),
+        (("sort", "-o", "out", "a.txt"), ("sort", "-o", "/root/.bashrc", "/etc/shadow")),
+        (("cat", "../x"), ("cat", "~/.aws/credentials")),
+        (("cat", "../x"), ("cat", "../../etc/passwd")),
+        (("ls", "-la", "/etc"), ("ls", "-la", "/root")),
+        (("xxd", "-r", "a", "b"), ("xxd", "-r", "a", "/home/x/.profile")),
+    ]
+    for granted, other in pairs:
+        assert await key(*granted) != await key(*other), (granted, other)
+    # Inside the workspace a read-only grant still covers other paths.
+    assert await key("cat", "notes.txt") == await key("cat", "logs/app.log") == "cat"

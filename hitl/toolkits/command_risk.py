@@ -946,9 +946,11 @@ def program_facts(word: str, root: str, search_path: Sequence[str]) -> dict[str,
 
 def scope_of(argv: Sequence[str]) -> str:
     """What a standing approval on this command covers: the program, and its options in
-    order (the `--opt=value` forms whole), so a grant on `ls -la` covers `ls -la subdir`
-    but not `ls -la --color=always`, `git ...`, `cp ...` or `./ls -la`. A program off the
-    read-only list is covered only as the exact command."""
+    order (the `--opt=value` forms whole), and any path that leaves the workspace by its
+    text, so a grant on `ls -la` covers `ls -la subdir` but not `ls -la --color=always`,
+    `ls -la /etc`, `git ...`, `cp ...` or `./ls -la`. A program off the read-only list,
+    or one whose options or operands write or run code, is covered only as the exact
+    command."""
     # A name is looked up on the worker's PATH: `ls` is the system's ls. A path names the
     # file itself, and `./ls` (a script the workspace holds) or `/tmp/x/ls` is not the ls
     # a reviewer granted: the path stays in the key, as written.
@@ -959,5 +961,15 @@ def scope_of(argv: Sequence[str]) -> str:
         # (`git status` and `git init x`, `dd if=a of=b`), and score alike: the reviewer
         # saw one command, so only that command is covered.
         return " ".join(quoted(item) for item in [program, *argv[1:]])
+    _, findings, paths = _analysis([program, *argv[1:]])
+    if any(finding.risk > READ_ONLY_RISK for finding in findings):
+        # An option or operand that writes, runs code, follows links or reads names from
+        # elsewhere (`sort -o F`, `uniq IN OUT`, `grep -R`): what it acts on is part of
+        # what the reviewer saw, so only that command is covered.
+        return " ".join(quoted(item) for item in [program, *argv[1:]])
     options = [arg for arg in argv[1:] if arg.startswith("-")]
-    return " ".join(quoted(item) for item in [program, *options])
+    # A path that leaves the workspace by its text (`/etc/x`, `../x`, `~/x`) is what the
+    # reviewer saw too: a grant on `cat ../notes` never covers `cat ~/.aws/credentials`.
+    # Paths inside stay free (`ls -la` covers `ls -la logs`); a link out scores higher.
+    leaving = [word for word in paths if word.startswith(("/", "~")) or ".." in word.split("/")]
+    return " ".join(quoted(item) for item in [program, *options, *leaving])
