@@ -18,7 +18,8 @@ and 15 minutes. The bridge checks, before anything is sent: the signature agains
 `HITL_DECISION_KEYS` (the reviewer's own key; `api` is refused here), `action_digest`
 and `decision_id` present, the signature not seen before (a replay), and the reviewer
 rules of the reviewers file as it is now (read again for every message, so a removed
-reviewer or a replaced key stops deciding at once). It then forwards the decision
+reviewer stops deciding at once; a replaced key is taken once the bridge restarts with
+the new `HITL_DECISION_KEYS`, which it reads at start). It then forwards the decision
 exactly as signed, and the worker checks the same signature again.
 
 Replies go to `hitl:replies:<correlation_id>` when the correlation id (else the
@@ -460,8 +461,9 @@ async def send(
                     if reply.get("type") != "message":
                         continue
                     answer: dict[str, Any] = json.loads(reply["data"])
-                    # Others decide the same approval: their replies share the channel.
-                    if answer.get("decision_id") in (None, message.get("decision_id")):
+                    # Others decide the same approval: their replies share the channel, and
+                    # anyone may publish there, so only the reply naming this decision is it.
+                    if answer.get("decision_id") == message.get("decision_id"):
                         return answer
         except TimeoutError:
             return None

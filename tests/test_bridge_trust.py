@@ -394,3 +394,26 @@ async def test_without_authentication_the_named_reviewer_is_believed_but_no_toke
         assert (await handle.result()).approvals[0].reviewer == "dev"
     finally:
         await _stop(task)
+
+
+async def test_a_reply_that_names_no_decision_is_not_taken_as_yours(redis_url: str) -> None:
+    """Anyone may publish on an approval's reply channel (or make the bridge answer there
+    for a message of theirs): `send` takes only the reply naming its own decision."""
+    from hitl.bridge import send
+
+    message = {"correlation_id": "apr_0123456789abcdef", "decision_id": "dec_mine"}
+    connection = redis.from_url(redis_url)
+
+    async def forge() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            for forged in (None, "dec_other"):
+                reply = {"decision_id": forged, "outcome": "refused", "refusal": "forged"}
+                await connection.publish("hitl:replies:apr_0123456789abcdef", json.dumps(reply))
+
+    forging = asyncio.create_task(forge())
+    try:
+        assert await send(redis_url, message, decisions="hitl:nobody-listens", wait=1.5) is None
+    finally:
+        await forging
+        await connection.aclose()
