@@ -11,6 +11,7 @@ unauthenticated.
 from __future__ import annotations
 
 import structlog
+from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -41,7 +42,8 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
     refusal = verify(decision, keys, request.received_at) if keys else None
     reviewer = str(decision.get("reviewer", "")).strip()
     if refusal is None and config.reviewers:
-        wanted = decision.get("max_risk")
+        # As the gate reads it (pydantic coerces "100" and 100.0 to 100), not as it came.
+        wanted = _as_risk(decision.get("max_risk"))
         refusal = config.refusal(
             reviewer,
             str(decision.get("kind")),
@@ -49,7 +51,7 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
             request.risk,
             request.requested_by,
             scope=str(decision.get("scope") or "once"),
-            max_risk=wanted if isinstance(wanted, int) else None,
+            max_risk=wanted,
         )
     if refusal is None:
         # The worker's policy holds with or without a list of reviewers.
@@ -64,6 +66,13 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
         refused=refusal,
     )
     return DecisionCheck(refusal=refusal)
+
+
+def _as_risk(value: object) -> int | None:
+    try:
+        return TypeAdapter(int | None).validate_python(value)
+    except ValidationError:
+        return 101  # what the gate refuses anyway; above every reviewer's limit here
 
 
 @activity.defn(name=contract.ACTIVITY_VERIFY_START)
