@@ -623,3 +623,30 @@ async def test_a_standing_approval_lapses_with_its_grantor(
         for warning in listing.preview.warnings
     )
     await handle.terminate("done")
+
+
+async def test_a_standing_limit_is_checked_as_the_gate_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "100" and 100.0 become 100 in the gate's grant: the worker's check reads them so."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.authz import verify_decision
+    from hitl.models import DecisionCheckRequest
+
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "alice", max_risk=50)
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    monkeypatch.delenv("HITL_DECISION_KEYS", raising=False)
+    for wanted in (100, "100", 100.0):
+        check = await ActivityEnvironment().run(
+            verify_decision,
+            DecisionCheckRequest(
+                decision={"approval_id": "apr_1", "reviewer": "alice", "kind": "approve",
+                          "scope": "tool", "max_risk": wanted},
+                tool="run_command",
+                risk=30,
+                received_at=datetime.now(UTC),
+            ),
+        )  # fmt: skip
+        assert "not a standing 100" in (check.refusal or ""), wanted
