@@ -121,21 +121,11 @@ def summary(event: NotifyEvent, link: str) -> dict[str, Any]:
     return data
 
 
-_ENTITY = re.compile(r"&(?=#?[0-9A-Za-z]{1,32};)")
-
-
-def markdown_inert(text: object) -> str:
-    """Untrusted text for a service that renders markdown: visible, every markdown
-    character escaped, and no character reference (`&#x202e;`, `&ZeroWidthSpace;`) left
-    for a renderer to decode (CommonMark and Python-Markdown alike show `&amp;` as `&`)."""
-    return markdown_text(_ENTITY.sub("&amp;", visible(text)))
-
-
 def text_message(event: NotifyEvent, link: str, markdown: bool = True) -> tuple[str, str]:
     """Title and body for people, untrusted text made visible (no control character can
     hide a line or reorder text) and, with `markdown`, markdown-escaped for services that
     render it, so nothing in it can pose as a link or format the message."""
-    shown = markdown_inert if markdown else visible
+    shown = markdown_text if markdown else visible
     record = event.approval
     title = f"{TITLES[event.event]}: {shown(record.action_json.tool)}"
     lines = [

@@ -303,7 +303,12 @@ def lone_surrogate(value: object) -> str | None:
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
 
 
+_ENTITY = re.compile(r"&(?=#?[0-9A-Za-z]{1,32};)")
+
+
 def markdown_text(text: object) -> str:
-    """Untrusted text shown where Temporal renders markdown (the Web UI's details):
-    visible, with every markdown character escaped, so a name can't become a link."""
-    return _MARKDOWN.sub(r"\\\1", visible(text))
+    """Untrusted text shown where markdown is rendered (the Web UI's details, chat):
+    visible, with every markdown character escaped, so a name can't become a link, and
+    no character reference (`&#x202e;`, `&ZeroWidthSpace;`) left for a renderer to
+    decode (CommonMark and Python-Markdown alike show `&amp;` as `&`)."""
+    return _MARKDOWN.sub(r"\\\1", _ENTITY.sub("&amp;", visible(text)))

@@ -268,3 +268,14 @@ def test_format_entry_escapes_reviewer_reason_and_refusal() -> None:
     text = format_entry(entry)
     assert "mallory\\x1b[2K\\r" in text and "fine\\x1b" in text and "already approved" in text
     assert not hidden_in(text) and not c1_in(text)
+
+
+def test_markdown_text_leaves_no_character_reference_to_decode() -> None:
+    """The Web UI's details and chat alike: `&#x202e;` must not become a real override."""
+    from hitl.text import markdown_text
+
+    for hostile in ("a&#x202e;b", "&#8238;", "x&ZeroWidthSpace;y", "&lt;b&gt;"):
+        shown = markdown_text(hostile)
+        assert "&#" not in shown.replace("&amp;#", "") and "&Zero" not in shown
+        assert "&amp;" in shown
+    assert markdown_text("fish & chips") == "fish & chips"
