@@ -220,10 +220,13 @@ class ToolActivities:
             )
         scope_key = found.scope_key(args)
         if scope_key is not None and scope_key.startswith(SCOPE_KEY_FAILED):
+            # The marker's second part names what failed; a rule of the user's that
+            # answers the marker itself must not break the check.
+            failed = scope_key.split(":")[1] if ":" in scope_key else "no reason"
             preview.warnings.append(
                 _failure(
                     f"the standing-approval scope of {found.name} could not be computed "
-                    f"({scope_key.split(':')[1]}), so no standing approval covers this call"
+                    f"({failed}), so no standing approval covers this call"
                 )
             )
         # The worker's policy, not the run's: quorum, auto-approval and the approval

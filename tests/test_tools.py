@@ -738,6 +738,9 @@ async def test_a_standing_scope_that_fails_covers_no_call_and_says_so() -> None:
     assert any("no standing approval covers this call" in w for w in first.preview.warnings)
     not_text = await _check(_transfer(standing_scope=lambda args: None), account="a", amount=1)
     assert not_text.scope_key and not_text.scope_key.startswith("!error")
+    # A rule that answers the marker itself is checked like any other call.
+    marker = await _check(_transfer(standing_scope=lambda args: "!error"), account="a", amount=1)
+    assert marker.ok and marker.needs_approval
 
 
 async def test_a_standing_scope_is_bounded_and_stays_distinct() -> None:
