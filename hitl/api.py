@@ -1048,9 +1048,10 @@ async def list_runs(
     """Workflows that use the gate, newest first. A run without a title of its own is
     titled by its first pending approval, shown only to who may read that tool's."""
     listed = []
+    config = state.config  # read once for the page, not once per run
     for run in await state.reviews.runs(run_state, limit):
         tool = run.pop("task_tool", None)
-        if tool is not None and not who.may_read(state.config, tool):
+        if tool is not None and not who.may_read(config, tool):
             run["task"] = ""
         listed.append(RunSummary(**run))
     return listed
@@ -1266,23 +1267,26 @@ async def stream_events(state: State, who: Who, request: Request) -> StreamingRe
     feed = state.feed
     _, token = get_authorization_scheme_param(request.headers.get("authorization"))
 
-    def still_theirs() -> bool:
+    def current() -> ReviewerConfig | None:
+        """The reviewers file as it is now, read once per event; None: it can't be read."""
+        try:
+            return state.config
+        except ApiError:
+            return None
+
+    def still_theirs(config: ReviewerConfig | None) -> bool:
         """The token still names the reviewer who opened the stream: a token removed or
         replaced in the reviewers file ends the stream at its next event or keepalive."""
         if who.name is None:
             return True
-        try:
-            found = state.config.by_token(token)
-        except ApiError:
+        if config is None:
             return False  # the reviewers file can't be read: fail closed
+        found = config.by_token(token)
         return found is not None and found.name == who.name
 
-    def shown(event: ApprovalEvent) -> bool:
+    def shown(event: ApprovalEvent, config: ReviewerConfig | None) -> bool:
         """Events about approvals of tools the reviewer may not read are not theirs to see."""
-        try:
-            return who.may_read(state.config, event.tool)
-        except ApiError:
-            return False  # the reviewers file can't be read: fail closed
+        return config is not None and who.may_read(config, event.tool)
 
     queue = feed.subscribe()
 
@@ -1296,13 +1300,14 @@ async def stream_events(state: State, who: Who, request: Request) -> StreamingRe
                 try:
                     event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
-                    if not still_theirs():
+                    if not still_theirs(current()):
                         return
                     yield ": keepalive\n\n"  # and a closed connection shows on this write
                     continue
-                if event is None or not still_theirs():
+                config = current()
+                if event is None or not still_theirs(config):
                     return
-                if not shown(event):
+                if not shown(event, config):
                     continue
                 count += 1
                 yield _sse(event.type, event.model_dump_json(), count)
