@@ -43,6 +43,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract, policy
+from hitl.decisions import AnyDecision, current_digest
 from hitl.models import (
     MAX_REASON_CHARS,
     MAX_REVIEWER_CHARS,
@@ -64,7 +65,6 @@ from hitl.reviewers import ReviewerConfig, ReviewerConfigError, load_config
 from hitl.reviews import (
     CONFIRM_SECONDS,
     QUERY_TIMEOUT,
-    AnyDecision,
     ApprovalNotFound,
     NotAnApprovalId,
     Outcome,
@@ -72,7 +72,6 @@ from hitl.reviews import (
     ReviewError,
     Reviews,
     RunNotFound,
-    current_digest,
 )
 from hitl.starting import signed_input
 from hitl.terminal import schema_problem

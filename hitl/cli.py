@@ -44,6 +44,7 @@ from hitl.config import (
     package_versions,
     parse_duration,
 )
+from hitl.decisions import AnyDecision
 from hitl.devserver import temporal_version
 from hitl.entry import run_main
 from hitl.models import (
@@ -68,7 +69,6 @@ from hitl.reviewers import (
     signer,
 )
 from hitl.reviews import (
-    AnyDecision,
     ApprovalNotFound,
     Outcome,
     ReviewError,

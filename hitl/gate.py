@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from hitl import contract, policy
+    from hitl.decisions import DECISION_MODELS, current_digest
     from hitl.models import (
         DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         EXCERPT_CHARS,
@@ -147,12 +148,6 @@ class _Incoming:
     """The payload as it came: what a signature was made over."""
     entry: DecisionEntry | None = None
     """Set once the decision is logged, for an update waiting on its outcome."""
-
-
-def current_digest(record: ApprovalRecord) -> str:
-    """The digest of the action a decision now decides: the reviewer's modification while
-    a quorum is still counting, else the proposed action."""
-    return record.effective_action.digest() if record.modified_action_json else record.action_digest
 
 
 def _scope_text(standing: StandingApproval) -> str:
@@ -955,7 +950,7 @@ class ApprovalGate:
     @staticmethod
     def _validate(kind: DecisionKind, fields: dict[str, Any]) -> tuple[Any, str | None]:
         try:
-            return policy.DECISION_MODELS[kind].model_validate(fields), None
+            return DECISION_MODELS[kind].model_validate(fields), None
         except ValidationError as error:
             return None, (
                 f"malformed {kind.value} decision: {policy.format_validation_error(error)}"

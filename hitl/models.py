@@ -12,7 +12,7 @@ import hashlib
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -340,6 +340,9 @@ class DecisionEntry(BaseModel):
     outcome: Literal["applied", "refused"]
     refusal: str | None = None
     """Why it was refused, in one sentence a reviewer can act on."""
+    code: str | None = None
+    """Why it was refused, as a stable code (`hitl.decisions.RefusalCode`); None on entries
+    recorded before codes existed."""
     excerpt: str | None = None
     """For a refused payload that could not be read as a decision: its first characters."""
     issuer: str | None = None
@@ -535,9 +538,6 @@ class ModifyDecision(_DecisionBase):
         return value
 
 
-Decision = Annotated[ApproveDecision | RejectDecision | ModifyDecision, Field(discriminator="kind")]
-
-
 # --- the run ------------------------------------------------------------------
 
 
@@ -704,6 +704,8 @@ class RefusedDecision(BaseModel):
     payload: Any = None
     """Version 1 kept the whole payload; now only `excerpt` and `size` are kept."""
     refusal: str
+    code: str | None = None
+    """`hitl.decisions.RefusalCode`: `unknown_approval` or `malformed`."""
     signal: str | None = None
     """The signal (or update) name it came as."""
     excerpt: str = ""

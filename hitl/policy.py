@@ -15,25 +15,13 @@ from hitl.models import (
     ApprovalRecord,
     ApprovalStatus,
     ApproveDecision,
-    DecisionKind,
     ModifyDecision,
     RejectDecision,
-    RevokeDecision,
 )
 from hitl.text import quoted
 
 TIMEOUT_REVIEWER = "system:timeout"
 POLICY_REVIEWER = "policy"
-
-DECISION_MODELS: dict[
-    DecisionKind, type[ApproveDecision | RejectDecision | ModifyDecision | RevokeDecision]
-] = {
-    DecisionKind.APPROVE: ApproveDecision,
-    DecisionKind.REJECT: RejectDecision,
-    DecisionKind.MODIFY: ModifyDecision,
-    DecisionKind.REVOKE: RevokeDecision,
-}
-"""The payload each signal takes; the signal's name decides the kind."""
 
 
 def approval_timeout(

@@ -48,16 +48,13 @@ from temporalio.converter import WorkflowSerializationContext
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
+from hitl.decisions import AnyDecision, Receipt, RefusalCode, current_digest
 from hitl.models import (
     ApprovalRecord,
-    ApproveDecision,
     DecisionEntry,
     GateStatus,
-    ModifyDecision,
     PendingApproval,
     RefusedDecision,
-    RejectDecision,
-    RevokeDecision,
     RunResult,
     payload_digest,
 )
@@ -65,7 +62,6 @@ from hitl.reviewers import sign
 from hitl.reviewers import signer as own_signer
 from hitl.text import quoted
 
-AnyDecision = ApproveDecision | RejectDecision | ModifyDecision | RevokeDecision
 LIST_PAGE_SIZE = 5000
 PAGE_SIZE = 50
 MAX_PAGES_SCANNED = 20
@@ -116,6 +112,11 @@ class RunNotFound(ReviewError):
 class DecisionRejected(ReviewError):
     """The run refused a decision it could not read, before it reached history."""
 
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        """`RefusalCode`, from the failure's type (None from workers before codes)."""
+
 
 class RecordUnavailable(ReviewError):
     """The run has ended and its records can only be read by replaying it on a worker."""
@@ -150,6 +151,8 @@ class Outcome:
     """The run had ended before the decision could be sent; `record` says how it was decided."""
     rejected: str | None = None
     """The run refused to take the decision at all (malformed, or naming nothing here)."""
+    code: str | None = None
+    """`RefusalCode` of `rejected`, or of the entry when it was refused."""
     held: bool = False
     """Sent as an update that Temporal holds until a worker takes it (not sent again as a
     signal: the run would refuse the second copy into its decision log)."""
@@ -161,6 +164,14 @@ class Outcome:
     @property
     def applied(self) -> bool:
         return self.entry is not None and self.entry.outcome == "applied"
+
+    @property
+    def refusal_code(self) -> str | None:
+        """Why the run refused the decision, as a `RefusalCode` (None: applied, unconfirmed,
+        or refused by a worker from before codes)."""
+        if self.entry is not None and self.entry.outcome == "refused":
+            return self.entry.code
+        return self.code
 
     @property
     def what(self) -> str:
@@ -195,12 +206,6 @@ def check_id(approval_id: str) -> str:
             f"{quoted(approval_id)} is not an approval id (they look like apr_1a2b…)"
         )
     return approval_id
-
-
-def current_digest(record: ApprovalRecord) -> str:
-    """The digest of the action a decision on this approval now decides: a reviewer's
-    modification while a quorum is still counting, else the proposed action."""
-    return record.effective_action.digest() if record.modified_action_json else record.action_digest
 
 
 def with_decision_id(decision: AnyDecision) -> AnyDecision:
@@ -487,17 +492,23 @@ class Reviews:
         held = False
         try:
             if via == "update":
-                entry, held = await self._update(
+                receipt, held = await self._update(
                     handle, payload, _update_id(decision, payload), deadline
                 )
-                if entry is not None and not _ours(entry, payload):
+                if receipt is not None and not _ours(receipt.entry, payload):
                     # Someone sent another payload first under this update's id (it can be
                     # computed from a decision seen on Redis): Temporal answered with theirs.
                     # The signal reaches the run, which judges this payload on its own.
-                    entry, held = None, False
-                if entry is not None:
+                    receipt, held = None, False
+                if receipt is not None:
                     return Outcome(
-                        approval_id, workflow_id, decision, entry=entry, held=held, payload=payload
+                        approval_id,
+                        workflow_id,
+                        decision,
+                        entry=receipt.entry,
+                        record=receipt.record,
+                        held=held,
+                        payload=payload,
                     )
             # Also when Temporal holds the update: an update no worker has taken lives only
             # in the server's memory, and a restart would lose it. The signal is durable;
@@ -511,7 +522,9 @@ class Reviews:
                 approval_id, workflow_id, decision, record=await self.get(approval_id), ended=True
             )
         except DecisionRejected as rejected:
-            return Outcome(approval_id, workflow_id, decision, rejected=str(rejected))
+            return Outcome(
+                approval_id, workflow_id, decision, rejected=str(rejected), code=rejected.code
+            )
 
     async def confirm(self, outcome: Outcome, seconds: float = SETTLE_SECONDS) -> Outcome:
         """Wait up to `seconds` more for the verdict on a decision sent but not confirmed.
@@ -532,7 +545,7 @@ class Reviews:
                 handle, outcome.decision, deadline, held=outcome.held, payload=outcome.payload
             )
         except DecisionRejected as rejected:
-            outcome.rejected = str(rejected)
+            outcome.rejected, outcome.code = str(rejected), rejected.code
             return outcome
         confirmed.record = confirmed.record or outcome.record
         return confirmed
@@ -549,8 +562,8 @@ class Reviews:
 
     async def _update(
         self, handle: WorkflowHandle, payload: dict[str, Any], update_id: str, deadline: float
-    ) -> tuple[DecisionEntry | None, bool]:
-        """The run's log entry for the decision, if it came in time; and whether Temporal
+    ) -> tuple[Receipt | None, bool]:
+        """The run's receipt for the decision, if it came in time; and whether Temporal
         holds the update (then it reaches the run with the next worker, and a signal would
         be a second copy)."""
         budget = max(0.1, deadline - asyncio.get_running_loop().time() - HELD_SECONDS)
@@ -562,11 +575,9 @@ class Reviews:
                     payload,
                     id=update_id,
                     wait_for_stage=WorkflowUpdateStage.COMPLETED,
-                    result_type=DecisionEntry,
                     rpc_timeout=timedelta(seconds=budget),
                 )
-                entry: DecisionEntry = await update.result()
-                return entry, True
+                return _receipt(await update.result()), True
         except WorkflowUpdateFailedError as error:
             return _refused_update(error.cause)
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
@@ -578,9 +589,7 @@ class Reviews:
             # mid-way): the update may have reached the run, even been applied.
         return await self._update_state(handle.id, update_id)
 
-    async def _update_state(
-        self, workflow_id: str, update_id: str
-    ) -> tuple[DecisionEntry | None, bool]:
+    async def _update_state(self, workflow_id: str, update_id: str) -> tuple[Receipt | None, bool]:
         """Whether Temporal holds the update, and its verdict if the run gave one."""
         try:
             answer = await self._poll_update(workflow_id, update_id, HELD_SECONDS)
@@ -589,7 +598,7 @@ class Reviews:
             # that might be lost is worse than a second copy the run refuses.
             return None, False
         if answer.HasField("outcome"):
-            return await self._entry_of(workflow_id, answer.outcome), True
+            return await self._receipt_of(workflow_id, answer.outcome), True
         return None, True
 
     async def _poll_update(
@@ -614,15 +623,15 @@ class Reviews:
             timeout=timedelta(seconds=max(0.1, seconds)),
         )
 
-    async def _entry_of(self, workflow_id: str, outcome: UpdateOutcome) -> DecisionEntry | None:
+    async def _receipt_of(self, workflow_id: str, outcome: UpdateOutcome) -> Receipt | None:
         converter = self.client.data_converter.with_context(
             WorkflowSerializationContext(namespace=self.client.namespace, workflow_id=workflow_id)
         )
         if outcome.HasField("failure"):
-            entry, _ = _refused_update(await converter.decode_failure(outcome.failure))
-            return entry
-        [entry] = await converter.decode(outcome.success.payloads, [DecisionEntry])
-        return entry if isinstance(entry, DecisionEntry) else None
+            receipt, _ = _refused_update(await converter.decode_failure(outcome.failure))
+            return receipt
+        [value] = await converter.decode(outcome.success.payloads)
+        return _receipt(value)
 
     async def _worker_polls(self, handle: WorkflowHandle) -> tuple[str, bool]:
         """The run's task queue, and whether a worker has polled it lately."""
@@ -712,9 +721,10 @@ class Reviews:
                         held = False  # gone with its run (continued as new): the log says
                 else:
                     if answer.HasField("outcome"):
-                        entry = await self._entry_of(handle.id, answer.outcome)
-                        if entry is not None and _ours(entry, payload):
-                            outcome.entry = entry
+                        receipt = await self._receipt_of(handle.id, answer.outcome)
+                        if receipt is not None and _ours(receipt.entry, payload):
+                            outcome.entry = receipt.entry
+                            outcome.record = receipt.record or outcome.record
                             return outcome
             try:
                 records: list[ApprovalRecord] = await handle.query(
@@ -832,7 +842,19 @@ def _refused_update(cause: BaseException | None) -> tuple[None, bool]:
     message = str(getattr(cause, "message", "") or cause)
     if "not found" in message.lower() and "update" in message.lower():
         return None, False
-    raise DecisionRejected(message)
+    kind = getattr(cause, "type", None)
+    code = kind if kind in set(RefusalCode) else None
+    raise DecisionRejected(message, code)
+
+
+def _receipt(value: Any) -> Receipt | None:
+    """The update's answer: a receipt, or (from a worker before receipts) the entry alone."""
+    try:
+        if isinstance(value, dict) and "entry" in value:
+            return Receipt.model_validate(value)
+        return Receipt(entry=DecisionEntry.model_validate(value))
+    except ValidationError:
+        return None
 
 
 def polling_lately(pollers: Sequence[PollerInfo], now: datetime | None = None) -> list[PollerInfo]:

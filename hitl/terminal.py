@@ -15,6 +15,7 @@ from typing import IO
 
 import jsonschema
 
+from hitl.decisions import AnyDecision
 from hitl.models import (
     ApprovalRecord,
     ApproveDecision,
@@ -23,7 +24,6 @@ from hitl.models import (
     RejectDecision,
 )
 from hitl.reviewers import API_ISSUER, SIGNER_ENV, SIGNING_KEY_ENV
-from hitl.reviews import AnyDecision
 from hitl.text import framed, shorten, terminal_width, visible, visible_json
 
 PROMPT = "Approve? [y/n/e(dit)]: "

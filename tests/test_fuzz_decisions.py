@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from hitl import contract, policy
+from hitl import contract
+from hitl.decisions import DECISION_MODELS
 from hitl.devserver import temporal_binary
 from hitl.models import ApprovalRecord, ApprovalStatus, DecisionKind, RunResult, RunStatus
 from hitl.tools import load_tools
@@ -80,7 +81,7 @@ def _expected_valid(name: str, payload: Any, record: ApprovalRecord) -> bool:
         return False
     fields = {key: value for key, value in payload.items() if key != "kind"}
     try:
-        decision = policy.DECISION_MODELS[DecisionKind(name)].model_validate(fields)
+        decision = DECISION_MODELS[DecisionKind(name)].model_validate(fields)
     except ValidationError:
         return False
     if decision.action_digest is not None and decision.action_digest != record.action_digest:
