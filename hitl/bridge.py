@@ -49,7 +49,8 @@ import structlog
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from hitl.models import ApproveDecision, ModifyDecision, RejectDecision
+from hitl.decisions import DECISION_MODELS, AnyDecision, RefusalCode, form_of
+from hitl.models import DecisionKind
 from hitl.policy import format_validation_error
 from hitl.reviewers import (
     API_ISSUER,
@@ -64,7 +65,15 @@ from hitl.reviewers import (
     signer,
     verify,
 )
-from hitl.reviews import ReviewError, Reviews, check_id
+from hitl.reviews import (
+    ApprovalNotFound,
+    NotAnApprovalId,
+    RecordUnavailable,
+    ReviewError,
+    Reviews,
+    RunNotFound,
+    check_id,
+)
 from hitl.text import clip, lone_surrogate, visible
 
 log = structlog.get_logger("hitl.bridge")
@@ -80,12 +89,9 @@ SCAN_BYTES = 1024 * 1024
 """How much of an oversized or unreadable message is searched for its correlation id."""
 MAX_SEEN = 10_000
 """Signatures remembered against replay; each is kept only while it could still verify."""
-DECISIONS: dict[str, type[ApproveDecision | RejectDecision | ModifyDecision]] = {
-    "approve": ApproveDecision,
-    "reject": RejectDecision,
-    "modify": ModifyDecision,
-}
-TEXT_FIELDS = {"approve": "comment", "reject": "reason", "modify": "comment"}
+KINDS = (DecisionKind.APPROVE, DecisionKind.REJECT, DecisionKind.MODIFY)
+"""What the bridge takes: the decisions on an approval announced on Redis. A standing
+approval is revoked through the review API or `hitl revoke`."""
 UNSIGNED_FIELDS = ("correlation_id",)
 """What a message may carry besides the signed decision: the reply's routing only."""
 TOKEN_REFUSAL = (
@@ -100,7 +106,30 @@ _VALUE = re.compile(rb'"([A-Za-z0-9_.:-]{1,100})"')
 
 
 class Refused(Exception):
-    pass
+    """The bridge's own refusal: a sentence, and its `RefusalCode`."""
+
+    def __init__(self, message: str, code: RefusalCode | str | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _code_of(error: ReviewError) -> str | None:
+    """The `RefusalCode` of what the reviews library refused."""
+    code: str | None = getattr(error, "code", None)  # the run's, when it refused the payload
+    if code:
+        return code
+    if isinstance(error, NotAnApprovalId):
+        return RefusalCode.MALFORMED
+    if isinstance(error, (ApprovalNotFound, RunNotFound)):
+        return RefusalCode.NOT_FOUND
+    if isinstance(error, RecordUnavailable):
+        return RefusalCode.RUN_ENDED
+    return None
+
+
+def _validated(kind: str, fields: dict[str, Any]) -> AnyDecision:
+    """The decision `fields` make, with the one model of its kind (hitl.decisions)."""
+    return DECISION_MODELS[DecisionKind(kind)].model_validate(fields)
 
 
 def reply_channel(correlation: object) -> str:
@@ -190,7 +219,7 @@ def signed_message(
             f"{SIGNER_ENV} is your reviewer name: the bridge refuses decisions signed as "
             f"{API_ISSUER!r}"
         )
-    if kind not in DECISIONS:
+    if kind not in KINDS:
         raise ReviewError("kind is approve, reject or modify")
     if kind == "reject" and not reason:
         raise ReviewError("a rejection needs a reason (the agent reads it)")
@@ -200,7 +229,7 @@ def signed_message(
         "reviewer": name,
         "decision_id": decision_id or f"dec_{uuid.uuid4().hex[:16]}",
         "action_digest": action_digest,
-        TEXT_FIELDS[kind]: reason if kind == "reject" else comment,
+        **({"reason": reason} if kind == "reject" else {"comment": comment}),
     }
     if kind == "modify":
         decision["args"] = args
@@ -209,10 +238,19 @@ def signed_message(
     if max_risk is not None:
         decision["max_risk"] = max_risk
     try:
-        DECISIONS[kind].model_validate(decision)
+        _validated(kind, decision)
     except ValidationError as error:
         raise ReviewError(f"malformed {kind}: {format_validation_error(error)}") from None
     return {"correlation_id": approval_id, **sign(decision, name, key, now)}
+
+
+def _refused(refusal: str, code: str | None) -> dict[str, Any]:
+    return {
+        "outcome": "refused",
+        "refusal": refusal,
+        "code": str(code) if code else None,
+        "entry": None,
+    }
 
 
 class RedisBridge:
@@ -248,35 +286,45 @@ class RedisBridge:
         # process's own issuer, if it has a key), since there is no reviewer signature.
         self.reviews = Reviews(client, signer=True if insecure_no_auth else None)
         self.seen = SeenSignatures()
-        self.handled = 0
 
     def _fields(self, message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """The decision a message carries, as sent, and its model; Refused with the reason."""
         if "token" in message:
             log.warning("bridge.token_refused", reviewer=clip(str(message.get("reviewer")), 100))
-            raise Refused(TOKEN_REFUSAL)
+            raise Refused(TOKEN_REFUSAL, RefusalCode.UNAUTHENTICATED)
         if lone_surrogate(message) is not None:
-            raise Refused("the message contains text that is not valid Unicode")
+            raise Refused(
+                "the message contains text that is not valid Unicode", RefusalCode.MALFORMED
+            )
         kind = message.get("kind")
-        if kind not in DECISIONS:
-            raise Refused("kind must be approve, reject or modify")
+        if kind not in KINDS:
+            raise Refused("kind must be approve, reject or modify", RefusalCode.MALFORMED)
         fields = {name: value for name, value in message.items() if name not in UNSIGNED_FIELDS}
         fields.setdefault("approval_id", message.get("correlation_id"))
         if message.get("correlation_id", fields["approval_id"]) != fields["approval_id"]:
-            raise Refused("correlation_id and approval_id name different approvals")
+            raise Refused(
+                "correlation_id and approval_id name different approvals", RefusalCode.MALFORMED
+            )
         if not isinstance(fields["approval_id"], str):
-            raise Refused("approval_id (the approval the decision is for) is missing")
+            raise Refused(
+                "approval_id (the approval the decision is for) is missing", RefusalCode.MALFORMED
+            )
         if self.insecure:
             for name in ("issuer", "issued_at", "signature"):
                 fields.pop(name, None)
             if not isinstance(fields.get("reviewer"), str):
-                raise Refused("reviewer is missing (this bridge runs without authentication)")
+                raise Refused(
+                    "reviewer is missing (this bridge runs without authentication)",
+                    RefusalCode.MALFORMED,
+                )
         if kind == "reject" and not fields.get("reason"):
-            raise Refused("a rejection needs a reason (the agent reads it)")
+            raise Refused("a rejection needs a reason (the agent reads it)", RefusalCode.MALFORMED)
         try:
-            return fields, DECISIONS[kind].model_validate(fields)
+            return fields, _validated(kind, fields)
         except ValidationError as error:
-            raise Refused(f"malformed {kind}: {format_validation_error(error)}") from None
+            raise Refused(
+                f"malformed {kind}: {format_validation_error(error)}", RefusalCode.MALFORMED
+            ) from None
 
     def _verify(self, fields: dict[str, Any], now: datetime) -> None:
         """The reviewer's own signature, once, on a decision bound to one action."""
@@ -284,28 +332,35 @@ class RedisBridge:
         if not issuer or not signature:
             raise Refused(
                 "unsigned: sign the decision with your own key (HITL_SIGNER, "
-                "HITL_SIGNING_KEY; `hitl bridge send` or hitl.bridge.signed_message)"
+                "HITL_SIGNING_KEY; `hitl bridge send` or hitl.bridge.signed_message)",
+                RefusalCode.UNAUTHENTICATED,
             )
         if issuer == API_ISSUER:
             raise Refused(
                 f"the bridge takes only decisions signed with their reviewer's own key, not "
-                f"{API_ISSUER!r}'s"
+                f"{API_ISSUER!r}'s",
+                RefusalCode.UNAUTHENTICATED,
             )
         if not fields.get("decision_id"):
-            raise Refused("a decision over Redis carries a decision_id (it is taken once)")
+            raise Refused(
+                "a decision over Redis carries a decision_id (it is taken once)",
+                RefusalCode.MALFORMED,
+            )
         if not fields.get("action_digest"):
             raise Refused(
                 "a decision over Redis names the action it decides (action_digest, as "
-                "announced on hitl:approvals)"
+                "announced on hitl:approvals)",
+                RefusalCode.MALFORMED,
             )
         refusal = verify(fields, self.keys, now)
         if refusal is not None:
-            raise Refused(f"unauthorized: {refusal}")
+            raise Refused(f"unauthorized: {refusal}", RefusalCode.UNAUTHENTICATED)
         issued = datetime.fromisoformat(str(fields["issued_at"]))
         if not self.seen.take(str(issuer), str(signature), issued, now):
             raise Refused(
                 "replayed: this signed decision was already received; sign a new one "
-                "(a new decision_id)"
+                "(a new decision_id)",
+                RefusalCode.UNAUTHENTICATED,
             )
 
     async def handle(self, raw: bytes | str) -> dict[str, Any]:
@@ -318,19 +373,22 @@ class RedisBridge:
         try:
             if len(data) > MAX_MESSAGE_BYTES:
                 correlation = scanned_correlation(data)
-                raise Refused(f"the message is over {MAX_MESSAGE_BYTES:,} bytes")
+                raise Refused(
+                    f"the message is over {MAX_MESSAGE_BYTES:,} bytes", RefusalCode.MALFORMED
+                )
             try:
                 message = json.loads(data)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 correlation = scanned_correlation(data)
-                raise Refused(f"not JSON: {error}") from None
+                raise Refused(f"not JSON: {error}", RefusalCode.MALFORMED) from None
             if not isinstance(message, dict):
-                raise Refused("a decision message is a JSON object")
+                raise Refused("a decision message is a JSON object", RefusalCode.MALFORMED)
             correlation = message.get("correlation_id", message.get("approval_id"))
             if reply_channel(correlation) == INVALID_REPLIES:
                 raise Refused(
                     "correlation_id is not an approval id (letters, digits and _.:- up to 100 "
-                    "characters); replies to it go to hitl:replies:invalid"
+                    "characters); replies to it go to hitl:replies:invalid",
+                    RefusalCode.MALFORMED,
                 )
             decision_id = message.get("decision_id")
             fields, decision = self._fields(message)
@@ -341,7 +399,10 @@ class RedisBridge:
                 try:
                     config = load_config(self.reviewers)
                 except ReviewerConfigError as error:
-                    raise Refused(f"the bridge's reviewers file is unusable: {error}") from None
+                    raise Refused(
+                        f"the bridge's reviewers file is unusable: {error}",
+                        RefusalCode.UNVERIFIABLE,
+                    ) from None
             record = await self.reviews.get(decision.approval_id)
             if config is not None:
                 refusal = config.refusal(
@@ -354,30 +415,38 @@ class RedisBridge:
                     getattr(decision, "max_risk", None),
                 )
                 if refusal:
-                    raise Refused(f"forbidden: {refusal}")
+                    raise Refused(f"forbidden: {refusal}", RefusalCode.NOT_ALLOWED)
                 outcome = await self.reviews.forward(decision, fields, record.session_id)
             else:
                 outcome = await self.reviews.decide(decision, workflow_id=record.session_id)
             if outcome.rejected:
-                raise Refused(outcome.rejected)
+                raise Refused(outcome.rejected, outcome.refusal_code)
             if outcome.ended:
-                raise Refused(f"the run has ended; approval {decision.approval_id} was decided")
+                raise Refused(
+                    f"the run has ended; approval {decision.approval_id} was decided",
+                    RefusalCode.RUN_ENDED,
+                )
             entry = outcome.entry
             reply: dict[str, Any] = {
                 "outcome": entry.outcome if entry else "sent",
                 "refusal": entry.refusal if entry else None,
+                "code": outcome.refusal_code,
                 "entry": entry.model_dump(mode="json") if entry else None,
             }
-        except (Refused, ReviewError) as error:
-            reply = {"outcome": "refused", "refusal": str(error), "entry": None}
+        except Refused as error:
+            reply = _refused(str(error), error.code)
+        except ReviewError as error:
+            reply = _refused(str(error), _code_of(error))
         except Exception as error:  # Temporal unreachable, a bug: answer, keep listening
             log.exception("bridge.failed")
-            reply = {
-                "outcome": "refused",
-                "refusal": f"the bridge could not send the decision: {type(error).__name__}: "
+            reply = _refused(
+                f"the bridge could not send the decision: {type(error).__name__}: "
                 f"{clip(visible(str(error)), 300)}",
-                "entry": None,
-            }
+                RefusalCode.UNVERIFIABLE,
+            )
+        if reply["outcome"] == "refused":
+            # Worded from the code, never from the sentence: scripts and chat read this.
+            reply["title"] = form_of(reply["code"]).title
         channel = reply_channel(correlation)
         own = channel not in (UNKNOWN_REPLIES, INVALID_REPLIES)
         reply["correlation_id"] = correlation if own else None
@@ -385,12 +454,12 @@ class RedisBridge:
         reply["reviewer"] = reviewer
         reply["channel"] = channel
         reply["seconds"] = round(time.perf_counter() - began, 4)
-        self.handled += 1
         log.info(
             "bridge.decision",
             correlation_id=reply["correlation_id"],
             channel=channel,
             outcome=reply["outcome"],
+            code=reply.get("code"),
             refusal=reply.get("refusal"),
         )
         return reply
@@ -480,7 +549,7 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "for `hitl bridge redis` (HITL_REDIS_URL, HITL_REDIS_DECISIONS); no token is sent. "
         "Exit 0 applied, 1 refused, 2 usage or no reply."
     )
-    parser.add_argument("kind", choices=tuple(DECISIONS))
+    parser.add_argument("kind", choices=[str(kind) for kind in KINDS])
     parser.add_argument("id", help="the approval id (correlation_id on hitl:approvals)")
     parser.add_argument(
         "--digest", required=True, help="the action_digest the approval was announced with"
@@ -520,4 +589,8 @@ async def send_command(args: argparse.Namespace) -> int:
         print(f"hitl: no reply from a bridge within {args.wait:g} s", file=sys.stderr)
         return 2
     print(json.dumps(reply, indent=2, ensure_ascii=True))
+    if reply.get("outcome") == "refused":
+        form = form_of(reply.get("code"))
+        print(f"hitl: refused ({form.title})", file=sys.stderr)
+        return form.exit
     return 0 if reply.get("outcome") == "applied" else 1
