@@ -339,8 +339,6 @@ def _parse_turn(body: str, where: str, requested_model: str) -> AssistantTurn:
     for index, raw in enumerate(raw_calls[:MAX_TOOL_CALLS]):
         calls.append(_parse_call(raw, index, where, notes))
 
-    usage = data.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
     model = data.get("model") if isinstance(data.get("model"), str) else None
     note = "\n".join(notes)
     room = MAX_CONTENT_BYTES - (len(note.encode()) + 1 if note else 0)
@@ -349,11 +347,6 @@ def _parse_turn(body: str, where: str, requested_model: str) -> AssistantTurn:
         content=f"{text}\n{note}" if note and text else text or note,
         tool_calls=calls,
         model=clip(model or requested_model, MAX_MODEL_NAME_CHARS),
-        usage={
-            name: value
-            for name, value in usage.items()
-            if isinstance(name, str) and isinstance(value, int) and not isinstance(value, bool)
-        },
     )
 
 
@@ -407,9 +400,6 @@ async def openai_turn(request: LlmRequest) -> AssistantTurn:
     client = _client(request.model.base_url)
     where = str(client.base_url).rstrip("/")
     timeout = request_timeout(activity.info().start_to_close_timeout)
-    extra: dict[str, Any] = {}
-    if request.model.temperature is not None:
-        extra["temperature"] = request.model.temperature
     # What a tool returned went through redaction at its activity; this catches
     # anything that didn't (a tool built before that, a secret set since).
     outgoing = redact_model(request)
@@ -420,7 +410,6 @@ async def openai_turn(request: LlmRequest) -> AssistantTurn:
                 messages=[to_openai(message) for message in outgoing.messages],  # type: ignore[misc]
                 tools=outgoing.tools,  # type: ignore[arg-type]
                 timeout=timeout,
-                **extra,
             )
         )
         body = raw.http_response.text

@@ -86,7 +86,6 @@ class ModelSettings(BaseModel):
     """OpenAI-compatible endpoint; None means the worker's OPENAI_BASE_URL or OpenAI's."""
     script: list[ScriptedTurn] | None = None
     """Scripted provider only: fixed turns; None means the built-in task planner."""
-    temperature: float | None = None
 
 
 class LlmRequest(BaseModel):
@@ -108,7 +107,6 @@ class AssistantTurn(BaseModel):
     model: str = ""
     """The model that answered, as the server reported it."""
     scripted: bool = False
-    usage: dict[str, int] = Field(default_factory=dict)
 
 
 # --- tools --------------------------------------------------------------------
