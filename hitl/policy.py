@@ -83,9 +83,13 @@ def stricter_threshold(worker: int, run: int | None) -> tuple[int, list[str]]:
 
 
 def duration_text(delta: timedelta | float) -> str:
-    seconds = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
-    if seconds > 366 * 86400:
+    exact = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    if exact > 366 * 86400:
         return "more than a year"
+    seconds = round(exact)
+    if abs(exact - seconds) >= 0.0005:
+        # Said as set: a 1.5 s timeout cut to "1 s" names a deadline that never was.
+        return f"{round(exact, 3)} s"
     if seconds % 3600 == 0 and seconds >= 3600:
         return f"{seconds // 3600} h"
     if seconds % 60 == 0 and seconds >= 60:

@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from hitl import contract
 from hitl.models import ApprovalStatus, RunState
-from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import (
     CLEANUP_TASK,
     approvals,
@@ -191,7 +191,7 @@ async def test_a_per_tool_timeout_auto_rejects(
     result = await handle.result()
     [done] = result.approvals
     assert done.status is ApprovalStatus.REJECTED and done.reviewer == "system:timeout"
-    assert "no decision came within 1 s" in (done.reason or "")
+    assert "no decision came within 1.5 s" in (done.reason or "")
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
 
 
@@ -341,13 +341,24 @@ async def test_the_workers_policy_auto_approves_below_its_risk_threshold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     policy = tmp_path / "reviewers.toml"
-    policy.write_text("[policy]\nauto_approve_below = 90\n")
     monkeypatch.setenv("HITL_REVIEWERS", str(policy))
+    # delete_files of the old logs scores 42. At the threshold and under it a person
+    # decides: "auto-approve below 42" does not approve risk 42.
+    for threshold in (42, 41):
+        policy.write_text(f"[policy]\nauto_approve_below = {threshold}\n")
+        handle = await start_run(client, task_queue, make_logs(tmp_path / f"ws-{threshold}"))
+        [record] = await wait_pending(handle)
+        assert record.risk == 42, "the cases below are chosen around this risk"
+        assert record.reviewer is None and record.decisions == [], threshold
+        await handle.terminate("done")
+    policy.write_text("[policy]\nauto_approve_below = 43\n")
     handle = await start_run(client, task_queue, workspace)
     result = await handle.result()
     [done] = result.approvals
     assert done.status is ApprovalStatus.APPROVED and done.reviewer == "policy"
-    assert "below the auto-approve threshold 90 (the worker's policy)" in (done.reason or "")
+    assert "risk 42 is below the auto-approve threshold 43 (the worker's policy)" in (
+        done.reason or ""
+    )
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
 
 

@@ -163,6 +163,29 @@ def test_durations() -> None:
         parse_duration("soon")
 
 
+def test_a_timeout_is_said_as_it_was_set_not_cut_to_whole_seconds() -> None:
+    said = policy.duration_text
+    assert said(1.5) == "1.5 s" and said(timedelta(seconds=1.5)) == "1.5 s"
+    assert said(0.25) == "0.25 s" and said(90.5) == "90.5 s"
+    assert said(1) == "1 s" and said(90) == "90 s" and said(0.1 + 0.2) == "0.3 s"
+    assert said(1800) == "30 min" and said(5400) == "90 min" and said(7200) == "2 h"
+    assert said(timedelta(days=400)) == "more than a year"
+
+
+def test_the_policy_approves_only_below_its_threshold() -> None:
+    # At the threshold a person decides: "auto-approve below 42" never approves risk 42.
+    assert policy.auto_approved(41, 42)
+    assert not policy.auto_approved(42, 42)
+    assert not policy.auto_approved(43, 42)
+    assert not policy.auto_approved(0, 0), "threshold 0 approves nothing"
+    assert policy.auto_approved(100, 101), "101 approves everything"
+    # A run may lower the worker's threshold, never raise it.
+    assert policy.stricter_threshold(50, 42) == (42, [])
+    assert policy.stricter_threshold(50, None) == (50, [])
+    kept, notes = policy.stricter_threshold(42, 43)
+    assert kept == 42 and "the worker's threshold 42 applies" in notes[0]
+
+
 def test_the_summary_shows_what_a_reviewer_decides_on() -> None:
     text = format_approval(record(), now=datetime(2026, 11, 24, 12, 10, tzinfo=UTC))
     for expected in [
