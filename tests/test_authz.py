@@ -238,6 +238,8 @@ async def test_a_standing_approval_approves_later_calls_until_revoked(
         if waiting:
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("after the revocation the third deletion never asked again")
     [third] = waiting
     assert third.action_json.args == {"paths": [OLD_LOGS[2]]}
     await handle.signal(contract.SIGNAL_REJECT, decision(third.id, "dana", reason="stop"))

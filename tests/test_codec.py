@@ -90,9 +90,11 @@ async def test_an_encrypted_run_is_unreadable_at_rest_and_decided_with_the_key(
         hitl = Hitl(address, task_queue)
         for _ in range(100):
             code, out, _ = await hitl("pending", "--json", HITL_CODEC_KEY=KEY)
-            if record.id in out:
+            if code == 0 and record.id in out:
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"`hitl pending` with the key never listed {record.id}")
         code, out, _ = await hitl("show", record.id, HITL_CODEC_KEY=KEY, COLUMNS="300")
         assert code == 0 and "app-2026-10-01.log" in out and TASK in out
         # ... and a forged payload the codec can't open is refused, not fatal.
@@ -133,8 +135,11 @@ async def test_the_codec_server_decodes_for_the_web_ui_and_only_for_its_origin()
     )
     serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
+        for _ in range(200):
+            if server.started or serving.done():
+                break
             await asyncio.sleep(0.05)
+        assert server.started, "the codec server did not start"
         [sealed] = await codec.encode(
             [Payload(metadata={"encoding": b"json/plain"}, data=b'"the plan"')]
         )

@@ -184,6 +184,13 @@ async def test_a_flood_of_refused_decisions_is_counted_not_kept(
         ):
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(
+            f"the flood never settled: {len(current.decisions)} kept and "
+            f"{current.refused_dropped} dropped on the approval, "
+            f"{len(run_status.refused_decisions)} kept and {run_status.refused_dropped} "
+            "dropped on the run"
+        )
     assert len(current.decisions) == MAX_REFUSED_PER_APPROVAL and current.refused_dropped == 15
     assert len(run_status.refused_decisions) == MAX_REFUSED_PER_RUN
     assert run_status.refused_dropped == 5

@@ -59,7 +59,9 @@ async def test_three_workers_one_killed_midway_every_run_completes_and_nothing_h
             return RejectDecision(approval_id=item.id, reviewer="ops", reason="not this one")
 
         deciding = asyncio.create_task(reviews.decide_many(pending, build))
+        deadline = time.monotonic() + 120
         while sum((ws / "ran.txt").exists() for ws in workspaces) < RUNS // 8:
+            assert time.monotonic() < deadline, f"fewer than {RUNS // 8} approved runs ran"
             await asyncio.sleep(0.05)
         await workers[1].kill()
         await deciding

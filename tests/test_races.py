@@ -105,6 +105,8 @@ async def test_decisions_landing_at_the_deadline_have_exactly_one_outcome(
             if done.status is not ApprovalStatus.PENDING:
                 break
             await asyncio.sleep(0.025)
+        else:
+            raise AssertionError(f"race {race}: neither a decision nor the timer decided")
         await handle.terminate("race checked")
         applied = [entry for entry in done.decisions if entry.outcome == "applied"]
         assert len(applied) == 1, done.decisions

@@ -572,6 +572,8 @@ async def test_the_run_listing_doesnt_title_a_run_with_an_approval_the_reviewer_
                         if mine and mine[0]["pending"]:
                             break
                         await asyncio.sleep(0.05)
+                    else:
+                        raise AssertionError(f"{name} never saw the run's pending approval")
                     assert mine[0]["task"] == shown, (name, mine)
         await handle.terminate("done")
 
@@ -627,6 +629,8 @@ async def test_a_standing_grant_on_ls_doesnt_cover_a_workspace_script_called_ls(
         if len(records) == 2:
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the second call never asked for approval: {records}")
     second = records[1]
     assert second.action_json.args["argv"] == ["./ls", "-la"]
     assert second.status is ApprovalStatus.PENDING and second.standing is None, second
@@ -654,6 +658,8 @@ async def test_a_standing_grant_on_git_status_doesnt_cover_another_git_command(
         if len(records) == 2:
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the second call never asked for approval: {records}")
     second = records[1]
     assert second.status is ApprovalStatus.PENDING and second.standing is None, second
     assert not (workspace / "sub").exists()
@@ -689,6 +695,8 @@ async def test_a_runs_own_continue_as_new_is_believed_and_replays(
         await asyncio.sleep(0.1)
         if (await latest.describe()).run_id != first_run:
             break
+    else:
+        raise AssertionError("400 junk decisions never made the run continue as new")
     [carried] = await wait_pending(latest)
     assert carried.id == record.id
     await latest.signal(contract.SIGNAL_APPROVE, decision(record.id, "bob"))
