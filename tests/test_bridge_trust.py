@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import time
 import uuid
@@ -31,6 +32,7 @@ from hitl.bridge import (
     signed_message,
 )
 from hitl.cli import run as hitl
+from hitl.decisions import form_of
 from hitl.models import ApprovalStatus
 from hitl.reviewers import _key, add_reviewer, load_config, new_key, sign
 from tests.conftest import NEW_LOGS, OTHER, files_in, make_logs
@@ -40,6 +42,9 @@ from tests.redisserver import redis_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 KEYS = {"alice": new_key(), "bob": new_key(), "api": new_key()}
+GATE_CODES = importlib.util.find_spec("hitl.ledger") is not None
+"""Whether the gate records a RefusalCode on the refusals it logs (it does since the pure
+ledger, hitl.ledger); before, its entries had none and the bridge passed None on."""
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +237,7 @@ async def test_a_replayed_signed_decision_is_refused_by_the_bridge_and_by_the_ru
     assert first["outcome"] == "applied", first
     replay = await _ask(trust.redis_url, alice)
     assert replay["outcome"] == "refused" and "replayed" in replay["refusal"], replay
+    assert replay["code"] == "unauthenticated" and replay["entry"] is None, replay
     # A bridge restarted with nothing remembered forwards it; the run takes it for the copy
     # it is (the same signed payload), answers with the first one's entry and counts no vote.
     again = await RedisBridge(client, trust.redis_url).handle(json.dumps(alice))
@@ -261,35 +267,49 @@ async def test_forged_crossed_expired_unbound_unsigned_and_token_messages_are_re
         return signed(decision, name, KEYS.get(name) or new_key())
 
     good = fresh("alice")
+    unauthenticated, malformed = "unauthenticated", "malformed"
     cases = [
         (signed({**base, "reviewer": "bob"}, "alice", KEYS["alice"]),
-         "alice's key signs only alice's own decisions"),
-        ({**good, "signature": "0" * 64}, "forged or altered"),
-        ({**good, "comment": "changed after signing"}, "forged or altered"),
-        (signed({**base, "reviewer": "alice"}, "alice", new_key()), "forged or altered"),
+         "alice's key signs only alice's own decisions", unauthenticated),
+        ({**good, "signature": "0" * 64}, "forged or altered", unauthenticated),
+        ({**good, "comment": "changed after signing"}, "forged or altered", unauthenticated),
+        (signed({**base, "reviewer": "alice"}, "alice", new_key()), "forged or altered",
+         unauthenticated),
         (signed({**base, "reviewer": "alice", "decision_id": "dec_old"}, "alice", KEYS["alice"],
-                now=datetime.now(UTC) - timedelta(minutes=16)), "valid for 15 min"),
-        (fresh("alice", action_digest=None), "names the action it decides"),
-        (fresh("alice", decision_id=None), "carries a decision_id"),
+                now=datetime.now(UTC) - timedelta(minutes=16)), "valid for 15 min",
+         unauthenticated),
+        (fresh("alice", action_digest=None), "names the action it decides", malformed),
+        (fresh("alice", decision_id=None), "carries a decision_id", malformed),
         ({k: v for k, v in good.items() if k not in ("issuer", "signature", "issued_at")},
-         "unsigned"),
+         "unsigned", unauthenticated),
         (signed({**base, "reviewer": "alice", "decision_id": "dec_api"}, "api", KEYS["api"]),
-         "reviewer's own key, not 'api'"),
-        ({**good, "token": trust.tokens["alice"]}, "tokens must never be sent over Redis"),
-        (fresh("bob"), "bob started this run and may not approve"),
-        (fresh("mallory"), "not an issuer"),
-        (fresh("alice", kind="reject"), "a rejection needs a reason"),
-        (fresh("alice", kind="explode"), "kind must be approve, reject or modify"),
-        (fresh("alice", kind="modify", args={"paths": []}),
-         "modified arguments are invalid for delete_files"),
+         "reviewer's own key, not 'api'", unauthenticated),
+        ({**good, "token": trust.tokens["alice"]}, "tokens must never be sent over Redis",
+         unauthenticated),
+        (fresh("bob"), "bob started this run and may not approve", "not_allowed"),
+        (fresh("mallory"), "not an issuer", unauthenticated),
+        (fresh("alice", kind="reject"), "a rejection needs a reason", malformed),
+        (fresh("alice", kind="explode"), "kind must be approve, reject or modify", malformed),
+        (fresh("alice", kind="revoke"), "kind must be approve, reject or modify", malformed),
+        (fresh("alice", comment="x" * 5000), "malformed approve", malformed),
     ]  # fmt: skip
-    for message, expected in cases:
+    for message, expected, code in cases:
         reply = await _ask(trust.redis_url, message)
         assert reply["outcome"] == "refused" and expected in reply["refusal"], (expected, reply)
-    # A signed decision for another action is forwarded and refused by the run.
-    other = fresh("alice", action_digest="0" * 64)
-    reply = await _ask(trust.redis_url, other)
-    assert reply["outcome"] == "refused" and "but approval" in reply["refusal"], reply
+        # A script branches on the code; the title is worded from it, not from the sentence.
+        assert reply["code"] == code and reply["title"] == form_of(code).title, (expected, reply)
+    # Signed decisions the run refuses: forwarded, and answered with the run's own code.
+    for message, expected, code in [
+        (fresh("alice", action_digest="0" * 64), "but approval", "stale_action"),
+        (fresh("alice", kind="modify", args={"paths": []}),
+         "modified arguments are invalid for delete_files", "invalid_arguments"),
+    ]:  # fmt: skip
+        reply = await _ask(trust.redis_url, message)
+        assert reply["outcome"] == "refused" and expected in reply["refusal"], reply
+        assert reply["entry"]["refusal"] == reply["refusal"], reply
+        assert reply["code"] == reply["entry"]["code"], "the run's code, passed on"
+        assert reply["title"] == form_of(reply["code"]).title
+        assert reply["code"] == (code if GATE_CODES else None), reply
     [still] = await wait_pending(handle)
     assert still.status is ApprovalStatus.PENDING
     assert (await _ask(trust.redis_url, good))["outcome"] == "applied"
@@ -331,8 +351,10 @@ async def test_a_reviewer_removed_while_the_bridge_runs_is_refused_on_the_next_m
     trust.reviewers.write_text(kept)
     assert "bob" not in load_config(trust.reviewers).reviewers
     code = await hitl(["bridge", "send", "approve", two.id, "--digest", two.action_digest])
-    refused = _printed(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    refused = _printed(printed.out)
     assert code == 1 and refused["outcome"] == "refused", refused
+    assert refused["code"] == "not_allowed" and "hitl: refused (not allowed)" in printed.err
     # Refused by the bridge itself, before anything was sent to the run.
     assert refused["refusal"].startswith("forbidden: bob is not a reviewer"), refused
     assert refused["entry"] is None
@@ -352,10 +374,11 @@ async def test_replies_go_only_to_channels_a_well_formed_approval_id_names(
     for correlation in ["x*", "../", "a" * 300, "apr_1\nhitl:decisions", 12, ["apr_1"], {}]:
         reply = await _ask(trust.redis_url, message(correlation), INVALID_REPLIES)
         assert reply["outcome"] == "refused" and reply["correlation_id"] is None, reply
-        assert "not an approval id" in reply["refusal"]
+        assert "not an approval id" in reply["refusal"] and reply["code"] == "malformed"
     for raw in ["{not json", "[1, 2]", json.dumps({"kind": "approve"}), message(None)]:
         reply = await _ask(trust.redis_url, raw, UNKNOWN_REPLIES)
         assert reply["outcome"] == "refused" and reply["correlation_id"] is None, reply
+        assert reply["code"] == "malformed" and reply["title"] == "unreadable decision", reply
     big = {"correlation_id": "apr_big1", "kind": "approve", "comment": "x" * 300_000}
     reply = await _ask(trust.redis_url, json.dumps(big), "hitl:replies:apr_big1")
     assert reply["correlation_id"] == "apr_big1" and reply["outcome"] == "refused"
@@ -369,6 +392,11 @@ async def test_replies_go_only_to_channels_a_well_formed_approval_id_names(
     # The bridge still answers a well-formed message after all of that.
     reply = await _ask(trust.redis_url, {"correlation_id": "apr_gone", "kind": "approve"})
     assert reply["channel"] == "hitl:replies:apr_gone" and reply["outcome"] == "refused"
+    # Signed and well-formed, for an approval no run holds.
+    gone = signed_message("approve", "apr_gone", "0" * 16, signer=trust.signer("alice"))
+    reply = await _ask(trust.redis_url, gone)
+    assert reply["outcome"] == "refused" and reply["code"] == "not_found", reply
+    assert reply["title"] == "not found" and reply["decision_id"] == gone["decision_id"]
 
 
 async def test_without_authentication_the_named_reviewer_is_believed_but_no_token_is_taken(
