@@ -22,6 +22,12 @@ reviewer stops deciding at once; a replaced key is taken once the bridge restart
 the new `HITL_DECISION_KEYS`, which it reads at start). It then forwards the decision
 exactly as signed, and the worker checks the same signature again.
 
+A reply says `outcome` (applied, refused, or sent when the run did not confirm in time);
+a refused one carries `code`, a `hitl.decisions.RefusalCode` (the run's own, or the
+bridge's: `unauthenticated`, `malformed`, `not_allowed`, ...) for a script to branch on,
+`title`, a few words worded from that code (`hitl.decisions.FORMS`), and `refusal`, the
+sentence a person reads.
+
 Replies go to `hitl:replies:<correlation_id>` when the correlation id (else the
 decision's `approval_id`) is a well-formed approval id; to `hitl:replies:invalid` when it
 is something else (a pattern, a path, too long, not a string), and to
