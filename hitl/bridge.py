@@ -293,7 +293,7 @@ class RedisBridge:
         self.reviews = Reviews(client, signer=True if insecure_no_auth else None)
         self.seen = SeenSignatures()
 
-    def _fields(self, message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    def _fields(self, message: dict[str, Any]) -> tuple[dict[str, Any], AnyDecision]:
         """The decision a message carries, as sent, and its model; Refused with the reason."""
         if "token" in message:
             log.warning("bridge.token_refused", reviewer=clip(str(message.get("reviewer")), 100))
