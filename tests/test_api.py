@@ -187,7 +187,9 @@ async def test_decisions_answer_with_the_runs_verdict(
     no = await bob.post(f"/approvals/{rejected}/reject", json={"reason": "keep it for the audit"})
     assert no.status_code == 200 and no.json()["message"] == "rejected by bob"
     revoke = await bob.post(f"/approvals/{approved}/revoke", json={"reason": "x"})
-    assert revoke.status_code == 409 and "granted no standing approval" in revoke.text
+    # Nothing standing to revoke: the code and its status from the one table (FORMS).
+    assert revoke.status_code == 422 and "granted no standing approval" in revoke.text
+    assert revoke.json()["code"] == "not_applicable"
 
     await handle.result()
     assert files_in(workspace) == sorted([OLD_LOGS[1], OLD_LOGS[2], NEW_LOGS[1], *OTHER])
