@@ -188,7 +188,7 @@ async def test_decisions_answer_with_the_runs_verdict(
     assert no.status_code == 200 and no.json()["message"] == "rejected by bob"
     revoke = await bob.post(f"/approvals/{approved}/revoke", json={"reason": "x"})
     # Nothing standing to revoke: the code and its status from the one table (FORMS).
-    assert revoke.status_code == 422 and "granted no standing approval" in revoke.text
+    assert revoke.status_code == 409 and "granted no standing approval" in revoke.text
     assert revoke.json()["code"] == "not_applicable"
 
     await handle.result()
