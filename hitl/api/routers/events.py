@@ -13,11 +13,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
-from fastapi.security.utils import get_authorization_scheme_param
+from fastapi import APIRouter
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from hitl.api.deps import State, Who
+from hitl.api.deps import Credentials, State, Who
 from hitl.api.errors import ApiError, responses
 from hitl.api.schemas import ApprovalEvent
 from hitl.reviewers import ReviewerConfig
@@ -48,12 +47,14 @@ router = APIRouter(tags=["events"])
         },
     },
 )
-async def stream_events(state: State, who: Who, request: Request) -> AsyncIterator[ServerSentEvent]:
+async def stream_events(
+    state: State, who: Who, credentials: Credentials
+) -> AsyncIterator[ServerSentEvent]:
     """Changes to the pending approvals as they happen (polled every 0.5 s), for the tools
     this reviewer may read. Read it with `fetch` (the token goes in the Authorization
     header, never in the URL)."""
     feed = state.feed
-    _, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    token = credentials.credentials if credentials is not None else ""
 
     def current() -> ReviewerConfig | None:
         """The reviewers file as it is now, read once per event; None: it can't be read."""
