@@ -107,7 +107,8 @@ FORMS: dict[RefusalCode, Form] = {
     RefusalCode.UNAUTHENTICATED: Form(403, 1, "not authenticated"),
     RefusalCode.INVALID_ARGUMENTS: Form(422, 1, "invalid arguments"),
     RefusalCode.NOT_MODIFIABLE: Form(422, 1, "can't be modified"),
-    RefusalCode.NOT_APPLICABLE: Form(422, 1, "doesn't apply"),
+    # 409, not 422: the decision is well formed; the approval's state refuses it.
+    RefusalCode.NOT_APPLICABLE: Form(409, 1, "doesn't apply"),
     RefusalCode.DUPLICATE_VOTE: Form(409, 1, "already voted"),
     RefusalCode.RISKIER: Form(403, 1, "riskier than allowed"),
     RefusalCode.UNKNOWN_APPROVAL: Form(404, 1, "unknown approval"),

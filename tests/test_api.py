@@ -187,7 +187,9 @@ async def test_decisions_answer_with_the_runs_verdict(
     no = await bob.post(f"/approvals/{rejected}/reject", json={"reason": "keep it for the audit"})
     assert no.status_code == 200 and no.json()["message"] == "rejected by bob"
     revoke = await bob.post(f"/approvals/{approved}/revoke", json={"reason": "x"})
+    # Nothing standing to revoke: the code and its status from the one table (FORMS).
     assert revoke.status_code == 409 and "granted no standing approval" in revoke.text
+    assert revoke.json()["code"] == "not_applicable"
 
     await handle.result()
     assert files_in(workspace) == sorted([OLD_LOGS[1], OLD_LOGS[2], NEW_LOGS[1], *OTHER])
@@ -208,6 +210,42 @@ async def test_decisions_answer_with_the_runs_verdict(
     runs = (await alice.get("/runs", params={"limit": 50})).json()
     assert handle.id in {item["id"] for item in runs}
     assert (await alice.get("/runs/no-such-run")).status_code == 404
+
+
+async def test_a_refusal_says_its_code_and_its_status_is_the_codes(
+    as_: dict[str, httpx.AsyncClient], client: Client, task_queue: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Clients branch on `code` (hitl.decisions.RefusalCode); the status is the code's."""
+    handle = await start_run(
+        client, task_queue, make_logs(tmp_path / "ws"), script=deletes(*OLD_LOGS[:2]),
+        requested_by="bob",
+    )  # fmt: skip
+    records = {r.action_json.args["paths"][0]: r for r in await wait_pending(handle, 2)}
+    first, second = (records[path].id for path in OLD_LOGS[:2])
+    alice, bob = as_["alice"], as_["bob"]
+
+    def said(answer: httpx.Response) -> tuple[int, str]:
+        return answer.status_code, answer.json().get("code")
+
+    unknown = await alice.post("/approvals/apr_0000000000000000/approve", json={})
+    assert said(unknown) == (404, "not_found")
+    own = await bob.post(f"/approvals/{first}/approve", json={})
+    assert said(own) == (403, "not_allowed") and "started this run" in own.json()["detail"]
+    schema = await alice.post(f"/approvals/{second}/modify", json={"args": {"paths": 1}})
+    assert said(schema) == (422, "invalid_arguments")
+    tool = await alice.post(
+        f"/approvals/{second}/modify", json={"args": {"paths": [NEW_LOGS[0], NEW_LOGS[0]]}}
+    )
+    assert said(tool) == (422, "invalid_arguments") and tool.json()["entry"]["outcome"] == "refused"
+    stale = await alice.post(f"/approvals/{first}/approve", json={"action_digest": "0" * 16})
+    assert said(stale) == (409, "stale_action"), stale.text
+    assert stale.json()["record"]["status"] == "pending"
+    done = await alice.post(f"/approvals/{first}/approve", json={})
+    assert done.status_code == 200 and "code" not in done.json()
+    again = await as_["dave"].post(f"/approvals/{first}/reject", json={"reason": "late"})
+    assert said(again) == (409, "already_decided")
+    assert again.json()["record"]["reviewer"] == "alice"
+    await handle.terminate("test done")
 
 
 async def test_a_quorum_needs_two_reviewers_and_the_runs_requester_is_not_one(

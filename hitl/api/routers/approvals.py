@@ -1,0 +1,464 @@
+"""/approvals: list, read, and decide (approve, reject, modify, revoke).
+
+A decision call answers once the run has confirmed it, with the run's receipt: the entry
+it logged, and the approval as the run now sees it. A refusal is answered from its code
+(`hitl.decisions.FORMS`), with the run's own sentence.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from temporalio.service import RPCError
+
+from hitl import policy
+from hitl.api.deps import ApiState, Identity, State, Who
+from hitl.api.errors import ApiError, responses, validation_sentence
+from hitl.api.schemas import (
+    ApprovalItem,
+    ApprovalPage,
+    ApproveBody,
+    Decided,
+    DecisionBody,
+    ModifyBody,
+    RejectBody,
+    RevokeBody,
+)
+from hitl.arguments import schema_problem
+from hitl.decisions import AnyDecision, RefusalCode, current_digest
+from hitl.models import (
+    ApprovalRecord,
+    ApprovalStatus,
+    ApproveDecision,
+    DecisionEntry,
+    ModifyDecision,
+    RejectDecision,
+    RevokeDecision,
+)
+from hitl.reviews import CONFIRM_SECONDS, ApprovalNotFound, Outcome, ReviewError
+
+router = APIRouter(
+    prefix="/approvals",
+    tags=["approvals"],
+    responses=responses(401, 404, 422, 503),
+)
+ApprovalId = Annotated[str, Path(max_length=200, description="e.g. apr_1a2b3c4d5e6f7a8b")]
+
+# --- reading -----------------------------------------------------------------------------------
+
+_BAD_PAGE_TOKEN = "page_token is not one this API gave out; leave it out to start from page one"
+
+
+def _encode_token(key: bytes, token: bytes | None) -> str | None:
+    if not token:
+        return None
+    tag = hmac.new(key, token, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(tag + token).decode().rstrip("=")
+
+
+def _decode_token(key: bytes, text: str) -> bytes:
+    """Temporal's token, if this API made it: the server answers a made-up one with an
+    internal error (and the client retries it for seconds), so it never gets one."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    tag, token = raw[:16], raw[16:]
+    if not token or not hmac.compare_digest(
+        tag, hmac.new(key, token, hashlib.sha256).digest()[:16]
+    ):
+        raise ApiError(422, _BAD_PAGE_TOKEN)
+    return token
+
+
+_WANTED = {
+    "approved": {ApprovalStatus.APPROVED},
+    "rejected": {ApprovalStatus.REJECTED},
+    "modified": {ApprovalStatus.MODIFIED},
+    "decided": {ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.MODIFIED},
+    "all": set(ApprovalStatus),
+}
+
+
+@router.get("", response_model=ApprovalPage, summary="List approvals")
+async def list_approvals(
+    state: State,
+    who: Who,
+    status: Annotated[
+        Literal["pending", "approved", "rejected", "modified", "decided", "all"], Query()
+    ] = "pending",
+    tool: Annotated[str | None, Query(max_length=200)] = None,
+    run: Annotated[str | None, Query(max_length=1000, description="a workflow id")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
+) -> ApprovalPage:
+    """Pending approvals of every run, a page at a time (newest runs first), from
+    visibility alone. Decided ones are listed for one run (`run=`), in one page. Only
+    approvals of tools this reviewer may read are listed (a page may then come short
+    while `next_page_token` says more follow)."""
+    if status != "pending":
+        if run is None:
+            raise ApiError(
+                422,
+                f"status={status} lists one run's approvals: add run=WORKFLOW_ID (GET /runs "
+                "lists runs); across all runs only pending approvals are listed",
+            )
+        audit = await state.reviews.audit(run)
+        config = state.config
+        return ApprovalPage(
+            items=[
+                ApprovalItem.of(record)
+                for record in audit.approvals
+                if record.status in _WANTED[status]
+                and (tool is None or record.action_json.tool == tool)
+                and who.may_read(config, record.action_json.tool)
+            ]
+        )
+    token = _decode_token(state.page_key, page_token) if page_token is not None else None
+    page = await state.reviews.pending_page(limit, token, tool=tool, run=run)
+    config = state.config
+    return ApprovalPage(
+        items=[
+            ApprovalItem(**item.model_dump())
+            for item in page.items
+            if who.may_read(config, item.tool)
+        ],
+        next_page_token=_encode_token(state.page_key, page.next_page_token),
+    )
+
+
+def _unseen(approval_id: str) -> ApprovalNotFound:
+    """An approval this reviewer may not read is answered as one that does not exist, word
+    for word, so the answer does not tell that it does."""
+    return ApprovalNotFound(
+        f"no run has an approval {approval_id}; `hitl pending` lists the pending ones"
+    )
+
+
+@router.get("/{approval_id}", response_model=ApprovalRecord, summary="One approval")
+async def get_approval(state: State, who: Who, approval_id: ApprovalId) -> ApprovalRecord:
+    """The full record: request, reasoning, exact action, preview, risk, votes, decisions.
+    An approval of a tool this reviewer may not read is a 404, as an unknown one is."""
+    record = await state.reviews.get(approval_id)
+    if not who.may_read(state.config, record.action_json.tool):
+        raise _unseen(approval_id)
+    return record
+
+
+# --- deciding ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a decision is checked against before it is sent."""
+
+    workflow_id: str
+    tool: str
+    risk: int
+    requested_by: str
+    digest: str
+    record: ApprovalRecord | None
+
+
+async def _target(state: ApiState, who: Identity, approval_id: str, full: bool) -> _Target:
+    """The approval to decide: from its run's memo summary when that says all (pending, no
+    vote yet, so no modification counting votes either), else from the run's record. One
+    this reviewer may not read is not found."""
+    located = await state.reviews.locate(approval_id)
+    item = located.summary
+    if item is not None and not who.may_read(state.config, item.tool):
+        raise _unseen(approval_id)
+    if (
+        not full
+        and item is not None
+        and item.action_digest is not None
+        and item.votes == 0
+        and located.running
+    ):
+        # One visibility query instead of that and a query of the run: the decision
+        # reaches the run sooner. A stale summary costs nothing: the run refuses a
+        # decision on an action that changed, and the answer says so.
+        return _Target(
+            located.workflow_id, item.tool, item.risk, item.requested_by, item.action_digest, None
+        )
+    records = await state.reviews.approvals_of(located.workflow_id, located.run_id, located.status)
+    record = next((r for r in records if r.id == approval_id), None)
+    if record is None or not who.may_read(state.config, record.action_json.tool):
+        raise _unseen(approval_id)
+    return _Target(
+        record.session_id,
+        record.action_json.tool,
+        record.risk,
+        record.context.requested_by,
+        current_digest(record),
+        record,
+    )
+
+
+async def _decide(
+    state: ApiState,
+    who: Identity,
+    approval_id: str,
+    body: DecisionBody,
+    kind: str,
+    build: Callable[[str, str], AnyDecision],
+    check: Callable[[ApprovalRecord], Awaitable[None]] | None = None,
+) -> JSONResponse:
+    name = who.decider(body.reviewer)
+    target = await _target(state, who, approval_id, full=check is not None)
+    config = state.config
+    if config.reviewers:
+        # The one authorizer, as the worker asks it again: a refusal is a clear 403 here,
+        # before anything reaches the run.
+        refusal = config.refusal(
+            name,
+            kind,
+            target.tool,
+            target.risk,
+            target.requested_by,
+            scope=body.scope if isinstance(body, ApproveBody) else None,
+            max_risk=body.max_risk if isinstance(body, ApproveBody) else None,
+        )
+        if refusal is not None:
+            raise ApiError.refused(RefusalCode.NOT_ALLOWED, refusal)
+    if check is not None and target.record is not None:
+        await check(target.record)
+    try:
+        decision = build(name, body.action_digest or target.digest)
+    except ValidationError as error:
+        raise ApiError.refused(RefusalCode.MALFORMED, validation_sentence(error)) from error
+    outcome = await state.reviews.decide(decision, workflow_id=target.workflow_id)
+    return await _answer(state, outcome)
+
+
+async def _answer(state: ApiState, outcome: Outcome) -> JSONResponse:
+    """The run's verdict as an HTTP answer: the status its refusal code says, the run's own
+    sentence, and the receipt (entry and record)."""
+    if outcome.rejected is not None:
+        # The run would not take the decision at all (unreadable, or naming nothing there);
+        # a worker from before codes said only that.
+        raise ApiError.refused(outcome.code or RefusalCode.MALFORMED, outcome.rejected)
+    if outcome.ended:
+        record = outcome.record
+        if record is not None and record.status is not ApprovalStatus.PENDING:
+            raise ApiError.refused(
+                _decided_code(record), policy.refusal_for_decided(record), record=record
+            )
+        raise ApiError.refused(
+            RefusalCode.RUN_ENDED,
+            f"run {outcome.workflow_id} has ended; approval {outcome.approval_id} can no "
+            "longer be decided",
+            record=record,
+        )
+    entry = outcome.entry
+    if entry is None:
+        sent = Decided(
+            outcome="sent",
+            message=f"the decision was sent to run {outcome.workflow_id}, but the run did not "
+            f"confirm it within {CONFIRM_SECONDS:g} s; it applies when a worker runs the "
+            "workflow (`hitl doctor` checks for workers)",
+        )
+        return JSONResponse(sent.model_dump(mode="json"), status_code=202)
+    # The receipt carries the record as the run saw it after judging; a worker from
+    # before receipts answered with the entry alone, so the run is read again.
+    record = outcome.record or await _fresh(state, outcome)
+    if entry.outcome == "applied":
+        if record is not None:
+            state.feed.announce(record)
+        done = Decided(
+            outcome="applied", message=_applied(entry, record), entry=entry, record=record
+        )
+        return JSONResponse(done.model_dump(mode="json"))
+    code = outcome.refusal_code or _legacy_code(entry, record)
+    raise ApiError.refused(code, entry.refusal or "refused", entry=entry, record=record)
+
+
+async def _fresh(state: ApiState, outcome: Outcome) -> ApprovalRecord | None:
+    """The approval as it is after the decision, read from the run (for older workers,
+    whose `decide` update answers with the entry only)."""
+    try:
+        records = await state.reviews.approvals_of(outcome.workflow_id)
+    except (ReviewError, RPCError):
+        return outcome.record
+    return next((r for r in records if r.id == outcome.approval_id), outcome.record)
+
+
+def _decided_code(record: ApprovalRecord) -> RefusalCode:
+    if record.reviewer == policy.TIMEOUT_REVIEWER:
+        return RefusalCode.EXPIRED
+    return RefusalCode.ALREADY_DECIDED
+
+
+# LEGACY, for refusals logged by workers from before refusal codes (`entry.code` is None):
+# their code is read from the record, else from the sentence, once, here. Every worker
+# that records codes bypasses this; remove it when no such worker's runs are left.
+_LEGACY_SENTENCES: tuple[tuple[RefusalCode, tuple[str, ...]], ...] = (
+    (RefusalCode.NOT_MODIFIABLE, ("does not take modified arguments",)),
+    (RefusalCode.NOT_APPLICABLE, ("can't be granted",)),
+    (RefusalCode.UNVERIFIABLE, ("reviewer configuration is unusable", "could not be verified")),
+    (
+        RefusalCode.NOT_ALLOWED,
+        ("not a reviewer", "may not decide", "may approve up to", "started this run"),
+    ),
+    (RefusalCode.UNAUTHENTICATED, ("must be signed", "signature", "not an issuer", "signs only")),
+    (RefusalCode.STALE_ACTION, ("the decision names action",)),
+    (RefusalCode.LATE, ("at or after approval",)),
+    (RefusalCode.DUPLICATE_VOTE, ("has already approved this action",)),
+)
+
+
+def _legacy_code(entry: DecisionEntry, record: ApprovalRecord | None) -> RefusalCode | None:
+    """The code of a refusal logged without one (see above); None: answered as a plain
+    refusal (409)."""
+    if record is not None and record.status is not ApprovalStatus.PENDING:
+        return _decided_code(record)
+    sentence = entry.refusal or ""
+    if entry.kind == "modify" and sentence.startswith("modified arguments"):
+        return RefusalCode.INVALID_ARGUMENTS
+    return next(
+        (code for code, markers in _LEGACY_SENTENCES if any(m in sentence for m in markers)),
+        None,
+    )
+
+
+def _applied(entry: DecisionEntry, record: ApprovalRecord | None) -> str:
+    if entry.kind == "revoke":
+        return f"standing approval revoked by {entry.reviewer}"
+    if record is not None and record.status is ApprovalStatus.PENDING and entry.note:
+        return f"{entry.note}: it waits for more approvers"
+    status = record.status.value if record is not None else entry.kind.value
+    return f"{status} by {record.reviewer if record and record.reviewer else entry.reviewer}"
+
+
+_DECISION_RESPONSES = {
+    **responses(400, 403, 409, 413),
+    202: {"model": Decided, "description": "sent; the run has not confirmed it yet"},
+}
+
+
+@router.post(
+    "/{approval_id}/approve",
+    response_model=Decided,
+    responses=_DECISION_RESPONSES,
+    summary="Approve",
+)
+async def approve(
+    state: State, who: Who, approval_id: ApprovalId, body: ApproveBody
+) -> JSONResponse:
+    """Approve the exact action (or, with `scope`, keep approving it for the rest of the
+    run). Answers once the run confirms: with a quorum, `entry.note` says "1 of 2
+    approvals" and the approval stays pending."""
+    return await _decide(
+        state,
+        who,
+        approval_id,
+        body,
+        "approve",
+        lambda name, digest: ApproveDecision(
+            approval_id=approval_id,
+            reviewer=name,
+            comment=body.comment,
+            action_digest=digest,
+            scope=body.scope,
+            max_risk=body.max_risk,
+        ),
+    )
+
+
+@router.post(
+    "/{approval_id}/reject",
+    response_model=Decided,
+    responses=_DECISION_RESPONSES,
+    summary="Reject",
+)
+async def reject(state: State, who: Who, approval_id: ApprovalId, body: RejectBody) -> JSONResponse:
+    """Reject; the agent is told the reason and not to retry."""
+    return await _decide(
+        state,
+        who,
+        approval_id,
+        body,
+        "reject",
+        lambda name, digest: RejectDecision(
+            approval_id=approval_id, reviewer=name, reason=body.reason, action_digest=digest
+        ),
+    )
+
+
+@router.post(
+    "/{approval_id}/modify",
+    response_model=Decided,
+    responses=_DECISION_RESPONSES,
+    summary="Run with other arguments",
+)
+async def modify(state: State, who: Who, approval_id: ApprovalId, body: ModifyBody) -> JSONResponse:
+    """Run the action with new arguments. They are checked against the record's
+    `args_schema` before anything is sent (422 with what is wrong); the run checks them
+    again with the tool's own code."""
+
+    async def valid(record: ApprovalRecord) -> None:
+        problem = schema_problem(record, body.args)
+        if problem is not None:
+            raise ApiError.refused(
+                RefusalCode.INVALID_ARGUMENTS,
+                f"not sent: the arguments are invalid for {record.action_json.tool}: {problem}",
+            )
+
+    return await _decide(
+        state,
+        who,
+        approval_id,
+        body,
+        "modify",
+        lambda name, digest: ModifyDecision(
+            approval_id=approval_id,
+            reviewer=name,
+            args=body.args,
+            comment=body.comment,
+            action_digest=digest,
+        ),
+        check=valid,
+    )
+
+
+@router.post(
+    "/{approval_id}/revoke",
+    response_model=Decided,
+    responses=_DECISION_RESPONSES,
+    summary="Revoke a standing approval",
+)
+async def revoke(state: State, who: Who, approval_id: ApprovalId, body: RevokeBody) -> JSONResponse:
+    """End the standing approval granted with this approval (approve with scope `action`
+    or `tool`); later calls ask again."""
+
+    async def granted(record: ApprovalRecord) -> None:
+        if not any(
+            entry.outcome == "applied" and entry.scope in ("action", "tool")
+            for entry in record.decisions
+        ):
+            raise ApiError.refused(
+                RefusalCode.NOT_APPLICABLE,
+                f"approval {record.id} granted no standing approval (only an approval with "
+                "scope action or tool does); nothing to revoke",
+            )
+
+    return await _decide(
+        state,
+        who,
+        approval_id,
+        body,
+        "revoke",
+        lambda name, digest: RevokeDecision(
+            approval_id=approval_id, reviewer=name, reason=body.reason
+        ),
+        check=granted,
+    )
