@@ -208,6 +208,13 @@ async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
     assert code == 1 and "no run has an approval apr_0000000000000000" in err
     code, _, err = await hitl("approve", record.id, "--digest", "deadbeefdeadbeef")
     assert code == 1 and "look at it again" in err
+    code, out, err = await hitl("reject", record.id, "--reason", "r", "--digest", "0" * 16, "--json")
+    assert code == 1, err
+    refused = json.loads(out)
+    assert (refused["approval_id"], refused["outcome"]) == (record.id, "refused")
+    assert "look at it again" in refused["refusal"] and refused["entry"]["outcome"] == "refused"
+    # The code scripts branch on (None only from a worker that records no codes yet).
+    assert refused["code"] in ("stale_action", None)
     [still] = await wait_pending(handle)
     assert still.id == record.id
 

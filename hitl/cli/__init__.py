@@ -58,6 +58,12 @@ REVIEWER_HELP = (
 )
 
 
+JSON_DECISION_HELP = (
+    "what became of the decision as JSON: outcome (applied, refused, sent), the refusal's "
+    "code and sentence, the run's log entry (a list with --all)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hitl", description="Review what AI agents want to do: list, show, decide, audit."
@@ -92,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--digest", help="apply only if the action still has this digest (from `show`)"
         )
+        command.add_argument("--json", action="store_true", help=JSON_DECISION_HELP)
         return command
 
     approve = decision_command("approve", "approve the exact proposed action")
@@ -108,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", help="the approval id the standing approval was granted with")
     revoke.add_argument("--reason", help="why")
     revoke.add_argument("--reviewer", help=REVIEWER_HELP)
+    revoke.add_argument("--json", action="store_true", help=JSON_DECISION_HELP)
     codec = add("codec", "encrypted payloads: make a key, or serve the codec for the Web UI")
     codec.add_argument("action", choices=("key", "serve"))
     codec.add_argument("--host", default="127.0.0.1")

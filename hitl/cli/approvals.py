@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from hitl.cli.common import APPLIED, REFUSED, CliError, exit_code, print_json
 from hitl.cli.render import pending_json, table
-from hitl.decisions import AnyDecision
+from hitl.decisions import AnyDecision, RefusalCode
 from hitl.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -76,14 +76,38 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
     return APPLIED
 
 
-def report(outcome: Outcome, what: str = "") -> int:
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """What became of a decision, for scripts: they branch on `outcome` and `code`."""
+    entry = outcome.entry
+    if outcome.applied:
+        state = "applied"
+    elif outcome.ended or outcome.rejected is not None or entry is not None:
+        state = "refused"
+    else:
+        state = "sent"  # not confirmed in time: it applies when a worker runs the workflow
+    code = RefusalCode.RUN_ENDED.value if outcome.ended else outcome.refusal_code
+    return {
+        "approval_id": outcome.approval_id,
+        "workflow_id": outcome.workflow_id,
+        "outcome": state,
+        "code": code,
+        "refusal": outcome.rejected if outcome.rejected is not None else entry and entry.refusal,
+        "entry": entry.model_dump(mode="json") if entry is not None else None,
+        "record": outcome.record.model_dump(mode="json") if outcome.record else None,
+    }
+
+
+def report(outcome: Outcome, what: str = "", as_json: list[dict[str, Any]] | None = None) -> int:
     """Say what became of a decision, and return the exit code that means.
 
     `what` reminds of the action when the caller knows it (a bulk decision, a modify);
     the words between brackets are only what the run answered (a quorum's "2 of 2
-    approvals").
+    approvals"). With `as_json`, the outcome goes there instead, to be printed as JSON.
     """
     code = exit_code(outcome)
+    if as_json is not None:
+        as_json.append(outcome_json(outcome))
+        return code
     words = outcome_words(outcome)
     approval_id = visible(outcome.approval_id)
     if code != APPLIED:
@@ -112,7 +136,16 @@ async def _decide(
         raise CliError("give the approval id (from `hitl pending`), or --all")
     # Sent first, confirmed after: no query stands between the reviewer and the run. The
     # library binds a signed decision to the action a decision now decides.
-    return report(await _sent(Reviews(client), build(args.id)))
+    return _single(args, await _sent(Reviews(client), build(args.id)))
+
+
+def _single(args: argparse.Namespace, outcome: Outcome, what: str = "") -> int:
+    if not args.json:
+        return report(outcome, what)
+    printed: list[dict[str, Any]] = []
+    code = report(outcome, what, printed)
+    print_json(printed[0])
+    return code
 
 
 async def _decide_all(
@@ -120,13 +153,16 @@ async def _decide_all(
 ) -> int:
     reviews = Reviews(client)
     items = await reviews.pending(args.tool)
-    if not items:
+    printed: list[dict[str, Any]] | None = [] if args.json else None
+    if not items and printed is None:
         print("No pending approvals." + (f" (tool {visible(args.tool)})" if args.tool else ""))
         return APPLIED
     result = APPLIED
-    outcomes = await reviews.decide_many(items, lambda item: build(item.id))
+    outcomes = await reviews.decide_many(items, lambda item: build(item.id)) if items else []
     for item, outcome in zip(items, outcomes, strict=True):
-        result = max(result, report(outcome, f"{item.tool}: {item.summary}"))
+        result = max(result, report(outcome, f"{item.tool}: {item.summary}", printed))
+    if printed is not None:
+        print_json(printed)
     return result
 
 
@@ -166,7 +202,7 @@ async def cmd_revoke(client: Client, args: argparse.Namespace) -> int:
     )
     reviews = Reviews(client)
     located = await reviews.locate(args.id)
-    return report(await _sent(reviews, decision, located.workflow_id), "standing approval")
+    return _single(args, await _sent(reviews, decision, located.workflow_id), "standing approval")
 
 
 async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
@@ -200,7 +236,8 @@ async def cmd_modify(client: Client, args: argparse.Namespace) -> int:
         action_digest=args.digest,
     )
     # The reminder is what now runs, not the preview of what was proposed.
-    return report(
+    return _single(
+        args,
         await _sent(reviews, decision, record.session_id),
         f"{record.action_json.tool} with {json.dumps(new_args, ensure_ascii=False)}",
     )
