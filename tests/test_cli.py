@@ -208,7 +208,8 @@ async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
     assert code == 1 and "no run has an approval apr_0000000000000000" in err
     code, _, err = await hitl("approve", record.id, "--digest", "deadbeefdeadbeef")
     assert code == 1 and "look at it again" in err
-    code, out, err = await hitl("reject", record.id, "--reason", "r", "--digest", "0" * 16, "--json")
+    stale = ("--digest", "0" * 16, "--json")
+    code, out, err = await hitl("reject", record.id, "--reason", "r", *stale)
     assert code == 1, err
     refused = json.loads(out)
     assert (refused["approval_id"], refused["outcome"]) == (record.id, "refused")
