@@ -410,7 +410,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 0
     review = (args.review or ("inline" if sys.stdin.isatty() else "none")) == "inline"
     try:
-        result = await follow(Reviews(client), handle, review, reviewer, Prompter(), out)
+        result = await follow(Reviews(client), handle, review, reviewer, Prompter(stdout=out), out)
     except WorkflowFailureError as error:
         out.write(f"The run failed: {visible(error.cause)}\n  Web UI: {visible(ui)}\n")
         return 1

@@ -28,14 +28,17 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from hitl import contract
-from hitl.decisions import current_digest
+from hitl.cli.common import exit_code
+from hitl.cli.render import table
+from hitl.decisions import RefusalCode, current_digest, describe_entry, form_of
 from hitl.devserver import free_port
 from hitl.entry import CLOSED_PIPE
-from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
+from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision, DecisionEntry
 from hitl.plugin import HitlPlugin
 from hitl.reviewers import load_config, new_key
-from hitl.reviews import Reviews, polling_lately
-from hitl.text import quoted
+from hitl.reviews import Outcome, Reviews, polling_lately
+from hitl.terminal import outcome_words
+from hitl.text import columns, quoted
 from hitl.text import visible as escaped
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import approvals, start_run, turn, wait_pending
@@ -837,3 +840,54 @@ async def test_review_answering_y_decides_a_quorums_modification_not_a_stale_act
     result = await handle.result()
     assert result.approvals[0].status in (ApprovalStatus.APPROVED, ApprovalStatus.MODIFIED)
     assert files_in(workspace) == sorted(OLD_LOGS[1:] + NEW_LOGS + OTHER)
+
+
+def _entry(**fields: Any) -> DecisionEntry:
+    base: dict[str, Any] = {
+        "kind": "approve",
+        "reviewer": "ann",
+        "received_at": datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        "outcome": "applied",
+    }
+    return DecisionEntry.model_validate(base | fields)
+
+
+def test_what_became_of_a_decision_is_told_from_its_code_never_its_sentence() -> None:
+    assert describe_entry(_entry()) == "approved by ann"
+    assert describe_entry(_entry(kind="reject")) == "rejected by ann"
+    assert describe_entry(_entry(note="2 of 2 approvals")) == "approved by ann (2 of 2 approvals)"
+    assert describe_entry(_entry(note="1 of 2 approvals")) == (
+        "approval by ann recorded (1 of 2 approvals); it waits for more approvers"
+    )
+    assert describe_entry(_entry(kind="revoke")) == "standing approval revoked by ann"
+    # A sentence that reads like success is still a refusal, with the code's words.
+    sentence = "approved by ann"
+    refused = _entry(outcome="refused", refusal=sentence, code="already_decided")
+    assert describe_entry(refused) == f"refused (already decided): {sentence}"
+    assert describe_entry(refused.model_copy(update={"code": None})) == f"refused: {sentence}"
+    assert describe_entry(refused.model_copy(update={"code": "from_the_future"})) == (
+        f"refused: {sentence}"
+    )
+    outcome = Outcome("apr_1", "run-1", ApproveDecision(approval_id="apr_1", reviewer="ann"))
+    outcome.entry = refused
+    assert exit_code(outcome) == form_of(RefusalCode.ALREADY_DECIDED).exit == 1
+    outcome.entry = _entry()
+    assert exit_code(outcome) == 0
+    outcome.entry = None  # sent, not confirmed: not known to be refused
+    assert exit_code(outcome) == 2
+    outcome.rejected, outcome.code = "unreadable", "malformed"
+    assert exit_code(outcome) == form_of(RefusalCode.MALFORMED).exit
+    assert outcome_words(outcome) == "refused (unreadable decision): unreadable"
+
+
+def test_a_table_shows_markup_literally_and_fits_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    hostile = ["[bold]x[/]", ":smile:", "[link=https://evil]y[/link] " + "z" * 80]
+    drawn = table([hostile], ["A", "B", "C"], fit=2)
+    header, row = drawn.splitlines()
+    assert header.split() == ["A", "B", "C"]
+    assert row.startswith("[bold]x[/]  :smile:  [link=https://evil]y[/link] zzz")
+    assert max(columns(line) for line in drawn.splitlines()) <= 60
+    assert row.endswith("…")  # cut, never wrapped onto a line of its own
