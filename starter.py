@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,9 +44,10 @@ from hitl.models import (
     ScriptedTurn,
 )
 from hitl.reviewers import ReviewerConfigError, signer
-from hitl.reviews import Reviews
+from hitl.reviews import Outcome, Reviews
 from hitl.starting import signed_input
-from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
+from hitl.terminal import Prompter, format_approval, outcome_words, reviewer_identity
+from hitl.terminal import review as review_loop
 from hitl.text import framed, visible
 
 
@@ -226,54 +228,48 @@ async def follow(
     prompter: Prompter,
     out: TextIO,
 ) -> RunResult:
-    """Wait for the result; meanwhile show each new approval and, if reviewing, decide it."""
+    """Wait for the result; meanwhile show each new approval and, if reviewing, decide it
+    (the review loop of `hitl review`)."""
     result = asyncio.ensure_future(handle.result())
-    shown: set[str] = set()
-    while not result.done():
-        try:
-            records: list[ApprovalRecord] = await handle.query(
-                contract.QUERY_APPROVALS, result_type=list[ApprovalRecord]
-            )
-        except RPCError:
-            records = []  # no worker has picked the run up yet
-        for record in records:
-            if record.status is not ApprovalStatus.PENDING or record.id in shown:
-                continue
-            shown.add(record.id)
-            out.write(format_approval(record) + "\n")
-            out.flush()
-            if not review:
-                # Commands to copy: shell-quoted, so no id can add a command of its own. The
-                # hitl commands, not a `temporal workflow signal`: they sign with your key
-                # where decisions must be signed, and say what the run answered.
-                quoted_id = shlex.quote(visible(record.id))
-                out.write(
-                    f"Waiting for a decision on {visible(record.id)}; decide with:\n"
-                    f"  hitl approve {quoted_id}  (or hitl reject {quoted_id} --reason ..., "
-                    f"hitl modify {quoted_id} --args ...)\n"
+
+    async def new_approvals() -> AsyncIterator[ApprovalRecord]:
+        shown: set[str] = set()
+        while not result.done():
+            try:
+                records: list[ApprovalRecord] = await handle.query(
+                    contract.QUERY_APPROVALS, result_type=list[ApprovalRecord]
                 )
-                out.flush()
-                continue
-            decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
-            if decision is None:
-                out.write(
-                    f"No more answers on standard input; {visible(record.id)} stays pending until "
-                    "someone decides or it times out.\n"
-                )
-                review = False
-                continue
-            entry = (await reviews.decide(decision, workflow_id=handle.id)).entry
-            if entry is None:
-                out.write(
-                    "The run did not confirm the decision yet; it will apply it when it can.\n"
-                )
-            elif entry.outcome == "applied":
-                out.write(f"Decision applied: {entry.kind.value} by {visible(entry.reviewer)}.\n")
-            else:
-                out.write(f"Decision refused: {visible(entry.refusal)}\n")
-            out.flush()
-        await asyncio.wait({result}, timeout=0.25)
-    return result.result()
+            except RPCError:
+                records = []  # no worker has picked the run up yet
+            for record in records:
+                if record.status is ApprovalStatus.PENDING and record.id not in shown:
+                    shown.add(record.id)
+                    yield record
+            await asyncio.wait({result}, timeout=0.25)
+
+    def reported(record: ApprovalRecord, outcome: Outcome) -> None:
+        out.write(f"Decision on {visible(record.id)}: {outcome_words(outcome)}.\n")
+        out.flush()
+
+    approvals = new_approvals()
+    if review and await review_loop(reviews, approvals, reviewer, prompter, reported):
+        out.write(
+            "No more answers on standard input; the approval stays pending until someone "
+            "decides or it times out.\n"
+        )
+    async for record in approvals:
+        out.write(format_approval(record) + "\n")
+        # Commands to copy: shell-quoted, so no id can add a command of its own. The hitl
+        # commands, not a `temporal workflow signal`: they sign with your key where
+        # decisions must be signed, and say what the run answered.
+        quoted_id = shlex.quote(visible(record.id))
+        out.write(
+            f"Waiting for a decision on {visible(record.id)}; decide with:\n"
+            f"  hitl approve {quoted_id}  (or hitl reject {quoted_id} --reason ..., "
+            f"hitl modify {quoted_id} --args ...)\n"
+        )
+        out.flush()
+    return await result
 
 
 def print_result(result: RunResult, ui: str, out: TextIO) -> None:
@@ -414,7 +410,7 @@ async def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 0
     review = (args.review or ("inline" if sys.stdin.isatty() else "none")) == "inline"
     try:
-        result = await follow(Reviews(client), handle, review, reviewer, Prompter(), out)
+        result = await follow(Reviews(client), handle, review, reviewer, Prompter(stdout=out), out)
     except WorkflowFailureError as error:
         out.write(f"The run failed: {visible(error.cause)}\n  Web UI: {visible(ui)}\n")
         return 1

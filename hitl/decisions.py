@@ -159,3 +159,54 @@ def current_digest(record: ApprovalRecord) -> str:
     modification while a quorum is still counting, else the proposed action. A decision
     that names another digest is refused as `stale_action`."""
     return record.effective_action.digest() if record.modified_action_json else record.action_digest
+
+
+PAST_TENSE: dict[DecisionKind, str] = {
+    DecisionKind.APPROVE: "approved",
+    DecisionKind.REJECT: "rejected",
+    DecisionKind.MODIFY: "modified",
+    DecisionKind.REVOKE: "revoked",
+    DecisionKind.TIMEOUT: "timed out",
+    DecisionKind.POLICY: "approved by policy",
+    DecisionKind.STANDING: "approved by a standing approval",
+}
+
+
+VOTES = {DecisionKind.APPROVE: "approval", DecisionKind.MODIFY: "modification"}
+"""The decisions that count toward a quorum, and what each is called."""
+
+
+def waits_for_more(entry: DecisionEntry, record: ApprovalRecord | None = None) -> bool:
+    """An applied vote (an approval, or a modification while a quorum counts) that does
+    not complete its quorum yet ("1 of 2 approvals")."""
+    if entry.outcome != "applied" or entry.kind not in VOTES or not entry.note:
+        return False
+    if record is not None:
+        return record.status.value == "pending"
+    # An entry without its record (a worker from before receipts): the run's note counts.
+    votes, _, needed = entry.note.removesuffix(" approvals").partition(" of ")
+    return votes.isdigit() and needed.isdigit() and int(votes) < int(needed)
+
+
+def refused_words(code: str | None, sentence: str | None) -> str:
+    """ "refused (too late): <sentence>"; an entry from before codes says only "refused"."""
+    form = form_of(code)
+    words = "refused" if form is UNKNOWN_FORM else f"refused ({form.title})"
+    return f"{words}: {sentence}" if sentence else words
+
+
+def describe_entry(entry: DecisionEntry, record: ApprovalRecord | None = None) -> str:
+    """What became of one decision, in a few words every interface shows the same way:
+    "approved by ann (2 of 2 approvals)", "refused (the action changed): <the run's
+    sentence>". The words for a refusal come from its code (`form_of`), never from its
+    sentence. Not escaped: names and sentences are the sender's and the run's, so each
+    surface escapes the result for itself (`hitl.text.visible`)."""
+    if entry.outcome != "applied":
+        return refused_words(entry.code, entry.refusal)
+    if entry.kind == DecisionKind.REVOKE:
+        return f"standing approval revoked by {entry.reviewer}"
+    if waits_for_more(entry, record):
+        vote = VOTES[entry.kind]
+        return f"{vote} by {entry.reviewer} recorded ({entry.note}); it waits for more approvers"
+    words = f"{PAST_TENSE.get(entry.kind, entry.kind.value)} by {entry.reviewer}"
+    return words + (f" ({entry.note})" if entry.note else "")

@@ -462,7 +462,10 @@ class Reviews:
             workflow_id = located.workflow_id
         handle = self.client.get_workflow_handle(workflow_id)
         if self.signer is not None and decision.kind != "revoke" and not decision.action_digest:
-            digest = located.summary.action_digest if located and located.summary else None
+            summary = located.summary if located else None
+            # The memo's summary has the proposed action's digest; while a quorum counts,
+            # a reviewer's modification may be the action now (`current_digest`).
+            digest = summary.action_digest if summary and summary.quorum <= 1 else None
             if digest is None:
                 digest = current_digest(await self.get(approval_id))
             decision = decision.model_copy(update={"action_digest": digest})

@@ -1,7 +1,9 @@
-"""What a reviewer sees and answers on a terminal: the approval summary and the prompt."""
+"""What a reviewer sees and answers on a terminal: the approval summary, the prompt, the
+review loop (`hitl review` and the starter's inline review) and what became of a decision."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import os
@@ -9,21 +11,31 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from datetime import UTC, datetime
 from typing import IO
 
 import jsonschema
 
-from hitl.decisions import AnyDecision
+from hitl.decisions import (
+    AnyDecision,
+    RefusalCode,
+    current_digest,
+    describe_entry,
+    form_of,
+    refused_words,
+)
 from hitl.models import (
     ApprovalRecord,
+    ApprovalStatus,
     ApproveDecision,
     DecisionEntry,
     ModifyDecision,
     RejectDecision,
 )
+from hitl.policy import duration_text
 from hitl.reviewers import API_ISSUER, SIGNER_ENV, SIGNING_KEY_ENV
+from hitl.reviews import Outcome, Reviews
 from hitl.text import framed, shorten, terminal_width, visible, visible_json
 
 PROMPT = "Approve? [y/n/e(dit)]: "
@@ -46,17 +58,20 @@ def reviewer_identity(explicit: str | None = None) -> str:
         return "unknown"
 
 
+def about(seconds: float) -> str:
+    """A duration to the unit a reader needs ("45 s", "12 min", "26 h"): whole minutes
+    below two hours, whole hours above, in `duration_text`'s words."""
+    seconds = int(seconds)
+    if seconds >= 7200:
+        seconds -= seconds % 3600
+    elif seconds >= 120:
+        seconds -= seconds % 60
+    return duration_text(seconds)
+
+
 def _ago(moment: datetime, now: datetime) -> str:
-    seconds = int((now - moment).total_seconds())
-    sign = "" if seconds >= 0 else "in "
-    seconds = abs(seconds)
-    if seconds < 120:
-        text = f"{seconds} s"
-    elif seconds < 7200:
-        text = f"{seconds // 60} min"
-    else:
-        text = f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{sign}{text}" + (" ago" if not sign else "")
+    seconds = (now - moment).total_seconds()
+    return f"{about(seconds)} ago" if seconds >= 0 else f"in {about(-seconds)}"
 
 
 def format_approval(
@@ -104,7 +119,12 @@ def format_approval(
         f"({_ago(record.expires_at, now)}; then auto-rejected)",
     ]
     if record.modified_action_json is not None:
-        lines += framed("Modified:  ", visible_json(record.modified_action_json.args), width)
+        modified = visible_json(record.modified_action_json.args)
+        if record.status is ApprovalStatus.PENDING:
+            # The digest a decision names now (`--digest`): the modification's, while a
+            # quorum still counts.
+            modified += f"  (digest {visible(current_digest(record))})"
+        lines += framed("Modified:  ", modified, width)
     if record.reviewer:
         decided = f"{record.status.value} by {visible(record.reviewer)}"
         if record.reason:
@@ -122,9 +142,9 @@ def format_approval(
 
 def format_entry(entry: DecisionEntry) -> str:
     """One decision on one line; everything its sender wrote is escaped."""
+    outcome = entry.outcome if entry.outcome == "applied" else refused_words(entry.code, None)
     text = (
-        f"{entry.received_at:%H:%M:%S} {entry.kind.value} by {visible(entry.reviewer)}: "
-        f"{entry.outcome}"
+        f"{entry.received_at:%H:%M:%S} {entry.kind.value} by {visible(entry.reviewer)}: {outcome}"
     )
     if entry.reason:
         text += f" ({visible(entry.reason)})"
@@ -164,11 +184,16 @@ class Prompter:
     def edit(self, text: str) -> str | None:
         if self.editor is not None:
             return self.editor(text)
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        editor = find_editor()
         if editor and self.stdin.isatty():
             return edit_in_editor(text, editor)
         self.stdout.write("\n".join(framed("Current arguments: ", text)) + "\n")
         return self.ask("New arguments as JSON (empty to cancel): ") or None
+
+
+def find_editor() -> str | None:
+    """The reviewer's editor: $VISUAL, else $EDITOR (None: neither is set)."""
+    return os.environ.get("VISUAL") or os.environ.get("EDITOR") or None
 
 
 def edit_in_editor(text: str, editor: str) -> str:
@@ -222,7 +247,8 @@ def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> A
         "approval_id": record.id,
         "reviewer": reviewer,
         "decision_id": f"dec_{uuid.uuid4().hex[:12]}",
-        "action_digest": record.action_digest,
+        # What the reviewer was shown: a quorum's pending modification, if any.
+        "action_digest": current_digest(record),
     }
     while True:
         answer = prompter.ask(PROMPT)
@@ -246,3 +272,54 @@ def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> A
                 continue
             return ModifyDecision(**common, args=parsed)
         prompter.stdout.write("Answer y (approve), n (reject) or e (edit the arguments).\n")
+
+
+def outcome_words(outcome: Outcome) -> str:
+    """What became of a decision sent, in words, escaped: the run's verdict
+    (`describe_entry`), or why there is none."""
+    approval_id, run_id = visible(outcome.approval_id), visible(outcome.workflow_id)
+    if outcome.rejected is not None:
+        return visible(refused_words(outcome.code, outcome.rejected))
+    if outcome.ended:
+        record = outcome.record
+        state = "decided" if record is None else record.status.value
+        if record is not None and record.reviewer:
+            state += f" by {visible(record.reviewer)}"
+        title = form_of(RefusalCode.RUN_ENDED).title
+        return (
+            f"refused ({title}): run {run_id} has already ended; approval {approval_id} is {state}"
+        )
+    if outcome.entry is None:
+        if outcome.no_worker is not None:
+            queue = f" {visible(outcome.no_worker)}" if outcome.no_worker else ""
+            return (
+                f"sent to run {run_id}, but no worker polls its task queue{queue}; it "
+                "applies when one runs the workflow (`hitl worker`; `hitl doctor` checks)"
+            )
+        return (
+            f"sent to run {run_id}, but the run did not confirm it in time; it applies when "
+            "a worker runs the workflow (`hitl audit` shows it then; `hitl doctor` checks for "
+            "workers)"
+        )
+    return visible(describe_entry(outcome.entry, outcome.record))
+
+
+async def review(
+    reviews: Reviews,
+    approvals: AsyncIterable[ApprovalRecord],
+    reviewer: str,
+    prompter: Prompter,
+    report: Callable[[ApprovalRecord, Outcome], None],
+) -> bool:
+    """The review loop of `hitl review` and of the starter: show each approval, ask, send
+    the answer to its run and confirm it, then `report` what became of it. True when the
+    answers ended (end of input) before the approvals did."""
+    async for record in approvals:
+        prompter.stdout.write(format_approval(record) + "\n")
+        prompter.stdout.flush()
+        decision = await asyncio.to_thread(ask_decision, record, reviewer, prompter)
+        if decision is None:
+            return True
+        sent = await reviews.decide(decision, workflow_id=record.session_id)
+        report(record, await reviews.confirm(sent))
+    return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -27,17 +28,22 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from hitl import contract
+from hitl.cli.common import exit_code
+from hitl.cli.render import table
+from hitl.decisions import RefusalCode, current_digest, describe_entry, form_of
 from hitl.devserver import free_port
 from hitl.entry import CLOSED_PIPE
-from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision
+from hitl.models import ApprovalRecord, ApprovalStatus, ApproveDecision, DecisionEntry
 from hitl.plugin import HitlPlugin
-from hitl.reviewers import load_config
-from hitl.reviews import Reviews, polling_lately
-from hitl.text import quoted
+from hitl.reviewers import load_config, new_key
+from hitl.reviews import Outcome, Reviews, polling_lately
+from hitl.terminal import outcome_words
+from hitl.text import columns, quoted
 from hitl.text import visible as escaped
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import approvals, start_run, turn, wait_pending
 from tests.processes import WorkerProcess
+from tests.usertools.hostile import Ask, HostileApproval
 from tests.usertools.payments import Payment, PaymentApproval, pay
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -142,8 +148,9 @@ async def test_pending_and_show_list_and_explain_an_approval(
     assert sorted(mine["action_json"]["args"]["paths"]) == sorted(OLD_LOGS)
     code, out, _ = await hitl("pending")
     assert code == 0 and record.id in out and "delete 3 files" in out and "LEFT" in out
-    code, out, _ = await hitl("pending", "--tool", "send_email", "--json")
-    assert record.id not in out
+    code, out, err = await hitl("pending", "--tool", "send_email", "--json")
+    assert code == 0, err
+    assert record.id not in [item["id"] for item in json.loads(out)]
 
     code, out, _ = await hitl("show", record.id)
     assert code == 0
@@ -156,10 +163,11 @@ async def test_pending_and_show_list_and_explain_an_approval(
         "Expires:",
     ]:
         assert expected in out
-    code, out, _ = await hitl("show", record.id, "--json")
-    assert json.loads(out)["preview"]["facts"]["existing"] == 3
+    code, out, err = await hitl("show", record.id, "--json")
+    assert code == 0 and json.loads(out)["preview"]["facts"]["existing"] == 3, err
 
-    code, out, _ = await hitl("runs", "--state", "awaiting_approval", "--json")
+    code, out, err = await hitl("runs", "--state", "awaiting_approval", "--json")
+    assert code == 0, err
     [run] = [item for item in json.loads(out) if item["id"] == handle.id]
     assert run["pending"] == 1 and run["task"] == "Delete all log files older than 7 days"
     await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
@@ -175,7 +183,7 @@ async def test_approve_applies_and_every_later_decision_is_refused(
     assert code == 0, err
     # The update answers with the log entry alone: no record, so no "()" where the action
     # used to go; between brackets goes only what the run answered.
-    assert out == f"Approved {record.id} in run {handle.id} as cli-reviewer.\n"
+    assert out == f"{record.id} in run {handle.id}: approved by cli-reviewer.\n"
     result = await handle.result()
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
     assert result.approvals[0].reviewer == "cli-reviewer"
@@ -203,12 +211,20 @@ async def test_refusals_exit_1_with_the_reason_and_leave_the_approval_pending(
     assert code == 1 and "no run has an approval apr_0000000000000000" in err
     code, _, err = await hitl("approve", record.id, "--digest", "deadbeefdeadbeef")
     assert code == 1 and "look at it again" in err
+    stale = ("--digest", "0" * 16, "--json")
+    code, out, err = await hitl("reject", record.id, "--reason", "r", *stale)
+    assert code == 1, err
+    refused = json.loads(out)
+    assert (refused["approval_id"], refused["outcome"]) == (record.id, "refused")
+    assert "look at it again" in refused["refusal"] and refused["entry"]["outcome"] == "refused"
+    # The code scripts branch on (None only from a worker that records no codes yet).
+    assert refused["code"] in ("stale_action", None)
     [still] = await wait_pending(handle)
     assert still.id == record.id
 
     # A second decision while the run is still running is refused by the run itself.
     code, out, err = await hitl("modify", record.id, "--args", json.dumps({"paths": OLD_LOGS[:1]}))
-    assert code == 0 and f"Modified {record.id}" in out, err
+    assert code == 0 and f"{record.id} in run {handle.id}: modified by cli-reviewer" in out, err
     # It reminds of what runs now, not of the proposal ("delete 3 files").
     assert f'delete_files with {{"paths": ["{OLD_LOGS[0]}"]}}.' in out, out
     assert record.preview.summary not in out
@@ -334,7 +350,7 @@ async def test_starter_reviews_inline_and_writes_evidence(
     )
     assert code == 0, text
     assert "Starting state:" in text and "temporalio" in text and "scripted" in text
-    assert "Approve? [y/n/e(dit)]:" in text and "Decision applied: approve" in text
+    assert "Approve? [y/n/e(dit)]:" in text and "approved by inline-reviewer." in text
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
     data = json.loads(evidence.read_text())
     assert data["state"] == "completed" and "Deleted 3 file(s)" in data["answer"]
@@ -363,7 +379,7 @@ async def test_starter_no_wait_returns_and_the_run_waits_for_the_cli(
     [record] = await wait_pending(handle)
     await visible(client, record.id)
     code, out, err = await hitl("reject", record.id, "--reason", "not today")
-    assert code == 0 and f"Rejected {record.id}" in out, err
+    assert code == 0 and f"{record.id} in run {handle.id}: rejected by cli-reviewer" in out, err
     await handle.result()
     assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
 
@@ -395,7 +411,11 @@ async def test_approve_all_decides_every_pending_approval_of_a_tool(
         await visible(client, approval_id)
     code, out, err = await hitl("approve", "--all", "--tool", "send_email")
     assert code == 0, err
-    assert all(f"Approved {approval_id}" in out for approval_id in ids) and kept.id not in out
+    assert all(
+        f"{approval_id} in run {handle.id}: approved by cli-reviewer: send_email" in out
+        for approval_id, handle in zip(ids, mails, strict=True)
+    )
+    assert kept.id not in out
     for handle in mails:
         assert (await handle.result()).approvals[0].status is ApprovalStatus.APPROVED
     assert len(list((workspace / "outbox").iterdir())) == 3
@@ -437,6 +457,7 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_show_displays(
     assert all("important.db" in line for line in out.splitlines() if "harmless" in line)
     assert "Deleting the old log.\\x1b[1A" in out  # the reasoning
     code, out, _ = await hitl("show", record.id, "--json")
+    assert code == 0
     assert_no_terminal_controls(out)
     assert json.loads(out)["action_json"]["args"]["paths"] == [DISGUISED]
 
@@ -444,6 +465,7 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_show_displays(
     assert code == 0 and record.id in out
     assert_no_terminal_controls(out)
     code, out, _ = await hitl("pending", "--json")
+    assert code == 0
     assert_no_terminal_controls(out)
     [mine] = [item for item in json.loads(out) if item["id"] == record.id]
     assert mine["action_json"]["args"]["paths"] == [DISGUISED]
@@ -483,6 +505,7 @@ async def test_escape_sequences_in_a_path_cannot_change_what_hitl_audit_displays
     assert f"rejected by {escaped(lookalike)}" in out and "eve\\u3164" in out
     assert escaped(reason) in out
     code, out, _ = await hitl("audit", handle.id, "--json")
+    assert code == 0
     assert_no_terminal_controls(out)
     [audited] = json.loads(out)["approvals"]
     assert audited["reason"] == reason and audited["reviewer"] == lookalike
@@ -508,13 +531,13 @@ async def test_reviewers_quorum_writes_the_rule_and_approve_says_the_votes_so_fa
         "reviewers", "policy", "--auto-approve-below", "10", "--no-standing", "--file", str(path)
     )
     assert code == 0 and "standing approvals turned off" in out, err
-    assert "approval timeout 30m (the default)" in out
+    assert "approval timeout 30 min (the default)" in out
     policy = ("reviewers", "policy", "--file", str(path))
     code, out, err = await hitl(*policy, "--approval-timeout", "10m")
-    assert code == 0 and "approval timeout 10m for tools" in out, err
+    assert code == 0 and "approval timeout 10 min for tools" in out, err
     # Setting one thing keeps the rest: a timeout dropped would lengthen every approval's.
     code, out, err = await hitl(*policy, "--no-standing")
-    assert code == 0 and "approval timeout 10m for tools" in out, err
+    assert code == 0 and "approval timeout 10 min for tools" in out, err
     code, _, err = await hitl(*policy, "--approval-timeout", "soon")
     assert code == 2 and "is not a duration" in err
     config = load_config(path)  # what the worker reads
@@ -529,11 +552,12 @@ async def test_reviewers_quorum_writes_the_rule_and_approve_says_the_votes_so_fa
     code, out, err = await hitl("approve", record.id, "--reviewer", "ann")
     assert code == 0, err
     assert out == (
-        f"Recorded ann's approval of {record.id} (1 of 2 approvals); it waits for more approvers.\n"
+        f"{record.id} in run {handle.id}: approval by ann recorded (1 of 2 approvals); it waits "
+        "for more approvers.\n"
     )
     code, out, err = await hitl("approve", record.id, "--reviewer", "ben")
     assert code == 0, err
-    assert out == f"Approved {record.id} (2 of 2 approvals) in run {handle.id} as ben.\n"
+    assert out == f"{record.id} in run {handle.id}: approved by ben (2 of 2 approvals).\n"
     result = await handle.result()
     assert [vote.reviewer for vote in result.approvals[0].votes] == ["ann", "ben"]
 
@@ -581,10 +605,11 @@ async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client
         # No task of its own: the request its pending approval was asked with.
         assert (run["workflow_type"], run["task"]) == ("PaymentApproval", "monthly supplier payout")
         code, out, _ = await hitl("runs", COLUMNS="300")
+        assert code == 0
         [line] = [line for line in out.splitlines() if handle.id in line]
         assert "awaiting_approval" in line and line.endswith("monthly supplier payout")
         code, out, _ = await hitl("runs", "--help")
-        assert "runs that use the gate" in out and "agent runs" not in out
+        assert code == 0 and "runs that use the gate" in out and "agent runs" not in out
         await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
         assert (await handle.result()).startswith("not paid")
         # Ended: listed as completed (the gate said so as the workflow returned), never
@@ -640,7 +665,7 @@ async def test_approve_after_a_worker_crash_exits_0_once_the_run_applied_it(
         took = time.perf_counter() - began
         print(f"\nhitl approve across a worker crash: exit {code} after {took:.1f} s")
         assert code == 0, err
-        assert out == f"Approved {record.id} in run {handle.id} as cli-reviewer.\n"
+        assert out == f"{record.id} in run {handle.id}: approved by cli-reviewer.\n"
         result = await handle.result()
         # Sent once: no second copy refused as "already approved" in the log.
         [approval] = result.approvals
@@ -679,3 +704,190 @@ async def test_a_decision_whose_answer_was_lost_is_confirmed_and_not_sent_again(
     assert outcome.applied, outcome
     result = await handle.result()
     assert [entry.outcome for entry in result.approvals[0].decisions] == ["applied"]
+
+
+HEAVY = ("openai", "fastapi", "uvicorn", "hitl.toolkits", "hitl.plugin", "activities", "workflows")
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import hitl.cli",
+        "import asyncio, hitl.cli\ntry:\n    asyncio.run(hitl.cli.run(['pending', '--help']))\n"
+        "except SystemExit as done:\n    assert done.code == 0, done.code",
+    ],
+)
+def test_the_cli_loads_no_worker_model_client_or_web_framework(program: str) -> None:
+    """`hitl pending` starts fast: the worker's toolkits, the model client and FastAPI load
+    only in `hitl worker` and `hitl serve`."""
+    check = f"{program}\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+    check += f"{[name.split('.')[0] for name in HEAVY]!r} and m.startswith({HEAVY!r})))"
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+# Rich markup, an emoji code, a link and a line erased: shown as written, nothing drawn.
+HOSTILE_TOOL = "[bold red]rm[/]:fire:"
+HOSTILE_SUMMARY = "[link=https://evil]ok[/link] :warning:\x1b[2K\rharmless"
+
+
+async def test_a_hostile_tool_name_and_summary_show_literally_in_pending(
+    hitl: Hitl, client: Client
+) -> None:
+    queue = f"tq-hostile-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[HostileApproval],
+        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+    ):
+        handle = await client.start_workflow(
+            HostileApproval.run,
+            Ask(tool=HOSTILE_TOOL, summary=HOSTILE_SUMMARY),
+            id=f"hostile-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        [record] = await wait_pending(handle)
+        await visible(client, record.id)
+        for columns in ("300", "60"):
+            code, out, err = await hitl("pending", COLUMNS=columns)
+            assert code == 0, err
+            assert_no_terminal_controls(out)
+            [line] = [line for line in out.splitlines() if record.id in line]
+            assert HOSTILE_TOOL in line  # the brackets and the colons, as written
+        code, out, err = await hitl("pending", COLUMNS="300")
+        [line] = [line for line in out.splitlines() if record.id in line]
+        assert escaped(HOSTILE_SUMMARY) in line and "\\x1b[2K\\r" in line, line
+        code, out, err = await hitl("pending", "--json", "--tool", HOSTILE_TOOL)
+        assert code == 0, err
+        [mine] = json.loads(out)
+        assert (mine["tool"], mine["preview"]["summary"]) == (HOSTILE_TOOL, HOSTILE_SUMMARY)
+        await handle.signal(contract.SIGNAL_REJECT, {"approval_id": record.id, "reviewer": "x"})
+        assert await handle.result() == "rejected"
+
+
+async def modified_quorum_approval(
+    hitl: Hitl,
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **env: str,
+) -> tuple[WorkflowHandle, ApprovalRecord]:
+    """An approval two reviewers must approve, that ben modified: its action is now the
+    modification, which the second approver decides on."""
+    path = tmp_path / "reviewers.toml"
+    for name in ("ann", "ben"):
+        code, _, err = await hitl("reviewers", "add", name, "--file", str(path))
+        assert code == 0, err
+    code, _, err = await hitl(
+        "reviewers", "quorum", "--min-risk", "30", "--approvals", "2", "--file", str(path)
+    )
+    assert code == 0, err
+    monkeypatch.setenv("HITL_REVIEWERS", str(path))  # the in-process worker reads it
+    handle, record = await paused_run(client, task_queue, workspace)
+    assert record.quorum == 2
+    code, out, err = await hitl(
+        "modify", record.id, "--reviewer", "ben", "--args", json.dumps({"paths": OLD_LOGS[:1]}),
+        **env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"{record.id} in run {handle.id}: modification by ben recorded (1 of 2 " in out
+    [modified] = [r for r in await approvals(handle) if r.id == record.id]
+    assert modified.status is ApprovalStatus.PENDING and modified.modified_action_json
+    return handle, modified
+
+
+async def test_a_signed_approve_decides_a_quorums_modification_not_a_stale_action(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The signature binds the decision to the action a decision now decides: the
+    modification, not the action first proposed (refused as stale before)."""
+    api_key, ann_key = new_key(), new_key()
+    monkeypatch.setenv("HITL_DECISION_KEYS", f"api:{api_key},ann:{ann_key}")
+    as_api = {"HITL_SIGNER": "api", "HITL_SIGNING_KEY": api_key}
+    handle, record = await modified_quorum_approval(
+        hitl, client, task_queue, workspace, tmp_path, monkeypatch, **as_api
+    )
+    code, out, err = await hitl(
+        "approve", record.id, "--reviewer", "ann", HITL_SIGNER="ann", HITL_SIGNING_KEY=ann_key
+    )
+    assert code == 0, err
+    assert out == f"{record.id} in run {handle.id}: approved by ann (2 of 2 approvals).\n"
+    result = await handle.result()
+    assert result.approvals[0].status in (ApprovalStatus.APPROVED, ApprovalStatus.MODIFIED)
+    assert files_in(workspace) == sorted(OLD_LOGS[1:] + NEW_LOGS + OTHER)
+
+
+async def test_review_answering_y_decides_a_quorums_modification_not_a_stale_action(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    handle, record = await modified_quorum_approval(
+        hitl, client, task_queue, workspace, tmp_path, monkeypatch
+    )
+    # `show` names the digest a decision names now: the modification's.
+    code, out, err = await hitl("show", record.id, COLUMNS="300")
+    assert code == 0 and f"(digest {current_digest(record)})" in out, err
+    code, out, err = await hitl("review", "--run", handle.id, "--reviewer", "ann", stdin="y\n")
+    assert code == 0, err
+    assert f"{record.id} in run {handle.id}: " in out and "(2 of 2 approvals)" in out, out
+    result = await handle.result()
+    assert result.approvals[0].status in (ApprovalStatus.APPROVED, ApprovalStatus.MODIFIED)
+    assert files_in(workspace) == sorted(OLD_LOGS[1:] + NEW_LOGS + OTHER)
+
+
+def _entry(**fields: Any) -> DecisionEntry:
+    base: dict[str, Any] = {
+        "kind": "approve",
+        "reviewer": "ann",
+        "received_at": datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        "outcome": "applied",
+    }
+    return DecisionEntry.model_validate(base | fields)
+
+
+def test_what_became_of_a_decision_is_told_from_its_code_never_its_sentence() -> None:
+    assert describe_entry(_entry()) == "approved by ann"
+    assert describe_entry(_entry(kind="reject")) == "rejected by ann"
+    assert describe_entry(_entry(note="2 of 2 approvals")) == "approved by ann (2 of 2 approvals)"
+    assert describe_entry(_entry(note="1 of 2 approvals")) == (
+        "approval by ann recorded (1 of 2 approvals); it waits for more approvers"
+    )
+    assert describe_entry(_entry(kind="revoke")) == "standing approval revoked by ann"
+    # A sentence that reads like success is still a refusal, with the code's words.
+    sentence = "approved by ann"
+    refused = _entry(outcome="refused", refusal=sentence, code="already_decided")
+    assert describe_entry(refused) == f"refused (already decided): {sentence}"
+    assert describe_entry(refused.model_copy(update={"code": None})) == f"refused: {sentence}"
+    assert describe_entry(refused.model_copy(update={"code": "from_the_future"})) == (
+        f"refused: {sentence}"
+    )
+    outcome = Outcome("apr_1", "run-1", ApproveDecision(approval_id="apr_1", reviewer="ann"))
+    outcome.entry = refused
+    assert exit_code(outcome) == form_of(RefusalCode.ALREADY_DECIDED).exit == 1
+    outcome.entry = _entry()
+    assert exit_code(outcome) == 0
+    outcome.entry = None  # sent, not confirmed: not known to be refused
+    assert exit_code(outcome) == 2
+    outcome.rejected, outcome.code = "unreadable", "malformed"
+    assert exit_code(outcome) == form_of(RefusalCode.MALFORMED).exit
+    assert outcome_words(outcome) == "refused (unreadable decision): unreadable"
+
+
+def test_a_table_shows_markup_literally_and_fits_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    hostile = ["[bold]x[/]", ":smile:", "[link=https://evil]y[/link] " + "z" * 80]
+    drawn = table([hostile], ["A", "B", "C"], fit=2)
+    header, row = drawn.splitlines()
+    assert header.split() == ["A", "B", "C"]
+    assert row.startswith("[bold]x[/]  :smile:  [link=https://evil]y[/link] zzz")
+    assert max(columns(line) for line in drawn.splitlines()) <= 60
+    assert row.endswith("…")  # cut, never wrapped onto a line of its own
