@@ -15,8 +15,7 @@ from collections.abc import AsyncIterable, Callable
 from datetime import UTC, datetime
 from typing import IO
 
-import jsonschema
-
+from hitl.arguments import schema_problem
 from hitl.decisions import (
     AnyDecision,
     RefusalCode,
@@ -220,25 +219,6 @@ def parse_modified_args(record: ApprovalRecord, text: str) -> dict | str:
     if problem is not None:
         return f"invalid for {record.action_json.tool}: {problem}"
     return args
-
-
-def schema_problem(record: ApprovalRecord, args: dict) -> str | None:
-    """What the tool's JSON Schema says is wrong with new arguments, before they are sent.
-
-    The run checks them again with the tool's own code, which may refuse more.
-    """
-    if record.args_schema is None:
-        return None
-    errors = sorted(
-        jsonschema.Draft202012Validator(record.args_schema).iter_errors(args),
-        key=lambda error: list(error.path),
-    )
-    if not errors:
-        return None
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error.path) or 'arguments'}: {error.message}"
-        for error in errors[:5]
-    )
 
 
 def ask_decision(record: ApprovalRecord, reviewer: str, prompter: Prompter) -> AnyDecision | None:

@@ -274,7 +274,9 @@ async def test_a_quorum_needs_two_reviewers_and_the_runs_requester_is_not_one(
     assert first.status_code == 200, first.text
     assert first.json()["entry"]["note"] == "1 of 2 approvals"
     assert first.json()["record"]["status"] == "pending"
-    assert first.json()["message"] == "1 of 2 approvals: it waits for more approvers"
+    assert first.json()["message"] == (
+        "approval by alice recorded (1 of 2 approvals); it waits for more approvers"
+    )
     [listed] = await wait_listed(as_["alice"], handle.id)
     twice = await as_["alice"].post(url, json={})
     assert twice.status_code == 409

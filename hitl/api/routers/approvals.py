@@ -34,7 +34,7 @@ from hitl.api.schemas import (
     RevokeBody,
 )
 from hitl.arguments import schema_problem
-from hitl.decisions import AnyDecision, RefusalCode, current_digest
+from hitl.decisions import AnyDecision, RefusalCode, current_digest, describe_entry
 from hitl.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -275,7 +275,7 @@ async def _answer(state: ApiState, outcome: Outcome) -> JSONResponse:
         if record is not None:
             state.feed.announce(record)
         done = Decided(
-            outcome="applied", message=_applied(entry, record), entry=entry, record=record
+            outcome="applied", message=describe_entry(entry, record), entry=entry, record=record
         )
         return JSONResponse(done.model_dump(mode="json"))
     code = outcome.refusal_code or _legacy_code(entry, record)
@@ -328,15 +328,6 @@ def _legacy_code(entry: DecisionEntry, record: ApprovalRecord | None) -> Refusal
         (code for code, markers in _LEGACY_SENTENCES if any(m in sentence for m in markers)),
         None,
     )
-
-
-def _applied(entry: DecisionEntry, record: ApprovalRecord | None) -> str:
-    if entry.kind == "revoke":
-        return f"standing approval revoked by {entry.reviewer}"
-    if record is not None and record.status is ApprovalStatus.PENDING and entry.note:
-        return f"{entry.note}: it waits for more approvers"
-    status = record.status.value if record is not None else entry.kind.value
-    return f"{status} by {record.reviewer if record and record.reviewer else entry.reviewer}"
 
 
 _DECISION_RESPONSES = {
