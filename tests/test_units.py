@@ -78,19 +78,17 @@ def test_judge_refuses_decided_and_late_decisions_and_hands_modifications_on() -
         reviewer="bob",
         reviewed_at=datetime(2026, 11, 24, 12, 5, tzinfo=UTC),
     )
-    refusal = precheck(decided, approve, on_time, True)
-    assert refusal.refusal is not None and refusal.refusal.code is RefusalCode.ALREADY_DECIDED
-    assert "already approved by bob at 2026-11-24T12:05:00+00:00" in (
-        refusal.refusal.sentence if refusal.refusal else ""
-    )
-    late = precheck(pending, approve, pending.expires_at, True)
-    assert "at or after approval apr_1's deadline" in (
-        late.refusal.sentence if late.refusal else ""
-    )
+    refusal = precheck(decided, approve, on_time, True).refusal
+    assert refusal is not None and refusal.code is RefusalCode.ALREADY_DECIDED
+    assert "already approved by bob at 2026-11-24T12:05:00+00:00" in refusal.sentence
+    late = precheck(pending, approve, pending.expires_at, True).refusal
+    assert late is not None and late.code is RefusalCode.LATE
+    assert "at or after approval apr_1's deadline" in late.sentence
     modify = ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["a.log"]})
     assert precheck(pending, modify, on_time, True).check_args == {"paths": ["a.log"]}
-    fixed = precheck(pending, modify, on_time, False)
-    assert "does not take modified arguments" in (fixed.refusal.sentence if fixed.refusal else "")
+    fixed = precheck(pending, modify, on_time, False).refusal
+    assert fixed is not None and fixed.code is RefusalCode.NOT_MODIFIABLE
+    assert "does not take modified arguments" in fixed.sentence
 
 
 def test_flags_and_schemas_come_from_the_tools() -> None:
