@@ -555,6 +555,12 @@ class Ledger:
         approval_id = payload.get("approval_id")
         known: Mapping[str, Any] = self.standing if kind is DecisionKind.REVOKE else self.records
         if approval_id not in known:
+            if kind is DecisionKind.REVOKE and approval_id in self.records:
+                return Refusal(
+                    RefusalCode.NOT_APPLICABLE,
+                    f"approval {approval_id} granted no standing approval in this run; "
+                    "only a standing approval can be revoked",
+                )
             return Refusal(
                 RefusalCode.UNKNOWN_APPROVAL,
                 f"unknown approval id {quoted(approval_id)} in this run",

@@ -784,7 +784,8 @@ def test_unreadable_decisions_are_refused_with_their_code(
             {"kind": "approve", "approval_id": "apr_9", "reviewer": "a"},
             RefusalCode.UNKNOWN_APPROVAL,
         ),
-        ({"kind": "revoke", "approval_id": "apr_1", "reviewer": "a"}, RefusalCode.UNKNOWN_APPROVAL),
+        ({"kind": "revoke", "approval_id": "apr_1", "reviewer": "a"}, RefusalCode.NOT_APPLICABLE),
+        ({"kind": "revoke", "approval_id": "apr_9", "reviewer": "a"}, RefusalCode.UNKNOWN_APPROVAL),
     ],
 )
 def test_the_update_refuses_what_it_cant_take_in(payload: Any, code: RefusalCode) -> None:
@@ -841,3 +842,19 @@ def test_a_rejected_action_is_remembered_across_continue_as_new() -> None:
     earlier = carried.rejected_earlier(ToolAction(tool="delete_files", args={"n": 1}))
     assert earlier is not None and earlier.reason == "no" and earlier.reviewer == "ann"
     assert carried.approvals_total == 2
+
+
+def test_the_ledger_is_pure() -> None:
+    """No Temporal, no I/O modules: it runs anywhere, and in a workflow's sandbox."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, hitl.ledger; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('temporalio', 'httpx', 'openai')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", out
