@@ -333,7 +333,11 @@ class LedgerMachine(RuleBasedStateMachine):
             assert len(record.decisions) == len(logged_before)
             assert entry.decision_id == item.decision.decision_id
             assert entry.payload_digest == payload_digest(item.fields)
-        elif entry.outcome == "applied":
+        elif item.received_at >= record.expires_at:
+            assert entry.code in (RefusalCode.LATE, RefusalCode.REUSED_DECISION_ID, "malformed")
+        elif item.decision is not None and item.decision.action_digest not in (None, digest_before):
+            assert entry.code in (RefusalCode.STALE_ACTION, RefusalCode.REUSED_DECISION_ID)
+        if not twin and entry.outcome == "applied":
             decision = item.decision
             assert decision is not None
             if decision.action_digest is not None:
