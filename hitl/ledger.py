@@ -709,64 +709,30 @@ class Ledger:
         decision = item.decision
         if self._twin(record, item):
             return
-        if decision.decision_id and any(
-            entry.decision_id == decision.decision_id
-            # A refused copy (unsigned, altered) of a decision id someone saw on a shared
-            # channel doesn't use the id up: only one that took effect does.
-            and (entry.outcome == "applied" or not self._patched(PATCH_TRUST))
-            for entry in record.decisions
-        ):
-            self._log(
-                record,
-                self._entry(
-                    item,
-                    Refusal(
-                        RefusalCode.REUSED_DECISION_ID,
-                        f"decision {quoted(decision.decision_id)} was already received",
-                    ),
-                ),
-                item,
-            )
+        refusal = self._reused_id(record, decision)
+        if refusal is not None:
+            self._log(record, self._entry(item, refusal), item)
             return
         modifiable = self.modifiable.get(record.id, False)
         verdict = precheck(record, decision, item.received_at, modifiable)
         refusal, modification = verdict.refusal, None
         if refusal is None:
-            answer = yield self._verify(item, record.action_json.tool, record.risk, record)
+            answer = yield self._verify(item, record.risk, record)
             now, refusal = answer.now, _refusal_of(answer)
         if refusal is None:
             refusal = self._vote_refusal(record, decision)
         if refusal is None and verdict.check_args is not None and modifiable:
             answer = yield CheckArgs(verdict.check_args, record.id)
             now = answer.now
-            if isinstance(answer, Checked) and answer.error is not None:
-                refusal = modification_refusal(record, answer.error)
-            elif isinstance(answer, Checked) and answer.modification is not None:
+            if isinstance(answer, Checked) and answer.modification is not None:
                 modification = answer.modification
             else:
-                refusal = modification_refusal(record, TypeError("the validator returned nothing"))
+                error = answer.error if isinstance(answer, Checked) else None
+                refusal = modification_refusal(
+                    record, error or TypeError("the validator returned nothing")
+                )
         if refusal is None and modification is not None:
-            risk = max(record.risk, modification.risk or 0)
-            quorum = max(record.quorum, modification.quorum or 1)
-            # A modification is a decision on the action it makes: one riskier than the
-            # proposed action is judged at its own risk (the reviewer's limit), and needs
-            # the approvers that risk needs. The record then shows both.
-            if (risk, quorum) != (record.risk, record.quorum) and self._patched(
-                PATCH_MODIFIED_RISK
-            ):
-                if risk > record.risk:
-                    answer = yield self._verify(item, record.action_json.tool, risk, record)
-                    now = answer.now
-                    riskier = _refusal_of(answer)
-                    if riskier is not None:
-                        refusal = Refusal(
-                            RefusalCode.RISKIER
-                            if riskier.code is RefusalCode.NOT_ALLOWED
-                            else riskier.code,
-                            f"the modified action scores risk {risk}: {riskier.sentence}",
-                        )
-                if refusal is None:
-                    record.risk, record.quorum = risk, quorum
+            refusal, now = yield from self._riskier(record, item, modification, now)
         if refusal is not None:
             self._log(record, self._entry(item, refusal), item)
             return
@@ -795,18 +761,55 @@ class Ledger:
             self._apply(record, item, ApprovalStatus.APPROVED, decision.comment or None, now)
             self._grant(record, decision, now)
 
-    def _verify(
-        self, item: Incoming, tool: str, risk: int, record: ApprovalRecord | None
-    ) -> Verify:
+    @staticmethod
+    def _verify(item: Incoming, risk: int, record: ApprovalRecord) -> Verify:
         return Verify(
             DecisionCheckRequest(
                 decision=item.fields,
-                tool=tool,
+                tool=record.action_json.tool,
                 risk=risk,
-                requested_by=record.context.requested_by if record is not None else "",
+                requested_by=record.context.requested_by,
                 received_at=item.received_at,
             )
         )
+
+    def _reused_id(self, record: ApprovalRecord, decision: Any) -> Refusal | None:
+        if decision.decision_id and any(
+            entry.decision_id == decision.decision_id
+            # A refused copy (unsigned, altered) of a decision id someone saw on a shared
+            # channel doesn't use the id up: only one that took effect does.
+            and (entry.outcome == "applied" or not self._patched(PATCH_TRUST))
+            for entry in record.decisions
+        ):
+            return Refusal(
+                RefusalCode.REUSED_DECISION_ID,
+                f"decision {quoted(decision.decision_id)} was already received",
+            )
+        return None
+
+    def _riskier(
+        self, record: ApprovalRecord, item: Incoming, modification: Modification, now: datetime
+    ) -> Generator[Need, Answer, tuple[Refusal | None, datetime]]:
+        """A modification is a decision on the action it makes: one riskier than the
+        proposed action is judged at its own risk (the reviewer's limit), and needs the
+        approvers that risk needs. The record then shows the higher risk and quorum."""
+        risk = max(record.risk, modification.risk or 0)
+        quorum = max(record.quorum, modification.quorum or 1)
+        if (risk, quorum) == (record.risk, record.quorum):
+            return None, now
+        if not self._patched(PATCH_MODIFIED_RISK):
+            return None, now
+        if risk > record.risk:
+            answer = yield self._verify(item, risk, record)
+            now, refusal = answer.now, _refusal_of(answer)
+            if refusal is not None:
+                code = refusal.code
+                return Refusal(
+                    RefusalCode.RISKIER if code is RefusalCode.NOT_ALLOWED else code,
+                    f"the modified action scores risk {risk}: {refusal.sentence}",
+                ), now
+        record.risk, record.quorum = risk, quorum
+        return None, now
 
     def settled(self, approval_id: str, now: datetime) -> None:
         """After the approval was decided: what is still queued on it is refused (in its

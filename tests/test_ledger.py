@@ -862,3 +862,21 @@ def test_the_ledger_is_pure() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+def test_a_decision_is_applied_when_its_checks_answer() -> None:
+    """The record's reviewed_at is when the run applied the decision (after the worker's
+    checks), the entry's received_at when it arrived."""
+    book = ledger()
+    approval = opened(book)
+    later = T0 + timedelta(minutes=1, seconds=3)
+    entry = decide(
+        book,
+        DecisionKind.MODIFY,
+        {"approval_id": approval, "reviewer": "ann", "args": {"n": 0}},
+        at=T0 + timedelta(minutes=1),
+        answer=accept(later),
+    )
+    record = book.records[approval]
+    assert entry.received_at == T0 + timedelta(minutes=1)
+    assert record.reviewed_at == later and record.status is ApprovalStatus.MODIFIED
