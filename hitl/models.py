@@ -221,6 +221,8 @@ class DecisionCheckRequest(BaseModel):
 class DecisionCheck(BaseModel):
     refusal: str | None = None
     """Why the worker refuses the decision (signature, reviewer rules); None: accepted."""
+    code: str | None = None
+    """The refusal's `hitl.decisions.RefusalCode` (None: `not_allowed`)."""
 
 
 class ToolCheckRequest(BaseModel):

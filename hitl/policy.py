@@ -1,24 +1,19 @@
-"""Pure decisions of the approval gate: no I/O, no clock, safe inside the workflow."""
+"""Pure policy helpers of the approval gate: timeouts, thresholds, durations. No I/O, no
+clock, safe inside the workflow. The rules that judge decisions are the ledger's
+(`hitl.ledger`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from pydantic import ValidationError
 
 from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     ApprovalRecord,
-    ApprovalStatus,
-    ApproveDecision,
-    ModifyDecision,
-    RejectDecision,
 )
-from hitl.text import quoted
 
 TIMEOUT_REVIEWER = "system:timeout"
 POLICY_REVIEWER = "policy"
@@ -110,79 +105,9 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What a decision does to an approval: refused with a reason, or applied.
-
-    A `modify` that passes these checks still has its arguments checked by the tool
-    (`check_args`) before it applies.
-    """
-
-    refusal: str | None = None
-    check_args: dict[str, Any] | None = None
-
-
 def refusal_for_decided(record: ApprovalRecord) -> str:
-    when = record.reviewed_at.isoformat() if record.reviewed_at else "an earlier time"
-    if record.reviewer == TIMEOUT_REVIEWER:
-        return (
-            f"approval {record.id} timed out at {record.expires_at.isoformat()} and was "
-            "auto-rejected; a decision can no longer change it"
-        )
-    return (
-        f"approval {record.id} was already {record.status.value} by "
-        f"{quoted(record.reviewer or 'unknown')} at {when}"
-    )
+    """Why a decision can't change an approval that is no longer pending (the ledger's rule,
+    `hitl.ledger.decided_refusal`, as a sentence)."""
+    from hitl.ledger import decided_refusal  # the ledger reads this module's helpers
 
-
-def judge(
-    record: ApprovalRecord,
-    decision: ApproveDecision | RejectDecision | ModifyDecision,
-    received_at: datetime,
-    modifiable: bool,
-) -> Verdict:
-    """First valid decision wins; everything else is refused with a reason to act on.
-
-    A decision counts from when it arrived: one that arrived before the deadline is
-    judged even if its turn comes later; one at or after the deadline is late.
-    """
-    if record.status is not ApprovalStatus.PENDING:
-        return Verdict(refusal=refusal_for_decided(record))
-    if received_at >= record.expires_at:
-        return Verdict(
-            refusal=f"the decision arrived at {received_at.isoformat()}, at or after approval "
-            f"{record.id}'s deadline {record.expires_at.isoformat()}; it is auto-rejected"
-        )
-    current = (
-        record.effective_action.digest() if record.modified_action_json else record.action_digest
-    )
-    if decision.action_digest is not None and decision.action_digest != current:
-        return Verdict(
-            refusal=f"the decision names action {quoted(decision.action_digest)}, but approval "
-            f"{record.id} is for action {current}; look at it again and decide on what it is now"
-        )
-    if isinstance(decision, ModifyDecision):
-        if not modifiable:
-            return Verdict(
-                refusal=f"approval {record.id} does not take modified arguments; approve or "
-                "reject it"
-            )
-        return Verdict(check_args=decision.args)
-    return Verdict()
-
-
-def modification_refusal(record: ApprovalRecord, error: Exception) -> str:
-    """Why a reviewer's modified arguments were not taken, from what the check raised."""
-    if isinstance(error, ValidationError):
-        detail = format_validation_error(error)
-    elif isinstance(error, ValueError):
-        detail = str(error)
-    else:
-        return (
-            f"modified arguments could not be checked for {record.action_json.tool} "
-            f"({type(error).__name__}: {error}); the approval is still pending"
-        )
-    return (
-        f"modified arguments are invalid for {record.action_json.tool}: {detail}; the "
-        "approval is still pending"
-    )
+    return decided_refusal(record).sentence

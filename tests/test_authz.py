@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
@@ -256,14 +257,17 @@ async def test_an_update_answers_in_one_round_trip_and_keeps_junk_out_of_history
 ) -> None:
     handle = await start_run(client, task_queue, workspace)
     [record] = await wait_pending(handle)
-    for junk in [
-        "not an object",
-        {"kind": "approve", "approval_id": record.id},
-        {"kind": "approve", "approval_id": "apr_nope", "reviewer": "x"},
-        {"kind": "shout", "approval_id": record.id, "reviewer": "x"},
+    for junk, code in [
+        ("not an object", "malformed"),
+        ({"kind": "approve", "approval_id": record.id}, "malformed"),
+        ({"kind": "approve", "approval_id": "apr_nope", "reviewer": "x"}, "unknown_approval"),
+        ({"kind": "shout", "approval_id": record.id, "reviewer": "x"}, "malformed"),
     ]:
-        with pytest.raises(WorkflowUpdateFailedError):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(contract.UPDATE_DECIDE, junk)
+        # The refusal's code rides as the error's type, for the reviewer's side.
+        assert isinstance(refused.value.cause, ApplicationError)
+        assert refused.value.cause.type == code, refused.value.cause
     history = await handle.fetch_history()
     kinds = {EventType.Name(event.event_type) for event in history.events}
     assert not {"EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED"} & kinds, "nothing recorded"
@@ -278,4 +282,7 @@ async def test_an_update_answers_in_one_round_trip_and_keeps_junk_out_of_history
         workflow_id=handle.id,
     )
     assert late.entry is not None and "already approved by erin" in (late.entry.refusal or "")
+    # The run's receipt: the entry's code, and the approval as the run saw it then.
+    assert late.refusal_code == "already_decided"
+    assert late.record is not None and late.record.reviewer == "erin"
     await handle.result()

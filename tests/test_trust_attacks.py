@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 from hitl import contract
 from hitl.bridge import signed_message
+from hitl.decisions import Receipt, RefusalCode
 from hitl.models import (
     AgentCarry,
     ApprovalContext,
@@ -32,7 +33,6 @@ from hitl.models import (
     ApproveDecision,
     CallState,
     ChatMessage,
-    DecisionEntry,
     GateState,
     LlmRequest,
     ModelSettings,
@@ -344,9 +344,12 @@ async def test_a_copy_of_a_signed_decision_cant_take_its_place(
         contract.UPDATE_DECIDE,
         {**unsigned, "kind": "reject"},
         id=_update_id(decision, fields),
-        result_type=DecisionEntry,
+        result_type=Receipt,
     )
-    assert squatted.outcome == "refused" and "must be signed" in (squatted.refusal or "")
+    assert squatted.entry.outcome == "refused" and "must be signed" in (
+        squatted.entry.refusal or ""
+    )
+    assert squatted.code is RefusalCode.NOT_ALLOWED
     outcome = await Reviews(client).forward(decision, fields, handle.id)
     assert outcome.entry is not None and outcome.entry.outcome == "applied", outcome.entry
     [after] = [r for r in await approvals(handle) if r.id == record.id]

@@ -13,6 +13,8 @@ import pytest
 from activities.scripted import scripted_turn
 from hitl import policy
 from hitl.config import choose_model, load_settings
+from hitl.decisions import RefusalCode
+from hitl.ledger import precheck
 from hitl.models import (
     SCRIPTED_BANNER,
     ApprovalContext,
@@ -70,20 +72,23 @@ def test_judge_refuses_decided_and_late_decisions_and_hands_modifications_on() -
     pending = record()
     on_time = pending.created_at + timedelta(minutes=1)
     approve = ApproveDecision(approval_id="apr_1", reviewer="a")
-    assert policy.judge(pending, approve, on_time, True).refusal is None
+    assert precheck(pending, approve, on_time, True).refusal is None
     decided = record(
         status=ApprovalStatus.APPROVED,
         reviewer="bob",
         reviewed_at=datetime(2026, 11, 24, 12, 5, tzinfo=UTC),
     )
-    refusal = policy.judge(decided, approve, on_time, True)
-    assert "already approved by bob at 2026-11-24T12:05:00+00:00" in (refusal.refusal or "")
-    late = policy.judge(pending, approve, pending.expires_at, True)
-    assert "at or after approval apr_1's deadline" in (late.refusal or "")
+    refusal = precheck(decided, approve, on_time, True).refusal
+    assert refusal is not None and refusal.code is RefusalCode.ALREADY_DECIDED
+    assert "already approved by bob at 2026-11-24T12:05:00+00:00" in refusal.sentence
+    late = precheck(pending, approve, pending.expires_at, True).refusal
+    assert late is not None and late.code is RefusalCode.LATE
+    assert "at or after approval apr_1's deadline" in late.sentence
     modify = ModifyDecision(approval_id="apr_1", reviewer="a", args={"paths": ["a.log"]})
-    assert policy.judge(pending, modify, on_time, True).check_args == {"paths": ["a.log"]}
-    fixed = policy.judge(pending, modify, on_time, False)
-    assert "does not take modified arguments" in (fixed.refusal or "")
+    assert precheck(pending, modify, on_time, True).check_args == {"paths": ["a.log"]}
+    fixed = precheck(pending, modify, on_time, False).refusal
+    assert fixed is not None and fixed.code is RefusalCode.NOT_MODIFIABLE
+    assert "does not take modified arguments" in fixed.sentence
 
 
 def test_flags_and_schemas_come_from_the_tools() -> None:

@@ -12,14 +12,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from hitl import contract
-    from hitl.gate import (
-        PATCH_TRUST,
-        ApprovalGate,
-        GatedTools,
-        ToolCallOptions,
-        compact,
-        compact_record,
-    )
+    from hitl.gate import ApprovalGate, compact_record
+    from hitl.gated_tools import GatedTools, ToolCallOptions, compact
+    from hitl.ledger import PATCH_TRUST
     from hitl.models import (
         MAX_TASK_CHARS,
         SCRIPTED_BANNER,

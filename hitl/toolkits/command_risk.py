@@ -17,10 +17,11 @@ harmless, and names only paths inside the workspace. Anything else scores high:
   `sort --compress-program`;
 - 100: privilege (`sudo`, `doas`, ...).
 
-The analysis is in two halves so that the risk rule needs no filesystem: `path_words`
-says which arguments name files, the preview (an activity, with the workspace at hand)
+The analysis is in two halves: `path_words` says which arguments name files, the preview
 resolves them (`place_of`) and records what it found in its facts, and `assess` reads
-those facts. Without them (a failed preview) every relative path counts as unchecked.
+those facts. Both run in the `check_tool` activity, the risk after the preview, so the
+score rests on the facts the reviewer is shown. Without them (a failed preview) every
+relative path counts as unchecked.
 """
 
 from __future__ import annotations
