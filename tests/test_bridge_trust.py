@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import time
 import uuid
@@ -42,9 +41,6 @@ from tests.redisserver import redis_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 KEYS = {"alice": new_key(), "bob": new_key(), "api": new_key()}
-GATE_CODES = importlib.util.find_spec("hitl.ledger") is not None
-"""Whether the gate records a RefusalCode on the refusals it logs (it does since the pure
-ledger, hitl.ledger); before, its entries had none and the bridge passed None on."""
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +305,7 @@ async def test_forged_crossed_expired_unbound_unsigned_and_token_messages_are_re
         assert reply["entry"]["refusal"] == reply["refusal"], reply
         assert reply["code"] == reply["entry"]["code"], "the run's code, passed on"
         assert reply["title"] == form_of(reply["code"]).title
-        assert reply["code"] == (code if GATE_CODES else None), reply
+        assert reply["code"] == code, reply
     [still] = await wait_pending(handle)
     assert still.status is ApprovalStatus.PENDING
     assert (await _ask(trust.redis_url, good))["outcome"] == "applied"
