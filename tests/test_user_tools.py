@@ -166,7 +166,7 @@ async def test_a_run_keeps_the_tools_it_began_with(
                for e in errors)  # fmt: skip
     assert [entry["amount"] for entry in _ledger(ledger)] == [20.0]
     # A tool that changes on the worker after the run began is refused at its next call.
-    from activities.tools import ToolActivities
+    from hitl.activities.tools import ToolActivities
 
     check = await ToolActivities(registry).check_tool(
         ToolCheckRequest(tool="refund", digest="0" * 16, args={"order_id": "42", "amount": 150})
@@ -269,7 +269,7 @@ async def test_a_plain_workflow_with_the_gate_is_listed_and_decided_by_the_cli(
         task_queue=task_queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     )
     async with worker:
         handle = await client.start_workflow(
@@ -313,7 +313,7 @@ async def test_a_plain_workflow_times_out_on_its_own_deadline(
         task_queue=task_queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     ):
         result = await client.execute_workflow(
             PaymentApproval.run,
@@ -337,7 +337,7 @@ async def test_a_plain_workflow_that_ends_right_after_a_decision_tells_reviewers
         task_queue=task_queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     ):
         handle = await client.start_workflow(
             PaymentApproval.run,
