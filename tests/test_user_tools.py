@@ -49,7 +49,8 @@ async def shop(env: WorkflowEnvironment, tmp_path: Path) -> Any:
     task_queue = f"tq-shop-{uuid.uuid4().hex[:8]}"
     ledger = tmp_path / "ledger.jsonl"
     worker = WorkerProcess(_address(env), task_queue, SHOP_LEDGER=str(ledger))
-    await worker.start(command=[sys.executable, "-m", "hitl.cli", "worker", "--tools", SHOP])
+    hitl_worker = [sys.executable, "-m", "hitl.cli", "worker", "--tools", SHOP]
+    await worker.start(command=[*hitl_worker, "--workflows", "workflows,activities"])
     yield task_queue, ledger, worker
     await worker.stop()
 
