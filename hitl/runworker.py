@@ -23,6 +23,8 @@ import structlog
 from hitl.config import ConfigError, connect, load_settings
 from hitl.logs import configure_logging
 from hitl.plugin import build_worker
+from hitl.secrets import redact_text
+from hitl.text import clip, visible
 from hitl.tools import TOOLS_ENV, ToolRegistrationError, load_tools, modules_from
 
 log = structlog.get_logger("hitl.worker")
@@ -51,20 +53,30 @@ def load_workflows(modules: Sequence[str]) -> tuple[list[type], list[Callable[..
             module = importlib.import_module(name)
         except ImportError as error:
             raise WorkflowModuleError(
-                f"workflow module {name!r} could not be imported ({error}); check "
-                f"{WORKFLOWS_ENV} / --workflows, and that the worker's Python finds it (run it "
-                "with PYTHONPATH set to the folder that holds the module's package)"
+                f"workflow module {visible(name)!r} could not be imported ({_said(error)}); "
+                f"check {WORKFLOWS_ENV} / --workflows, and that the worker's Python finds it "
+                "(run it with PYTHONPATH set to the folder that holds the module's package)"
+            ) from None
+        except Exception as error:  # the module's own code raised: one sentence, redacted
+            raise WorkflowModuleError(
+                f"workflow module {visible(name)!r} raised {type(error).__name__} while it was "
+                f"imported: {_said(error)}"
             ) from None
         found_workflows = getattr(module, "WORKFLOWS", None)
         found_activities = getattr(module, "ACTIVITIES", None)
         if found_workflows is None and found_activities is None:
             raise WorkflowModuleError(
-                f"module {name!r} lists no WORKFLOWS (workflow classes) or ACTIVITIES "
+                f"module {visible(name)!r} lists no WORKFLOWS (workflow classes) or ACTIVITIES "
                 "(activity functions) for a worker to serve"
             )
         workflows += [item for item in found_workflows or () if item not in workflows]
         activities += [item for item in found_activities or () if item not in activities]
     return workflows, activities
+
+
+def _said(error: BaseException) -> str:
+    """What an exception says, safe to print: secrets redacted, escaped, one short line."""
+    return clip(visible(redact_text(str(error))), 300)
 
 
 def add_worker_arguments(
