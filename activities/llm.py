@@ -26,9 +26,9 @@ from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
 from activities.scripted import scripted_turn
 from hitl import contract
+from hitl.activities.heartbeat import heartbeating
 from hitl.models import AssistantTurn, ChatMessage, LlmRequest, ToolCall
 from hitl.secrets import redact_model, redact_text
 from hitl.text import clip

@@ -32,8 +32,8 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from activities.scripted import scripted_turn
-from activities.tools import ToolActivities
 from hitl import contract
+from hitl.activities.tools import ToolActivities
 from hitl.config import connect, load_settings
 from hitl.devserver import DevServer, free_port, temporal_version
 from hitl.entry import exit_now
@@ -49,7 +49,7 @@ from hitl.models import (
     ToolCall,
     ToolRequest,
 )
-from hitl.reviewers import _key, add_reviewer, new_key
+from hitl.reviewers import add_reviewer, decode_key, new_key
 from hitl.reviews import Reviews
 from hitl.starting import signed_input
 from hitl.tools import load_tools
@@ -662,7 +662,7 @@ class Bench:
         events = EventsReader(http)
         await events.start()
         pairs = await self.pause_project_runs(
-            count, "api", queue="bench-api", signing=("api", _key(key))
+            count, "api", queue="bench-api", signing=("api", decode_key(key))
         )
         through_api, delivered = [], []
         for workflow_id, approval_id in pairs:
@@ -673,9 +673,9 @@ class Bench:
             delivered.append((await events.decided(approval_id) - sent) * 1000)
             await self.project.get_workflow_handle(workflow_id).result()
         # The same decision signed as the API signs it, sent straight to the run.
-        signer = Reviews(self.project, signer=("api", _key(key)))
+        signer = Reviews(self.project, signer=("api", decode_key(key)))
         pairs = await self.pause_project_runs(
-            count, "api-signal", queue="bench-api", signing=("api", _key(key))
+            count, "api-signal", queue="bench-api", signing=("api", decode_key(key))
         )
         direct, polled = [], []
         for workflow_id, approval_id in pairs:

@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import starter
+from hitl import start
 from hitl.config import connect, load_settings
 from hitl.devserver import DevServer, free_port, port_free
 from hitl.entry import exit_now
@@ -112,7 +112,7 @@ def _run_task(workspace: Path, label: str, address: str, task_queue: str) -> int
     os.environ["HITL_TASK_QUEUE"] = task_queue
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return asyncio.run(
-        starter.run(
+        start.run(
             [
                 TASK,
                 "--workspace",

@@ -465,7 +465,8 @@ class PendingApproval(BaseModel):
 # --- decisions (signal payloads) ----------------------------------------------
 
 
-def _reviewer_name(value: str) -> str:
+def valid_reviewer_name(value: str) -> str:
+    """`value` as a reviewer's name (trimmed), or ValueError saying why it can't be one."""
     name = value.strip()
     if not name:
         raise ValueError("a reviewer name is required")
@@ -498,7 +499,7 @@ class _DecisionBase(BaseModel):
     @field_validator("reviewer")
     @classmethod
     def _reviewer(cls, value: str) -> str:
-        return _reviewer_name(value)
+        return valid_reviewer_name(value)
 
 
 class ApproveDecision(_DecisionBase):

@@ -7,12 +7,13 @@
     worker = Worker(client, task_queue="agents", workflows=[MyWorkflow])
 
 The plugin adds the pydantic data converter (keeping any payload codec you set), the
-gate's and the tools' activities, the reference `AgentWorkflow`, a sandbox that passes
-the project's modules through, an interceptor that ends each workflow's gate with the
+gate's and the tools' activities (`hitl.activities`), a sandbox that passes the
+project's modules through, an interceptor that ends each workflow's gate with the
 workflow (final state published, last notifications sent), and, when the worker starts,
 a check that the namespace has the search attributes the gate publishes (registered if
-missing and allowed). Replay histories with the same plugin (`Replayer(workflows=...,
-plugins=[HitlPlugin()])`). Like
+missing and allowed). Workflows are yours to register (the reference agent's worker.py
+registers `AgentWorkflow` and its model call). Replay histories with the same plugin
+(`Replayer(workflows=..., plugins=[HitlPlugin()])`). Like
 `temporalio-openai-agents`' `OpenAIAgentsPlugin`, it is built on `temporalio.plugin`.
 """
 
@@ -33,15 +34,14 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import worker_activities
-from activities.callers import GUARDED, CallerCheck, TrustedCallers
-from activities.callers import workflow_queues as queues_from_env
 from hitl import contract
+from hitl.activities import library_activities
+from hitl.activities.callers import GUARDED, CallerCheck, TrustedCallers
+from hitl.activities.callers import workflow_queues as queues_from_env
 from hitl.codec import codec_from_env
 from hitl.gate import GateInterceptor
 from hitl.tools import Tool, ToolRegistry, load_tools
 from hitl.visibility import ensure_search_attributes, missing_search_attributes
-from workflows import ALL_WORKFLOWS
 
 log = structlog.get_logger("hitl.plugin")
 
@@ -79,18 +79,20 @@ def _sandbox(existing: WorkflowRunner | None) -> WorkflowRunner:
 class HitlPlugin(SimplePlugin):
     """Human-in-the-loop approvals on a Temporal client and its workers.
 
-    - `tools`: tool modules (`"myapp.tools"`, `"builtin"`), `Tool`s, or a `ToolRegistry`;
-      None means the built-in toolkits.
-    - `tools_only`: only the tools' activities (no workflows, no model, no
-      notifications): a worker that runs commands and holds no secrets.
-    - `agent_workflow`: register the reference `AgentWorkflow` (default True); your own
-      workflows that use `hitl.gate.ApprovalGate` need nothing registered for the gate.
-    - `activities`: activities of yours that replace the plugin's of the same name
-      (for example your own `notify_approval`).
+    - `tools`: tool modules (`"myapp.tools"`, `"builtin"` for the built-in toolkits),
+      `Tool`s, or a `ToolRegistry`; none by default: the plugin alone serves a gate
+      whose workflows run their own activities.
+    - `tools_only`: only the tools' activities (no notifications, no verification): a
+      worker that runs commands and holds no secrets.
+    - `activities`: activities of yours served beside the plugin's; one named like one
+      of the plugin's replaces it (for example your own `notify_approval`).
     - `workflow_queues`: the task queues whose workflows may use this worker's
       activities besides its own (default `HITL_WORKFLOW_QUEUES`; a tools-only worker
       with none serves `hitl-agents`'s). A standalone activity, or a workflow on any
-      other queue, is refused (`activities/callers.py`).
+      other queue, is refused (`hitl/activities/callers.py`).
+
+    Your own workflows that use `hitl.gate.ApprovalGate` need nothing registered for
+    the gate: `HitlPlugin()` is enough.
     """
 
     def __init__(
@@ -98,16 +100,20 @@ class HitlPlugin(SimplePlugin):
         tools: Sequence[str | Tool] | ToolRegistry | None = None,
         *,
         tools_only: bool = False,
-        agent_workflow: bool = True,
         activities: Sequence[Callable[..., Any]] = (),
         register_search_attributes: bool = True,
         workflow_queues: Sequence[str] | None = None,
     ) -> None:
-        self.registry = tools if isinstance(tools, ToolRegistry) else load_tools(tools)
-        ours = worker_activities(self.registry, tools_only=tools_only)
-        replaced = {_activity_name(item) for item in activities}
+        if isinstance(tools, ToolRegistry):
+            self.registry = tools
+        else:
+            self.registry = load_tools(tools) if tools is not None else ToolRegistry()
+        ours = library_activities(self.registry, tools_only=tools_only)
+        given = {activity_name(item) for item in activities}
+        # Only a replaced library activity leaves the guard: the user's own stands in.
+        replaced = given & {activity_name(item) for item in ours}
         self.activities_added = [
-            *[item for item in ours if _activity_name(item) not in replaced],
+            *[item for item in ours if activity_name(item) not in given],
             *activities,
         ]
         self._register = register_search_attributes and not tools_only
@@ -116,7 +122,6 @@ class HitlPlugin(SimplePlugin):
             PLUGIN_NAME,
             data_converter=_pydantic,
             activities=self.activities_added,
-            workflows=[] if tools_only or not agent_workflow else list(ALL_WORKFLOWS),
             workflow_runner=_sandbox,
             interceptors=[
                 GateInterceptor(),
@@ -183,17 +188,20 @@ def build_worker(
     *,
     tools: Sequence[str | Tool] | ToolRegistry | None = None,
     tools_only: bool = False,
+    workflows: Sequence[type] = (),
     activities: Sequence[Callable[..., Any]] = (),
     workflow_queues: Sequence[str] | None = None,
     **options: Any,
 ) -> Worker:
-    """The project's worker on `task_queue`: `HitlPlugin` with these tools, plus `options`."""
+    """A worker on `task_queue` serving `workflows` and `activities` with `HitlPlugin`
+    over these tools (see there), plus `Worker` `options`."""
     plugin = HitlPlugin(
         tools, tools_only=tools_only, activities=activities, workflow_queues=workflow_queues
     )
-    return Worker(client, task_queue=task_queue, plugins=[plugin], **options)
+    return Worker(client, task_queue=task_queue, workflows=workflows, plugins=[plugin], **options)
 
 
-def _activity_name(item: Callable[..., Any]) -> str:
+def activity_name(item: Callable[..., Any]) -> str:
+    """The name Temporal knows an activity function by (its `@activity.defn` name)."""
     definition = getattr(item, "__temporal_activity_definition", None)
     return definition.name if definition is not None else getattr(item, "__name__", "")

@@ -266,9 +266,9 @@ def add_reviewer(
     groups: list[str] | None = None,
 ) -> str:
     """Add (or replace) a reviewer in the file; returns their new token, shown only once."""
-    from hitl.models import _reviewer_name  # the same rules as a decision's reviewer
+    from hitl.models import valid_reviewer_name  # the same rules as a decision's reviewer
 
-    name = _reviewer_name(name)
+    name = valid_reviewer_name(name)
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ReviewerConfigError("a reviewer name is letters, digits, '-', '_' or '.'")
     if name.casefold() in RESERVED_NAMES:
@@ -339,7 +339,7 @@ def decision_keys(environ: Mapping[str, str] | None = None) -> dict[str, bytes]:
             raise ReviewerConfigError(
                 f"{DECISION_KEYS_ENV} holds issuer:base64key pairs separated by commas"
             )
-        keys[issuer] = _key(encoded)
+        keys[issuer] = decode_key(encoded)
     return keys
 
 
@@ -349,14 +349,15 @@ def signer(environ: Mapping[str, str] | None = None) -> tuple[str, bytes] | None
     key = environ.get(SIGNING_KEY_ENV)
     if not key:
         return None
-    return environ.get(SIGNER_ENV) or API_ISSUER, _key(key)
+    return environ.get(SIGNER_ENV) or API_ISSUER, decode_key(key)
 
 
 def new_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
-def _key(encoded: str) -> bytes:
+def decode_key(encoded: str) -> bytes:
+    """A decision key from its base64 text (`hitl reviewers key`); at least 16 bytes."""
     try:
         key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
     except ValueError:

@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from hitl.models import ToolDescriptor, ToolPreview, ToolResult, canonical_json
 from hitl.text import visible
+from hitl.toolerror import ToolError
 
 if TYPE_CHECKING:
     from hitl.toolkits.workspace import Workspace
@@ -64,11 +65,6 @@ MAX_SCOPE_KEY_CHARS = 256
 """A longer scope key is kept as its start and a hash of the whole: still unique."""
 SCOPE_KEY_FAILED = "!error"
 """How a scope key that could not be computed starts; it is never equal to another."""
-
-
-class ToolError(ValueError):
-    """A call that can't be carried out as asked: nothing happened, the message goes to the
-    model. Raise it from a tool (or its preview) for a clean refusal."""
 
 
 class ToolRegistrationError(ValueError):
@@ -409,7 +405,7 @@ def tool(
 # --- the registry ------------------------------------------------------------------------
 
 
-def _key(name: str) -> str:
+def decode_key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).strip().casefold().replace("-", "_")
 
 
@@ -427,7 +423,7 @@ class ToolRegistry:
             raise ToolRegistrationError(
                 f"{item!r} is not a tool; make it one with @hitl.tools.tool"
             )
-        key = _key(item.name)
+        key = decode_key(item.name)
         if key in self._keys:
             raise ToolRegistrationError(
                 f"two tools are named {item.name!r} and {self._keys[key]!r}: tool names must "

@@ -145,6 +145,6 @@ async def assert_replays(handle: WorkflowHandle) -> None:
     replayer = Replayer(
         workflows=ALL_WORKFLOWS,
         data_converter=pydantic_data_converter,
-        plugins=[HitlPlugin(agent_workflow=False)],
+        plugins=[HitlPlugin()],
     )
     await replayer.replay_workflow(await handle.fetch_history())

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from hitl.models import RejectDecision
-from hitl.reviewers import _key, add_reviewer
+from hitl.reviewers import add_reviewer, decode_key
 from hitl.reviews import CONFIRM_SECONDS, Reviews
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.helpers import (
@@ -370,7 +370,7 @@ async def test_events_say_pending_decided_and_timed_out(
         assert (done["status"], done["reviewer"]) == ("approved", "bob")
         # Decided without the API (the library, as the CLI does): the poller notices.
         await until(events, "approval.pending", other.id)
-        library = Reviews(client, signer=("api", _key(API_KEY)))
+        library = Reviews(client, signer=("api", decode_key(API_KEY)))
         rejected = await library.decide(
             RejectDecision(approval_id=other.id, reviewer="dave", reason="not now"),
             workflow_id=elsewhere.id,

@@ -56,20 +56,20 @@ def signed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def api(client: Client) -> Reviews:
-    from hitl.reviewers import _key
+    from hitl.reviewers import decode_key
 
-    return Reviews(client, signer=("api", _key(API_KEY)))
+    return Reviews(client, signer=("api", decode_key(API_KEY)))
 
 
 def test_a_signature_binds_every_field_and_expires() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from hitl.reviewers import _key
+    from hitl.reviewers import decode_key
 
     now = datetime.now(UTC)
     body = {"approval_id": "apr_1", "kind": "approve", "reviewer": "bob", "action_digest": "d"}
-    good = sign(body, "api", _key(API_KEY), now)
-    keys = {"api": _key(API_KEY)}
+    good = sign(body, "api", decode_key(API_KEY), now)
+    keys = {"api": decode_key(API_KEY)}
     assert verify(good, keys, now) is None
     for field, value in [("reviewer", "mallory"), ("approval_id", "apr_2"), ("kind", "reject")]:
         assert "forged or altered" in (verify({**good, field: value}, keys, now) or "")
@@ -95,9 +95,9 @@ async def test_an_unsigned_signal_is_refused_when_decisions_must_be_signed(
         b"not the api key, guessed" * 2,
     )  # fmt: skip
     await handle.signal(contract.SIGNAL_APPROVE, forged)
-    from hitl.reviewers import _key
+    from hitl.reviewers import decode_key
 
-    as_bob_with_alices_key = Reviews(client, signer=("alice", _key(ALICE_KEY)))
+    as_bob_with_alices_key = Reviews(client, signer=("alice", decode_key(ALICE_KEY)))
     outcome = await as_bob_with_alices_key.decide(
         ApproveDecision(approval_id=record.id, reviewer="bob"), workflow_id=handle.id
     )

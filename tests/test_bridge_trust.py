@@ -33,7 +33,7 @@ from hitl.bridge import (
 from hitl.cli import run as hitl
 from hitl.decisions import form_of
 from hitl.models import ApprovalStatus
-from hitl.reviewers import _key, add_reviewer, load_config, new_key, sign
+from hitl.reviewers import add_reviewer, decode_key, load_config, new_key, sign
 from tests.conftest import NEW_LOGS, OTHER, files_in, make_logs
 from tests.helpers import approvals, start_run, wait_pending
 from tests.redisserver import redis_server
@@ -58,7 +58,7 @@ class Trust:
 
     @staticmethod
     def signer(name: str) -> tuple[str, bytes]:
-        return name, _key(KEYS[name])
+        return name, decode_key(KEYS[name])
 
 
 async def _start(bridge: RedisBridge) -> asyncio.Task[None]:
@@ -256,7 +256,7 @@ async def test_forged_crossed_expired_unbound_unsigned_and_token_messages_are_re
             "action_digest": digest, "comment": ""}  # fmt: skip
 
     def signed(fields: dict[str, Any], issuer: str, key: str, **when: Any) -> dict[str, Any]:
-        return {"correlation_id": record.id, **sign(fields, issuer, _key(key), **when)}
+        return {"correlation_id": record.id, **sign(fields, issuer, decode_key(key), **when)}
 
     def fresh(name: str, **fields: Any) -> dict[str, Any]:
         decision = {**base, "reviewer": name, "decision_id": f"dec_{uuid.uuid4().hex}", **fields}

@@ -589,7 +589,7 @@ async def test_runs_says_what_a_workflow_of_your_own_is_about(hitl: Hitl, client
         task_queue=queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     ):
         handle = await client.start_workflow(
             PaymentApproval.run,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.tools import ToolActivities
+from hitl.activities.tools import ToolActivities
 from hitl.models import ToolCheck, ToolCheckRequest, ToolPreview
 from hitl.toolkits.command_risk import READ_ONLY, READ_ONLY_PROGRAMS, path_words
 from hitl.toolkits.commands import RunCommandArgs, run_command

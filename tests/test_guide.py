@@ -78,7 +78,7 @@ async def test_the_guide_runs_as_written(
     hitl.env.update(base)
     worker = WorkerProcess(address, task_queue)
     worker.env = base
-    await worker.start(command=[sys.executable, "-m", "hitl.cli", "worker"])
+    await worker.start()  # `python worker.py`, as the guide says
     try:
         (tmp_path / "shop").mkdir()
         code, out = await _run(

@@ -32,9 +32,9 @@ from aiosmtpd.controller import Controller
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities.channels import DEADLINE, deliver, summary, text_message
-from activities.notify import notify_reviewers
 from hitl import contract
+from hitl.activities.channels import DEADLINE, deliver, summary, text_message
+from hitl.activities.notify import notify_reviewers
 from hitl.devserver import free_port
 from hitl.models import (
     ApprovalContext,
@@ -453,7 +453,7 @@ async def test_email_shows_plain_text_while_a_markdown_channel_keeps_hostile_tex
 async def test_a_failing_channel_never_puts_its_url_in_the_record(tmp_path: Path) -> None:
     """A webhook or chat URL is often its own credential: when the receiver answers an
     error, or the URL can't be used, what is kept, logged and returned names no URL."""
-    from activities.channels import deliver
+    from hitl.activities.channels import deliver
     from hitl.secrets import secrets_in
 
     receiver = Receiver()

@@ -15,7 +15,6 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import heartbeat
 from activities.llm import (
     DEFAULT_TIMEOUT_SECONDS,
     MAX_CONTENT_BYTES,
@@ -24,6 +23,7 @@ from activities.llm import (
     request_timeout,
 )
 from hitl import contract
+from hitl.activities import heartbeat
 from hitl.models import AssistantTurn, ChatMessage, LlmRequest, ModelSettings, RunState
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in
 from tests.fake_openai import (

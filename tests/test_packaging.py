@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -65,15 +68,35 @@ def test_compose_runs_commands_on_a_worker_that_holds_no_secrets(compose: dict) 
     assert routed == f"run_command={queue}"
 
 
-def test_every_package_is_installed_not_only_in_an_editable_checkout() -> None:
-    import tomllib
-
-    listed = set(
-        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+def test_the_package_installs_the_library_whole_and_no_other_top_level_name(
+    tmp_path: Path,
+) -> None:
+    """What `pip install` puts in site-packages (setuptools' build_py, as a wheel holds it):
+    every package under hitl/ with its web assets, and no top-level module besides `hitl`
+    (not the reference agent's `workflows`, `activities`, `worker`, `starter`)."""
+    pytest.importorskip("setuptools", reason="builds with setuptools, as pip does")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "worker.py", "starter.py"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("hitl", "workflows", "activities"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    built = tmp_path / "lib"
+    setup = "import setuptools; setuptools.setup()"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", setup, "-q", "build_py", "--build-lib", str(built)],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    found = {
-        init.parent.relative_to(ROOT).as_posix().replace("/", ".")
-        for top in ("hitl", "workflows", "activities")
-        for init in (ROOT / top).rglob("__init__.py")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in built.iterdir()) == ["hitl"]
+    packages = {
+        init.parent.relative_to(ROOT).as_posix()
+        for init in (ROOT / "hitl").rglob("__init__.py")
+        if "__pycache__" not in init.parts
     }
-    assert found <= listed, f"pyproject.toml does not install {sorted(found - listed)}"
+    missing = sorted(name for name in packages if not (built / name / "__init__.py").exists())
+    assert not missing, f"pyproject.toml does not install {missing}"
+    assert (built / "hitl" / "web" / "index.html").exists()

@@ -37,7 +37,7 @@ async def test_recorded_history_replays_on_todays_code(path: Path) -> None:
     replayer = Replayer(
         workflows=ALL_WORKFLOWS,
         data_converter=pydantic_data_converter,
-        plugins=[HitlPlugin(agent_workflow=False)],
+        plugins=[HitlPlugin()],
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

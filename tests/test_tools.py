@@ -18,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.tools import ToolActivities
+from hitl.activities.tools import ToolActivities
 from hitl.models import (
     ToolAction,
     ToolCheck,

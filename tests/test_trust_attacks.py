@@ -50,7 +50,7 @@ from hitl.models import (
     ToolResult,
     TurnState,
 )
-from hitl.reviewers import _key, add_reviewer, new_key
+from hitl.reviewers import add_reviewer, decode_key, new_key
 from hitl.reviews import Reviews, _update_id
 from tests.helpers import approvals, start_run, turn, wait_pending
 from tests.usertools.mallory import Mallory, MalloryContinues
@@ -333,7 +333,7 @@ async def test_a_copy_of_a_signed_decision_cant_take_its_place(
         record.id,
         record.action_digest,
         reason="keep them",
-        signer=("alice", _key(ALICE_KEY)),
+        signer=("alice", decode_key(ALICE_KEY)),
     )
     fields = {k: v for k, v in message.items() if k != "correlation_id"}
     unsigned = {k: v for k, v in fields.items() if k not in ("issuer", "issued_at", "signature")}
@@ -481,7 +481,7 @@ async def test_a_narrow_reviewers_own_key_grants_no_standing_approval_above_her_
     handle = await start_run(client, task_queue, workspace, script=script)
     [record] = await wait_pending(handle)
     assert record.risk == 30
-    nina = Reviews(client, signer=("nina", _key(NINA_KEY)))
+    nina = Reviews(client, signer=("nina", decode_key(NINA_KEY)))
     wide = await nina.decide(
         ApproveDecision(approval_id=record.id, reviewer="nina", scope="tool", max_risk=100)
     )
@@ -530,8 +530,8 @@ async def test_one_reviewer_counts_once_toward_a_quorum_whoever_signs_for_them(
     handle = await start_run(client, task_queue, workspace)
     [record] = await wait_pending(handle)
     assert record.quorum == 2
-    api = Reviews(client, signer=("api", _key(API_KEY)))
-    own = Reviews(client, signer=("bob", _key(BOB_KEY)))
+    api = Reviews(client, signer=("api", decode_key(API_KEY)))
+    own = Reviews(client, signer=("bob", decode_key(BOB_KEY)))
     first = await api.decide(ApproveDecision(approval_id=record.id, reviewer="bob"))
     assert first.applied and first.entry is not None and first.entry.issuer == "api"
     second = await own.decide(ApproveDecision(approval_id=record.id, reviewer="bob"))
@@ -560,7 +560,7 @@ async def test_the_run_listing_doesnt_title_a_run_with_an_approval_the_reviewer_
     tokens = write_reviewers(reviewers)
     monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
     queue = f"tq-untitled-{uuid.uuid4().hex[:8]}"
-    plugin = HitlPlugin(tools=[], agent_workflow=False)
+    plugin = HitlPlugin()
     async with Worker(client, task_queue=queue, workflows=[Carried], plugins=[plugin]):
         handle = await client.start_workflow(
             Carried.run, None, id=f"untitled-{uuid.uuid4().hex[:8]}", task_queue=queue
@@ -710,7 +710,7 @@ async def test_a_runs_own_continue_as_new_is_believed_and_replays(
     replayer = Replayer(
         workflows=ALL_WORKFLOWS,
         data_converter=pydantic_data_converter,
-        plugins=[HitlPlugin(agent_workflow=False)],
+        plugins=[HitlPlugin()],
     )
     for run_id in [*result.previous_runs, (await latest.describe()).run_id]:
         history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()

@@ -12,7 +12,7 @@ import pytest
 
 from activities.scripted import scripted_turn
 from hitl import policy
-from hitl.config import choose_model, load_settings
+from hitl.config import choose_model, load_settings, parse_duration
 from hitl.decisions import RefusalCode
 from hitl.ledger import precheck
 from hitl.models import (
@@ -30,11 +30,11 @@ from hitl.models import (
     ToolAction,
     ToolPreview,
 )
+from hitl.start import print_result
 from hitl.terminal import Prompter, ask_decision, format_approval, reviewer_identity
 from hitl.toolkits.email import SendEmailArgs
 from hitl.toolkits.files import DeleteFilesArgs
 from hitl.tools import Tool, load_tools
-from starter import parse_duration, print_result
 
 
 def record(**changes: object) -> ApprovalRecord:
@@ -301,7 +301,7 @@ def test_an_unsigned_decision_is_refused_with_how_to_sign_it() -> None:
 
 
 async def test_a_script_that_cant_be_used_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
-    import starter
+    from hitl import start
 
     cases = {
         "missing.json": None,
@@ -314,7 +314,7 @@ async def test_a_script_that_cant_be_used_is_one_sentence_not_a_traceback(tmp_pa
         if text is not None:
             (tmp_path / name).write_text(text)
         out = io.StringIO()
-        code = await starter.run(
+        code = await start.run(
             ["task", "--workspace", str(tmp_path), "--script", str(tmp_path / name)], out=out
         )
         assert code == 2 and out.getvalue().count("\n") == 1, out.getvalue()

@@ -49,7 +49,8 @@ async def shop(env: WorkflowEnvironment, tmp_path: Path) -> Any:
     task_queue = f"tq-shop-{uuid.uuid4().hex[:8]}"
     ledger = tmp_path / "ledger.jsonl"
     worker = WorkerProcess(_address(env), task_queue, SHOP_LEDGER=str(ledger))
-    await worker.start(command=[sys.executable, "-m", "hitl.cli", "worker", "--tools", SHOP])
+    hitl_worker = [sys.executable, "-m", "hitl.cli", "worker", "--tools", SHOP]
+    await worker.start(command=[*hitl_worker, "--workflows", "workflows,activities"])
     yield task_queue, ledger, worker
     await worker.stop()
 
@@ -166,7 +167,7 @@ async def test_a_run_keeps_the_tools_it_began_with(
                for e in errors)  # fmt: skip
     assert [entry["amount"] for entry in _ledger(ledger)] == [20.0]
     # A tool that changes on the worker after the run began is refused at its next call.
-    from activities.tools import ToolActivities
+    from hitl.activities.tools import ToolActivities
 
     check = await ToolActivities(registry).check_tool(
         ToolCheckRequest(tool="refund", digest="0" * 16, args={"order_id": "42", "amount": 150})
@@ -269,7 +270,7 @@ async def test_a_plain_workflow_with_the_gate_is_listed_and_decided_by_the_cli(
         task_queue=task_queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     )
     async with worker:
         handle = await client.start_workflow(
@@ -313,7 +314,7 @@ async def test_a_plain_workflow_times_out_on_its_own_deadline(
         task_queue=task_queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     ):
         result = await client.execute_workflow(
             PaymentApproval.run,
@@ -337,7 +338,7 @@ async def test_a_plain_workflow_that_ends_right_after_a_decision_tells_reviewers
         task_queue=task_queue,
         workflows=[PaymentApproval],
         activities=[pay],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     ):
         handle = await client.start_workflow(
             PaymentApproval.run,

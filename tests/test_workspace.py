@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.tools import ToolActivities
+from hitl.activities.tools import ToolActivities
 from hitl.models import ToolAction, ToolPreview, ToolRequest, ToolResult
 from hitl.text import visible
 from hitl.toolkits.workspace import (

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 from hitl.text import quoted
-from hitl.tools import ToolError
+from hitl.toolerror import ToolError
 
 JOURNAL_DIR = ".hitl"
 """Inside each workspace: the record of approved actions, keyed by approval id."""

@@ -148,7 +148,7 @@ def _signed_quorum(
 ) -> Iterator[Any]:
     """A worker environment that takes only the API's signed decisions from `reviewers`,
     two of them from `min_risk` on; yields the API's `Reviews`."""
-    from hitl.reviewers import _key, add_reviewer, new_key
+    from hitl.reviewers import add_reviewer, decode_key, new_key
     from hitl.reviews import Reviews
 
     path = ws.parent / f"{ws.name}-reviewers.toml"
@@ -158,7 +158,7 @@ def _signed_quorum(
         file.write(f"\n[[quorum]]\nmin_risk = {min_risk}\napprovals = 2\n")
     key = new_key()
     with _environment(HITL_REVIEWERS=str(path), HITL_DECISION_KEYS=f"api:{key}"):
-        yield Reviews(client, signer=("api", _key(key)))
+        yield Reviews(client, signer=("api", decode_key(key)))
 
 
 async def quorum(client: Client, queue: str, ws: Path, save: Any) -> None:

@@ -58,8 +58,9 @@ GUARDED = frozenset(
         contract.ACTIVITY_VERIFY_START,
     }
 )
-"""The plugin's activities that act, spend or answer on the worker's behalf
-(`describe_tools` only lists what the worker has)."""
+"""The activities that act, spend or answer on the worker's behalf: the plugin's, and the
+model call of an agent served beside them (`describe_tools` only lists what the worker
+has)."""
 MAX_REMEMBERED_RUNS = 2_000
 UNTRUSTED = "UntrustedCaller"
 

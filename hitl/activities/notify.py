@@ -5,8 +5,8 @@ from __future__ import annotations
 import structlog
 from temporalio import activity
 
-from activities.channels import deliver
 from hitl import contract
+from hitl.activities.channels import deliver
 from hitl.models import ApprovalRecord, NotifyEvent
 
 log = structlog.get_logger("hitl.notify")
@@ -16,7 +16,7 @@ log = structlog.get_logger("hitl.notify")
 async def notify_reviewers(event: NotifyEvent) -> list[dict[str, object]]:
     """Deliver an event to every configured channel; a channel that is down is only logged.
 
-    Returns within `activities.channels.DEADLINE` (5 s) whatever the channels do."""
+    Returns within `hitl.activities.channels.DEADLINE` (5 s) whatever the channels do."""
     record = event.approval
     deliveries = await deliver(event)
     log.bind(

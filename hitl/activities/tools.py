@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.callers import approval_refusal
-from activities.heartbeat import heartbeating
 from hitl import contract
+from hitl.activities.callers import approval_refusal
+from hitl.activities.heartbeat import heartbeating
 from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     ToolCheck,
