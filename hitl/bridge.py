@@ -72,12 +72,8 @@ from hitl.reviewers import (
     verify,
 )
 from hitl.reviews import (
-    ApprovalNotFound,
-    NotAnApprovalId,
-    RecordUnavailable,
     ReviewError,
     Reviews,
-    RunNotFound,
     check_id,
 )
 from hitl.text import clip, lone_surrogate, visible
@@ -117,20 +113,6 @@ class Refused(Exception):
     def __init__(self, message: str, code: RefusalCode | str | None) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _code_of(error: ReviewError) -> str | None:
-    """The `RefusalCode` of what the reviews library refused."""
-    code: str | None = getattr(error, "code", None)  # the run's, when it refused the payload
-    if code:
-        return code
-    if isinstance(error, NotAnApprovalId):
-        return RefusalCode.MALFORMED
-    if isinstance(error, (ApprovalNotFound, RunNotFound)):
-        return RefusalCode.NOT_FOUND
-    if isinstance(error, RecordUnavailable):
-        return RefusalCode.RUN_ENDED
-    return None
 
 
 def _validated(kind: str, fields: dict[str, Any]) -> AnyDecision:
@@ -442,7 +424,7 @@ class RedisBridge:
         except Refused as error:
             reply = _refused(str(error), error.code)
         except ReviewError as error:
-            reply = _refused(str(error), _code_of(error))
+            reply = _refused(str(error), error.code)
         except Exception as error:  # Temporal unreachable, a bug: answer, keep listening
             log.exception("bridge.failed")
             reply = _refused(

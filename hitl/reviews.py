@@ -96,17 +96,20 @@ SIGNALS = {
 class ReviewError(Exception):
     """Something a reviewer asked for that can't be done, in one sentence."""
 
+    code: str | None = None
+    """Its `RefusalCode`, for interfaces that answer with one (None: not a refusal)."""
+
 
 class NotAnApprovalId(ReviewError):
-    pass
+    code = RefusalCode.MALFORMED
 
 
 class ApprovalNotFound(ReviewError):
-    pass
+    code = RefusalCode.NOT_FOUND
 
 
 class RunNotFound(ReviewError):
-    pass
+    code = RefusalCode.NOT_FOUND
 
 
 class DecisionRejected(ReviewError):
@@ -114,12 +117,13 @@ class DecisionRejected(ReviewError):
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
-        self.code = code
-        """`RefusalCode`, from the failure's type (None from workers before codes)."""
+        self.code = code  # from the failure's type (None from workers before codes)
 
 
 class RecordUnavailable(ReviewError):
     """The run has ended and its records can only be read by replaying it on a worker."""
+
+    code = RefusalCode.RUN_ENDED
 
 
 @dataclass(frozen=True)

@@ -742,7 +742,7 @@ async def test_a_hostile_tool_name_and_summary_show_literally_in_pending(
         client,
         task_queue=queue,
         workflows=[HostileApproval],
-        plugins=[HitlPlugin(tools=[], agent_workflow=False)],
+        plugins=[HitlPlugin()],
     ):
         handle = await client.start_workflow(
             HostileApproval.run,

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract
+from hitl.decisions import RefusalCode
 from hitl.models import (
     DecisionCheck,
     DecisionCheckRequest,
@@ -37,9 +38,14 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
         config = load_config()
     except ReviewerConfigError as error:
         # Fail closed: a worker that can't read its rules accepts no decision.
-        return DecisionCheck(refusal=f"the worker's reviewer configuration is unusable: {error}")
+        return DecisionCheck(
+            refusal=f"the worker's reviewer configuration is unusable: {error}",
+            code=RefusalCode.UNVERIFIABLE,
+        )
     decision = request.decision
     refusal = verify(decision, keys, request.received_at) if keys else None
+    # Who signed is checked first: a refusal there says nothing about the reviewer's rules.
+    code = RefusalCode.UNAUTHENTICATED if refusal is not None else RefusalCode.NOT_ALLOWED
     reviewer = str(decision.get("reviewer", "")).strip()
     if refusal is None and config.reviewers:
         # As the gate reads it (pydantic coerces "100" and 100.0 to 100), not as it came.
@@ -65,7 +71,7 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
         issuer=decision.get("issuer"),
         refused=refusal,
     )
-    return DecisionCheck(refusal=refusal)
+    return DecisionCheck(refusal=refusal, code=code if refusal is not None else None)
 
 
 def _as_risk(value: object) -> int | None:

@@ -462,7 +462,9 @@ def _say(line: str) -> None:
     print(visible(line))
 
 
-WORKER_DESCRIPTION = "run a worker: agent runs and their tools (--tools MODULES)"
+WORKER_DESCRIPTION = (
+    "run a worker: the gate's tools (--tools MODULES) and your workflows (--workflows MODULES)"
+)
 
 
 async def cmd_worker(args: argparse.Namespace, rest: Sequence[str]) -> int:
