@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-    ApprovalRecord,
 )
 
 TIMEOUT_REVIEWER = "system:timeout"
@@ -103,11 +102,3 @@ def format_validation_error(error: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "arguments"
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
-
-
-def refusal_for_decided(record: ApprovalRecord) -> str:
-    """Why a decision can't change an approval that is no longer pending (the ledger's rule,
-    `hitl.ledger.decided_refusal`, as a sentence)."""
-    from hitl.ledger import decided_refusal  # the ledger reads this module's helpers
-
-    return decided_refusal(record).sentence

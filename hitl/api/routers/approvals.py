@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from hitl import policy
 from hitl.api.deps import ApiState, Identity, State, Who
 from hitl.api.errors import ApiError, responses, validation_sentence
 from hitl.api.schemas import (
@@ -35,6 +34,7 @@ from hitl.api.schemas import (
 )
 from hitl.arguments import schema_problem
 from hitl.decisions import AnyDecision, RefusalCode, current_digest, describe_entry
+from hitl.ledger import decided_refusal
 from hitl.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -250,9 +250,8 @@ async def _answer(state: ApiState, outcome: Outcome) -> JSONResponse:
     if outcome.ended:
         record = outcome.record
         if record is not None and record.status is not ApprovalStatus.PENDING:
-            raise ApiError.refused(
-                _decided_code(record), policy.refusal_for_decided(record), record=record
-            )
+            decided = decided_refusal(record)
+            raise ApiError.refused(decided.code, decided.sentence, record=record)
         raise ApiError.refused(
             RefusalCode.RUN_ENDED,
             f"run {outcome.workflow_id} has ended; approval {outcome.approval_id} can no "
@@ -292,12 +291,6 @@ async def _fresh(state: ApiState, outcome: Outcome) -> ApprovalRecord | None:
     return next((r for r in records if r.id == outcome.approval_id), outcome.record)
 
 
-def _decided_code(record: ApprovalRecord) -> RefusalCode:
-    if record.reviewer == policy.TIMEOUT_REVIEWER:
-        return RefusalCode.EXPIRED
-    return RefusalCode.ALREADY_DECIDED
-
-
 # LEGACY, for refusals logged by workers from before refusal codes (`entry.code` is None):
 # their code is read from the record, else from the sentence, once, here. Every worker
 # that records codes bypasses this; remove it when no such worker's runs are left.
@@ -320,7 +313,7 @@ def _legacy_code(entry: DecisionEntry, record: ApprovalRecord | None) -> Refusal
     """The code of a refusal logged without one (see above); None: answered as a plain
     refusal (409)."""
     if record is not None and record.status is not ApprovalStatus.PENDING:
-        return _decided_code(record)
+        return decided_refusal(record).code
     sentence = entry.refusal or ""
     if entry.kind == "modify" and sentence.startswith("modified arguments"):
         return RefusalCode.INVALID_ARGUMENTS
