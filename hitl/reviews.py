@@ -674,6 +674,11 @@ class Reviews:
 
         async def send(item: PendingApproval) -> Outcome:
             decision = with_decision_id(build(item))
+            if decision.kind != "revoke" and not decision.action_digest and item.action_digest:
+                # Bound to the action as it was listed: if it changed since, the run refuses
+                # it as stale instead of approving what the reviewer never saw (and a signed
+                # decision must name its action, or a worker with keys refuses it).
+                decision = decision.model_copy(update={"action_digest": item.action_digest})
             async with limit:
                 try:
                     payload = await self._signal(

@@ -426,6 +426,32 @@ async def test_approve_all_decides_every_pending_approval_of_a_tool(
     await other.terminate("test done")
 
 
+async def test_approve_all_signed_with_a_reviewers_own_key_binds_each_to_the_listed_action(
+    hitl: Hitl, client: Client, task_queue: str, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker with keys takes only signed decisions that name their action: a bulk
+    approve names, for each approval, the action it listed (it used to send none, and
+    every one was refused)."""
+    ann_key = new_key()
+    # The api key signs the runs' starts (tests.helpers.start_run); ann signs her decisions.
+    monkeypatch.setenv("HITL_DECISION_KEYS", f"api:{new_key()},ann:{ann_key}")
+    email = turn(("send_email", {"to": "ops@example.com", "subject": "s", "body": "b"}))
+    mails = [await start_run(client, task_queue, workspace, script=[email]) for _ in range(2)]
+    ids = [(await wait_pending(handle))[0].id for handle in mails]
+    for approval_id in ids:
+        await visible(client, approval_id)
+    code, out, err = await hitl(
+        "approve", "--all", "--tool", "send_email", "--reviewer", "ann",
+        HITL_SIGNER="ann", HITL_SIGNING_KEY=ann_key,
+    )  # fmt: skip
+    assert code == 0, err + out
+    for handle in mails:
+        [record] = (await handle.result()).approvals
+        assert record.status is ApprovalStatus.APPROVED
+        [entry] = [e for e in record.decisions if e.outcome == "applied"]
+        assert (entry.reviewer, entry.issuer) == ("ann", "ann")
+
+
 # A name that, printed raw, erases its own line and goes back to column 0 to show a
 # harmless one, and reasoning that writes the clipboard (OSC 52) and moves the cursor up.
 DISGUISED = "logs/important.db\x1b[2K\rharmless.log"

@@ -349,7 +349,7 @@ async def test_a_copy_of_a_signed_decision_cant_take_its_place(
     assert squatted.entry.outcome == "refused" and "must be signed" in (
         squatted.entry.refusal or ""
     )
-    assert squatted.code is RefusalCode.NOT_ALLOWED
+    assert squatted.code is RefusalCode.UNAUTHENTICATED  # who signed comes before what they may do
     outcome = await Reviews(client).forward(decision, fields, handle.id)
     assert outcome.entry is not None and outcome.entry.outcome == "applied", outcome.entry
     [after] = [r for r in await approvals(handle) if r.id == record.id]
