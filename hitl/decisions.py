@@ -78,8 +78,9 @@ class RefusalCode(StrEnum):
     REUSED_DECISION_ID = "reused_decision_id"
     """A decision id already used by a different decision."""
     UNVERIFIABLE = "unverifiable"
-    """The worker could not check the decision now (configuration or a failing check);
-    sending it again later may apply."""
+    """The worker could not check the decision now (configuration or a failing check); a
+    new decision (a new decision id) sent later may apply. The same decision sent again is
+    answered with this refusal: a decision is judged once."""
     RUN_ENDED = "run_ended"
     """The run had ended before the decision reached it (reviewer side)."""
     NOT_FOUND = "not_found"
