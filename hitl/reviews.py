@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -326,7 +326,7 @@ class Reviews:
         untitled: list[tuple[dict[str, Any], PendingApproval]] = []
         async for execution in self.client.list_workflows(query, limit=limit):
             attributes = execution.typed_search_attributes
-            memo = await execution.memo()
+            memo = await _memo_of(execution)
             status = execution.status.name.lower() if execution.status else "unknown"
             shown = attributes.get(contract.STATE_KEY) or status
             run = {
@@ -339,7 +339,9 @@ class Reviews:
                 "status": status,
                 "pending": attributes.get(contract.PENDING_KEY) or 0,
                 "started_at": execution.start_time,
-                "task": str(memo.get(contract.MEMO_TASK) or ""),
+                "task": UNREADABLE_MEMO
+                if memo is None
+                else str(memo.get(contract.MEMO_TASK) or ""),
             }
             runs.append(run)
             pending = await _pending_of(execution) if not run["task"] else []
@@ -877,10 +879,29 @@ def polling_lately(pollers: Sequence[PollerInfo], now: datetime | None = None) -
     return [p for p in pollers if now - p.last_access_time.ToDatetime(tzinfo=UTC) < seen]
 
 
+_UNDECODABLE = (KeyError, ValueError, TypeError, RuntimeError)
+"""What decoding a memo raises when its payloads are encrypted with a key (or a codec) this
+process lacks: the converter knows no such encoding."""
+UNREADABLE_MEMO = "(encrypted: set HITL_CODEC_KEY to read it)"
+
+
+async def _memo_of(execution: WorkflowExecution) -> Mapping[str, Any] | None:
+    """The run's memo; None when this process can't decode it. One such run must not break
+    a listing of everyone's runs."""
+    try:
+        return await execution.memo()
+    except _UNDECODABLE:
+        return None
+
+
 async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
-    items: list[PendingApproval] = await execution.memo_value(
-        contract.MEMO_PENDING, default=[], type_hint=list[PendingApproval]
-    )
+    """The run's pending approvals from its memo (none that this process can't decode)."""
+    try:
+        items: list[PendingApproval] = await execution.memo_value(
+            contract.MEMO_PENDING, default=[], type_hint=list[PendingApproval]
+        )
+    except _UNDECODABLE:
+        return []
     return items
 
 

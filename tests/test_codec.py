@@ -30,6 +30,7 @@ from hitl.codec import (
 )
 from hitl.codec_server import codec_app
 from hitl.devserver import free_port, temporal_binary
+from hitl.reviews import UNREADABLE_MEMO
 from tests.conftest import NEW_LOGS, OTHER, files_in
 from tests.helpers import (
     approvals,
@@ -97,6 +98,14 @@ async def test_an_encrypted_run_is_unreadable_at_rest_and_decided_with_the_key(
             raise AssertionError(f"`hitl pending` with the key never listed {record.id}")
         code, out, _ = await hitl("show", record.id, HITL_CODEC_KEY=KEY, COLUMNS="300")
         assert code == 0 and "app-2026-10-01.log" in out and TASK in out
+        # Without the key, listings still answer (one encrypted run used to fail them all)
+        # and say what they can't read, never the secret.
+        code, out, err = await hitl("runs", "--json", HITL_CODEC_KEY="")
+        assert code == 0, err
+        [listed] = [run for run in json.loads(out) if run["id"] == handle.id]
+        assert listed["task"] == UNREADABLE_MEMO and listed["pending"] == 1
+        code, out, err = await hitl("pending", "--json", HITL_CODEC_KEY="")
+        assert code == 0 and record.id not in out and TASK not in out, err
         # ... and a forged payload the codec can't open is refused, not fatal.
         forged = Payload(
             metadata={"encoding": ENCODING, "encryption-key-id": b"k2026"}, data=b"0" * 40
