@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import (
+    HandleQueryInput,
+    Interceptor,
+    Replayer,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
 from hitl import contract
 from hitl.devserver import temporal_binary
@@ -148,3 +155,21 @@ async def assert_replays(handle: WorkflowHandle) -> None:
         plugins=[HitlPlugin()],
     )
     await replayer.replay_workflow(await handle.fetch_history())
+
+
+class SlowQueries(Interceptor):
+    """Answers each query a moment late, as a busy worker may: a local activity started in
+    the same workflow task finishes first. A query that waited at the server for that task
+    then completes it early, the activity's marker in it and what the workflow did with
+    the result in the next task: the split a replay must survive."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _SlowQueriesInbound
+
+
+class _SlowQueriesInbound(WorkflowInboundInterceptor):
+    def handle_query(self, input: HandleQueryInput) -> Any:
+        time.sleep(0.2)
+        return super().handle_query(input)
