@@ -6,10 +6,13 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import (
     HandleQueryInput,
@@ -145,16 +148,28 @@ async def temporal_cli(*args: str, timeout: float = 30) -> str:
     return out.decode()
 
 
-async def assert_replays(handle: WorkflowHandle) -> None:
+async def assert_replays(handle: WorkflowHandle, workflows: Sequence[type] = ()) -> None:
     """The recorded history replays deterministically on today's workflow code."""
     from workflows import ALL_WORKFLOWS
 
     replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
+        workflows=[*ALL_WORKFLOWS, *workflows],
         data_converter=pydantic_data_converter,
         plugins=[HitlPlugin()],
     )
     await replayer.replay_workflow(await handle.fetch_history())
+
+
+def split_after_local_activity(history: WorkflowHistory) -> bool:
+    """Whether a local activity's marker ended its workflow task (what the workflow did
+    with the result is in the next one): the split `SlowQueries` makes a replay survive."""
+    events = history.events
+    return any(
+        event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        and following.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+        for event, following in pairwise(events)
+    )
 
 
 class SlowQueries(Interceptor):
