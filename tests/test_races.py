@@ -25,7 +25,7 @@ from tests.helpers import (
     wait_pending,
 )
 from tests.soak import SCALE
-from tests.usertools.scored import ScoredTransfer
+from tests.usertools.scored import OpenedTransfer, ScoredTransfer
 from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -236,3 +236,32 @@ async def test_an_agents_riskier_modification_judged_while_a_query_is_answered_l
     history = await handle.fetch_history()
     assert split_after_local_activity(history), "the late query split no task: nothing proven"
     await assert_replays(handle)
+
+
+async def test_a_modification_checked_by_a_model_while_a_query_is_answered_late_replays(
+    client: Client, task_queue: str
+) -> None:
+    # A workflow that opens its approval by hand asks the trust rule first where a
+    # modification is checked by its model, right after verify_decision's result.
+    queue = f"{task_queue}-opened"
+    async with build_worker(client, queue, workflows=[OpenedTransfer]):
+        handle = await client.start_workflow(
+            OpenedTransfer.run, 50, id=f"opened-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+        [record] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_MODIFY, decision(record.id, "alice", args={"amount": 5}))
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    async with build_worker(
+        client, queue, workflows=[OpenedTransfer], interceptors=[SlowQueries()]
+    ):
+        await asyncio.wait_for(asked, 30)
+        # What the reviewer wrote, without the model's defaults they never saw.
+        assert await asyncio.wait_for(handle.result(), 60) == "modified: {'amount': 5}"
+        after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    assert [item.status for item in after] == [ApprovalStatus.MODIFIED]
+    history = await handle.fetch_history()
+    assert split_after_local_activity(history), "the late query split no task: nothing proven"
+    await assert_replays(handle, workflows=[OpenedTransfer])
