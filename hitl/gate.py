@@ -87,6 +87,7 @@ __all__ = [
     "PATCH_GATE_ENDS",
     "PATCH_MODIFIED_RISK",
     "PATCH_QUEUED_ANSWERED",
+    "PATCH_RULES_AT_START",
     "PATCH_TRUST",
     "ApprovalGate",
     "GateInterceptor",
@@ -117,6 +118,16 @@ completed the task early, the activity's marker is in that task and the ending i
 a replay hands the workflow the result before it tells it of the next task's markers, so
 `patched()` says no where the run said yes, and the replay, every query of the run with it,
 fails on the marker (TMPRL1100)."""
+PATCH_RULES_AT_START = "hitl-gate-rules-decided-at-start"
+"""The ledger's rules (PATCH_TRUST, PATCH_MODIFIED_RISK, PATCH_QUEUED_ANSWERED) all apply,
+decided where the gate is made (the run's first workflow task). They were asked where they
+first mattered, and that can be right after verify_decision's local activity: a decision
+judged while a query was answered late has the activity's marker in one task and, in the
+next, the approval settled with another decision queued behind it, where the ledger first
+asks PATCH_QUEUED_ANSWERED; a replay hands over the activity's result before it tells the
+workflow of that task's markers, says no where the run said yes, and every later query of
+the run failed with TMPRL1100. Runs made before this id still ask each rule where they did."""
+RULES_DECIDED_AT_START = frozenset({PATCH_TRUST, PATCH_MODIFIED_RISK, PATCH_QUEUED_ANSWERED})
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
 NOTIFY_RETRY = RetryPolicy(
@@ -168,7 +179,9 @@ class ApprovalGate:
         memo: dict[str, Any] | None = None,
         reminders: Sequence[float] = (0.5,),
     ) -> None:
-        self._ledger = Ledger(state, patched=workflow.patched, logger=workflow.logger)
+        # Asked here, in the run's first workflow task, never first after a local activity.
+        self._rules_at_start = workflow.patched(PATCH_RULES_AT_START)
+        self._ledger = Ledger(state, patched=self.patched, logger=workflow.logger)
         self._ends_with_run = workflow.patched(PATCH_GATE_ENDS)
         self._validators: dict[str, Validator | None] = {}
         self._judging = 0
@@ -195,6 +208,14 @@ class ApprovalGate:
         self._publisher = asyncio.create_task(self._publish_loop())
         self._revoker = asyncio.create_task(self._revoke_loop())
         _GATES[workflow.info().run_id] = self
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether one of the gate's recorded behaviour changes applies to this run: the
+        ledger's rules as decided when the gate was made; a run made before that was
+        decided asks `workflow.patched` where it always did, so it replays as it ran."""
+        if self._rules_at_start and patch_id in RULES_DECIDED_AT_START:
+            return True
+        return workflow.patched(patch_id)
 
     @property
     def ledger(self) -> Ledger:
@@ -240,7 +261,7 @@ class ApprovalGate:
             args_schema is None
             and isinstance(validate, type)
             and issubclass(validate, BaseModel)
-            and workflow.patched(PATCH_TRUST)
+            and self.patched(PATCH_TRUST)
         ):
             args_schema = schema_of(validate)
         record = self.open(
@@ -436,7 +457,7 @@ class ApprovalGate:
         if validate is None:
             return Checked(workflow.now(), error=ValueError("no validator"))
         try:
-            modification = await _modification(validate, need.args)
+            modification = await _modification(validate, need.args, self.patched)
         except Exception as error:  # the tool's code refuses, in its own words
             return Checked(workflow.now(), error=error)
         return Checked(workflow.now(), modification=modification)
@@ -612,7 +633,7 @@ class ApprovalGate:
         revocation has no waiter, so without this one sent just before a run continues
         as new would be lost with the old run.
         """
-        if workflow.patched(PATCH_TRUST):
+        if self.patched(PATCH_TRUST):
             await workflow.wait_condition(
                 lambda: not self._ledger.revocations and self._judging == 0
             )
@@ -724,12 +745,14 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any] | None:
     return schema
 
 
-async def _modification(validate: Validator, args: dict[str, Any]) -> Modification:
+async def _modification(
+    validate: Validator, args: dict[str, Any], patched: Callable[[str], bool]
+) -> Modification:
     if isinstance(validate, type) and issubclass(validate, BaseModel):
         checked = validate.model_validate(args)
         # What the reviewer wrote, checked and normalized, without defaults they never
         # saw: the action is what they decided.
-        keep_written = workflow.patched(PATCH_TRUST)
+        keep_written = patched(PATCH_TRUST)
         return Modification(checked.model_dump(mode="json", exclude_unset=keep_written))
     result = validate(args)  # type: ignore[call-arg]
     if inspect.isawaitable(result):

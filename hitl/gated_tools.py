@@ -144,7 +144,7 @@ class GatedTools:
         earlier = self.gate.rejected_earlier(action)
         if earlier is not None:
             return repeated_error(earlier.approval_id, earlier.reviewer, earlier.reason)
-        from_worker = workflow.patched(PATCH_TRUST)
+        from_worker = self.gate.patched(PATCH_TRUST)
         preview = check.preview
         if from_worker:
             wait, notes = policy.stricter_timeout(

@@ -14,8 +14,9 @@ or, when it names no approval of the run, in the run's unattached refusals (boun
 MAX_REFUSED_PER_RUN).
 
 `patched` answers whether a recorded behaviour change applies to this run (the adapter
-passes `workflow.patched`); it is asked at the same points, in the same order, as the
-gate always did, so recorded histories replay.
+passes the gate's, which decides today's rules in the run's first workflow task and asks
+`workflow.patched` for runs made before that); it is asked at the same points, in the same
+order, as the gate always did, so recorded histories replay.
 """
 
 from __future__ import annotations

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import (
+    HandleQueryInput,
+    Interceptor,
+    Replayer,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
 from hitl import contract
 from hitl.devserver import temporal_binary
@@ -138,13 +148,43 @@ async def temporal_cli(*args: str, timeout: float = 30) -> str:
     return out.decode()
 
 
-async def assert_replays(handle: WorkflowHandle) -> None:
+async def assert_replays(handle: WorkflowHandle, workflows: Sequence[type] = ()) -> None:
     """The recorded history replays deterministically on today's workflow code."""
     from workflows import ALL_WORKFLOWS
 
     replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
+        workflows=[*ALL_WORKFLOWS, *workflows],
         data_converter=pydantic_data_converter,
         plugins=[HitlPlugin()],
     )
     await replayer.replay_workflow(await handle.fetch_history())
+
+
+def split_after_local_activity(history: WorkflowHistory) -> bool:
+    """Whether a local activity's marker ended its workflow task (what the workflow did
+    with the result is in the next one): the split `SlowQueries` makes a replay survive."""
+    events = history.events
+    return any(
+        event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        and following.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+        for event, following in pairwise(events)
+    )
+
+
+class SlowQueries(Interceptor):
+    """Answers each query a moment late, as a busy worker may: a local activity started in
+    the same workflow task finishes first. A query that waited at the server for that task
+    then completes it early, the activity's marker in it and what the workflow did with
+    the result in the next task: the split a replay must survive."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _SlowQueriesInbound
+
+
+class _SlowQueriesInbound(WorkflowInboundInterceptor):
+    def handle_query(self, input: HandleQueryInput) -> Any:
+        time.sleep(0.2)
+        return super().handle_query(input)

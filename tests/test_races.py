@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,10 +12,21 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 
 from hitl import contract
-from hitl.models import ApprovalStatus, DecisionKind
+from hitl.models import ApprovalRecord, ApprovalStatus, DecisionKind
 from tests.conftest import make_logs
-from tests.helpers import approvals, decision, start_run, turn, wait_pending
+from tests.helpers import (
+    SlowQueries,
+    approvals,
+    assert_replays,
+    decision,
+    split_after_local_activity,
+    start_run,
+    turn,
+    wait_pending,
+)
 from tests.soak import SCALE
+from tests.usertools.scored import OpenedTransfer, ScoredTransfer
+from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -131,3 +143,125 @@ async def test_decisions_landing_at_the_deadline_have_exactly_one_outcome(
                 )
     # Over the bursts both ways of ending happen: a reviewer in time, and the timeout.
     assert DecisionKind.TIMEOUT in outcomes and len(set(outcomes)) > 1, outcomes
+
+
+async def test_decisions_raced_while_a_query_is_answered_late_replay_as_they_ran(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    # Two decisions wait at the server with a query while no worker runs. The new worker
+    # judges the first in a local activity (verify_decision) and answers the query late,
+    # which completes that task early: the activity's marker in it, and in the next the
+    # approval settled with the second decision still queued behind it, the first place
+    # the ledger asks whether a queued decision is answered. Every replay must agree.
+    queue = f"{task_queue}-late"
+    async with build_worker(client, queue):
+        handle = await start_run(client, queue, workspace)
+        [record] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "alice", decision_id="a"))
+    await handle.signal(
+        contract.SIGNAL_REJECT, decision(record.id, "bob", reason="no", decision_id="b")
+    )
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    async with build_worker(client, queue, interceptors=[SlowQueries()]):
+        await asyncio.wait_for(asked, 30)
+        result = await asyncio.wait_for(handle.result(), 60)
+        [done] = result.approvals
+        assert done.status is ApprovalStatus.APPROVED
+        assert [entry.outcome for entry in done.decisions] == ["applied", "refused"]
+        after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    assert [item.status for item in after] == [ApprovalStatus.APPROVED]
+    history = await handle.fetch_history()
+    assert split_after_local_activity(history), "the late query split no task: nothing proven"
+    await assert_replays(handle)
+
+
+async def test_a_riskier_modification_judged_while_a_query_is_answered_late_replays(
+    client: Client, task_queue: str
+) -> None:
+    # A validator that scores in the workflow: right after verify_decision's result (split
+    # from it by the late query) the ledger first asks whether a riskier modification is
+    # judged at its own risk, and verifies again if so. Every replay must agree.
+    queue = f"{task_queue}-scored"
+    async with build_worker(client, queue, workflows=[ScoredTransfer]):
+        handle = await client.start_workflow(
+            ScoredTransfer.run, 50, id=f"scored-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+        [record] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_MODIFY, decision(record.id, "alice", args={"amount": 500}))
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    async with build_worker(
+        client, queue, workflows=[ScoredTransfer], interceptors=[SlowQueries()]
+    ):
+        await asyncio.wait_for(asked, 30)
+        assert await asyncio.wait_for(handle.result(), 60) == (
+            "modified: {'amount': 500} at risk 90"
+        )
+        after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    assert [item.risk for item in after] == [90]
+    history = await handle.fetch_history()
+    assert split_after_local_activity(history), "the late query split no task: nothing proven"
+    await assert_replays(handle, workflows=[ScoredTransfer])
+
+
+async def test_an_agents_riskier_modification_judged_while_a_query_is_answered_late_replays(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    # The agent's validator is the check_tool activity: between verify_decision's result
+    # and the ledger's risk rule a workflow task of its own, so the rule is first asked
+    # with the activity's completion, never right after the local activity.
+    queue = f"{task_queue}-late"
+    script = [turn(("write_file", {"path": "notes.txt", "content": "hi"}))]
+    async with build_worker(client, queue):
+        handle = await start_run(client, queue, workspace, script=script)
+        [record] = await wait_pending(handle)
+    args = {"path": "config/app.yaml", "content": "debug: true"}
+    await handle.signal(contract.SIGNAL_MODIFY, decision(record.id, "alice", args=args))
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    async with build_worker(client, queue, interceptors=[SlowQueries()]):
+        await asyncio.wait_for(asked, 30)
+        result = await asyncio.wait_for(handle.result(), 60)
+        after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    [done] = result.approvals
+    assert done.status is ApprovalStatus.MODIFIED and done.risk > record.risk, done
+    assert [item.risk for item in after] == [done.risk]
+    history = await handle.fetch_history()
+    assert split_after_local_activity(history), "the late query split no task: nothing proven"
+    await assert_replays(handle)
+
+
+async def test_a_modification_checked_by_a_model_while_a_query_is_answered_late_replays(
+    client: Client, task_queue: str
+) -> None:
+    # A workflow that opens its approval by hand asks the trust rule first where a
+    # modification is checked by its model, right after verify_decision's result.
+    queue = f"{task_queue}-opened"
+    async with build_worker(client, queue, workflows=[OpenedTransfer]):
+        handle = await client.start_workflow(
+            OpenedTransfer.run, 50, id=f"opened-{uuid.uuid4().hex[:8]}", task_queue=queue
+        )
+        [record] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_MODIFY, decision(record.id, "alice", args={"amount": 5}))
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    async with build_worker(
+        client, queue, workflows=[OpenedTransfer], interceptors=[SlowQueries()]
+    ):
+        await asyncio.wait_for(asked, 30)
+        # What the reviewer wrote, without the model's defaults they never saw.
+        assert await asyncio.wait_for(handle.result(), 60) == "modified: {'amount': 5}"
+        after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    assert [item.status for item in after] == [ApprovalStatus.MODIFIED]
+    history = await handle.fetch_history()
+    assert split_after_local_activity(history), "the late query split no task: nothing proven"
+    await assert_replays(handle, workflows=[OpenedTransfer])

@@ -24,7 +24,7 @@ def test_every_kind_of_pause_has_a_recorded_history() -> None:
     kinds = {path.stem.split("-", 1)[1].rsplit("-", 1)[0] for path in HISTORIES}
     assert {"single", "parallel", "modified", "timed-out", "worker-restart"} <= kinds
     latest = max((path.stem.split("-", 1)[0] for path in HISTORIES), key=lambda v: int(v[1:]))
-    assert {"continued", "standing", "quorum", "riskier", "raced"} <= {
+    assert {"continued", "standing", "quorum", "riskier", "raced", "late"} <= {
         path.stem.split("-", 1)[1].rsplit("-", 1)[0]
         for path in HISTORIES
         if path.stem.startswith(latest + "-")

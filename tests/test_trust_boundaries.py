@@ -12,21 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import (
-    HandleQueryInput,
-    Interceptor,
-    WorkflowInboundInterceptor,
-    WorkflowInterceptorClassInput,
-)
 
 from hitl import contract
 from hitl.models import (
@@ -62,7 +54,7 @@ from hitl.reviews import Reviews
 from hitl.starting import signed_input
 from hitl.tools import ToolRegistrationError, load_tools
 from tests.conftest import make_logs
-from tests.helpers import start_run, temporal_cli, turn, wait_pending
+from tests.helpers import SlowQueries, start_run, temporal_cli, turn, wait_pending
 from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -330,22 +322,6 @@ async def test_an_unsigned_start_is_refused_where_decisions_must_be_signed(
     assert "hitl start" not in said
 
 
-class _SlowQueries(Interceptor):
-    """Answers each query a moment late, as a busy worker may: a local activity started in
-    the same workflow task finishes first."""
-
-    def workflow_interceptor_class(
-        self, input: WorkflowInterceptorClassInput
-    ) -> type[WorkflowInboundInterceptor]:
-        return _SlowQueriesInbound
-
-
-class _SlowQueriesInbound(WorkflowInboundInterceptor):
-    def handle_query(self, input: HandleQueryInput) -> Any:
-        time.sleep(0.2)
-        return super().handle_query(input)
-
-
 async def test_a_run_refused_at_start_answers_queries_while_it_ends(
     keys: Path, client: Client, task_queue: str, workspace: Path
 ) -> None:
@@ -359,7 +335,7 @@ async def test_a_run_refused_at_start_answers_queries_while_it_ends(
         handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
     )
     await asyncio.sleep(0.5)
-    async with build_worker(client, queue, interceptors=[_SlowQueries()]):
+    async with build_worker(client, queue, interceptors=[SlowQueries()]):
         assert await asyncio.wait_for(asked, 30) == []
         await fails_with(handle, "UnverifiedRequester")
         after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])

@@ -31,7 +31,13 @@ from temporalio.testing import WorkflowEnvironment
 from hitl import contract
 from hitl.devserver import temporal_binary
 from tests.conftest import OLD_LOGS, make_logs
-from tests.helpers import start_run, turn, wait_pending
+from tests.helpers import (
+    SlowQueries,
+    split_after_local_activity,
+    start_run,
+    turn,
+    wait_pending,
+)
 from worker import build_worker
 
 HERE = Path(__file__).resolve().parent
@@ -231,6 +237,33 @@ async def raced(client: Client, ws: Path, save: Any) -> None:
     await save("completed", handle)
 
 
+async def late(client: Client, ws: Path, save: Any) -> None:
+    """Two decisions raced while no worker runs, judged while a query waiting for that
+    workflow task is answered late: verify_decision's marker ends its task, the settled
+    approval (its queued decision answered) is in the next."""
+    from hitl.models import ApprovalRecord
+
+    queue = f"record-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, queue):
+        handle = await start_run(client, queue, ws)
+        [record] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_APPROVE, _decision(record.id, "alice", decision_id="a"))
+    await handle.signal(
+        contract.SIGNAL_REJECT, _decision(record.id, "bob", reason="no", decision_id="b")
+    )
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    await save("paused", handle)
+    async with build_worker(client, queue, interceptors=[SlowQueries()]):
+        await asyncio.wait_for(asked, 30)
+        await asyncio.wait_for(handle.result(), 60)
+    history = await handle.fetch_history()
+    assert split_after_local_activity(history), "the late query split no workflow task"
+    await save("completed", handle)
+
+
 @contextlib.contextmanager
 def _environment(**values: str) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
@@ -288,6 +321,7 @@ async def record(label: str, out: Path) -> list[Path]:
                     await scenario(client, queue, ws, saver(kind))
 
             await raced(client, make_logs(Path(tmp) / "raced"), saver("raced"))
+            await late(client, make_logs(Path(tmp) / "late"), saver("late"))
 
             # Paused under one worker, decided while none runs, finished by a new one.
             queue = f"record-{uuid.uuid4().hex[:8]}"
