@@ -185,6 +185,56 @@ class ApprovalGate:
         self._revoker = asyncio.create_task(self._revoke_loop())
         _GATES[workflow.info().run_id] = self
 
+    @staticmethod
+    def current() -> ApprovalGate:
+        """The gate of the workflow running now, for code that lives outside the workflow
+        class (a framework's tool hook, a capability built with the agent). Raises
+        `LookupError` when the workflow made none (`ApprovalGate()` in its `__init__`)."""
+        gate = _GATES.get(workflow.info().run_id)
+        if gate is None or gate._closed:
+            raise LookupError(
+                f"workflow {workflow.info().workflow_type} has no approval gate: create one "
+                "in its __init__ (self.gate = ApprovalGate()) before anything asks for approval"
+            )
+        return gate
+
+    async def ask(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        context: ApprovalContext | str | None = None,
+        preview: ToolPreview | None = None,
+        risk: int | None = None,
+        args_schema: dict[str, Any] | None = None,
+        validate: Validator | None = None,
+        modifiable: bool = True,
+        timeout: timedelta | None = None,
+        quorum: int = 1,
+    ) -> ApprovalOutcome:
+        """Ask a reviewer about one call of a tool that is not a `hitl` tool (a framework's
+        function tool), and wait for the decision or the timeout.
+
+        `args_schema` (the tool's JSON Schema) lets reviewers' tools check a modification
+        before sending it; `validate` checks it in the run (a pydantic model, or a
+        function returning the arguments to use); with neither, a modification is checked
+        against `args_schema`. `modifiable=False` refuses modifications (hosted tools).
+        Without `preview`, the reviewer sees the tool and its arguments.
+        """
+        action = ToolAction(tool=tool, args=args)
+        if modifiable and validate is None and args_schema is not None:
+            validate = _schema_validator(args_schema)
+        return await self.request(
+            action,
+            preview=preview or ToolPreview(summary=f"call {tool}"),
+            context=context,
+            timeout=timeout,
+            risk=50 if risk is None else risk,
+            validate=validate if modifiable else None,
+            quorum=quorum,
+            args_schema=args_schema,
+        )
+
     @property
     def ledger(self) -> Ledger:
         """The run's approvals and the rules that judge decisions on them."""
@@ -711,6 +761,28 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any] | None:
         return None
     schema.pop("title", None)
     return schema
+
+
+def _schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Checks a modification against a JSON Schema, in the run (jsonschema is pure)."""
+
+    def check(args: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        errors = sorted(
+            jsonschema.Draft202012Validator(schema).iter_errors(args),
+            key=lambda error: list(error.path),
+        )
+        if errors:
+            raise ValueError(
+                "; ".join(
+                    f"{'.'.join(str(part) for part in error.path) or 'arguments'}: {error.message}"
+                    for error in errors[:5]
+                )
+            )
+        return args
+
+    return check
 
 
 async def _modification(validate: Validator, args: dict[str, Any]) -> Modification:
