@@ -767,7 +767,8 @@ def _schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict
     """Checks a modification against a JSON Schema, in the run (jsonschema is pure)."""
 
     def check(args: dict[str, Any]) -> dict[str, Any]:
-        import jsonschema
+        with workflow.unsafe.imports_passed_through():
+            import jsonschema  # loaded only by runs that use it; pure, deterministic
 
         errors = sorted(
             jsonschema.Draft202012Validator(schema).iter_errors(args),
