@@ -84,6 +84,7 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = [
     "PATCH_GATE_CLOSES",
+    "PATCH_GATE_ENDS",
     "PATCH_MODIFIED_RISK",
     "PATCH_QUEUED_ANSWERED",
     "PATCH_TRUST",
@@ -105,8 +106,17 @@ NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_GRACE = timedelta(seconds=5)
 VERIFY_TIMEOUT = timedelta(seconds=10)
 PATCH_GATE_CLOSES = "hitl-gate-closes-itself"
-"""From here on the gate ends with its workflow (HitlPlugin's interceptor): it publishes the
-final state and lets the last notifications go out, also where the workflow forgot to."""
+"""The gate ends with its workflow (HitlPlugin's interceptor): it publishes the final state
+and lets the last notifications go out, also where the workflow forgot to. Runs made
+before PATCH_GATE_ENDS asked it where they ended, and still do, so they replay as they ran."""
+PATCH_GATE_ENDS = "hitl-gate-ends-with-its-run"
+"""The same behaviour, decided where the gate is made (the run's first workflow task), not
+where the run ends. Asked there, a replay can answer otherwise than the run did: when the
+run ends on a local activity's result (verify_start refusing the run) and answering a query
+completed the task early, the activity's marker is in that task and the ending in the next;
+a replay hands the workflow the result before it tells it of the next task's markers, so
+`patched()` says no where the run said yes, and the replay, every query of the run with it,
+fails on the marker (TMPRL1100)."""
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
 NOTIFY_RETRY = RetryPolicy(
@@ -141,7 +151,7 @@ def compact_record(record: ApprovalRecord, details_chars: int = 4_000) -> Approv
 
 
 class ApprovalGate:
-    """Approval checkpoints for one workflow run.
+    """Approval checkpoints for one workflow run; make it in the workflow's `__init__`.
 
     `state` restores a gate carried across continue-as-new: pending approvals keep
     their ids, deadlines and decision logs. `status` answers the `status` query when
@@ -159,6 +169,7 @@ class ApprovalGate:
         reminders: Sequence[float] = (0.5,),
     ) -> None:
         self._ledger = Ledger(state, patched=workflow.patched, logger=workflow.logger)
+        self._ends_with_run = workflow.patched(PATCH_GATE_ENDS)
         self._validators: dict[str, Validator | None] = {}
         self._judging = 0
         self._run_state: str | None = None
@@ -851,7 +862,10 @@ class _GateEnds(WorkflowInboundInterceptor):
 
 async def _end_gate(state: str) -> None:
     gate = _GATES.get(workflow.info().run_id)
-    if gate is None or gate._closed or not workflow.patched(PATCH_GATE_CLOSES):
+    if gate is None or gate._closed:
+        return
+    # Decided when the gate was made; a run made before that was decided asks here, as it did.
+    if not (gate._ends_with_run or workflow.patched(PATCH_GATE_CLOSES)):
         return
     if gate._run_state in (None, "running"):
         gate.set_run_state(state, state)

@@ -12,13 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import (
+    HandleQueryInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
 from hitl import contract
 from hitl.models import (
@@ -55,6 +63,7 @@ from hitl.starting import signed_input
 from hitl.tools import ToolRegistrationError, load_tools
 from tests.conftest import make_logs
 from tests.helpers import start_run, temporal_cli, turn, wait_pending
+from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -319,6 +328,42 @@ async def test_an_unsigned_start_is_refused_where_decisions_must_be_signed(
     # It says how to sign, and names only commands that exist (it named a `hitl start`).
     assert "HITL_SIGNER=NAME" in said and "HITL_DECISION_KEYS" in said
     assert "hitl start" not in said
+
+
+class _SlowQueries(Interceptor):
+    """Answers each query a moment late, as a busy worker may: a local activity started in
+    the same workflow task finishes first."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _SlowQueriesInbound
+
+
+class _SlowQueriesInbound(WorkflowInboundInterceptor):
+    def handle_query(self, input: HandleQueryInput) -> Any:
+        time.sleep(0.2)
+        return super().handle_query(input)
+
+
+async def test_a_run_refused_at_start_answers_queries_while_it_ends(
+    keys: Path, client: Client, task_queue: str, workspace: Path
+) -> None:
+    # The query waits at the server for the run's first workflow task (no worker on this
+    # queue yet) and is answered there while verify_start, a local activity, refuses the
+    # run. Answering it completes that task early: the activity's marker goes into it and
+    # the run fails in the next, the history every later query replays.
+    queue = f"{task_queue}-late"
+    handle = await start_run(client, queue, workspace, signing=None)
+    asked = asyncio.create_task(
+        handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    )
+    await asyncio.sleep(0.5)
+    async with build_worker(client, queue, interceptors=[_SlowQueries()]):
+        assert await asyncio.wait_for(asked, 30) == []
+        await fails_with(handle, "UnverifiedRequester")
+        after = await handle.query(contract.QUERY_APPROVALS, result_type=list[ApprovalRecord])
+    assert after == [], "a run that ended still answers queries about its approvals"
 
 
 async def test_a_start_signature_is_bound_to_its_run_its_signer_and_its_time(
