@@ -446,6 +446,19 @@ def test_previewers_are_declared_once_per_tool() -> None:
     assert "\u202e" not in shown.summary and "\x07" not in shown.details
 
 
+def test_check_call_serves_only_the_deployments_workflows() -> None:
+    from hitl.activities.callers import TrustedCallers
+    from hitl.plugin import activity_name
+
+    plugin = HitlPlugin()
+    assert "check_call" in {activity_name(item) for item in plugin.activities_added}
+    [guard] = [item for item in plugin.interceptors if isinstance(item, TrustedCallers)]
+    assert "check_call" in guard.names
+    assert "check_call" not in {
+        activity_name(item) for item in HitlPlugin(tools_only=True).activities_added
+    }
+
+
 def test_a_schema_from_a_functions_signature() -> None:
     def send_invoice(customer: str, amount: float = 0) -> None: ...
 
