@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     # Referenced, not named: mypy checks what `ask` sends and gets back. Imported once for
     # the worker (passed through), as the plugin that registers it imports it anyway.
     from hitl.activities.calls import CallActivities
+    from hitl.activities.tools import bounded_preview
     from hitl.decisions import Receipt, RefusalCode
     from hitl.ledger import (
         PATCH_MODIFIED_RISK,
@@ -272,7 +273,7 @@ class ApprovalGate:
             # Rejected before in this run: answered at once, nothing to check.
             return await self.request(action, risk=50)
         check = await self._check_call(action, risk)
-        shown = check.preview if check.previewed or preview is None else preview
+        shown = check.preview if check.previewed or preview is None else bounded_preview(preview)
         assert shown is not None
         wait, notes = policy.stricter_timeout(
             tool,

@@ -277,9 +277,19 @@ async def test_a_workflow_may_only_make_the_workers_policy_stricter(
     handle = await _start(
         client,
         task_queue,
-        Ask(tool="wire_money", args={"to": "ACME"}, risk=70, timeout_seconds=30, quorum=3),
+        Ask(
+            tool="wire_money",
+            args={"to": "ACME"},
+            risk=70,
+            timeout_seconds=30,
+            quorum=3,
+            preview="wire ACME " + "x" * 1_000,
+        ),
     )
     [record] = await wait_pending(handle)
+    # No previewer on the worker: the workflow's own words, bounded.
+    assert record.preview.summary.startswith("wire ACME xxx")
+    assert len(record.preview.summary) <= 200 and record.preview.warnings == []
     assert record.expires_at - record.created_at == timedelta(seconds=30)
     assert record.quorum == 3 and record.risk == 70
     await handle.signal(contract.SIGNAL_REJECT, decision(record.id, reason="no"))
