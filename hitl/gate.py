@@ -47,6 +47,11 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from hitl import contract, policy
+
+    # Referenced, not named: mypy checks what `ask` sends and gets back. Imported once for
+    # the worker (passed through), as the plugin that registers it imports it anyway.
+    from hitl.activities.calls import CallActivities
+    from hitl.activities.tools import bounded_preview
     from hitl.decisions import Receipt, RefusalCode
     from hitl.ledger import (
         PATCH_MODIFIED_RISK,
@@ -78,17 +83,22 @@ with workflow.unsafe.imports_passed_through():
         RefusedDecision,
         RejectedAction,
         ToolAction,
+        ToolCheck,
+        ToolCheckRequest,
         ToolPreview,
     )
-    from hitl.text import clip, markdown_text, quoted
+    from hitl.text import clip, markdown_text, quoted, visible_json
 
 __all__ = [
+    "CHECK_TIMEOUT",
     "PATCH_GATE_CLOSES",
     "PATCH_GATE_ENDS",
     "PATCH_MODIFIED_RISK",
     "PATCH_QUEUED_ANSWERED",
     "PATCH_RULES_AT_START",
     "PATCH_TRUST",
+    "TOOL_HEARTBEAT_TIMEOUT",
+    "TOOL_RETRY",
     "ApprovalGate",
     "GateInterceptor",
     "Modification",
@@ -135,6 +145,17 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=3,
 )
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+"""The check and tool activities' retries (`hitl.gated_tools` and `ask`)."""
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""Tool activities heartbeat every 2 s, so a worker that dies is noticed in seconds."""
+CHECK_TIMEOUT = timedelta(minutes=2)
+MAX_TITLE_CHARS = 500
+"""A run's title (`hitl runs`' TASK) is kept to this many characters."""
 
 _GATES: weakref.WeakValueDictionary[str, ApprovalGate] = weakref.WeakValueDictionary()
 """The gate of each running workflow, by run id, for the interceptor that ends it."""
@@ -167,8 +188,9 @@ class ApprovalGate:
     `state` restores a gate carried across continue-as-new: pending approvals keep
     their ids, deadlines and decision logs. `status` answers the `status` query when
     the workflow has no handler of its own. `memo` is added to what the gate
-    publishes (e.g. the run's task). `reminders`: when to remind the reviewers of an
-    approval still pending, as fractions of its time (default: halfway).
+    publishes. `title` says what the run is about, shown by `hitl runs` (its TASK) and
+    the reviewers' listings; `set_title` changes it. `reminders`: when to remind the
+    reviewers of an approval still pending, as fractions of its time (default: halfway).
     """
 
     def __init__(
@@ -178,6 +200,7 @@ class ApprovalGate:
         status: Callable[[], BaseModel] | None = None,
         memo: dict[str, Any] | None = None,
         reminders: Sequence[float] = (0.5,),
+        title: str | None = None,
     ) -> None:
         # Asked here, in the run's first workflow task, never first after a local activity.
         self._rules_at_start = workflow.patched(PATCH_RULES_AT_START)
@@ -188,6 +211,8 @@ class ApprovalGate:
         self._run_state: str | None = None
         self._details: str | None = None
         self._memo = dict(memo or {})
+        if title is not None:
+            self._memo[contract.MEMO_TASK] = _title(title)
         self._published: Any = None
         self._notifications: set[asyncio.Task[None]] = set()
         self._reminders = sorted(fraction for fraction in reminders if 0 < fraction < 1)
@@ -216,6 +241,125 @@ class ApprovalGate:
         if self._rules_at_start and patch_id in RULES_DECIDED_AT_START:
             return True
         return workflow.patched(patch_id)
+
+    @staticmethod
+    def current() -> ApprovalGate:
+        """The gate of the workflow running now, for code that lives outside the workflow
+        class (a framework's tool hook, a capability built with the agent). Raises
+        `LookupError` when the workflow made none (`ApprovalGate()` in its `__init__`)."""
+        gate = _GATES.get(workflow.info().run_id)
+        if gate is None or gate._closed:
+            raise LookupError(
+                f"workflow {workflow.info().workflow_type} has no approval gate: create one "
+                "in its __init__ (self.gate = ApprovalGate()) before anything asks for approval"
+            )
+        return gate
+
+    async def ask(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        context: ApprovalContext | str | None = None,
+        preview: ToolPreview | None = None,
+        risk: int | None = None,
+        args_schema: dict[str, Any] | None = None,
+        validate: Validator | None = None,
+        modifiable: bool = True,
+        timeout: timedelta | None = None,
+        quorum: int = 1,
+    ) -> ApprovalOutcome:
+        """Ask a reviewer about one call of a tool that is not a `hitl` tool (a framework's
+        function tool), and wait for the decision or the timeout.
+
+        The worker has its say first, in the `check_call` activity (`HitlPlugin`
+        registers it): the preview and risk from the previewer it has for `tool`
+        (`HitlPlugin(previewers=...)`), and its quorum, approval timeout and auto-approve
+        threshold for that risk (the reviewers file). Without a worker previewer the
+        reviewer sees `preview` if given, else the tool and its arguments. `risk`,
+        `timeout` and `quorum` may only make the worker's policy stricter: a higher risk,
+        a shorter timeout, a larger quorum (the record's warnings say when one was not
+        taken). When the check fails, the reviewer is still asked, with a failed preview,
+        risk 100, the default timeout, and nothing approved by policy.
+
+        `args_schema` (the tool's JSON Schema) lets reviewers' tools check a modification
+        before sending it; `validate` checks it in the run (a pydantic model, or a
+        function returning the arguments to use); with neither, a modification is checked
+        against `args_schema`. `modifiable=False` refuses modifications (hosted tools).
+        """
+        action = ToolAction(tool=tool, args=args)
+        if modifiable and validate is None and args_schema is not None:
+            validate = _schema_validator(args_schema)
+        if self._ledger.rejected_earlier(action) is not None:
+            # Rejected before in this run: answered at once, nothing to check.
+            return await self.request(action, risk=50)
+        check = await self._check_call(action, risk)
+        shown = check.preview if check.previewed or preview is None else bounded_preview(preview)
+        assert shown is not None
+        wait, notes = policy.stricter_timeout(
+            tool,
+            check.approval_timeout_seconds,
+            timeout.total_seconds() if timeout is not None else None,
+        )
+        if risk is not None and risk < check.risk:
+            notes.append(
+                f"the workflow asked for risk {risk}; the worker's {check.risk} applies "
+                "(a workflow may only raise it)"
+            )
+        if shown is not check.preview and check.preview is not None:
+            notes.extend(check.preview.warnings)  # the worker's: its reviewers file, ...
+        if notes:
+            shown = shown.model_copy(update={"warnings": [*shown.warnings, *notes]})
+        needed = max(check.quorum, quorum)
+        automatic = None
+        if policy.auto_approved(check.risk, check.auto_approve_below) and needed <= 1:
+            automatic = (
+                f"risk {check.risk} is below the auto-approve threshold "
+                f"{check.auto_approve_below} (the worker's policy)"
+            )
+        return await self.request(
+            action,
+            preview=shown,
+            context=context,
+            timeout=wait,
+            risk=check.risk,
+            validate=validate if modifiable else None,
+            quorum=needed,
+            args_schema=args_schema,
+            approved_by_policy=automatic,
+        )
+
+    async def _check_call(self, action: ToolAction, risk: int | None) -> ToolCheck:
+        """The worker's preview, risk and policy for a call (`check_call`); fails closed."""
+        try:
+            return await workflow.execute_activity_method(
+                CallActivities.check_call,
+                ToolCheckRequest(tool=action.tool, args=action.args, min_risk=risk),
+                start_to_close_timeout=CHECK_TIMEOUT,
+                heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+                retry_policy=TOOL_RETRY,
+                summary=f"check {clip(action.tool, 100)}",
+            )
+        except ActivityError as error:
+            name = quoted(clip(action.tool, 100))
+            return ToolCheck(
+                ok=True,
+                risk=100,
+                preview=ToolPreview(
+                    summary=f"{name}: the worker could not check this call",
+                    details=clip(_arguments_text(action.args), 16 * 1024),
+                    warnings=[
+                        clip(
+                            f"the worker's check of {name} failed ({error.cause}); the "
+                            "arguments are shown as sent, the risk is 100 and the default "
+                            "approval timeout applies",
+                            500,
+                        )
+                    ],
+                    failed=True,
+                ),
+                previewed=True,
+            )
 
     @property
     def ledger(self) -> Ledger:
@@ -649,6 +793,17 @@ class ApprovalGate:
         self._run_state, self._details = state, details
         self._ledger.dirty = True
 
+    def set_title(self, text: str) -> None:
+        """Say what the run is about: `hitl runs` shows it as the run's TASK (the memo's
+        `hitl_task`), cut to MAX_TITLE_CHARS. Published with the run's next change."""
+        self._memo[contract.MEMO_TASK] = _title(text)
+        self._ledger.dirty = True
+
+    @property
+    def title(self) -> str | None:
+        value = self._memo.get(contract.MEMO_TASK)
+        return value if isinstance(value, str) else None
+
     def run_state(self) -> str:
         """The workflow's final state once it has one, else whether it waits on a reviewer."""
         if self._run_state not in (None, "running"):
@@ -743,6 +898,40 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any] | None:
         return None
     schema.pop("title", None)
     return schema
+
+
+def _title(text: str) -> str:
+    return clip(" ".join(str(text).split()), MAX_TITLE_CHARS)
+
+
+def _arguments_text(args: dict[str, Any]) -> str:
+    try:
+        return visible_json(args, indent=2)
+    except (TypeError, ValueError):
+        return repr(args)
+
+
+def _schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Checks a modification against a JSON Schema, in the run (jsonschema is pure)."""
+
+    def check(args: dict[str, Any]) -> dict[str, Any]:
+        with workflow.unsafe.imports_passed_through():
+            import jsonschema  # loaded only by runs that use it; pure, deterministic
+
+        errors = sorted(
+            jsonschema.Draft202012Validator(schema).iter_errors(args),
+            key=lambda error: list(error.path),
+        )
+        if errors:
+            raise ValueError(
+                "; ".join(
+                    f"{'.'.join(str(part) for part in error.path) or 'arguments'}: {error.message}"
+                    for error in errors[:5]
+                )
+            )
+        return args
+
+    return check
 
 
 async def _modification(

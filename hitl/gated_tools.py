@@ -17,12 +17,18 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from hitl import contract, policy
-    from hitl.gate import ApprovalGate, Validator
+    from hitl.activities.tools import ToolActivities
+    from hitl.gate import (
+        CHECK_TIMEOUT,
+        TOOL_HEARTBEAT_TIMEOUT,
+        TOOL_RETRY,
+        ApprovalGate,
+        Validator,
+    )
     from hitl.ledger import PATCH_TRUST, Modification
     from hitl.models import (
         ApprovalContext,
@@ -30,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalStatus,
         CallState,
         ToolAction,
+        ToolCall,
         ToolCheck,
         ToolCheckRequest,
         ToolDescriptor,
@@ -39,15 +46,6 @@ with workflow.unsafe.imports_passed_through():
         canonical_json,
     )
     from hitl.text import clip, lone_surrogate, quoted
-
-TOOL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
-TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-"""Tool activities heartbeat every 2 s, so a worker that dies is noticed in seconds."""
-CHECK_TIMEOUT = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -85,8 +83,78 @@ class GatedTools:
         self.options = options
         self._busy: set[str] = set()
 
+    @classmethod
+    async def of_worker(
+        cls,
+        gate: ApprovalGate,
+        names: Sequence[str] | None = None,
+        options: ToolCallOptions | None = None,
+    ) -> GatedTools:
+        """The worker's `hitl` tools `names` (all of them when None, the built-in toolkits
+        included when the worker has them: `HitlPlugin(tools=["builtin"])`), asked of the
+        worker once with the `describe_tools` activity and recorded, so the run keeps them
+        for its life. Raises `ActivityError` when the worker lacks one (it names them).
+
+        For a framework adapter inside a workflow: declare `descriptors()` (or `schemas()`)
+        as the framework's tools, and run a call with `call_by_name`.
+        """
+        descriptors: list[ToolDescriptor] = await workflow.execute_activity_method(
+            ToolActivities.describe_tools,
+            list(names) if names is not None else None,
+            start_to_close_timeout=CHECK_TIMEOUT,
+            retry_policy=TOOL_RETRY,
+            summary="describe the tools",
+        )
+        return cls(gate, descriptors, options or ToolCallOptions())
+
     def schemas(self) -> list[dict[str, Any]]:
+        """The tools as Chat Completions tool definitions (name, description, JSON Schema)."""
         return [descriptor.chat_schema() for descriptor in self.tools.values()]
+
+    def descriptors(self) -> list[ToolDescriptor]:
+        """The tools as the run knows them: name, description, `parameters` (JSON Schema),
+        and flags, for an adapter to declare them as its framework's tools."""
+        return list(self.tools.values())
+
+    async def call_by_name(
+        self,
+        name: str,
+        args: Mapping[str, Any] | str,
+        context: ApprovalContext | str,
+        *,
+        call_id: str | None = None,
+    ) -> ToolResult:
+        """Run one call of the `hitl` tool `name` as a framework's tool function would,
+        from workflow code: the same path as the reference agent's calls.
+
+        `args` are the model's arguments (a JSON object, or its text as the framework
+        got it). The worker's `check_tool` validates them and applies its policy (needs
+        approval, preview, risk, quorum, timeouts); a flagged call waits for a reviewer
+        through the gate (listed by `hitl pending`, decided by `hitl approve/reject/
+        modify`); the approved action (a reviewer's modified arguments included) runs
+        in `run_tool` with the approval id as its idempotency key, so it happens at most
+        once even when the activity is retried. `context` is what the reviewer reads as
+        the request (a str is the original request). `call_id` names the call in
+        errors (the framework's call id, if any).
+
+        Never raises for the model's mistakes or a reviewer's no: the `ToolResult` says
+        what happened (`ok`, `output`, `error`, `summary`), for the framework to hand
+        back to the model: an unknown tool, invalid arguments, a rejection with its
+        reason (`REJECTED by ...`), a timeout. Cancellation of the workflow propagates.
+        """
+        if isinstance(args, str):
+            arguments = args
+        else:
+            try:
+                arguments = json.dumps(dict(args), ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                return tool_error(f"the arguments of {clip(name, 100)} are not JSON: {error}")
+        call = ToolCall(
+            id=call_id or f"call_{workflow.uuid4().hex[:16]}", name=name, arguments=arguments
+        )
+        if not isinstance(context, ApprovalContext):
+            context = ApprovalContext(original_request=clip(str(context), 2_000))
+        return await self.call(CallState(call=call), context)
 
     def waiting_on_reviewer(self, state: CallState) -> bool:
         """This open call only waits for a decision: nothing of it is in flight."""

@@ -206,6 +206,9 @@ class ToolCheck(BaseModel):
     """Of the `standing_grantors` asked about, those whose standing approvals no longer
     cover this call (removed from the reviewers file, no longer allowed this tool or risk,
     standing approvals turned off), each with the reason."""
+    previewed: bool = False
+    """`check_call` only: the preview and risk are the worker's previewer's for this tool
+    (False: a default preview of the arguments)."""
 
 
 class DecisionCheckRequest(BaseModel):
@@ -239,6 +242,9 @@ class ToolCheckRequest(BaseModel):
     standing_grantors: list[str] = Field(default_factory=list)
     """Reviewers whose standing approvals of this tool the run holds: the worker says which
     of them may no longer grant it (`ToolCheck.lapsed_grantors`)."""
+    min_risk: int | None = None
+    """`check_call` only: the risk the workflow asks for; the worker's is raised to it
+    (never lowered), before the reviewers file's quorum rules apply."""
 
 
 class ToolRequest(BaseModel):

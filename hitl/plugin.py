@@ -20,7 +20,7 @@ registers `AgentWorkflow` and its model call). Replay histories with the same pl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -38,9 +38,10 @@ from hitl import contract
 from hitl.activities import library_activities
 from hitl.activities.callers import GUARDED, CallerCheck, TrustedCallers
 from hitl.activities.callers import workflow_queues as queues_from_env
+from hitl.activities.calls import ACTIVITY_CHECK_CALL, CallActivities
 from hitl.codec import codec_from_env
 from hitl.gate import GateInterceptor
-from hitl.tools import Tool, ToolRegistry, load_tools
+from hitl.tools import Previewer, PreviewFn, Tool, ToolRegistry, load_previewers, load_tools
 from hitl.visibility import ensure_search_attributes, missing_search_attributes
 
 log = structlog.get_logger("hitl.plugin")
@@ -90,6 +91,12 @@ class HitlPlugin(SimplePlugin):
       activities besides its own (default `HITL_WORKFLOW_QUEUES`; a tools-only worker
       with none serves `hitl-agents`'s). A standalone activity, or a workflow on any
       other queue, is refused (`hitl/activities/callers.py`).
+    - `previewers`: the worker's previews (and risk) of tools that are not `hitl` tools
+      (a framework's function tools), by tool name: `{"send_invoice": fn}` with
+      `fn(args) -> ToolPreview | (ToolPreview, risk)`, sync or async, or module names
+      and `Previewer`s made with `@hitl.tools.previewer("send_invoice")`. They run in the
+      `check_call` activity `ApprovalGate.ask` runs first; a tool without one is shown
+      as its name and arguments.
 
     Your own workflows that use `hitl.gate.ApprovalGate` need nothing registered for
     the gate: `HitlPlugin()` is enough.
@@ -103,12 +110,16 @@ class HitlPlugin(SimplePlugin):
         activities: Sequence[Callable[..., Any]] = (),
         register_search_attributes: bool = True,
         workflow_queues: Sequence[str] | None = None,
+        previewers: Mapping[str, PreviewFn] | Sequence[str | Previewer] | None = None,
     ) -> None:
         if isinstance(tools, ToolRegistry):
             self.registry = tools
         else:
             self.registry = load_tools(tools) if tools is not None else ToolRegistry()
+        self.previewers = load_previewers(previewers)
         ours = library_activities(self.registry, tools_only=tools_only)
+        if not tools_only:
+            ours.extend(CallActivities(self.previewers).all())
         given = {activity_name(item) for item in activities}
         # Only a replaced library activity leaves the guard: the user's own stands in.
         replaced = given & {activity_name(item) for item in ours}
@@ -132,7 +143,7 @@ class HitlPlugin(SimplePlugin):
                         workflow_queues if workflow_queues is not None else queues_from_env(),
                         own_queue=not tools_only,
                     ),
-                    GUARDED - replaced,
+                    (GUARDED | {ACTIVITY_CHECK_CALL}) - replaced,
                 ),
             ],
             run_context=self._run_context,
@@ -191,12 +202,17 @@ def build_worker(
     workflows: Sequence[type] = (),
     activities: Sequence[Callable[..., Any]] = (),
     workflow_queues: Sequence[str] | None = None,
+    previewers: Mapping[str, PreviewFn] | Sequence[str | Previewer] | None = None,
     **options: Any,
 ) -> Worker:
     """A worker on `task_queue` serving `workflows` and `activities` with `HitlPlugin`
-    over these tools (see there), plus `Worker` `options`."""
+    over these tools and previewers (see there), plus `Worker` `options`."""
     plugin = HitlPlugin(
-        tools, tools_only=tools_only, activities=activities, workflow_queues=workflow_queues
+        tools,
+        tools_only=tools_only,
+        activities=activities,
+        workflow_queues=workflow_queues,
+        previewers=previewers,
     )
     return Worker(client, task_queue=task_queue, workflows=workflows, plugins=[plugin], **options)
 

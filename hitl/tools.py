@@ -328,16 +328,7 @@ class Tool:
             arguments = canonical_json(args.model_dump(mode="json"))
             return ToolPreview(summary=f"{self.name} {visible(arguments)}")
         value = await _call(self.preview_fn, ctx, args, self._spread)
-        if isinstance(value, ToolPreview):
-            return value
-        if isinstance(value, str):
-            return ToolPreview(summary=value)
-        if isinstance(value, Mapping):
-            return ToolPreview.model_validate(value)
-        raise TypeError(
-            f"the preview of {self.name} returned {type(value).__name__}; return a "
-            "ToolPreview, a str (the summary) or a dict"
-        )
+        return as_preview(value, self.name)
 
     async def run(self, ctx: ToolContext, args: BaseModel) -> ToolResult:
         value = await _call(self.fn, ctx, args, self._spread)
@@ -400,6 +391,148 @@ def tool(
         )
 
     return make(fn) if fn is not None else make
+
+
+def as_preview(value: Any, name: str) -> ToolPreview:
+    """What a preview function returned, as a `ToolPreview` (a str is the summary)."""
+    if isinstance(value, ToolPreview):
+        return value
+    if isinstance(value, str):
+        return ToolPreview(summary=value)
+    if isinstance(value, Mapping):
+        return ToolPreview.model_validate(value)
+    raise TypeError(
+        f"the preview of {name} returned {type(value).__name__}; return a "
+        "ToolPreview, a str (the summary) or a dict"
+    )
+
+
+def args_model_of(fn: Callable[..., Any], name: str | None = None) -> type[BaseModel]:
+    """The arguments model of a function's typed signature (a `ToolContext` parameter left
+    out; a single pydantic-model parameter is that model), as `@tool` makes it.
+
+    For a tool that is not a `hitl` tool: `gate.ask(..., validate=args_model_of(fn))`
+    checks a reviewer's modification against the function's signature, and the record
+    carries its JSON Schema for the reviewers' tools.
+    """
+    return _arguments(fn, None, name or str(getattr(fn, "__name__", "tool")))[0]
+
+
+# --- previews of tools that are not hitl tools --------------------------------------------
+
+PreviewFn = Callable[[dict[str, Any]], Any]
+"""`fn(args) -> ToolPreview | tuple[ToolPreview, int]` (a str or dict for the preview,
+the int a risk 0-100), sync or async, over the call's arguments as the model sent them."""
+
+
+class Previewer:
+    """The worker's preview (and risk) of a tool that is not a `hitl` tool (a framework's
+    function tool), by that tool's name; run in the `check_call` activity that
+    `ApprovalGate.ask` runs first, so its answer is recorded and the worker's secrets are
+    redacted from it. A previewer that raises, or returns something else, fails closed:
+    the reviewer is asked with a failed preview of the raw arguments, at risk 100."""
+
+    def __init__(self, name: str, fn: PreviewFn) -> None:
+        if not _NAME.match(name):
+            raise ToolRegistrationError(
+                f"previewer name {name!r} is not usable: use the tool's name (1-64 letters, "
+                "digits, _ or -)"
+            )
+        if not callable(fn):
+            raise ToolRegistrationError(f"the previewer of {name} is not callable")
+        self.name = name
+        self.fn = fn
+
+    def __repr__(self) -> str:
+        return f"<Previewer {self.name}>"
+
+    def __call__(self, args: dict[str, Any]) -> Any:
+        return self.fn(args)
+
+    async def preview(self, args: dict[str, Any]) -> tuple[ToolPreview, int | None]:
+        """The preview and, if the function gave one, the risk (clamped to 0-100)."""
+        if inspect.iscoroutinefunction(self.fn):
+            value = await self.fn(args)
+        else:
+            # Blocking code runs off the event loop, so the activity keeps heartbeating.
+            value = await asyncio.to_thread(self.fn, args)
+            if inspect.isawaitable(value):
+                value = await value
+        risk = None
+        if isinstance(value, tuple):
+            if (
+                len(value) != 2
+                or isinstance(value[1], bool)
+                or not isinstance(value[1], int | float)
+            ):
+                raise TypeError(
+                    f"the previewer of {self.name} returned a tuple; return (preview, risk) "
+                    "with an int risk 0-100"
+                )
+            value, score = value
+            risk = max(0, min(100, round(float(score))))
+        return as_preview(value, self.name), risk
+
+
+def previewer(name: str) -> Callable[[PreviewFn], Previewer]:
+    """Decorator: the worker's preview of calls of the tool `name` (not a `hitl` tool).
+
+        @previewer("send_invoice")
+        def _(args: dict) -> tuple[ToolPreview, int]:
+            return ToolPreview(summary=f"invoice {args['customer']}"), 60
+
+    Load the module with `HitlPlugin(previewers=["myapp.previews"])`.
+    """
+
+    def make(fn: PreviewFn) -> Previewer:
+        return Previewer(name, fn)
+
+    return make
+
+
+def previewers_in(module: Any) -> list[Previewer]:
+    """Every previewer a module defines at its top level."""
+    found = [value for value in vars(module).values() if isinstance(value, Previewer)]
+    return list({id(item): item for item in found}.values())
+
+
+def load_previewers(
+    entries: Mapping[str, PreviewFn] | Sequence[str | Previewer] | None,
+) -> dict[str, Previewer]:
+    """The worker's previewers by tool name: from `{name: fn}`, or from module names and
+    `Previewer`s (`@previewer("name")`). Two for one tool name are refused."""
+    found: list[Previewer] = []
+    if entries is None:
+        return {}
+    if isinstance(entries, Mapping):
+        found = [
+            fn if isinstance(fn, Previewer) and fn.name == name else Previewer(name, fn)
+            for name, fn in entries.items()
+        ]
+    else:
+        for entry in entries:
+            if isinstance(entry, Previewer):
+                found.append(entry)
+                continue
+            try:
+                module = importlib.import_module(entry.strip())
+            except Exception as error:
+                raise ToolRegistrationError(
+                    f"previewer module {entry!r} could not be imported ({_said(error)})"
+                ) from None
+            defined = previewers_in(module)
+            if not defined:
+                raise ToolRegistrationError(
+                    f"module {entry!r} defines no previewers (functions decorated with "
+                    "@hitl.tools.previewer(name) at its top level)"
+                )
+            found.extend(defined)
+    registry: dict[str, Previewer] = {}
+    for item in found:
+        if item.name in registry:
+            raise ToolRegistrationError(f"two previewers are given for tool {item.name!r}")
+        registry[item.name] = item
+    return registry
 
 
 # --- the registry ------------------------------------------------------------------------
@@ -607,14 +740,21 @@ async def _call(fn: Callable[..., Any], ctx: ToolContext, args: BaseModel, sprea
 
 __all__ = [
     "BUILTIN_TOOLKITS",
+    "PreviewFn",
+    "Previewer",
     "Tool",
     "ToolContext",
     "ToolError",
     "ToolRegistrationError",
     "ToolRegistry",
     "ValidationError",
+    "args_model_of",
+    "as_preview",
+    "load_previewers",
     "load_tools",
     "modules_from",
+    "previewer",
+    "previewers_in",
     "tool",
     "tools_in",
 ]

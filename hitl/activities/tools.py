@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -231,23 +232,16 @@ class ToolActivities:
             )
         # The worker's policy, not the run's: quorum, auto-approval and the approval
         # timeout come from the tool's definition and the reviewers file as it is now.
-        approval_timeout = found.approval_timeout
-        auto_approve_below = 0
+        worker = worker_policy(risk, quorum=found.quorum, approval_timeout=found.approval_timeout)
         lapsed: dict[str, str] = {}
-        try:
-            config = load_config()
-            quorum = config.quorum_for(risk, own=found.quorum)
-            auto_approve_below = config.policy.auto_approve_below
-            if approval_timeout is None:
-                approval_timeout = config.policy.approval_timeout
-            lapsed = _lapsed(config, request.standing_grantors, found.name, risk)
+        if worker.config is not None:
+            lapsed = _lapsed(worker.config, request.standing_grantors, found.name, risk)
             preview.warnings.extend(
                 f"{name}'s standing approval of {found.name} no longer applies: {reason}"
                 for name, reason in lapsed.items()
             )
-        except ReviewerConfigError as error:
-            quorum = found.quorum
-            preview.warnings.append(_failure(f"the reviewers file is unusable: {error}"))
+        else:
+            preview.warnings.append(worker.problem or "the reviewers file is unusable")
             lapsed = {name: "the reviewers file is unusable" for name in request.standing_grantors}
         return ToolCheck(
             ok=True,
@@ -256,10 +250,10 @@ class ToolActivities:
             risk=risk,
             preview=bounded_preview(preview),
             execution_timeout_seconds=timeout,
-            quorum=quorum,
+            quorum=worker.quorum,
             scope_key=scope_key,
-            approval_timeout_seconds=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-            auto_approve_below=auto_approve_below,
+            approval_timeout_seconds=worker.approval_timeout_seconds,
+            auto_approve_below=worker.auto_approve_below,
             lapsed_grantors=lapsed,
         )
 
@@ -349,6 +343,46 @@ class ToolActivities:
             return _refused(name, error)
         finally:
             ctx.close()
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """The worker's policy for one flagged call, from the reviewers file as it is now."""
+
+    quorum: int
+    approval_timeout_seconds: float
+    auto_approve_below: int
+    config: ReviewerConfig | None
+    """None: the reviewers file is unusable (`problem` says why); the call's own quorum
+    and timeout apply, and nothing is approved by policy."""
+    problem: str | None = None
+
+
+def worker_policy(
+    risk: int, *, quorum: int = 1, approval_timeout: float | None = None
+) -> WorkerPolicy:
+    """Quorum, approval timeout and auto-approve threshold for a call at `risk`: the
+    tool's own (`quorum`, `approval_timeout`) under the reviewers file's `[[quorum]]`
+    rules and `[policy]` (`approval_timeout` for tools without their own, 30 minutes
+    without either). Shared by `check_tool` and `check_call`."""
+    try:
+        config = load_config()
+    except ReviewerConfigError as error:
+        return WorkerPolicy(
+            quorum=quorum,
+            approval_timeout_seconds=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+            auto_approve_below=0,
+            config=None,
+            problem=_failure(f"the reviewers file is unusable: {error}"),
+        )
+    return WorkerPolicy(
+        quorum=config.quorum_for(risk, own=quorum),
+        approval_timeout_seconds=(
+            approval_timeout or config.policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
+        ),
+        auto_approve_below=config.policy.auto_approve_below,
+        config=config,
+    )
 
 
 def _lapsed(config: ReviewerConfig, grantors: list[str], tool: str, risk: int) -> dict[str, str]:
