@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from agents import Model, ModelProvider, OpenAIChatCompletionsModel, set_tracing_disabled
 from openai import AsyncOpenAI
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from examples.openai_agents.workflow import SupportAgentWorkflow, SupportAnswer, SupportRequest
 from hitl import contract
@@ -141,3 +143,179 @@ async def test_two_calls_of_a_turn_are_decided_side_by_side_and_the_reason_reach
     assert tools["call_1"] == "Rejected by the reviewer: B2 was never paid"
     assert answer.answer.startswith("Done: ")
     assert sorted(answer.approvals) == sorted([f"{first.id} approved", f"{second.id} rejected"])
+
+
+async def test_a_modification_is_checked_against_the_tool_schema_and_runs_as_modified(
+    client: Client, task_queue: str
+) -> None:
+    one = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    with FakeOpenAI(scripted(one, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue, "refund A1")
+            [record] = await wait_pending(handle)
+            bad = {"order_id": "A1", "amount_eur": "lots"}
+            await handle.signal(contract.SIGNAL_MODIFY, decision(record.id, args=bad))
+            [refused] = await wait_decisions(handle, record.id, 1)
+            assert refused.refusal and "amount_eur" in refused.refusal
+            [still] = await wait_pending(handle)
+            assert still.id == record.id
+            good = {"order_id": "A1", "amount_eur": 5}
+            await handle.signal(contract.SIGNAL_MODIFY, decision(record.id, args=good))
+            answer = await asyncio.wait_for(handle.result(), 30)
+            await record_history(handle, "modified")
+    [message] = tool_messages(fake.requests[-1])
+    assert message["content"] == "refunded 5 EUR on order A1"
+    # The conversation shows the call as it ran: with the reviewer's arguments.
+    [call] = [c for m in fake.requests[-1]["messages"] for c in m.get("tool_calls") or []]
+    assert json.loads(call["function"]["arguments"]) == good
+    assert answer.approvals == [f"{record.id} modified"]
+
+
+async def test_a_call_nobody_decides_in_time_is_rejected_and_the_model_is_told(
+    client: Client, task_queue: str
+) -> None:
+    one = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    with FakeOpenAI(scripted(one, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue, "refund A1", approval_timeout_seconds=2)
+            answer = await asyncio.wait_for(handle.result(), 30)
+    [message] = tool_messages(fake.requests[-1])
+    assert message["content"].startswith("Rejected: no reviewer decided in time")
+    [outcome] = answer.approvals
+    assert outcome.endswith("rejected")
+
+
+async def test_a_reviewer_the_rules_do_not_allow_is_refused(
+    client: Client, task_queue: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hitl.reviewers import add_reviewer
+
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "alice")
+    add_reviewer(reviewers, "carol", tools=["send_email"])
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    one = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    with FakeOpenAI(scripted(one, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue, "refund A1")
+            [record] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "carol"))
+            [refused] = await wait_decisions(handle, record.id, 1)
+            assert "may not decide refund calls" in (refused.refusal or "")
+            await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "alice"))
+            answer = await asyncio.wait_for(handle.result(), 30)
+    assert answer.approvals == [f"{record.id} approved"]
+
+
+EMAIL = completion(
+    "Emailing the customer.",
+    ("send_email", {"to": "c@example.com", "subject": "Refund", "body": "Refunded."}),
+)
+
+
+async def test_an_approved_activity_tool_has_its_effect_once_when_its_activity_retries(
+    client: Client, task_queue: str
+) -> None:
+    from temporalio import activity
+
+    from hitl.integrations.openai_agents import approval_key
+
+    effects: dict[str, int] = {}
+    attempts: list[int] = []
+
+    @activity.defn(name="send_email")
+    async def flaky_send_email(to: str, subject: str, body: str) -> str:
+        key = approval_key()
+        attempts.append(activity.info().attempt)
+        if key not in effects:  # the idempotency check a real mail API does with the key
+            effects[key] = effects.get(key, 0) + 1
+        if activity.info().attempt == 1:
+            raise RuntimeError("the connection dropped after the mail went out")
+        return f"sent to {to}"
+
+    with FakeOpenAI(scripted(EMAIL, final)) as fake:
+        async with agent_worker(client, fake, task_queue, [flaky_send_email]) as own:
+            handle = await start(own, task_queue, "tell the customer")
+            [record] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+            await asyncio.wait_for(handle.result(), 60)
+    assert attempts == [1, 2]
+    assert effects == {record.id: 1}
+    [message] = tool_messages(fake.requests[-1])
+    assert message["content"] == "sent to c@example.com"
+
+
+async def test_pending_approvals_and_the_run_state_are_carried_across_continue_as_new(
+    client: Client, task_queue: str
+) -> None:
+    with FakeOpenAI(scripted(TWO_REFUNDS, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue)
+            first, second = sorted(
+                await wait_pending(handle, 2), key=lambda r: r.action_json.args["order_id"]
+            )
+            await handle.signal(contract.SIGNAL_APPROVE, decision(first.id))
+            await wait_status(handle, first.id, "approved")
+            await handle.signal("continue_as_new")
+            latest = own.get_workflow_handle(handle.id, result_type=SupportAnswer)
+            deadline = asyncio.get_running_loop().time() + 20
+            while (await latest.describe()).run_id == handle.result_run_id:
+                assert asyncio.get_running_loop().time() < deadline, "never continued as new"
+                await asyncio.sleep(0.1)
+            [carried] = await wait_pending(latest)
+            assert (carried.id, carried.expires_at) == (second.id, second.expires_at)
+            bad = {"order_id": "B2", "amount_eur": "all"}
+            await latest.signal(contract.SIGNAL_MODIFY, decision(second.id, args=bad))
+            [refused] = await wait_decisions(latest, second.id, 1)
+            assert refused.refusal and "amount_eur" in refused.refusal
+            await latest.signal(contract.SIGNAL_MODIFY, decision(second.id, args={"order_id": "B2", "amount_eur": 7}))
+            answer = await asyncio.wait_for(latest.result(), 30)
+    tools = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
+    assert tools == {
+        "call_0": "refunded 50 EUR on order A1",
+        "call_1": "refunded 7 EUR on order B2",
+    }
+    assert len(fake.requests) == 2  # the model was not asked again for the carried turn
+    assert answer.approvals == [f"{second.id} modified"]
+
+
+async def test_the_plugin_order_that_cannot_work_says_the_right_one(
+    client: Client, task_queue: str
+) -> None:
+    with FakeOpenAI(scripted(final)) as fake:
+        with pytest.raises(ValueError, match=r"put HitlPlugin after OpenAIAgentsPlugin"):
+            agents_client(client, fake, hitl_first=True)
+        # The right order keeps the gate's records whole (OpenAI's converter alone drops
+        # fields never assigned, such as a record's decision log).
+        own = agents_client(client, fake)
+        from hitl.integrations.openai_agents import HitlOpenAIPayloadConverter
+
+        assert isinstance(
+            own.data_converter.payload_converter._inner_payload_converter,  # type: ignore[attr-defined]
+            HitlOpenAIPayloadConverter,
+        )
+
+
+HISTORIES = Path(__file__).parent / "histories" / "openai_agents"
+
+
+async def record_history(handle: WorkflowHandle, label: str) -> None:
+    """`HITL_RECORD_HISTORIES=1 pytest tests/test_openai_agents.py` records the histories
+    the replay test replays (once per version of the workflow code)."""
+    if os.environ.get("HITL_RECORD_HISTORIES"):
+        history = await handle.fetch_history()
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        (HISTORIES / f"v1-{label}.json").write_text(history.to_json())
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_history_replays_on_todays_code(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    with FakeOpenAI(scripted(final)) as fake:
+        replayer = Replayer(
+            workflows=[SupportAgentWorkflow], plugins=[agents_plugin(fake), HitlPlugin()]
+        )
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    assert len(fake.requests) == 0  # a replay calls no model

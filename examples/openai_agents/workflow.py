@@ -7,6 +7,7 @@ the email is an activity (`activities.send_email`), so it is a tool through
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -75,7 +76,19 @@ class SupportRequest(BaseModel):
 
     request: str
     requested_by: str = ""
+    approval_timeout_seconds: int | None = None
+    """Shorter approval timeouts than the worker's policy (a run may only be stricter)."""
     carried: AgentsCarry | None = None
+
+
+def stricter(policy: dict[str, ToolPolicy], timeout_seconds: int | None) -> dict[str, ToolPolicy]:
+    if timeout_seconds is None:
+        return policy
+    asked = timedelta(seconds=max(1, timeout_seconds))
+    return {
+        name: replace(tool, timeout=min(tool.timeout or asked, asked))
+        for name, tool in policy.items()
+    }
 
 
 class SupportAnswer(BaseModel):
@@ -107,7 +120,7 @@ class SupportAgentWorkflow:
             AGENT,
             run.request,
             gate=self.gate,
-            tools=POLICY,
+            tools=stricter(POLICY, run.approval_timeout_seconds),
             requested_by=run.requested_by,
             carried=run.carried,
             continue_when=lambda: self.roll_over or workflow.info().is_continue_as_new_suggested(),
@@ -115,7 +128,7 @@ class SupportAgentWorkflow:
         if gated.carry is not None:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(
-                SupportRequest(request=run.request, requested_by=run.requested_by, carried=gated.carry)
+                run.model_copy(update={"carried": gated.carry})
             )
         assert gated.result is not None
         return SupportAnswer(

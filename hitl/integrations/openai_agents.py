@@ -52,8 +52,12 @@ from agents.items import MessageOutputItem, ReasoningItem, ToolApprovalItem
 from agents.run import DEFAULT_MAX_TURNS, Runner, get_default_agent_runner
 from agents.tool import ToolOriginType
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RetryPolicy
+from temporalio.converter import EncodingPayloadConverter
+from temporalio.openai_agents import OpenAIPayloadConverter
 from temporalio.openai_agents.workflow import activity_as_tool
 
 from hitl.gate import ApprovalGate, _schema_validator
@@ -69,6 +73,7 @@ from hitl.text import clip
 
 __all__ = [
     "AgentsCarry",
+    "HitlOpenAIPayloadConverter",
     "GatedResult",
     "ToolPolicy",
     "approval_key",
@@ -128,6 +133,57 @@ class GatedResult:
     @property
     def final_output(self) -> Any:
         return None if self.result is None else self.result.final_output
+
+
+class _WholeModels(EncodingPayloadConverter):
+    """OpenAI's JSON converter, except that models of ours travel whole.
+
+    OpenAI's serializes with `exclude_unset` (its response models must not gain fields the
+    API never sent); a gate record whose decision log was appended to, never assigned,
+    would arrive without it. The model calls' payloads (dicts and the SDK's dataclasses)
+    go as OpenAI's converter sends them; any other pydantic model, alone or in a list
+    or dict, goes whole.
+    """
+
+    def __init__(self, openai: EncodingPayloadConverter) -> None:
+        self.openai = openai
+
+    @property
+    def encoding(self) -> str:
+        return self.openai.encoding
+
+    def to_payload(self, value: Any) -> Payload | None:
+        if _ours(value):
+            return Payload(metadata={"encoding": self.encoding.encode()}, data=to_json(value))
+        return self.openai.to_payload(value)
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        return self.openai.from_payload(payload, type_hint)
+
+
+def _ours(value: Any) -> bool:
+    if isinstance(value, BaseModel):
+        return not type(value).__module__.startswith(("openai.", "agents."))
+    if isinstance(value, (list, tuple)):
+        return any(_ours(item) for item in value)
+    if isinstance(value, dict):
+        return any(_ours(item) for item in value.values())
+    return False
+
+
+class HitlOpenAIPayloadConverter(OpenAIPayloadConverter):
+    """The payload converter where `HitlPlugin` and `OpenAIAgentsPlugin` serve together
+    (`HitlPlugin` sets it, in either order): `OpenAIAgentsPlugin` accepts it, being its
+    own kind, and the gate's records keep every field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set_converters(
+            *(
+                _WholeModels(converter) if converter.encoding == "json/plain" else converter
+                for converter in self.converters.values()
+            )
+        )
 
 
 def approval_key() -> str:
@@ -491,7 +547,8 @@ async def _with_arguments(
                 rewrite(value)
 
     rewrite(data)
-    ledger = data.get("tool_invocations")
+    context = data.get("context")
+    ledger = context.get("tool_invocations") if isinstance(context, dict) else None
     if isinstance(ledger, dict):
         for call_id in texts:
             ledger.pop(call_id, None)
