@@ -138,6 +138,7 @@ async def test_two_calls_of_a_turn_are_decided_side_by_side_and_the_reason_reach
             assert [r.status.value for r in await approvals(handle)].count("pending") == 1
             await handle.signal(contract.SIGNAL_APPROVE, decision(first.id))
             answer = await asyncio.wait_for(handle.result(), 30)
+            await record_history(handle, "side-by-side")
     tools = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
     assert tools["call_0"] == "refunded 50 EUR on order A1"
     assert tools["call_1"] == "Rejected by the reviewer: B2 was never paid"
@@ -271,6 +272,7 @@ async def test_pending_approvals_and_the_run_state_are_carried_across_continue_a
             assert refused.refusal and "amount_eur" in refused.refusal
             await latest.signal(contract.SIGNAL_MODIFY, decision(second.id, args={"order_id": "B2", "amount_eur": 7}))
             answer = await asyncio.wait_for(latest.result(), 30)
+            await record_history(latest, "continued")
     tools = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
     assert tools == {
         "call_0": "refunded 50 EUR on order A1",
@@ -319,3 +321,62 @@ async def test_recorded_history_replays_on_todays_code(path: Path) -> None:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
     assert len(fake.requests) == 0  # a replay calls no model
+
+
+async def test_a_worker_killed_while_an_approval_waits_and_the_run_resumes_on_another(
+    env: Any, client: Client, task_queue: str
+) -> None:
+    import sys
+
+    from tests.processes import WorkerProcess
+
+    with FakeOpenAI(scripted(TWO_REFUNDS, final)) as fake:
+        address = env.client.service_client.config.target_host
+        process = WorkerProcess(
+            address,
+            task_queue,
+            OPENAI_BASE_URL=fake.base_url,
+            OPENAI_AGENTS_DISABLE_TRACING="1",
+        )
+        await process.start(command=[sys.executable, "-m", "examples.openai_agents.worker"])
+        try:
+            own = agents_client(client, fake)
+            handle = await start(own, task_queue)
+            first, second = sorted(
+                await wait_pending(handle, 2), key=lambda r: r.action_json.args["order_id"]
+            )
+        finally:
+            await process.kill()
+        async with agent_worker(client, fake, task_queue):
+            await handle.signal(contract.SIGNAL_APPROVE, decision(first.id))
+            await handle.signal(contract.SIGNAL_REJECT, decision(second.id, reason="not owed"))
+            answer = await asyncio.wait_for(handle.result(), 60)
+    tools = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
+    assert tools == {
+        "call_0": "refunded 50 EUR on order A1",
+        "call_1": "Rejected by the reviewer: not owed",
+    }
+    assert len(fake.requests) == 2  # the model was not asked again after the restart
+    assert sorted(answer.approvals) == sorted([f"{first.id} approved", f"{second.id} rejected"])
+
+
+def test_the_example_runs_offline_as_make_runs_it() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.openai_agents.run", "--yes"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TEMPORAL_", "HITL_", "OPENAI_"))
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "offline" in done.stdout
+    assert "tool: refunded 40 EUR on order A-1001" in done.stdout
+    assert "tool: email to customer@example.com sent (apr_" in done.stdout
