@@ -36,7 +36,9 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
 
-async def wait_status(handle: WorkflowHandle, approval_id: str, status: str, timeout: float = 20) -> Any:
+async def wait_status(
+    handle: WorkflowHandle, approval_id: str, status: str, timeout: float = 20
+) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         record = next(r for r in await approvals(handle) if r.id == approval_id)
@@ -104,7 +106,9 @@ def final(body: dict[str, Any]) -> dict[str, Any]:
     return completion("Done: " + " | ".join(m["content"] for m in tool_messages(body)))
 
 
-async def start(client: Client, task_queue: str, request: str = "refund A1 and B2", **fields: Any) -> WorkflowHandle[Any, SupportAnswer]:
+async def start(
+    client: Client, task_queue: str, request: str = "refund A1 and B2", **fields: Any
+) -> WorkflowHandle[Any, SupportAnswer]:
     return await client.start_workflow(
         SupportAgentWorkflow.run,
         SupportRequest(request=request, **fields),
@@ -127,13 +131,17 @@ async def test_two_calls_of_a_turn_are_decided_side_by_side_and_the_reason_reach
     with FakeOpenAI(scripted(TWO_REFUNDS, final)) as fake:
         async with agent_worker(client, fake, task_queue) as own:
             handle = await start(own, task_queue)
-            first, second = sorted(await wait_pending(handle, 2), key=lambda r: r.action_json.args["order_id"])
+            first, second = sorted(
+                await wait_pending(handle, 2), key=lambda r: r.action_json.args["order_id"]
+            )
             assert first.context.original_request == "refund A1 and B2"
             assert first.context.reasoning == "Refunding both orders."
             assert first.preview.summary == "refund 50 EUR on order A1"
             assert first.risk == 70 and first.args_schema is not None
             # The second is decided first; each stands alone.
-            await handle.signal(contract.SIGNAL_REJECT, decision(second.id, "bob", reason="B2 was never paid"))
+            await handle.signal(
+                contract.SIGNAL_REJECT, decision(second.id, "bob", reason="B2 was never paid")
+            )
             await wait_status(handle, second.id, "rejected")
             assert [r.status.value for r in await approvals(handle)].count("pending") == 1
             await handle.signal(contract.SIGNAL_APPROVE, decision(first.id))
@@ -212,6 +220,7 @@ async def test_a_reviewer_the_rules_do_not_allow_is_refused(
 EMAIL = completion(
     "Emailing the customer.",
     ("send_email", {"to": "c@example.com", "subject": "Refund", "body": "Refunded."}),
+    call_prefix="call_mail",
 )
 
 
@@ -235,16 +244,27 @@ async def test_an_approved_activity_tool_has_its_effect_once_when_its_activity_r
             raise RuntimeError("the connection dropped after the mail went out")
         return f"sent to {to}"
 
-    with FakeOpenAI(scripted(EMAIL, final)) as fake:
+    refund_first = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    with FakeOpenAI(scripted(refund_first, EMAIL, final)) as fake:
         async with agent_worker(client, fake, task_queue, [flaky_send_email]) as own:
-            handle = await start(own, task_queue, "tell the customer")
-            [record] = await wait_pending(handle)
+            handle = await start(own, task_queue, "refund A1 and tell the customer")
+            [refund] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, decision(refund.id))
+            # The next turn's call is a new approval.
+            record = None
+            while record is None:
+                await asyncio.sleep(0.05)
+                pending = [r for r in await approvals(handle) if r.status.value == "pending"]
+                record = pending[0] if pending else None
+            assert record.action_json.tool == "send_email"
+            assert record.context.reasoning == "Emailing the customer."
             await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
-            await asyncio.wait_for(handle.result(), 60)
+            answer = await asyncio.wait_for(handle.result(), 60)
     assert attempts == [1, 2]
     assert effects == {record.id: 1}
-    [message] = tool_messages(fake.requests[-1])
+    [message] = tool_messages(fake.requests[-1])[-1:]
     assert message["content"] == "sent to c@example.com"
+    assert answer.approvals == [f"{refund.id} approved", f"{record.id} approved"]
 
 
 async def test_pending_approvals_and_the_run_state_are_carried_across_continue_as_new(
@@ -270,7 +290,10 @@ async def test_pending_approvals_and_the_run_state_are_carried_across_continue_a
             await latest.signal(contract.SIGNAL_MODIFY, decision(second.id, args=bad))
             [refused] = await wait_decisions(latest, second.id, 1)
             assert refused.refusal and "amount_eur" in refused.refusal
-            await latest.signal(contract.SIGNAL_MODIFY, decision(second.id, args={"order_id": "B2", "amount_eur": 7}))
+            await latest.signal(
+                contract.SIGNAL_MODIFY,
+                decision(second.id, args={"order_id": "B2", "amount_eur": 7}),
+            )
             answer = await asyncio.wait_for(latest.result(), 30)
             await record_history(latest, "continued")
     tools = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
@@ -380,3 +403,38 @@ def test_the_example_runs_offline_as_make_runs_it() -> None:
     assert "offline" in done.stdout
     assert "tool: refunded 40 EUR on order A-1001" in done.stdout
     assert "tool: email to customer@example.com sent (apr_" in done.stdout
+
+
+def test_only_the_agents_own_function_tools_take_modified_arguments() -> None:
+    from agents import Agent
+    from agents.items import ToolApprovalItem
+    from agents.tool import ToolOrigin, ToolOriginType
+    from openai.types.responses import ResponseFunctionToolCall
+
+    from examples.openai_agents.workflow import AGENT
+    from hitl.integrations.openai_agents import _call_of
+
+    def call(name: str, args: str = '{"order_id": "A1", "amount_eur": 5}') -> Any:
+        return ResponseFunctionToolCall(
+            type="function_call", call_id="c1", name=name, arguments=args
+        )
+
+    tool, args, schema, modifiable = _call_of(ToolApprovalItem(AGENT, call("refund")))
+    assert (tool, args, modifiable) == ("refund", {"order_id": "A1", "amount_eur": 5}, True)
+    assert schema is not None and schema["required"] == ["order_id", "amount_eur"]
+    # An MCP server's tool: its call runs only as the model made it.
+    mcp = ToolApprovalItem(
+        AGENT,
+        call("refund"),
+        tool_origin=ToolOrigin(type=ToolOriginType.MCP, mcp_server_name="billing"),
+    )
+    assert _call_of(mcp)[3] is False
+    # A hosted MCP approval request (Responses API): not a function call at all.
+    hosted = ToolApprovalItem(
+        Agent(name="x"),
+        {"type": "mcp_approval_request", "id": "m1", "name": "wire", "arguments": "{}"},
+    )
+    assert _call_of(hosted)[0] == "wire" and _call_of(hosted)[3] is False
+    # Arguments no reviewer can read are rejected without asking.
+    assert _call_of(ToolApprovalItem(AGENT, call("refund", "[1, 2]")))[1] is None
+    assert _call_of(ToolApprovalItem(AGENT, call("refund", "x" * 40_000)))[1] is None

@@ -28,7 +28,9 @@ from hitl.text import visible, visible_json
 REQUEST = "My order A-1001 arrived damaged. Please refund it and let me know."
 
 
-async def start(client: Client, task_queue: str, request: str) -> WorkflowHandle[Any, SupportAnswer]:
+async def start(
+    client: Client, task_queue: str, request: str
+) -> WorkflowHandle[Any, SupportAnswer]:
     return await client.start_workflow(
         SupportAgentWorkflow.run,
         SupportRequest(request=request, requested_by=os.environ.get("USER", "")),

@@ -76,7 +76,9 @@ async def model_provider(env: Mapping[str, str]) -> AsyncIterator[tuple[ModelPro
             )
 
 
-async def connect(address: str, namespace: str, provider: ModelProvider, **options: object) -> Client:
+async def connect(
+    address: str, namespace: str, provider: ModelProvider, **options: object
+) -> Client:
     """A client for the example: OpenAIAgentsPlugin first, then HitlPlugin (the one order
     that works: OpenAIAgentsPlugin refuses a payload converter set before it)."""
     return await Client.connect(

@@ -127,9 +127,7 @@ class SupportAgentWorkflow:
         )
         if gated.carry is not None:
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(
-                run.model_copy(update={"carried": gated.carry})
-            )
+            workflow.continue_as_new(run.model_copy(update={"carried": gated.carry}))
         assert gated.result is not None
         return SupportAnswer(
             answer=str(gated.final_output),

@@ -73,8 +73,8 @@ from hitl.text import clip
 
 __all__ = [
     "AgentsCarry",
-    "HitlOpenAIPayloadConverter",
     "GatedResult",
+    "HitlOpenAIPayloadConverter",
     "ToolPolicy",
     "approval_key",
     "gated_activity_tool",
@@ -87,8 +87,8 @@ MAX_ARGUMENTS_CHARS = 32_000
 MAX_REASONING_CHARS = 2_000
 MAX_REQUEST_CHARS = 4_000
 
-_APPROVAL_IDS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "hitl_openai_agents_approval_ids", default={}
+_APPROVAL_IDS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "hitl_openai_agents_approval_ids", default=None
 )
 """Call id → approval id of the run resuming now, for the tools that run its calls."""
 
@@ -214,6 +214,7 @@ def gated_activity_tool(
     """`activity_as_tool(fn)` that asks for approval, and runs an approved call's activity
     with the approval id as activity id (`approval_key()` in the activity)."""
     base = activity_as_tool(fn)  # checks fn is a named activity, as the plugin does
+    assert isinstance(base, FunctionTool)
     schema = function_schema(fn)
     if schema.takes_context:
         raise ValueError(f"{base.name}: a gated activity tool takes no run context")
@@ -222,7 +223,7 @@ def gated_activity_tool(
         data = json.loads(input or "{}")
         args, _ = schema.to_call_args(schema.params_pydantic_model(**data))
         call_id = getattr(ctx, "tool_call_id", None)
-        approval_id = _APPROVAL_IDS.get().get(call_id) if call_id else None
+        approval_id = (_APPROVAL_IDS.get() or {}).get(call_id) if call_id else None
         result = await workflow.execute_activity(
             base.name,
             args=args,
@@ -300,12 +301,17 @@ class _GatedRun:
         self.request = ""
         self.turn = 0
 
-    async def run(self, input: str | list[Any], context: Any, carried: AgentsCarry | None) -> GatedResult:
+    async def run(
+        self, input: str | list[Any], context: Any, carried: AgentsCarry | None
+    ) -> GatedResult:
         pending: dict[str, str] = {}
+        skip: set[str] = set()
         if carried is not None:
             self.request = carried.request
             self.approvals = dict(carried.approvals)
             pending = {call_id: self.approvals[call_id] for call_id in carried.pending}
+            # Calls decided before the carry: their decisions are in the run state.
+            skip = set(self.approvals) - set(pending)
             state = await RunState.from_json(_temporal_agent(self.agent), carried.run_state)
             reasoning = ""
         else:
@@ -317,15 +323,9 @@ class _GatedRun:
             reasoning = _reasoning(result)
         while True:
             self.turn += 1
-            items = [
-                item
-                for item in state.get_interruptions()
-                if item.call_id is None
-                or item.call_id not in self.approvals
-                or item.call_id in pending
-            ]
+            items = [item for item in state.get_interruptions() if item.call_id not in skip]
             decided, carry = await self._decide(state, items, pending, reasoning)
-            pending = {}
+            pending, skip = {}, set()
             state = await self._apply(state, decided)
             if carry is not None:
                 await self.gate.settle()
@@ -443,9 +443,7 @@ class _GatedRun:
         return decided, carry
 
     def _should_continue(self) -> bool:
-        return (
-            self.continue_when is not None and self.continue_when() and self.gate.idle()
-        )
+        return self.continue_when is not None and self.continue_when() and self.gate.idle()
 
     async def _apply(
         self,
@@ -472,7 +470,9 @@ class _GatedRun:
         return state
 
 
-def _call_of(item: ToolApprovalItem) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, bool]:
+def _call_of(
+    item: ToolApprovalItem,
+) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, bool]:
     """The call's tool, arguments (None if unreadable), JSON schema, and whether the
     SDK can run it with other arguments (a function tool of the agent's own)."""
     tool = item.name or "unknown_tool"
@@ -505,7 +505,9 @@ def _call_of(item: ToolApprovalItem) -> tuple[str, dict[str, Any] | None, dict[s
     return tool, args, schema, modifiable
 
 
-def _refuse_unread(tool: str, item: ToolApprovalItem, args: dict[str, Any] | None) -> ApprovalOutcome | None:
+def _refuse_unread(
+    tool: str, item: ToolApprovalItem, args: dict[str, Any] | None
+) -> ApprovalOutcome | None:
     """A call no reviewer can read (too long, not a JSON object) is rejected unasked."""
     if args is not None:
         return None
