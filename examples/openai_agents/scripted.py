@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 from hitl.models import SCRIPTED_BANNER, SCRIPTED_MODEL_NAME
@@ -66,14 +67,15 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class ScriptedServer:
-    """`with ScriptedServer() as server:` ... `server.base_url`."""
+    """`with ScriptedServer() as server:` ... `server.base_url`; `script` answers a
+    request body with a completion (default: the example's scenario)."""
 
-    def __init__(self) -> None:
+    def __init__(self, script: Callable[[dict[str, Any]], dict[str, Any]] = answer) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 if self.path.rstrip("/").endswith("/chat/completions"):
-                    status, payload = 200, answer(body)
+                    status, payload = 200, script(body)
                 else:
                     status, payload = 404, {"error": {"message": "only chat completions here"}}
                 data = json.dumps(payload).encode()
