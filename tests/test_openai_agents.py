@@ -438,3 +438,49 @@ def test_only_the_agents_own_function_tools_take_modified_arguments() -> None:
     # Arguments no reviewer can read are rejected without asking.
     assert _call_of(ToolApprovalItem(AGENT, call("refund", "[1, 2]")))[1] is None
     assert _call_of(ToolApprovalItem(AGENT, call("refund", "x" * 40_000)))[1] is None
+
+
+async def test_reviewers_find_and_decide_the_agents_approvals_as_any_others(
+    client: Client, task_queue: str
+) -> None:
+    """The reviewer's side (what `hitl pending` and `hitl reject` use) with its own
+    client, the project's pydantic converter, against the SDK's worker."""
+    from hitl.models import RejectDecision
+    from hitl.reviews import Reviews
+
+    reviews = Reviews(client, signer=None)
+    one = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    with FakeOpenAI(scripted(one, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue, "refund A1")
+            [record] = await wait_pending(handle)
+            deadline = asyncio.get_running_loop().time() + 20
+            while not [p for p in await reviews.pending() if p.id == record.id]:
+                assert asyncio.get_running_loop().time() < deadline, "not listed as pending"
+                await asyncio.sleep(0.2)
+            [listed] = [p for p in await reviews.pending() if p.id == record.id]
+            assert listed.summary == "refund 50 EUR on order A1" and listed.tool == "refund"
+            outcome = await reviews.decide(
+                RejectDecision(approval_id=record.id, reviewer="dana", reason="ask finance"),
+                workflow_id=handle.id,
+            )
+            assert outcome.applied
+            answer = await asyncio.wait_for(handle.result(), 30)
+    [message] = tool_messages(fake.requests[-1])
+    assert message["content"] == "Rejected by the reviewer: ask finance"
+    assert answer.approvals == [f"{record.id} rejected"]
+
+
+def test_the_docs_show_the_example_as_it_runs() -> None:
+    """Every code block of the guide's section is in the example that
+    `test_the_example_runs_offline_as_make_runs_it` runs."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "integrations.md").read_text()
+    section = text.split("## OpenAI Agents SDK", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    sources = "\n".join(p.read_text() for p in (root / "examples" / "openai_agents").glob("*.py"))
+    assert len(blocks) >= 6
+    for block in blocks:
+        assert block in sources, f"not in examples/openai_agents:\n{block}"
