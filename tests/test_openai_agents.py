@@ -484,3 +484,22 @@ def test_the_docs_show_the_example_as_it_runs() -> None:
     assert len(blocks) >= 6
     for block in blocks:
         assert block in sources, f"not in examples/openai_agents:\n{block}"
+
+
+async def test_a_call_the_reviewer_rejected_is_not_asked_about_again(
+    client: Client, task_queue: str
+) -> None:
+    ask = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    again = completion(
+        "Trying again.", ("refund", {"order_id": "A1", "amount_eur": 50}), call_prefix="retry"
+    )
+    with FakeOpenAI(scripted(ask, again, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue, "refund A1")
+            [record] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_REJECT, decision(record.id, reason="no"))
+            answer = await asyncio.wait_for(handle.result(), 30)
+            assert len(await approvals(handle)) == 1
+    [_, retried] = tool_messages(fake.requests[-1])
+    assert retried["content"] == "Rejected: the same call was rejected earlier in this run (no)."
+    assert answer.approvals == [f"{record.id} rejected", f"{record.id} rejected"]

@@ -365,33 +365,22 @@ class _GatedRun:
             tool, args, schema, modifiable = _call_of(item)
             validate = _schema_validator(schema) if modifiable and schema else None
             if call_id in pending:
+                if pending[call_id] not in self.gate.ledger.records:
+                    raise LookupError(
+                        f"approval {pending[call_id]} was carried but the gate does not have "
+                        "it: make the continued run's gate with ApprovalGate(state=carry.gate)"
+                    )
                 waiting[call_id] = asyncio.create_task(
                     self.gate.wait(pending[call_id], validate=validate)
                 )
                 continue
-            refused = _refuse_unread(tool, item, args)
             action = ToolAction(tool=tool, args=args or {})
-            earlier = self.gate.rejected_earlier(action) if refused is None else None
-            if refused is not None or earlier is not None:
-                decided.append(
-                    (
-                        item,
-                        refused
-                        or ApprovalOutcome(
-                            approval_id=earlier.approval_id,  # type: ignore[union-attr]
-                            status=ApprovalStatus.REJECTED,
-                            action=action,
-                            reviewer=earlier.reviewer,  # type: ignore[union-attr]
-                            reason=earlier.reason,  # type: ignore[union-attr]
-                            repeated=True,
-                        ),
-                    )
-                )
+            refused = _refuse_unread(tool, args) or _repeated(self.gate, action)
+            if refused is not None:
+                decided.append((item, refused))
                 continue
             policy = self.tools.get(tool, ToolPolicy())
-            preview = policy.preview(action.args) if policy.preview else None
-            if preview is None:
-                preview = ToolPreview(summary=f"call {tool}")
+            preview = _preview(policy, action)
             if not modifiable:
                 preview = preview.model_copy(
                     update={
@@ -505,9 +494,7 @@ def _call_of(
     return tool, args, schema, modifiable
 
 
-def _refuse_unread(
-    tool: str, item: ToolApprovalItem, args: dict[str, Any] | None
-) -> ApprovalOutcome | None:
+def _refuse_unread(tool: str, args: dict[str, Any] | None) -> ApprovalOutcome | None:
     """A call no reviewer can read (too long, not a JSON object) is rejected unasked."""
     if args is not None:
         return None
@@ -521,6 +508,35 @@ def _refuse_unread(
             "call the tool again with proper arguments"
         ),
     )
+
+
+def _repeated(gate: ApprovalGate, action: ToolAction) -> ApprovalOutcome | None:
+    """A call identical to one rejected earlier in this run's chain: rejected at once."""
+    earlier = gate.rejected_earlier(action)
+    if earlier is None:
+        return None
+    return ApprovalOutcome(
+        approval_id=earlier.approval_id,
+        status=ApprovalStatus.REJECTED,
+        action=action,
+        reviewer=earlier.reviewer,
+        reason=earlier.reason,
+        repeated=True,
+    )
+
+
+def _preview(policy: ToolPolicy, action: ToolAction) -> ToolPreview:
+    """The tool's preview of the call; one that fails leaves the reviewer the arguments."""
+    if policy.preview is None:
+        return ToolPreview(summary=f"call {action.tool}")
+    try:
+        return policy.preview(action.args)
+    except Exception as error:  # the preview's own bug must not fail the run
+        return ToolPreview(
+            summary=f"call {action.tool}",
+            failed=True,
+            warnings=[clip(f"the preview failed: {error}", 300)],
+        )
 
 
 async def _with_arguments(
