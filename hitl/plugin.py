@@ -101,7 +101,8 @@ class HitlPlugin(SimplePlugin):
       other queue, is refused (`hitl/activities/callers.py`).
 
     Your own workflows that use `hitl.gate.ApprovalGate` need nothing registered for
-    the gate: `HitlPlugin()` is enough.
+    the gate: `HitlPlugin()` is enough. With `temporalio-openai-agents`, put it after
+    `OpenAIAgentsPlugin` (`hitl.integrations.openai_agents`).
     """
 
     def __init__(
