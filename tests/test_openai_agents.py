@@ -503,3 +503,34 @@ async def test_a_call_the_reviewer_rejected_is_not_asked_about_again(
     [_, retried] = tool_messages(fake.requests[-1])
     assert retried["content"] == "Rejected: the same call was rejected earlier in this run (no)."
     assert answer.approvals == [f"{record.id} rejected", f"{record.id} rejected"]
+
+
+async def test_where_decisions_must_be_signed_an_unsigned_one_is_refused(
+    client: Client, task_queue: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hitl.models import ApproveDecision
+    from hitl.reviewers import add_reviewer, decode_key, new_key
+    from hitl.reviews import Reviews
+
+    key = new_key()
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "alice")
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    monkeypatch.setenv("HITL_DECISION_KEYS", f"api:{key}")
+    one = completion("Refunding A1.", ("refund", {"order_id": "A1", "amount_eur": 50}))
+    with FakeOpenAI(scripted(one, final)) as fake:
+        async with agent_worker(client, fake, task_queue) as own:
+            handle = await start(own, task_queue, "refund A1")
+            [record] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "alice"))
+            [refused] = await wait_decisions(handle, record.id, 1)
+            assert "unsigned" in (refused.refusal or "")
+            await wait_pending(handle)
+            signed = Reviews(client, signer=("api", decode_key(key)))
+            outcome = await signed.decide(
+                ApproveDecision(approval_id=record.id, reviewer="alice"), workflow_id=handle.id
+            )
+            assert outcome.applied
+            answer = await asyncio.wait_for(handle.result(), 30)
+    assert answer.approvals == [f"{record.id} approved"]
+    assert tool_messages(fake.requests[-1])[0]["content"] == "refunded 50 EUR on order A1"
