@@ -114,7 +114,6 @@ async def start(
         SupportRequest(request=request, **fields),
         id=f"oai-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue,
-        result_type=SupportAnswer,
     )
 
 

@@ -36,7 +36,6 @@ async def start(
         SupportRequest(request=request, requested_by=os.environ.get("USER", "")),
         id=f"support-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
-        result_type=SupportAnswer,
     )
 
 
