@@ -32,8 +32,9 @@ is being judged) and returns a `carry` (the SDK's run state and which approvals 
 wait on); pass it back as `carried=` in the next run, whose gate was made with
 `ApprovalGate(state=carry.gate)`. Pending approvals keep their ids and deadlines.
 
-Worker: `Client.connect(..., plugins=[OpenAIAgentsPlugin(...), HitlPlugin()])`, in either
-order.
+Worker: `Client.connect(..., plugins=[OpenAIAgentsPlugin(...), HitlPlugin()])`, in this
+order (`OpenAIAgentsPlugin` refuses a payload converter set before it; the other order
+fails at once with a sentence saying so).
 """
 
 from __future__ import annotations
@@ -172,9 +173,9 @@ def _ours(value: Any) -> bool:
 
 
 class HitlOpenAIPayloadConverter(OpenAIPayloadConverter):
-    """The payload converter where `HitlPlugin` and `OpenAIAgentsPlugin` serve together
-    (`HitlPlugin` sets it, in either order): `OpenAIAgentsPlugin` accepts it, being its
-    own kind, and the gate's records keep every field."""
+    """The payload converter where `HitlPlugin` and `OpenAIAgentsPlugin` serve together:
+    `HitlPlugin`, after `OpenAIAgentsPlugin`, puts it in place of OpenAI's, of which it is
+    a kind, so the gate's records keep every field."""
 
     def __init__(self) -> None:
         super().__init__()
