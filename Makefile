@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test chromium soak bench lint fmt server worker clean
+.PHONY: install demo example-openai-agents test chromium soak bench lint fmt server worker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 ## The guide's scenario end to end; answers may be piped: printf 'y\nn\n' | make demo
 demo: $(STAMP)
 	$(BIN)/python -m hitl.demo
+
+## A support agent on the OpenAI Agents SDK, its refund and email approved through the gate
+## (examples/openai_agents; offline unless OPENAI_API_KEY is set; --yes: ARGS=--yes).
+example-openai-agents: $(STAMP)
+	$(BIN)/python -m examples.openai_agents.run $(ARGS)
 
 ## Lint, type-check and the whole test suite (what CI runs).
 test: chromium $(STAMP) lint

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from temporalio.client import Client
+from temporalio.client import Client, ClientConfig
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultPayloadConverter
 from temporalio.plugin import SimplePlugin
@@ -47,6 +47,8 @@ from hitl.visibility import ensure_search_attributes, missing_search_attributes
 log = structlog.get_logger("hitl.plugin")
 
 PLUGIN_NAME = "hitl-agents"
+OPENAI_AGENTS_PLUGIN = "OpenAIAgentsPlugin"
+"""`temporalio-openai-agents`' plugin, which must come before this one."""
 
 
 def _pydantic(existing: DataConverter | None) -> DataConverter:
@@ -54,6 +56,13 @@ def _pydantic(existing: DataConverter | None) -> DataConverter:
     if converter.payload_converter_class is DefaultPayloadConverter:
         # The gate's models travel as pydantic JSON; a codec (encryption) stays as set.
         converter = dataclasses.replace(converter, payload_converter_class=PydanticPayloadConverter)
+    elif converter.payload_converter_class.__name__ == "OpenAIPayloadConverter":
+        # OpenAIAgentsPlugin's drops fields never assigned (a record's decision log).
+        from hitl.integrations.openai_agents import HitlOpenAIPayloadConverter
+
+        converter = dataclasses.replace(
+            converter, payload_converter_class=HitlOpenAIPayloadConverter
+        )
     if converter.payload_codec is None:
         codec = codec_from_env()
         if codec is not None:
@@ -99,7 +108,8 @@ class HitlPlugin(SimplePlugin):
       as its name and arguments.
 
     Your own workflows that use `hitl.gate.ApprovalGate` need nothing registered for
-    the gate: `HitlPlugin()` is enough.
+    the gate: `HitlPlugin()` is enough. With `temporalio-openai-agents`, put it after
+    `OpenAIAgentsPlugin` (`hitl.integrations.openai_agents`).
     """
 
     def __init__(
@@ -148,6 +158,17 @@ class HitlPlugin(SimplePlugin):
             ],
             run_context=self._run_context,
         )
+
+    def configure_client(self, config: ClientConfig) -> ClientConfig:
+        plugins = list(config.get("plugins") or [])
+        later = plugins[plugins.index(self) + 1 :] if self in plugins else []
+        if any(plugin.name() == OPENAI_AGENTS_PLUGIN for plugin in later):
+            # OpenAIAgentsPlugin refuses any payload converter set before it.
+            raise ValueError(
+                "put HitlPlugin after OpenAIAgentsPlugin: "
+                "plugins=[OpenAIAgentsPlugin(...), HitlPlugin(...)]"
+            )
+        return super().configure_client(config)
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         self._client = config.get("client")
