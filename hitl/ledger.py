@@ -771,6 +771,7 @@ class Ledger:
                 risk=risk,
                 requested_by=record.context.requested_by,
                 received_at=item.received_at,
+                kind=item.kind.value,
             )
         )
 
@@ -940,6 +941,7 @@ class Ledger:
                 risk=standing.max_risk,
                 requested_by="",
                 received_at=item.received_at,
+                kind=item.kind.value,
             )
             answer = yield Verify(request)
             now, refusal = answer.now, _refusal_of(answer)

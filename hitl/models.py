@@ -219,6 +219,9 @@ class DecisionCheckRequest(BaseModel):
     risk: int
     requested_by: str = ""
     received_at: datetime
+    kind: str | None = None
+    """What the decision does, as the run read it (the signal's name says it for a
+    payload that carries no `kind`): the reviewer rules depend on it."""
 
 
 class DecisionCheck(BaseModel):

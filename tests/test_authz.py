@@ -140,6 +140,34 @@ async def test_reviewer_rules_hold_on_every_path(
     assert result.approvals[0].reviewer == "alice"
 
 
+async def test_reviewer_rules_hold_for_a_signal_that_leaves_its_kind_to_its_name(
+    monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A plain `approve` signal need not say `kind`: the rules that depend on it (a risk
+    limit, not approving one's own run) are checked as for any approval (they were
+    skipped, and a reviewer limited to risk 30 approved a risk-42 call)."""
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "alice", max_risk=30)
+    add_reviewer(reviewers, "bob")
+    add_reviewer(reviewers, "dave")
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    handle = await start_run(client, task_queue, make_logs(tmp_path / "ws"), requested_by="bob")
+    [record] = await wait_pending(handle)
+    assert record.risk == 42
+    for reviewer in ("alice", "bob"):
+        await handle.signal(
+            contract.SIGNAL_APPROVE, {"approval_id": record.id, "reviewer": reviewer}
+        )
+    alice, bob = await wait_decisions(handle, record.id, 2)
+    assert alice.outcome == "refused" and alice.code == "not_allowed", alice
+    assert "alice may approve up to risk 30" in (alice.refusal or ""), alice.refusal
+    assert bob.outcome == "refused" and "started this run" in (bob.refusal or ""), bob.refusal
+    assert (await approvals(handle))[0].status is ApprovalStatus.PENDING
+    await handle.signal(contract.SIGNAL_APPROVE, {"approval_id": record.id, "reviewer": "dave"})
+    result = await handle.result()
+    assert result.approvals[0].reviewer == "dave"
+
+
 async def test_a_quorum_needs_distinct_approvers_and_one_rejection_rejects(
     signed: Path, client: Client, task_queue: str, tmp_path: Path
 ) -> None:

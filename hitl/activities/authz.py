@@ -47,12 +47,15 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
     # Who signed is checked first: a refusal there says nothing about the reviewer's rules.
     code = RefusalCode.UNAUTHENTICATED if refusal is not None else RefusalCode.NOT_ALLOWED
     reviewer = str(decision.get("reviewer", "")).strip()
+    # As the run read it: a signal's payload may leave `kind` out (its name says it), and
+    # the rules (risk limits, no approving one's own run) depend on it.
+    kind = request.kind or str(decision.get("kind"))
     if refusal is None and config.reviewers:
         # As the gate reads it (pydantic coerces "100" and 100.0 to 100), not as it came.
         wanted = _as_risk(decision.get("max_risk"))
         refusal = config.refusal(
             reviewer,
-            str(decision.get("kind")),
+            kind,
             request.tool,
             request.risk,
             request.requested_by,
@@ -61,9 +64,7 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
         )
     if refusal is None:
         # The worker's policy holds with or without a list of reviewers.
-        refusal = config.policy_refusal(
-            str(decision.get("kind")), str(decision.get("scope") or "once")
-        )
+        refusal = config.policy_refusal(kind, str(decision.get("scope") or "once"))
     log.info(
         "decision.checked",
         approval_id=decision.get("approval_id"),
