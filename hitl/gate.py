@@ -288,11 +288,47 @@ class ApprovalGate:
         against `args_schema`. `modifiable=False` refuses modifications (hosted tools).
         """
         action = ToolAction(tool=tool, args=args)
-        if modifiable and validate is None and args_schema is not None:
-            validate = _schema_validator(args_schema)
         if self._ledger.rejected_earlier(action) is not None:
             # Rejected before in this run: answered at once, nothing to check.
             return await self.request(action, risk=50)
+        record = await self.open_call(
+            tool,
+            args,
+            context=context,
+            preview=preview,
+            risk=risk,
+            args_schema=args_schema,
+            validate=validate,
+            modifiable=modifiable,
+            timeout=timeout,
+            quorum=quorum,
+        )
+        return await self.wait(record.id)
+
+    async def open_call(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        context: ApprovalContext | str | None = None,
+        preview: ToolPreview | None = None,
+        risk: int | None = None,
+        args_schema: dict[str, Any] | None = None,
+        validate: Validator | None = None,
+        modifiable: bool = True,
+        timeout: timedelta | None = None,
+        quorum: int = 1,
+    ) -> ApprovalRecord:
+        """`ask` without the wait: the worker's check, then the approval recorded (or
+        decided by the worker's policy); `wait(record.id)` waits for it. For adapters that
+        need the approval ids of a turn's calls before any is decided (to carry them when
+        the run continues as new). The caller answers calls rejected earlier itself
+        (`rejected_earlier`)."""
+        action = ToolAction(tool=tool, args=args)
+        if modifiable and validate is None and args_schema is not None:
+            validate = schema_validator(args_schema)
+        if args_schema is None and isinstance(validate, type) and issubclass(validate, BaseModel):
+            args_schema = schema_of(validate)
         check = await self._check_call(action, risk)
         shown = check.preview if check.previewed or preview is None else bounded_preview(preview)
         assert shown is not None
@@ -317,7 +353,7 @@ class ApprovalGate:
                 f"risk {check.risk} is below the auto-approve threshold "
                 f"{check.auto_approve_below} (the worker's policy)"
             )
-        return await self.request(
+        record = self.open(
             action,
             preview=shown,
             context=context,
@@ -325,9 +361,11 @@ class ApprovalGate:
             risk=check.risk,
             validate=validate if modifiable else None,
             quorum=needed,
-            args_schema=args_schema,
-            approved_by_policy=automatic,
+            args_schema=args_schema if modifiable else None,
         )
+        if automatic is not None:
+            self.approve_by_policy(record.id, automatic)
+        return record
 
     async def _check_call(self, action: ToolAction, risk: int | None) -> ToolCheck:
         """The worker's preview, risk and policy for a call (`check_call`); fails closed."""
@@ -911,7 +949,7 @@ def _arguments_text(args: dict[str, Any]) -> str:
         return repr(args)
 
 
-def _schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Checks a modification against a JSON Schema, in the run (jsonschema is pure)."""
 
     def check(args: dict[str, Any]) -> dict[str, Any]:

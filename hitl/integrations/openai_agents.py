@@ -61,7 +61,7 @@ from temporalio.converter import EncodingPayloadConverter
 from temporalio.openai_agents import OpenAIPayloadConverter
 from temporalio.openai_agents.workflow import activity_as_tool
 
-from hitl.gate import ApprovalGate, _schema_validator
+from hitl.gate import ApprovalGate, schema_validator
 from hitl.models import (
     ApprovalContext,
     ApprovalOutcome,
@@ -364,7 +364,7 @@ class _GatedRun:
             call_id = item.call_id or f"call-{self.turn}-{index}"
             by_call[call_id] = item
             tool, args, schema, modifiable = _call_of(item)
-            validate = _schema_validator(schema) if modifiable and schema else None
+            validate = schema_validator(schema) if modifiable and schema else None
             if call_id in pending:
                 if pending[call_id] not in self.gate.ledger.records:
                     raise LookupError(
@@ -392,8 +392,12 @@ class _GatedRun:
                         ]
                     }
                 )
-            record = self.gate.open(
-                action,
+            # The worker has its say first (its previewer, risk, quorum, timeout, the
+            # auto-approve threshold, from its reviewers file); the tool's policy here may
+            # only make it stricter.
+            record = await self.gate.open_call(
+                tool,
+                action.args,
                 preview=preview,
                 context=ApprovalContext(
                     original_request=self.request,
@@ -404,6 +408,7 @@ class _GatedRun:
                 timeout=policy.timeout,
                 risk=policy.risk,
                 validate=validate,
+                modifiable=modifiable,
                 args_schema=schema if modifiable else None,
                 quorum=policy.quorum,
             )
