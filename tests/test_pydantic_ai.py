@@ -15,7 +15,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from hitl import contract
-from hitl.models import ApprovalStatus
+from hitl.models import ApprovalStatus, ApproveDecision
+from hitl.reviews import Reviews
 from tests import pydantic_ai_app as app
 from tests.fake_openai import FakeOpenAI, completion, tool_messages
 from tests.helpers import approvals, decision, wait_decisions, wait_pending
@@ -145,3 +146,129 @@ async def test_the_gate_times_out_and_the_model_is_told(
     assert app.effects() == []
     assert "No reviewer decided in time" in tool_messages(fake.requests[-1])[0]["content"]
     assert "No reviewer decided in time" in output
+
+
+async def test_several_calls_of_one_step_are_asked_side_by_side_and_decided_apart(
+    pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = scripted(
+        ("refund", {"order": "B1", "amount": 100}),
+        ("refund", {"order": "B2", "amount": 200}),
+        ("lookup", {"order": "B3"}),
+        ("delete_account", {"user": "admin-bob"}),
+    )
+    with serve(model, monkeypatch) as fake:
+        handle = await start(pai_client, task_queue, "Refund B1 and B2, look B3 up, delete admin-bob")
+        pending = await wait_pending(handle, 3)
+        by_call = {(r.action_json.tool, json.dumps(r.action_json.args)): r for r in pending}
+        b1 = by_call[("refund", json.dumps({"order": "B1", "amount": 100}))]
+        b2 = by_call[("refund", json.dumps({"order": "B2", "amount": 200}))]
+        admin = by_call[("delete_account", json.dumps({"user": "admin-bob"}))]
+        await handle.signal(contract.SIGNAL_REJECT, decision(b2.id, reason="B2 was never paid"))
+        await handle.signal(contract.SIGNAL_APPROVE, decision(admin.id))
+        await wait_decisions(handle, admin.id, 1)
+        await wait_decisions(handle, b2.id, 1)
+        assert [r.id for r in await wait_pending(handle)] == [b1.id]
+        assert admin.context.reasoning == "On it."
+        await handle.signal(contract.SIGNAL_APPROVE, decision(b1.id))
+        output = await handle.result()
+    assert sorted(app.effects()) == sorted([f"refund B1 100 {b1.id}", "delete admin-bob"])
+    answers = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
+    assert answers["call_0"] == "refunded 100 on B1"
+    assert "B2 was never paid" in answers["call_1"]
+    assert answers["call_2"] == "B3: 2 items, 4200 cents"
+    assert answers["call_3"] == "deleted admin-bob"
+    assert output.startswith("Final: ")
+
+
+async def test_a_reviewer_rule_of_the_worker_refuses_a_decision(
+    pai_client: Client,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from hitl.reviewers import add_reviewer
+
+    reviewers = tmp_path / "reviewers.toml"
+    add_reviewer(reviewers, "carol", tools=["send_email"])
+    add_reviewer(reviewers, "dave", max_risk=60)
+    add_reviewer(reviewers, "erin")
+    monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    with serve(scripted(("refund", {"order": "C1", "amount": 10})), monkeypatch):
+        handle = await start(pai_client, task_queue, "Refund C1")
+        [record] = await wait_pending(handle)
+        reviews = Reviews(pai_client)
+        for name in ("carol", "dave"):
+            await reviews.decide(
+                ApproveDecision(approval_id=record.id, reviewer=name), workflow_id=handle.id
+            )
+        carol, dave = await wait_decisions(handle, record.id, 2)
+        assert carol.outcome == "refused" and dave.outcome == "refused"
+        assert "refund" in (carol.refusal or "") and "risk" in (dave.refusal or "")
+        assert app.effects() == []
+        await reviews.decide(
+            ApproveDecision(approval_id=record.id, reviewer="erin"), workflow_id=handle.id
+        )
+        assert await handle.result() == "Final: refunded 10 on C1"
+    assert app.effects() == [f"refund C1 10 {record.id}"]
+
+
+async def test_an_approved_call_whose_attempt_died_is_not_repeated(
+    pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first attempt charges, then outlives its timeout as a dead worker would:
+    # Temporal starts a second attempt, which must not charge again.
+    app.ATTEMPTS.clear()
+    with serve(scripted(("charge", {"order": "D1"})), monkeypatch) as fake:
+        handle = await start(pai_client, task_queue, "Charge D1")
+        [record] = await wait_pending(handle)
+        await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+        output = await asyncio.wait_for(handle.result(), 30)
+    assert app.effects() == [f"charge D1 {record.id}"]
+    assert app.ATTEMPTS["D1"] == 1
+    [answer] = tool_messages(fake.requests[-1])
+    assert "not repeated" in answer["content"]
+    assert "not repeated" in output
+    started = [
+        e for e in (await handle.fetch_history()).events
+        if e.activity_task_started_event_attributes.attempt
+    ]
+    assert max(e.activity_task_started_event_attributes.attempt for e in started) == 2
+
+
+async def test_an_idempotent_tool_is_retried_with_its_approval_id_as_the_key(
+    pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.ATTEMPTS.clear()
+    with serve(scripted(("ship", {"order": "E1"})), monkeypatch):
+        handle = await start(pai_client, task_queue, "Ship E1")
+        [record] = await wait_pending(handle)
+        await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+        assert await asyncio.wait_for(handle.result(), 30) == "Final: shipped E1"
+    assert app.ATTEMPTS["ship E1"] == 2
+    assert app.effects() == [f"ship E1 {record.id}"]
+
+
+async def test_an_approval_flag_without_an_approval_of_the_run_is_not_honoured() -> None:
+    # Pydantic AI serializes `tool_call_approved` into the tool activity's payload; the
+    # toolset honours it only with an approval the run confirms.
+    from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
+    from pydantic_ai.models.test import TestModel
+    from pydantic_ai.usage import RunUsage
+    from temporalio.testing import ActivityEnvironment
+
+    from pydantic_ai import RunContext
+
+    ctx = RunContext(deps=None, model=TestModel(), usage=RunUsage(), tool_call_approved=True)
+    tools = await app.toolset.get_tools(ctx)
+
+    async def call(name: str, args: dict[str, Any]) -> Any:
+        return await app.toolset.call_tool(name, args, ctx, tools[name])
+
+    env = ActivityEnvironment()
+    with pytest.raises(ToolFailed, match="needs a reviewer's approval"):
+        await env.run(call, "refund", {"order": "F1", "amount": 1})
+    with pytest.raises(ApprovalRequired):
+        await env.run(call, "delete_account", {"user": "admin-eve"})
+    assert app.effects() == []
+    assert await env.run(call, "lookup", {"order": "F1"}) == "F1: 2 items, 4200 cents"
