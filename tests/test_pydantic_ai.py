@@ -272,3 +272,42 @@ async def test_an_approval_flag_without_an_approval_of_the_run_is_not_honoured()
         await env.run(call, "delete_account", {"user": "admin-eve"})
     assert app.effects() == []
     assert await env.run(call, "lookup", {"order": "F1"}) == "F1: 2 items, 4200 cents"
+
+
+async def test_a_worker_killed_while_an_approval_waits_and_the_run_goes_on(
+    env: Any, pai_client: Client, monkeypatch: pytest.MonkeyPatch, effects: Path
+) -> None:
+    import sys
+
+    from tests.processes import WorkerProcess
+
+    queue = f"pai-kill-{uuid.uuid4().hex[:8]}"
+    with serve(scripted(("refund", {"order": "G1", "amount": 300})), monkeypatch) as fake:
+        port = str(fake.server.server_address[1])
+        worker = WorkerProcess(
+            env.client.service_client.config.target_host,
+            queue,
+            **{app.PORT_ENV: port, app.EFFECTS_ENV: str(effects)},
+        )
+        command = [sys.executable, "-m", "tests.pydantic_ai_app", queue]
+        await worker.start(command=command)
+        try:
+            handle = await start(pai_client, queue, "Refund G1")
+            [record] = await wait_pending(handle)
+        finally:
+            await worker.kill()
+        await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "after-the-crash"))
+        again = WorkerProcess(
+            env.client.service_client.config.target_host,
+            queue,
+            **{app.PORT_ENV: port, app.EFFECTS_ENV: str(effects)},
+        )
+        await again.start(command=command)
+        try:
+            output = await asyncio.wait_for(handle.result(), 60)
+            [done] = await approvals(handle)
+        finally:
+            await again.stop()
+    assert output == "Final: refunded 300 on G1"
+    assert app.effects() == [f"refund G1 300 {record.id}"]
+    assert done.reviewer == "after-the-crash"
