@@ -311,3 +311,47 @@ async def test_a_worker_killed_while_an_approval_waits_and_the_run_goes_on(
     assert output == "Final: refunded 300 on G1"
     assert app.effects() == [f"refund G1 300 {record.id}"]
     assert done.reviewer == "after-the-crash"
+
+
+HISTORIES = Path(__file__).parent / "histories" / "pydantic_ai"
+
+
+async def test_a_run_replays_and_so_do_the_recorded_ones(
+    pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of today's code replays; so does every recorded history (HITL_RECORD=1
+    records this run's as tests/histories/pydantic_ai/v1-step.json, never over one)."""
+    import os
+
+    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from hitl.plugin import HitlPlugin
+
+    model = scripted(
+        ("refund", {"order": "H1", "amount": 100}),
+        ("refund", {"order": "H2", "amount": 200}),
+        ("refund", {"order": "H3", "amount": 300}),
+        ("lookup", {"order": "H4"}),
+    )
+    with serve(model, monkeypatch):
+        handle = await start(pai_client, task_queue, "Refund H1, H2 and H3")
+        one, two, three = sorted(await wait_pending(handle, 3), key=lambda r: r.action_json.args["order"])
+        await handle.signal(contract.SIGNAL_APPROVE, decision(one.id))
+        await handle.signal(contract.SIGNAL_REJECT, decision(two.id, reason="not paid"))
+        await handle.signal(
+            contract.SIGNAL_MODIFY, decision(three.id, args={"order": "H3", "amount": 150})
+        )
+        await handle.result()
+    history = await handle.fetch_history()
+    if os.environ.get("HITL_RECORD"):
+        target = HISTORIES / "v1-step.json"
+        assert not target.exists(), f"{target} is recorded already; record under a new label"
+        target.write_text(history.to_json())
+    replayer = Replayer(workflows=app.WORKFLOWS, plugins=[PydanticAIPlugin(), HitlPlugin()])
+    recorded = sorted(HISTORIES.glob("*.json"))
+    assert recorded, "no recorded Pydantic AI history (HITL_RECORD=1 records one)"
+    for item in [history, *(WorkflowHistory.from_json(p.stem, p.read_text()) for p in recorded)]:
+        result = await replayer.replay_workflow(item, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{item.workflow_id}: {result.replay_failure}"
