@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import warnings
 from datetime import timedelta
 from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
 from pydantic_ai import Agent, RunContext
-from pydantic_ai.durable_exec.temporal import PydanticAIPlugin, TemporalDurability
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin, TemporalAgent, TemporalDurability
 from pydantic_ai.exceptions import ApprovalRequired
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -164,7 +165,38 @@ class ShopWorkflow:
         return result.output
 
 
-WORKFLOWS = [ShopWorkflow]
+# The deprecated wrapper (Pydantic AI before TemporalDurability): the same capability works.
+legacy_toolset = GatedToolset(id="legacy-shop")
+legacy_toolset.add_function(refund, requires_approval=True)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # PydanticAIDeprecationWarning: this is the point
+    legacy = TemporalAgent(
+        Agent(
+            fake_model(),
+            name="legacy-shop",
+            toolsets=[legacy_toolset],
+            capabilities=[GateApprovals()],
+        )
+    )
+
+
+@workflow.defn
+class LegacyShopWorkflow:
+    """The shop agent through the deprecated `TemporalAgent` wrapper."""
+
+    __pydantic_ai_agents__ = [legacy]
+
+    @workflow.init
+    def __init__(self, prompt: str) -> None:
+        self.gate = ApprovalGate()
+
+    @workflow.run
+    async def run(self, prompt: str) -> str:
+        result = await legacy.run(prompt)
+        return result.output
+
+
+WORKFLOWS = [ShopWorkflow, LegacyShopWorkflow]
 
 
 def plugins() -> list[Any]:

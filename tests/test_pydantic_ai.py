@@ -355,3 +355,26 @@ async def test_a_run_replays_and_so_do_the_recorded_ones(
     for item in [history, *(WorkflowHistory.from_json(p.stem, p.read_text()) for p in recorded)]:
         result = await replayer.replay_workflow(item, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{item.workflow_id}: {result.replay_failure}"
+
+
+async def test_the_deprecated_temporal_agent_and_either_plugin_order(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+
+    from hitl.plugin import HitlPlugin
+
+    config = client.config()
+    config["plugins"] = [HitlPlugin(), PydanticAIPlugin()]  # the other order
+    reversed_client = Client(**config)
+    queue = f"pai-legacy-{uuid.uuid4().hex[:8]}"
+    async with Worker(reversed_client, task_queue=queue, workflows=app.WORKFLOWS):
+        with serve(scripted(("refund", {"order": "L1", "amount": 5})), monkeypatch):
+            handle = await reversed_client.start_workflow(
+                app.LegacyShopWorkflow.run, "Refund L1", id=f"pai-{uuid.uuid4().hex[:8]}",
+                task_queue=queue,
+            )  # fmt: skip
+            [record] = await wait_pending(handle)
+            await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+            assert await handle.result() == "Final: refunded 5 on L1"
+    assert app.effects() == [f"refund L1 5 {record.id}"]
