@@ -14,9 +14,9 @@ import os
 import sys
 import warnings
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
-import httpx
+import httpx2
 from openai import AsyncOpenAI
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin, TemporalAgent, TemporalDurability
@@ -36,11 +36,11 @@ EFFECTS_ENV = "HITL_TEST_EFFECTS"
 """A file each side effect appends a line to, so a test in another process counts them."""
 
 
-class _ToLocalServer(httpx.AsyncBaseTransport):
+class _ToLocalServer(httpx2.AsyncBaseTransport):
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = httpx2.AsyncHTTPTransport()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         request.url = request.url.copy_with(port=int(os.environ[PORT_ENV]))
         return await self._inner.handle_async_request(request)
 
@@ -50,7 +50,7 @@ def fake_model() -> OpenAIChatModel:
         base_url="http://127.0.0.1:1/v1",
         api_key="sk-test-local",
         max_retries=0,  # Temporal's retry policy is the one retry
-        http_client=httpx.AsyncClient(transport=_ToLocalServer()),
+        http_client=httpx2.AsyncClient(transport=_ToLocalServer()),
     )
     return OpenAIChatModel("fake-gpt-1", provider=OpenAIProvider(openai_client=client))
 
@@ -153,7 +153,7 @@ agent = Agent(
 class ShopWorkflow:
     """Runs the shop agent on one prompt; approvals through the gate (its handlers)."""
 
-    __pydantic_ai_agents__ = [agent]
+    __pydantic_ai_agents__: ClassVar = [agent]
 
     @workflow.init
     def __init__(self, prompt: str) -> None:
@@ -184,7 +184,7 @@ with warnings.catch_warnings():
 class LegacyShopWorkflow:
     """The shop agent through the deprecated `TemporalAgent` wrapper."""
 
-    __pydantic_ai_agents__ = [legacy]
+    __pydantic_ai_agents__: ClassVar = [legacy]
 
     @workflow.init
     def __init__(self, prompt: str) -> None:

@@ -76,7 +76,9 @@ pytestmark = pytest.mark.usefixtures("effects", "pai_worker")
 async def test_an_approved_call_runs_in_the_same_agent_run(
     pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = scripted(("refund", {"order": "A1", "amount": 500}), content="The parcel arrived broken.")
+    model = scripted(
+        ("refund", {"order": "A1", "amount": 500}), content="The parcel arrived broken."
+    )
     with serve(model, monkeypatch) as fake:
         handle = await start(pai_client, task_queue, "Refund order A1, it arrived broken")
         [record] = await wait_pending(handle)
@@ -138,7 +140,9 @@ async def test_a_modification_is_checked_then_runs_with_the_new_arguments(
 async def test_the_gate_times_out_and_the_model_is_told(
     pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with serve(scripted(("send_email", {"to": "ceo@example.com", "subject": "hi"})), monkeypatch) as fake:
+    with serve(
+        scripted(("send_email", {"to": "ceo@example.com", "subject": "hi"})), monkeypatch
+    ) as fake:
         handle = await start(pai_client, task_queue, "Email the CEO")
         output = await asyncio.wait_for(handle.result(), 30)
     [record] = await approvals(handle)
@@ -158,7 +162,9 @@ async def test_several_calls_of_one_step_are_asked_side_by_side_and_decided_apar
         ("delete_account", {"user": "admin-bob"}),
     )
     with serve(model, monkeypatch) as fake:
-        handle = await start(pai_client, task_queue, "Refund B1 and B2, look B3 up, delete admin-bob")
+        handle = await start(
+            pai_client, task_queue, "Refund B1 and B2, look B3 up, delete admin-bob"
+        )
         pending = await wait_pending(handle, 3)
         by_call = {(r.action_json.tool, json.dumps(r.action_json.args)): r for r in pending}
         b1 = by_call[("refund", json.dumps({"order": "B1", "amount": 100}))]
@@ -230,7 +236,8 @@ async def test_an_approved_call_whose_attempt_died_is_not_repeated(
     assert "not repeated" in answer["content"]
     assert "not repeated" in output
     started = [
-        e for e in (await handle.fetch_history()).events
+        e
+        for e in (await handle.fetch_history()).events
         if e.activity_task_started_event_attributes.attempt
     ]
     assert max(e.activity_task_started_event_attributes.attempt for e in started) == 2
@@ -252,12 +259,11 @@ async def test_an_idempotent_tool_is_retried_with_its_approval_id_as_the_key(
 async def test_an_approval_flag_without_an_approval_of_the_run_is_not_honoured() -> None:
     # Pydantic AI serializes `tool_call_approved` into the tool activity's payload; the
     # toolset honours it only with an approval the run confirms.
+    from pydantic_ai import RunContext
     from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
     from pydantic_ai.models.test import TestModel
     from pydantic_ai.usage import RunUsage
     from temporalio.testing import ActivityEnvironment
-
-    from pydantic_ai import RunContext
 
     ctx = RunContext(deps=None, model=TestModel(), usage=RunUsage(), tool_call_approved=True)
     tools = await app.toolset.get_tools(ctx)
@@ -337,7 +343,9 @@ async def test_a_run_replays_and_so_do_the_recorded_ones(
     )
     with serve(model, monkeypatch):
         handle = await start(pai_client, task_queue, "Refund H1, H2 and H3")
-        one, two, three = sorted(await wait_pending(handle, 3), key=lambda r: r.action_json.args["order"])
+        one, two, three = sorted(
+            await wait_pending(handle, 3), key=lambda r: r.action_json.args["order"]
+        )
         await handle.signal(contract.SIGNAL_APPROVE, decision(one.id))
         await handle.signal(contract.SIGNAL_REJECT, decision(two.id, reason="not paid"))
         await handle.signal(
