@@ -17,6 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m hitl.demo
 
+## Pydantic AI on Temporal with the gate (examples/pydantic_ai): offline unless OPENAI_API_KEY
+## is set; answers may be piped: printf 'y\nn\nwrong address\n' | make example-pydantic-ai
+.PHONY: example-pydantic-ai
+example-pydantic-ai: $(STAMP)
+	$(BIN)/python -m examples.pydantic_ai.run
+
 ## Lint, type-check and the whole test suite (what CI runs).
 test: chromium $(STAMP) lint
 	$(BIN)/python -m pytest

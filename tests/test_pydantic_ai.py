@@ -386,3 +386,30 @@ async def test_the_deprecated_temporal_agent_and_either_plugin_order(
             await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
             assert await handle.result() == "Final: refunded 5 on L1"
     assert app.effects() == [f"refund L1 5 {record.id}"]
+
+
+async def test_the_example_runs_as_written_offline(env: Any, tmp_path: Path) -> None:
+    """`make example-pydantic-ai` on the session's server, answers piped: the refund is
+    approved and made once, the email rejected with a reason the model reports."""
+    import os
+    import sys
+
+    from tests.processes import ROOT
+
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "HITL_", "OPENAI_"))
+    }
+    environ["TEMPORAL_ADDRESS"] = env.client.service_client.config.target_host
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "examples.pydantic_ai.run", cwd=ROOT, env=environ,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(b"y\nn\nwrong address\n"), 90)
+    text = out.decode()
+    assert process.returncode == 0, text
+    assert "offline" in text and "no LLM was called" in text
+    assert "A reviewer rejected the call: wrong address" in text
+    ledger = [json.loads(line) for line in text.splitlines() if line.startswith('{"kind"')]
+    assert [entry["kind"] for entry in ledger] == ["refund"]
+    assert ledger[0]["idempotency_key"].startswith("apr_")
