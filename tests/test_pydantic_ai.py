@@ -413,3 +413,63 @@ async def test_the_example_runs_as_written_offline(env: Any, tmp_path: Path) -> 
     ledger = [json.loads(line) for line in text.splitlines() if line.startswith('{"kind"')]
     assert [entry["kind"] for entry in ledger] == ["refund"]
     assert ledger[0]["idempotency_key"].startswith("apr_")
+
+
+async def test_the_integration_guide_runs_as_written(
+    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/integrations.md's Pydantic AI files, copied out and run as it says, the model
+    being the local server (OPENAI_BASE_URL), the approval decided with `hitl approve`."""
+    import os
+    import re
+    import sys
+
+    from tests.processes import ROOT, WorkerProcess
+    from tests.test_cli import Hitl
+
+    guide = (ROOT / "docs" / "integrations.md").read_text()
+    section = guide.split("## Pydantic AI", 1)[1].split("\n## ", 1)[0]
+    for name, body in re.findall(r'```python title="([^"]+)"\n(.*?)```', section, re.DOTALL):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body)
+    model = scripted(("lookup_order", {"order": "A-1001"}))
+
+    def respond(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if len(tool_messages(body)) == 1:
+            return 200, completion(
+                "Broken: refunding.", ("refund", {"order": "A-1001", "amount_cents": 4200})
+            )
+        return model(body)
+
+    address = env.client.service_client.config.target_host
+    with FakeOpenAI(respond) as fake:
+        environ = {
+            "OPENAI_API_KEY": "sk-local",
+            "OPENAI_BASE_URL": fake.base_url,
+            "PYTHONPATH": f"{tmp_path}:{ROOT}",
+            "SUPPORT_LEDGER": str(tmp_path / "ledger.txt"),
+        }
+        worker = WorkerProcess(address, "support", **environ)
+        await worker.start(command=[sys.executable, "-m", "supportbot.worker"])
+        try:
+            starter = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "supportbot.start", "Order A-1001 arrived broken",
+                "support-guide", cwd=tmp_path, env=worker.env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            hitl = Hitl(address, "support")
+            hitl.env["PYTHONPATH"] = str(ROOT)
+            for _ in range(200):
+                code, out, _ = await hitl("pending", "--json", "--tool", "refund")
+                if code == 0 and json.loads(out):
+                    break
+                await asyncio.sleep(0.1)
+            [item] = json.loads(out)
+            code, out, err = await hitl("approve", item["id"])
+            assert code == 0, err
+            printed, _ = await asyncio.wait_for(starter.communicate(), 60)
+        finally:
+            await worker.stop()
+    assert starter.returncode == 0, printed.decode()
+    assert "refunded 4200 cents on A-1001" in printed.decode()
+    assert (tmp_path / "ledger.txt").read_text() == f"refund A-1001 4200 {item['id']}\n"
