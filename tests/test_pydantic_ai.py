@@ -5,21 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
+from pydantic_ai import RunContext
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.usage import RunUsage
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Replayer, Worker
 
 from hitl import contract
 from hitl.models import ApprovalStatus, ApproveDecision
+from hitl.plugin import HitlPlugin
+from hitl.reviewers import add_reviewer
 from hitl.reviews import Reviews
 from tests import pydantic_ai_app as app
 from tests.fake_openai import FakeOpenAI, completion, tool_messages
 from tests.helpers import approvals, decision, wait_decisions, wait_pending
+from tests.processes import ROOT, WorkerProcess
+from tests.test_cli import Hitl
 
 
 def scripted(*calls: tuple[str, dict[str, Any]], content: str = "On it.") -> Any:
@@ -193,8 +206,6 @@ async def test_a_reviewer_rule_of_the_worker_refuses_a_decision(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    from hitl.reviewers import add_reviewer
-
     reviewers = tmp_path / "reviewers.toml"
     add_reviewer(reviewers, "carol", tools=["send_email"])
     add_reviewer(reviewers, "dave", max_risk=60)
@@ -259,11 +270,6 @@ async def test_an_idempotent_tool_is_retried_with_its_approval_id_as_the_key(
 async def test_an_approval_flag_without_an_approval_of_the_run_is_not_honoured() -> None:
     # Pydantic AI serializes `tool_call_approved` into the tool activity's payload; the
     # toolset honours it only with an approval the run confirms.
-    from pydantic_ai import RunContext
-    from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
-    from pydantic_ai.models.test import TestModel
-    from pydantic_ai.usage import RunUsage
-    from temporalio.testing import ActivityEnvironment
 
     ctx = RunContext(deps=None, model=TestModel(), usage=RunUsage(), tool_call_approved=True)
     tools = await app.toolset.get_tools(ctx)
@@ -283,10 +289,6 @@ async def test_an_approval_flag_without_an_approval_of_the_run_is_not_honoured()
 async def test_a_worker_killed_while_an_approval_waits_and_the_run_goes_on(
     env: Any, pai_client: Client, monkeypatch: pytest.MonkeyPatch, effects: Path
 ) -> None:
-    import sys
-
-    from tests.processes import WorkerProcess
-
     queue = f"pai-kill-{uuid.uuid4().hex[:8]}"
     with serve(scripted(("refund", {"order": "G1", "amount": 300})), monkeypatch) as fake:
         port = str(fake.server.server_address[1])
@@ -327,14 +329,6 @@ async def test_a_run_replays_and_so_do_the_recorded_ones(
 ) -> None:
     """A run of today's code replays; so does every recorded history (HITL_RECORD=1
     records this run's as tests/histories/pydantic_ai/v1-step.json, never over one)."""
-    import os
-
-    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
-    from hitl.plugin import HitlPlugin
-
     model = scripted(
         ("refund", {"order": "H1", "amount": 100}),
         ("refund", {"order": "H2", "amount": 200}),
@@ -368,10 +362,6 @@ async def test_a_run_replays_and_so_do_the_recorded_ones(
 async def test_the_deprecated_temporal_agent_and_either_plugin_order(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-
-    from hitl.plugin import HitlPlugin
-
     config = client.config()
     config["plugins"] = [HitlPlugin(), PydanticAIPlugin()]  # the other order
     reversed_client = Client(**config)
@@ -391,11 +381,6 @@ async def test_the_deprecated_temporal_agent_and_either_plugin_order(
 async def test_the_example_runs_as_written_offline(env: Any, tmp_path: Path) -> None:
     """`make example-pydantic-ai` on the session's server, answers piped: the refund is
     approved and made once, the email rejected with a reason the model reports."""
-    import os
-    import sys
-
-    from tests.processes import ROOT
-
     environ = {
         k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "HITL_", "OPENAI_"))
     }
@@ -420,13 +405,6 @@ async def test_the_integration_guide_runs_as_written(
 ) -> None:
     """docs/integrations.md's Pydantic AI files, copied out and run as it says, the model
     being the local server (OPENAI_BASE_URL), the approval decided with `hitl approve`."""
-    import os
-    import re
-    import sys
-
-    from tests.processes import ROOT, WorkerProcess
-    from tests.test_cli import Hitl
-
     guide = (ROOT / "docs" / "integrations.md").read_text()
     section = guide.split("## Pydantic AI", 1)[1].split("\n## ", 1)[0]
     for name, body in re.findall(r'```python title="([^"]+)"\n(.*?)```', section, re.DOTALL):
