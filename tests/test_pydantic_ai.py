@@ -451,3 +451,11 @@ async def test_the_integration_guide_runs_as_written(
     assert starter.returncode == 0, printed.decode()
     assert "refunded 4200 cents on A-1001" in printed.decode()
     assert (tmp_path / "ledger.txt").read_text() == f"refund A-1001 4200 {item['id']}\n"
+
+
+async def test_the_bench_measures_both_paths(client: Client) -> None:
+    from bench.pydantic_ai import measure
+
+    figures = await measure(client, count=2)
+    assert figures["count"] == 2 and figures["ratio_p50"] > 0
+    assert 0 < figures["plain_signal_p50_ms"] < 5_000 and 0 < figures["gate_p50_ms"] < 5_000
