@@ -165,6 +165,18 @@ class ShopWorkflow:
         return result.output
 
 
+@workflow.defn
+class ForgotTheGateWorkflow:
+    """The shop agent in a workflow that made no gate: it fails, saying so."""
+
+    __pydantic_ai_agents__: ClassVar = [agent]
+
+    @workflow.run
+    async def run(self, prompt: str) -> str:
+        result = await agent.run(prompt)
+        return result.output
+
+
 # The deprecated wrapper (Pydantic AI before TemporalDurability): the same capability works.
 legacy_toolset = GatedToolset(id="legacy-shop")
 legacy_toolset.add_function(refund, requires_approval=True)
@@ -196,7 +208,7 @@ class LegacyShopWorkflow:
         return result.output
 
 
-WORKFLOWS = [ShopWorkflow, LegacyShopWorkflow]
+WORKFLOWS = [ShopWorkflow, LegacyShopWorkflow, ForgotTheGateWorkflow]
 
 
 def plugins() -> list[Any]:

@@ -19,7 +19,7 @@ from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RunUsage
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -157,6 +157,12 @@ async def test_the_gate_times_out_and_the_model_is_told(
         scripted(("send_email", {"to": "ceo@example.com", "subject": "hi"})), monkeypatch
     ) as fake:
         handle = await start(pai_client, task_queue, "Email the CEO")
+        [pending] = await wait_pending(handle)
+        await handle.signal(
+            contract.SIGNAL_MODIFY, decision(pending.id, args={"to": "me@example.com"})
+        )
+        [refused] = await wait_decisions(handle, pending.id, 1)
+        assert refused.outcome == "refused"
         output = await asyncio.wait_for(handle.result(), 30)
     [record] = await approvals(handle)
     assert record.status is ApprovalStatus.REJECTED and record.reviewer == "system:timeout"
@@ -459,3 +465,17 @@ async def test_the_bench_measures_both_paths(client: Client) -> None:
     figures = await measure(client, count=2)
     assert figures["count"] == 2 and figures["ratio_p50"] > 0
     assert 0 < figures["plain_signal_p50_ms"] < 5_000 and 0 < figures["gate_p50_ms"] < 5_000
+
+
+async def test_a_workflow_without_a_gate_fails_saying_so(
+    pai_client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve(scripted(("refund", {"order": "N1", "amount": 1})), monkeypatch):
+        handle = await pai_client.start_workflow(
+            app.ForgotTheGateWorkflow.run, "Refund N1", id=f"pai-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )  # fmt: skip
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 30)
+    assert "has no approval gate" in str(failed.value.cause)
+    assert app.effects() == []

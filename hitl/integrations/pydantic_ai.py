@@ -50,7 +50,13 @@ from typing import Any
 
 from pydantic_ai import FunctionToolset, ToolsetTool
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry, ToolFailed
+from pydantic_ai.exceptions import (
+    ApprovalRequired,
+    CallDeferred,
+    ModelRetry,
+    ToolFailed,
+    UserError,
+)
 from pydantic_ai.messages import ModelResponse, TextPart, ThinkingPart, ToolCallPart
 from pydantic_ai.tools import (
     DeferredToolRequests,
@@ -62,7 +68,6 @@ from pydantic_ai.tools import (
 from pydantic_core import to_jsonable_python
 from temporalio import activity, workflow
 from temporalio.client import WorkflowQueryFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from hitl import contract
@@ -113,7 +118,12 @@ class GateApprovals(AbstractCapability[Any]):
     ) -> DeferredToolResults | None:
         if not workflow.in_workflow() or not requests.approvals:
             return None
-        gate = ApprovalGate.current()
+        try:
+            gate = ApprovalGate.current()
+        except LookupError as error:
+            # A UserError fails the workflow with this sentence (PydanticAIPlugin lists it);
+            # a LookupError would fail its task, retried for ever.
+            raise UserError(str(error)) from None
         context = _context(ctx)
         answers = await asyncio.gather(
             *(self._ask(gate, ctx, call, context) for call in requests.approvals)
@@ -256,15 +266,23 @@ async def _settled(key: str, name: str, tool_args: dict[str, Any], tool: Toolset
     handle = activity.client().get_workflow_handle(
         info.workflow_id or "", run_id=info.workflow_run_id
     )
-    try:
-        records = await handle.query(
-            contract.QUERY_APPROVALS, {"ids": [key]}, result_type=list[ApprovalRecord]
-        )
-    except RPCError as error:
-        # The run's worker may be restarting: Temporal's retry policy asks again.
-        raise ApplicationError(f"the run could not be asked about {key}: {error.message}") from None
-    except WorkflowQueryFailedError:
-        return False
+    for wait in (0.2, 0.5, 1, 2, 4, None):
+        try:
+            records = await handle.query(
+                contract.QUERY_APPROVALS, {"ids": [key]}, result_type=list[ApprovalRecord]
+            )
+            break
+        except WorkflowQueryFailedError:
+            return False
+        except RPCError as error:
+            # Asked again here, not by a retry of the activity: a second attempt of an
+            # approved call is taken for one whose first may have acted.
+            if wait is None:
+                raise ToolFailed(
+                    f"{name} was not carried out: its run could not confirm approval {key} "
+                    f"({clip(error.message, 200)})"
+                ) from None
+            await asyncio.sleep(wait)
     record = next((r for r in records if r.id == key), None)
     if record is None or record.status not in (ApprovalStatus.APPROVED, ApprovalStatus.MODIFIED):
         return False
