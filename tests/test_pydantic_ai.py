@@ -26,7 +26,7 @@ from temporalio.worker import Replayer, Worker
 from hitl import contract
 from hitl.models import ApprovalStatus, ApproveDecision
 from hitl.plugin import HitlPlugin
-from hitl.reviewers import add_reviewer
+from hitl.reviewers import add_reviewer, decode_key, new_key
 from hitl.reviews import Reviews
 from tests import pydantic_ai_app as app
 from tests.fake_openai import FakeOpenAI, completion, tool_messages
@@ -206,7 +206,7 @@ async def test_several_calls_of_one_step_are_asked_side_by_side_and_decided_apar
     assert output.startswith("Final: ")
 
 
-async def test_a_reviewer_rule_of_the_worker_refuses_a_decision(
+async def test_reviewer_rules_and_signed_decisions_are_enforced(
     pai_client: Client,
     task_queue: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -216,16 +216,21 @@ async def test_a_reviewer_rule_of_the_worker_refuses_a_decision(
     add_reviewer(reviewers, "carol", tools=["send_email"])
     add_reviewer(reviewers, "dave", max_risk=60)
     add_reviewer(reviewers, "erin")
+    key = new_key()
     monkeypatch.setenv("HITL_REVIEWERS", str(reviewers))
+    monkeypatch.setenv("HITL_DECISION_KEYS", f"api:{key}")  # only signed decisions count
     with serve(scripted(("refund", {"order": "C1", "amount": 10})), monkeypatch):
         handle = await start(pai_client, task_queue, "Refund C1")
         [record] = await wait_pending(handle)
-        reviews = Reviews(pai_client)
+        await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "erin"))
+        [unsigned] = await wait_decisions(handle, record.id, 1)
+        assert unsigned.outcome == "refused" and unsigned.code == "unauthenticated"
+        reviews = Reviews(pai_client, signer=("api", decode_key(key)))
         for name in ("carol", "dave"):
             await reviews.decide(
                 ApproveDecision(approval_id=record.id, reviewer=name), workflow_id=handle.id
             )
-        carol, dave = await wait_decisions(handle, record.id, 2)
+        _, carol, dave = await wait_decisions(handle, record.id, 3)
         assert carol.outcome == "refused" and dave.outcome == "refused"
         assert "refund" in (carol.refusal or "") and "risk" in (dave.refusal or "")
         assert app.effects() == []
