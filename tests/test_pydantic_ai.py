@@ -100,6 +100,8 @@ async def test_an_approved_call_runs_in_the_same_agent_run(
         assert record.context.original_request == "Refund order A1, it arrived broken"
         assert record.context.reasoning == "The parcel arrived broken."
         assert record.risk == 70
+        assert record.preview is not None
+        assert record.preview.summary == 'refund(order="A1", amount=500)'
         assert record.args_schema is not None and "amount" in record.args_schema["properties"]
         assert app.effects() == []
         await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))

@@ -72,7 +72,13 @@ from temporalio.service import RPCError
 
 from hitl import contract
 from hitl.gate import ApprovalGate
-from hitl.models import ApprovalContext, ApprovalOutcome, ApprovalRecord, ApprovalStatus
+from hitl.models import (
+    ApprovalContext,
+    ApprovalOutcome,
+    ApprovalRecord,
+    ApprovalStatus,
+    ToolPreview,
+)
 from hitl.text import clip
 
 __all__ = ["APPROVAL_ID", "GateApprovals", "GatedToolset", "ToolRules", "approval_id"]
@@ -157,6 +163,7 @@ class GateApprovals(AbstractCapability[Any]):
         outcome = await gate.ask(
             call.tool_name,
             args,
+            preview=ToolPreview(summary=_summary(call.tool_name, args)),
             context=context,
             risk=rules.risk,
             args_schema=_schema(ctx, call.tool_name),
@@ -177,6 +184,12 @@ def _answer(outcome: ApprovalOutcome, asked: dict[str, Any]) -> ToolApproved | T
     if outcome.repeated:
         return ToolDenied(f"The same call was rejected earlier in this run: {reason}")
     return ToolDenied(f"A reviewer rejected the call: {reason}")
+
+
+def _summary(name: str, args: dict[str, Any]) -> str:
+    """`refund(order="A1", amount=500)`, cut to a line (escaped by whatever shows it)."""
+    shown = ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in args.items())
+    return clip(f"{name}({shown})", 200)
 
 
 def _schema(ctx: RunContext[Any], name: str) -> dict[str, Any] | None:
