@@ -22,6 +22,12 @@ demo: $(STAMP)
 example-openai-agents: $(STAMP)
 	$(BIN)/python -m examples.openai_agents.run $(ARGS)
 
+## Pydantic AI on Temporal with the gate (examples/pydantic_ai): offline unless OPENAI_API_KEY
+## is set; answers may be piped: printf 'y\nn\nwrong address\n' | make example-pydantic-ai
+.PHONY: example-pydantic-ai
+example-pydantic-ai: $(STAMP)
+	$(BIN)/python -m examples.pydantic_ai.run
+
 ## Lint, type-check and the whole test suite (what CI runs).
 test: chromium $(STAMP) lint
 	$(BIN)/python -m pytest
