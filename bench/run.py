@@ -221,6 +221,35 @@ class Bench:
             flush=True,
         )
 
+    async def frameworks(self) -> None:
+        """The gate behind the agent frameworks (hitl.integrations): decision to the approved
+        tool's start through the gate, against the framework's own approval path resumed by
+        a plain signal, each on a worker in this process."""
+        from bench import openai_agents, pydantic_ai
+
+        print("frameworks: decision to tool start, gate vs the framework's own path", flush=True)
+        oai = await openai_agents.measure(self.project, runs=self.args.frameworks)
+        self.row(
+            "OpenAI Agents SDK: decision to tool start p50",
+            oai["gated_decision_to_tool_start_p50_ms"],
+            oai["plain_signal_to_tool_start_p50_ms"],
+            "ms",
+        )
+        pai = await pydantic_ai.measure(self.project, count=self.args.frameworks)
+        self.row(
+            "Pydantic AI: decision to tool start p50",
+            pai["gate_p50_ms"],
+            pai["plain_signal_p50_ms"],
+            "ms",
+        )
+        self.notes.append(
+            "Frameworks: the baseline is each framework's own approval path resumed by a "
+            "plain signal (no preview, no rules, no audit). Pydantic AI's gated path also "
+            "asks the run, from the tool's activity, whether the approval it carries was "
+            f"given for these arguments: without that query its p50 is "
+            f"{pai['gate_without_activity_check_p50_ms']:.1f} ms."
+        )
+
     def _cpu(self) -> dict[str, float]:
         assert self.server.process is not None
         return {
@@ -968,7 +997,10 @@ def write_report(
         "   is announced when the run confirms it; one made elsewhere (a signal) is noticed by",
         "   the poller, which lists every pending approval every 0.5 s, or, when a listing",
         "   takes longer, pauses as long as the listing took.",
-        "7. **Review API at scale** (after part 3, every paused run still waiting): first page",
+        "7. **Frameworks** (`bench/openai_agents.py`, `bench/pydantic_ai.py`): an approved call",
+        "   of each framework's agent, decision sent until the tool starts, through the gate;",
+        "   the baseline column is the framework's own approval path resumed by a plain signal.",
+        "8. **Review API at scale** (after part 3, every paused run still waiting): first page",
         "   `GET /approvals?limit=50` and the next one, and the `/events` delay of a decision",
         "   made by a signal.",
         "",
@@ -1037,10 +1069,13 @@ def main() -> None:
     parser.add_argument("--growth", type=int, nargs="+", default=[10, 100, 500])
     parser.add_argument("--api", type=int, default=100, help="decisions through the API")
     parser.add_argument(
+        "--frameworks", type=int, default=20, help="approved calls per agent framework"
+    )
+    parser.add_argument(
         "--parts",
         nargs="+",
-        default=["latency", "bulk", "steps", "growth", "api", "scale", "api_scale"],
-        choices=["latency", "bulk", "steps", "growth", "api", "scale", "api_scale"],
+        default=["latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"],
+        choices=["latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"],
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
