@@ -391,6 +391,18 @@ class Reviews:
         summary = next((item for item in await _pending_of(best) if item.id == approval_id), None)
         return Located(approval_id, best.id, best.run_id, best.status, summary)
 
+    async def _record(
+        self, approval_id: str, workflow_id: str, located: Located | None
+    ) -> ApprovalRecord:
+        """The approval's record from the run named (no visibility lookup: a run started a
+        moment ago may not be listed yet), else from the run visibility finds."""
+        if located is not None:
+            return await self.get(approval_id)
+        for record in await self.approvals_of(workflow_id):
+            if record.id == approval_id:
+                return record
+        raise ApprovalNotFound(f"run {workflow_id} has no approval {approval_id}")
+
     async def get(self, approval_id: str) -> ApprovalRecord:
         """The approval's full record, from its run (a query, or a finished run's result)."""
         located = await self.locate(approval_id)
@@ -473,7 +485,7 @@ class Reviews:
             # a reviewer's modification may be the action now (`current_digest`).
             digest = summary.action_digest if summary and summary.quorum <= 1 else None
             if digest is None:
-                digest = current_digest(await self.get(approval_id))
+                digest = current_digest(await self._record(approval_id, workflow_id, located))
             decision = decision.model_copy(update={"action_digest": digest})
         return await self._send(handle, decision, self.payload(decision), via)
 
