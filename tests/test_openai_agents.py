@@ -18,13 +18,20 @@ from agents import Model, ModelProvider, OpenAIChatCompletionsModel, set_tracing
 from openai import AsyncOpenAI
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Replayer,
+    Worker,
+)
 
 from examples.openai_agents.workflow import SupportAgentWorkflow, SupportAnswer, SupportRequest
 from hitl import contract
 from hitl.plugin import HitlPlugin
 from tests.fake_openai import FakeOpenAI, completion, tool_messages
 from tests.helpers import approvals, decision, wait_decisions, wait_pending
+from tests.openai_files_workflow import FilesAgentWorkflow, FilesJob
 
 set_tracing_disabled(True)
 
@@ -533,3 +540,186 @@ async def test_where_decisions_must_be_signed_an_unsigned_one_is_refused(
             answer = await asyncio.wait_for(handle.result(), 30)
     assert answer.approvals == [f"{record.id} approved"]
     assert tool_messages(fake.requests[-1])[0]["content"] == "refunded 50 EUR on order A1"
+
+
+# --- hitl tools (the built-in toolkits) as the agent's tools ------------------------------
+
+
+class LoseFirstToolResult(Interceptor):
+    """The worker dies after the approved tool ran, before it reported: Temporal retries."""
+
+    def __init__(self) -> None:
+        self.attempts: list[int] = []
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _LosingTool(next, self)
+
+
+class _LosingTool(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, owner: LoseFirstToolResult) -> None:
+        super().__init__(next)
+        self.owner = owner
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        from temporalio import activity
+
+        result = await super().execute_activity(input)
+        info = activity.info()
+        if info.activity_type == contract.ACTIVITY_RUN_TOOL and input.args:
+            request = input.args[0]
+            tool = getattr(getattr(request, "action", None), "tool", None)
+            if tool == "delete_files":
+                self.owner.attempts.append(info.attempt)
+                if info.attempt == 1:
+                    raise RuntimeError("the result was lost on the way back")
+        return result
+
+
+@asynccontextmanager
+async def files_worker(
+    client: Client, fake: FakeOpenAI, task_queue: str, interceptors: list[Any] | None = None
+) -> AsyncIterator[Client]:
+    own = Client(
+        client.service_client,
+        namespace=client.namespace,
+        plugins=[agents_plugin(fake), HitlPlugin(tools=["builtin"])],
+    )
+    async with Worker(
+        own,
+        task_queue=task_queue,
+        workflows=[FilesAgentWorkflow],
+        interceptors=interceptors or [],
+    ):
+        yield own
+
+
+OLD_LOGS_ASKED = "delete the logs older than a week"
+
+
+def delete_what_was_found(body: dict[str, Any]) -> dict[str, Any]:
+    """The model's second turn: delete exactly what `find_files` returned."""
+    [found] = tool_messages(body)
+    paths = [item["path"] for item in json.loads(found["content"])["files"]]
+    return completion("Deleting them.", ("delete_files", {"paths": paths}), call_prefix="del")
+
+
+async def test_builtin_tools_offered_to_the_agent_ask_once_with_the_toolkits_preview_and_run_once(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    from hitl.models import ApproveDecision
+    from hitl.reviews import Reviews
+    from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
+
+    workspace = make_logs(tmp_path / "ws")
+    find = completion("Looking.", ("find_files", {"pattern": "*.log", "older_than_days": 7}))
+    losing = LoseFirstToolResult()
+    reviews = Reviews(client, signer=None)
+    with FakeOpenAI(scripted(find, delete_what_was_found, final)) as fake:
+        async with files_worker(client, fake, task_queue, [losing]) as own:
+            handle = await own.start_workflow(
+                FilesAgentWorkflow.run,
+                FilesJob(workspace=str(workspace), request=OLD_LOGS_ASKED),
+                id=f"oai-files-{uuid.uuid4().hex[:8]}",
+                task_queue=task_queue,
+            )
+            [record] = await wait_pending(handle)
+            # Only the deletion is asked about (find_files is read-only), with the
+            # toolkit's own preview: the files, as they are on disk.
+            assert record.action_json.tool == "delete_files"
+            assert sorted(record.action_json.args["paths"]) == sorted(OLD_LOGS)
+            assert record.preview.summary.startswith("delete 3 files (")
+            assert all(name in record.preview.details for name in OLD_LOGS)
+            assert record.context.original_request == OLD_LOGS_ASKED
+            assert record.args_schema is not None and "paths" in record.args_schema["properties"]
+            deadline = asyncio.get_running_loop().time() + 20
+            while not [p for p in await reviews.pending() if p.id == record.id]:
+                assert asyncio.get_running_loop().time() < deadline, "not listed as pending"
+                await asyncio.sleep(0.2)
+            [listed] = [p for p in await reviews.pending() if p.id == record.id]
+            assert listed.tool == "delete_files" and listed.summary == record.preview.summary
+            assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
+            outcome = await reviews.decide(
+                ApproveDecision(approval_id=record.id, reviewer="dana"), workflow_id=handle.id
+            )
+            assert outcome.applied
+            answer = await asyncio.wait_for(handle.result(), 60)
+            [done] = await approvals(handle)
+    assert losing.attempts == [1, 2], "the tool's activity was retried"
+    assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
+    assert done.status.value == "approved" and done.executed_at is not None
+    # The model was offered the tools' own schemas, not strict (optional arguments stay
+    # optional), and read what the deletion did.
+    offered = {t["function"]["name"]: t["function"] for t in fake.requests[0]["tools"]}
+    assert set(offered) == {"find_files", "delete_files"}
+    assert "required" not in offered["find_files"]["parameters"]
+    assert not offered["delete_files"].get("strict")
+    # The retry got the first attempt's result back (a second deletion would have found
+    # the files already absent): deleted once.
+    deleted = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[-1])}
+    assert sorted(json.loads(deleted["del_0"])["deleted"]) == sorted(OLD_LOGS)
+    assert answer.startswith("Done: ")
+
+
+async def test_a_rejected_builtin_call_leaves_the_files_and_the_model_reads_the_reason(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
+
+    workspace = make_logs(tmp_path / "ws")
+    delete = completion("Deleting.", ("delete_files", {"paths": OLD_LOGS}), call_prefix="del")
+    with FakeOpenAI(scripted(delete, final)) as fake:
+        async with files_worker(client, fake, task_queue) as own:
+            handle = await own.start_workflow(
+                FilesAgentWorkflow.run,
+                FilesJob(workspace=str(workspace), request=OLD_LOGS_ASKED),
+                id=f"oai-files-{uuid.uuid4().hex[:8]}",
+                task_queue=task_queue,
+            )
+            [record] = await wait_pending(handle)
+            await handle.signal(
+                contract.SIGNAL_REJECT, decision(record.id, "bob", reason="keep them for audit")
+            )
+            answer = await asyncio.wait_for(handle.result(), 60)
+            [done] = await approvals(handle)
+    assert files_in(workspace) == sorted(OLD_LOGS + NEW_LOGS + OTHER)
+    assert done.status.value == "rejected" and done.executed_at is None
+    [message] = tool_messages(fake.requests[-1])
+    assert message["content"].startswith("Error: REJECTED by bob: keep them for audit.")
+    assert answer.startswith("Done: Error: REJECTED by bob")
+
+
+def test_a_hitl_tool_is_a_plain_function_tool_and_the_model_reads_its_result() -> None:
+    from typing import cast
+
+    from agents import FunctionTool
+
+    from hitl.gate import ApprovalGate
+    from hitl.gated_tools import GatedTools, ToolCallOptions
+    from hitl.integrations.openai_agents import function_tools, tool_output
+    from hitl.models import ToolDescriptor, ToolResult
+
+    schema = {
+        "type": "object",
+        "properties": {"pattern": {"type": "string", "default": "*"}},
+        "additionalProperties": False,
+    }
+    descriptor = ToolDescriptor(
+        name="find_files",
+        description="Find files.",
+        parameters=schema,
+        digest="d",
+        approval="never",
+    )
+    gated = GatedTools(cast(ApprovalGate, None), [descriptor], ToolCallOptions())
+    [tool] = function_tools(gated)
+    assert isinstance(tool, FunctionTool)
+    # The gate asks inside the call: the SDK must not ask too.
+    assert tool.needs_approval is False and tool.strict_json_schema is False
+    assert tool.params_json_schema == schema and tool.params_json_schema is not schema
+    assert tool_output(ToolResult(ok=True, output={"deleted": ["a"]})) == '{"deleted": ["a"]}'
+    assert tool_output(ToolResult(ok=True, output="plain")) == "plain"
+    assert tool_output(ToolResult(ok=True, summary="nothing to say")) == "nothing to say"
+    partial = ToolResult(ok=False, output={"kept": ["b"]}, error="1 was not deleted")
+    assert tool_output(partial) == 'Error: 1 was not deleted\n{"kept": ["b"]}'
+    long = tool_output(ToolResult(ok=True, output="x" * 50_000))
+    assert len(long) == 16_000 and long.endswith("more characters not shown]")

@@ -32,6 +32,12 @@ is being judged) and returns a `carry` (the SDK's run state and which approvals 
 wait on); pass it back as `carried=` in the next run, whose gate was made with
 `ApprovalGate(state=carry.gate)`. Pending approvals keep their ids and deadlines.
 
+`hitl_tools` offers the worker's `hitl` tools (the built-in toolkits included) as the
+agent's function tools: each call goes through the worker's `check_tool`, the gate where
+the tool asks for approval (the tool's own preview, risk and quorum), and `run_tool` with
+the approval id as idempotency key. They don't use the SDK's `needs_approval`: the gate
+asks inside the call, once, so they run under `Runner.run` as well as under `run_gated`.
+
 Worker: `Client.connect(..., plugins=[OpenAIAgentsPlugin(...), HitlPlugin()])`, in this
 order (`OpenAIAgentsPlugin` refuses a payload converter set before it; the other order
 fails at once with a sentence saying so).
@@ -41,8 +47,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -51,7 +58,8 @@ from agents import Agent, FunctionTool, ItemHelpers, RunConfig, RunResult, RunSt
 from agents.function_schema import function_schema
 from agents.items import MessageOutputItem, ReasoningItem, ToolApprovalItem
 from agents.run import DEFAULT_MAX_TURNS, Runner, get_default_agent_runner
-from agents.tool import ToolOriginType
+from agents.tool import Tool, ToolOriginType
+from agents.tool_context import ToolContext
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from temporalio import activity, workflow
@@ -62,13 +70,16 @@ from temporalio.openai_agents import OpenAIPayloadConverter
 from temporalio.openai_agents.workflow import activity_as_tool
 
 from hitl.gate import ApprovalGate, schema_validator
+from hitl.gated_tools import GatedTools, ToolCallOptions
 from hitl.models import (
     ApprovalContext,
     ApprovalOutcome,
     ApprovalStatus,
     GateState,
     ToolAction,
+    ToolDescriptor,
     ToolPreview,
+    ToolResult,
 )
 from hitl.text import clip
 
@@ -78,15 +89,20 @@ __all__ = [
     "HitlOpenAIPayloadConverter",
     "ToolPolicy",
     "approval_key",
+    "function_tools",
     "gated_activity_tool",
+    "hitl_tools",
     "rejection_message",
     "run_gated",
+    "tool_output",
 ]
 
 MAX_ARGUMENTS_CHARS = 32_000
 """A call whose arguments are longer than this is rejected without asking anyone."""
 MAX_REASONING_CHARS = 2_000
 MAX_REQUEST_CHARS = 4_000
+MAX_TOOL_OUTPUT_CHARS = 16_000
+"""What a `hitl` tool's call hands back to the model is cut to this many characters."""
 
 _APPROVAL_IDS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
     "hitl_openai_agents_approval_ids", default=None
@@ -244,6 +260,77 @@ def gated_activity_tool(
         strict_json_schema=base.strict_json_schema,
         needs_approval=needs_approval,
     )
+
+
+async def hitl_tools(
+    gate: ApprovalGate | None = None,
+    names: Sequence[str] | None = None,
+    options: ToolCallOptions | None = None,
+    *,
+    request: ApprovalContext | str = "",
+) -> list[Tool]:
+    """The worker's `hitl` tools `names` (all when None, the built-in toolkits included
+    where the worker has them: `HitlPlugin(tools=["builtin"])`) as the SDK's function
+    tools (a `FunctionTool` each), for an agent run in this workflow.
+
+    Asked of the worker once (`GatedTools.of_worker`, recorded in history). A call runs
+    `GatedTools.call_by_name`: the worker checks it and applies the tool's policy, a
+    call that needs approval waits for a reviewer (`hitl pending` shows the tool's own
+    preview), and the approved action runs with the approval id as its idempotency key,
+    at most once. The model reads the result (`tool_output`): the output, or the error
+    (a rejection with the reviewer's reason, invalid arguments). `gate`: the workflow's
+    (default `ApprovalGate.current()`); `options`: the run's workspace and limits;
+    `request`: what the reviewer reads as the request behind the calls.
+    """
+    gated = await GatedTools.of_worker(gate or ApprovalGate.current(), names, options)
+    return function_tools(gated, request=request)
+
+
+def function_tools(gated: GatedTools, *, request: ApprovalContext | str = "") -> list[Tool]:
+    """`hitl_tools` over a `GatedTools` the workflow already has."""
+    return [_function_tool(gated, descriptor, request) for descriptor in gated.descriptors()]
+
+
+def _function_tool(
+    gated: GatedTools, descriptor: ToolDescriptor, request: ApprovalContext | str
+) -> FunctionTool:
+    name = descriptor.name
+
+    async def invoke(ctx: ToolContext[Any], arguments: str) -> str:
+        call_id = getattr(ctx, "tool_call_id", None)
+        result = await gated.call_by_name(name, arguments, request, call_id=call_id)
+        return tool_output(result)
+
+    return FunctionTool(
+        name=name,
+        description=descriptor.description,
+        params_json_schema=copy.deepcopy(descriptor.parameters),
+        on_invoke_tool=invoke,
+        # The tool's own schema as it is: strict mode would make every optional argument
+        # required and rewrite the schema. The worker's check validates the arguments.
+        strict_json_schema=False,
+        # The gate asks inside the call (where the tool's policy says so): never twice.
+        needs_approval=False,
+    )
+
+
+def tool_output(result: ToolResult, limit: int = MAX_TOOL_OUTPUT_CHARS) -> str:
+    """What the model reads of a `hitl` tool's call: its output (JSON unless a str), or
+    its error followed by whatever output it has; at most `limit` characters."""
+    output = (
+        None
+        if result.output is None
+        else result.output
+        if isinstance(result.output, str)
+        else json.dumps(result.output, ensure_ascii=False, default=str)
+    )
+    if result.ok:
+        text = output if output is not None else (result.summary or "done")
+    else:
+        text = f"Error: {result.error or result.summary or 'the tool failed'}"
+        if output is not None:
+            text += f"\n{output}"
+    return clip(text, limit)
 
 
 async def run_gated(
