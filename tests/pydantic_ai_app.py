@@ -28,7 +28,14 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityConfig
 
 from hitl.gate import ApprovalGate
-from hitl.integrations.pydantic_ai import GateApprovals, GatedToolset, ToolRules, approval_id
+from hitl.gated_tools import ToolCallOptions
+from hitl.integrations.pydantic_ai import (
+    GateApprovals,
+    GatedToolset,
+    HitlToolset,
+    ToolRules,
+    approval_id,
+)
 from hitl.plugin import HitlPlugin
 
 PORT_ENV = "HITL_TEST_OPENAI_PORT"
@@ -208,7 +215,38 @@ class LegacyShopWorkflow:
         return result.output
 
 
-WORKFLOWS = [ShopWorkflow, LegacyShopWorkflow, ForgotTheGateWorkflow]
+# The worker's built-in `delete_files` (HitlPlugin(tools=["builtin"])), on the workspace
+# the run was started on (the agent's deps).
+files_toolset = HitlToolset(
+    ["delete_files"], options=lambda ctx: ToolCallOptions(workspace=ctx.deps)
+)
+files_agent = Agent(
+    fake_model(),
+    name="files",
+    deps_type=str,
+    instructions="You keep a workspace tidy.",
+    toolsets=[files_toolset],
+    capabilities=[TemporalDurability()],
+)
+
+
+@workflow.defn
+class FilesWorkflow:
+    """Runs the files agent on one prompt and workspace; the gate asks about deletions."""
+
+    __pydantic_ai_agents__: ClassVar = [files_agent]
+
+    @workflow.init
+    def __init__(self, prompt: str, workspace: str) -> None:
+        self.gate = ApprovalGate()
+
+    @workflow.run
+    async def run(self, prompt: str, workspace: str) -> str:
+        result = await files_agent.run(prompt, deps=workspace)
+        return result.output
+
+
+WORKFLOWS = [ShopWorkflow, LegacyShopWorkflow, ForgotTheGateWorkflow, FilesWorkflow]
 
 
 def plugins() -> list[Any]:

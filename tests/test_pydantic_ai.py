@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic_ai import RunContext
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
-from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
+from pydantic_ai.exceptions import ApprovalRequired, ToolFailed, UserError
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RunUsage
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
@@ -29,6 +29,7 @@ from hitl.plugin import HitlPlugin
 from hitl.reviewers import add_reviewer, decode_key, new_key
 from hitl.reviews import Reviews
 from tests import pydantic_ai_app as app
+from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
 from tests.fake_openai import FakeOpenAI, completion, tool_messages
 from tests.helpers import approvals, decision, wait_decisions, wait_pending
 from tests.processes import ROOT, WorkerProcess
@@ -389,6 +390,86 @@ async def test_the_deprecated_temporal_agent_and_either_plugin_order(
             await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
             assert await handle.result() == "Final: refunded 5 on L1"
     assert app.effects() == [f"refund L1 5 {record.id}"]
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "rejected"])
+async def test_a_builtin_hitl_tool_runs_in_the_workflow_asked_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, approve: bool
+) -> None:
+    """The worker's `delete_files` offered through `HitlToolset`: the gate shows the
+    toolkit's preview (the files), and the approved list is deleted once, by `run_tool`."""
+    workspace = make_logs(tmp_path / "ws")
+    before = files_in(workspace)
+    config = client.config()
+    config["plugins"] = [PydanticAIPlugin(), HitlPlugin(tools=["builtin"])]
+    files_client = Client(**config)
+    queue = f"pai-files-{uuid.uuid4().hex[:8]}"
+    doomed = OLD_LOGS[:2]
+    model = scripted(("delete_files", {"paths": doomed}), content="Those two logs are old.")
+    async with Worker(files_client, task_queue=queue, workflows=app.WORKFLOWS):
+        with serve(model, monkeypatch) as fake:
+            handle = await files_client.start_workflow(
+                app.FilesWorkflow.run,
+                args=["Delete the two oldest logs", str(workspace)],
+                id=f"pai-files-{uuid.uuid4().hex[:8]}",
+                task_queue=queue,
+            )
+            [record] = await wait_pending(handle)
+            assert record.action_json.tool == "delete_files"
+            assert record.action_json.args == {"paths": doomed}
+            assert record.preview is not None
+            assert record.preview.summary.startswith("delete 2 files")
+            assert all(path in record.preview.details for path in doomed)
+            assert record.context.original_request == "Delete the two oldest logs"
+            assert record.context.reasoning == "Those two logs are old."
+            assert record.args_schema is not None and "paths" in record.args_schema["properties"]
+            assert files_in(workspace) == before
+            # The model saw the tool as the worker describes it.
+            [offered] = fake.requests[0]["tools"]
+            assert offered["function"]["name"] == "delete_files"
+            assert "paths" in offered["function"]["parameters"]["properties"]
+            if approve:
+                await handle.signal(contract.SIGNAL_APPROVE, decision(record.id))
+            else:
+                await handle.signal(
+                    contract.SIGNAL_REJECT, decision(record.id, reason="keep them for the audit")
+                )
+            output = await asyncio.wait_for(handle.result(), 30)
+            [answer] = tool_messages(fake.requests[-1])
+        [done] = await approvals(handle)  # asked once: no second approval
+    result = json.loads(answer["content"])
+    history = await handle.fetch_history()
+    activities = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    replayer = Replayer(workflows=app.WORKFLOWS, plugins=[PydanticAIPlugin(), HitlPlugin()])
+    await replayer.replay_workflow(history)  # the lazily built tools replay
+    # The call ran in the workflow: no Pydantic AI tool activity (`agent__files__toolset__
+    # hitl__call_tool` and the like), only its model requests and the hitl activities; the
+    # tools were asked of the worker once for the run, not at each step.
+    assert [name for name in activities if name.startswith("agent__files__")] == [
+        "agent__files__model_request"
+    ] * 2, activities
+    assert activities.count("describe_tools") == 1, activities
+    assert output.startswith("Final: ")
+    if approve:
+        assert done.status is ApprovalStatus.APPROVED and done.executed_at is not None
+        assert result["ok"] is True and result["output"]["deleted"] == doomed
+        assert files_in(workspace) == sorted(set(before) - set(doomed))
+        assert activities.count("run_tool") == 1, activities
+    else:
+        assert done.status is ApprovalStatus.REJECTED
+        assert result["ok"] is False and "keep them for the audit" in result["error"]
+        assert files_in(workspace) == before == sorted(OLD_LOGS + NEW_LOGS + OTHER)
+        assert "run_tool" not in activities, activities
+
+
+async def test_hitl_tools_outside_a_workflow_say_so() -> None:
+    ctx = RunContext(deps="ws", model=TestModel(), usage=RunUsage())
+    with pytest.raises(UserError, match="only inside a Temporal workflow"):
+        await (await app.files_toolset.for_run(ctx)).get_tools(ctx)
 
 
 async def test_the_example_runs_as_written_offline(env: Any, tmp_path: Path) -> None:

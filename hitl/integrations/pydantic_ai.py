@@ -36,19 +36,27 @@ for exactly these arguments (an approval flag in an activity's payload is only a
 and an attempt after the first of an approved call is not repeated, nor is a failed one
 retried, unless the tool says it is idempotent (`metadata={"hitl": {"idempotent": True}}`).
 The approval id reaches the tool as its idempotency key: `approval_id(ctx)`.
+
+`HitlToolset` offers the worker's `hitl` tools (`HitlPlugin(tools=[...])`, the built-in
+toolkits included) to the agent, run in the workflow the way the reference agent runs
+them (`hitl.gated_tools.GatedTools.call_by_name`): the worker's `check_tool` validates a
+call and applies its policy and preview, the gate asks where the tool says so (once: these
+tools are not `requires_approval`, so `GateApprovals` never sees them), and `run_tool`
+carries out the approved action with the approval id as its idempotency key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic_ai import FunctionToolset, ToolsetTool
+from pydantic_ai import AbstractToolset, FunctionToolset, ToolsetTool
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import (
     ApprovalRequired,
@@ -63,25 +71,35 @@ from pydantic_ai.tools import (
     DeferredToolResults,
     RunContext,
     ToolApproved,
+    ToolDefinition,
     ToolDenied,
 )
-from pydantic_core import to_jsonable_python
+from pydantic_core import SchemaValidator, core_schema, to_jsonable_python
 from temporalio import activity, workflow
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from hitl import contract
 from hitl.gate import ApprovalGate
+from hitl.gated_tools import GatedTools, ToolCallOptions
 from hitl.models import (
     ApprovalContext,
     ApprovalOutcome,
     ApprovalRecord,
     ApprovalStatus,
     ToolPreview,
+    ToolResult,
 )
 from hitl.text import clip
 
-__all__ = ["APPROVAL_ID", "GateApprovals", "GatedToolset", "ToolRules", "approval_id"]
+__all__ = [
+    "APPROVAL_ID",
+    "GateApprovals",
+    "GatedToolset",
+    "HitlToolset",
+    "ToolRules",
+    "approval_id",
+]
 
 APPROVAL_ID = "hitl_approval_id"
 """The key of the approval id in an approved call's `tool_call_metadata`."""
@@ -90,6 +108,8 @@ MAX_ARGS_CHARS = 32_000
 reviewer reads that much, and the run's history must not carry it."""
 MAX_PROMPT_CHARS = 4_000
 MAX_REASONING_CHARS = 4_000
+MAX_RESULT_CHARS = 16_000
+"""A `hitl` tool's result longer than this (as JSON) reaches the model cut, saying so."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +144,7 @@ class GateApprovals(AbstractCapability[Any]):
     ) -> DeferredToolResults | None:
         if not workflow.in_workflow() or not requests.approvals:
             return None
-        try:
-            gate = ApprovalGate.current()
-        except LookupError as error:
-            # A UserError fails the workflow with this sentence (PydanticAIPlugin lists it);
-            # a LookupError would fail its task, retried for ever.
-            raise UserError(str(error)) from None
+        gate = _current_gate()
         context = _context(ctx)
         answers = await asyncio.gather(
             *(self._ask(gate, ctx, call, context) for call in requests.approvals)
@@ -172,6 +187,15 @@ class GateApprovals(AbstractCapability[Any]):
             quorum=rules.quorum,
         )
         return _answer(outcome, args), outcome
+
+
+def _current_gate() -> ApprovalGate:
+    try:
+        return ApprovalGate.current()
+    except LookupError as error:
+        # A UserError fails the workflow with this sentence (PydanticAIPlugin lists it);
+        # a LookupError would fail its task, retried for ever.
+        raise UserError(str(error)) from None
 
 
 def _answer(outcome: ApprovalOutcome, asked: dict[str, Any]) -> ToolApproved | ToolDenied:
@@ -307,3 +331,107 @@ async def _settled(key: str, name: str, tool_args: dict[str, Any], tool: Toolset
     except Exception:
         return False
     return bool(to_jsonable_python(approved) == to_jsonable_python(tool_args))
+
+
+# --- the worker's hitl tools as a toolset ----------------------------------------------
+
+_ANY_ARGS = SchemaValidator(core_schema.any_schema())
+"""The arguments pass through as the model wrote them: the worker's `check_tool` validates
+them against the tool's own model (and says what is wrong, for the model to fix)."""
+
+Options = ToolCallOptions | Callable[[RunContext[Any]], ToolCallOptions]
+
+
+class HitlToolset(AbstractToolset[Any]):
+    """The worker's `hitl` tools `names` (all of them when None, the built-in toolkits
+    included when the worker has them: `HitlPlugin(tools=["builtin"])`) as tools of a
+    Pydantic AI agent on Temporal.
+
+    A call runs in the workflow through `GatedTools.call_by_name`: checked by the worker's
+    `check_tool` (policy, preview, risk), asked of the gate where the tool needs approval
+    (once: these tools are not `requires_approval`), and carried out by `run_tool` with the
+    approval id as its idempotency key, so an approved call happens at most once. The model
+    reads the `ToolResult` (`ok`, `output`, `error`: a reviewer's rejection with its reason,
+    invalid arguments, a timeout).
+
+    `options` are the run's choices (`ToolCallOptions`: the workspace, stricter timeouts),
+    or a function of the run's context that returns them (the workspace from the agent's
+    `deps`, say). The tools are asked of the worker (the `describe_tools` activity) when
+    a run first lists them and kept for that run. Pydantic AI's Temporal durability runs
+    a toolset of its own kind (`FunctionToolset`, `MCPToolset`, `DynamicToolset`) in
+    activities and leaves any other in the workflow: this one must stay there, since the
+    gate's wait and the activities it starts are workflow code.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str] | None = None,
+        options: Options | None = None,
+        *,
+        id: str | None = "hitl",
+    ) -> None:
+        self.names = list(names) if names is not None else None
+        self.options = options
+        self._id = id
+        self._tools: GatedTools | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def id(self) -> str | None:
+        return self._id
+
+    async def for_run(self, ctx: RunContext[Any]) -> AbstractToolset[Any]:
+        # The toolset is built with the agent, at import; each run gets its own tools
+        # (its gate, its options, its recorded descriptors).
+        run = copy.copy(self)
+        run._tools, run._lock = None, None
+        return run
+
+    async def tools_of_run(self, ctx: RunContext[Any]) -> GatedTools:
+        """The run's `GatedTools`, asked of the worker on first use."""
+        if not workflow.in_workflow():
+            raise UserError(
+                "hitl tools run only inside a Temporal workflow that made an ApprovalGate "
+                "(the gate asks the reviewers; its activities carry the calls out)"
+            )
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._tools is None:
+                options = self.options(ctx) if callable(self.options) else self.options
+                self._tools = await GatedTools.of_worker(_current_gate(), self.names, options)
+        return self._tools
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        tools = await self.tools_of_run(ctx)
+        return {
+            descriptor.name: ToolsetTool(
+                toolset=self,
+                tool_def=ToolDefinition(
+                    name=descriptor.name,
+                    description=descriptor.description,
+                    parameters_json_schema=descriptor.parameters,
+                    metadata={"hitl": {"approval": descriptor.approval}},
+                ),
+                max_retries=0,
+                args_validator=_ANY_ARGS,
+            )
+            for descriptor in tools.descriptors()
+        }
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        tools = await self.tools_of_run(ctx)
+        call_id = clip(ctx.tool_call_id, 100) if ctx.tool_call_id else None
+        result = await tools.call_by_name(name, tool_args, _context(ctx), call_id=call_id)
+        return _tool_return(result)
+
+
+def _tool_return(result: ToolResult) -> Any:
+    """What the model reads: the result without the reviewer's one-line summary, cut."""
+    shown = result.model_dump(mode="json", exclude={"summary"})
+    text = json.dumps(shown, ensure_ascii=False)
+    if len(text) <= MAX_RESULT_CHARS:
+        return shown
+    return clip(text, MAX_RESULT_CHARS) + " [the result was cut short: ask for a smaller part]"
