@@ -87,6 +87,7 @@ from hitl.models import (
     ApprovalOutcome,
     ApprovalRecord,
     ApprovalStatus,
+    ToolAction,
     ToolPreview,
     ToolResult,
 )
@@ -146,9 +147,11 @@ class GateApprovals(AbstractCapability[Any]):
             return None
         gate = _current_gate()
         context = _context(ctx)
-        answers = await asyncio.gather(
-            *(self._ask(gate, ctx, call, context) for call in requests.approvals)
-        )
+        # Opened one after another, in the model's order (reviewers see them so, and the
+        # run's commands don't depend on which worker check answers first); then all are
+        # waited for side by side.
+        opened = [await self._open(gate, ctx, call, context) for call in requests.approvals]
+        answers = await asyncio.gather(*(self._decided(gate, item) for item in opened))
         results = DeferredToolResults()
         for call, (answer, outcome) in zip(requests.approvals, answers, strict=True):
             results.approvals[call.tool_call_id] = answer
@@ -162,20 +165,28 @@ class GateApprovals(AbstractCapability[Any]):
                 }
         return results
 
-    async def _ask(
+    async def _open(
         self, gate: ApprovalGate, ctx: RunContext[Any], call: ToolCallPart, context: ApprovalContext
-    ) -> tuple[ToolApproved | ToolDenied, ApprovalOutcome | None]:
+    ) -> _Asked:
+        """The call's approval opened (the worker's check first), or its answer now."""
         try:
             args = call.args_as_dict()
         except ValueError:
-            return ToolDenied("the call's arguments are not a JSON object"), None
+            return _Asked({}, answer=ToolDenied("the call's arguments are not a JSON object"))
         if len(json.dumps(args, default=str)) > MAX_ARGS_CHARS:
-            return ToolDenied(
-                f"the call's arguments are longer than {MAX_ARGS_CHARS} characters, too long "
-                "for a reviewer to read; it was not made"
-            ), None
+            return _Asked(
+                args,
+                answer=ToolDenied(
+                    f"the call's arguments are longer than {MAX_ARGS_CHARS} characters, too "
+                    "long for a reviewer to read; it was not made"
+                ),
+            )
+        action = ToolAction(tool=call.tool_name, args=args)
+        if gate.rejected_earlier(action) is not None:
+            outcome = await gate.request(action)  # rejected again at once, with that reason
+            return _Asked(args, answer=_answer(outcome, args), outcome=outcome)
         rules = self.rules.get(call.tool_name, self.default)
-        outcome = await gate.ask(
+        record = await gate.open_call(
             call.tool_name,
             args,
             preview=ToolPreview(summary=_summary(call.tool_name, args)),
@@ -186,7 +197,27 @@ class GateApprovals(AbstractCapability[Any]):
             timeout=rules.timeout,
             quorum=rules.quorum,
         )
-        return _answer(outcome, args), outcome
+        return _Asked(args, approval_id=record.id)
+
+    @staticmethod
+    async def _decided(
+        gate: ApprovalGate, asked: _Asked
+    ) -> tuple[ToolApproved | ToolDenied, ApprovalOutcome | None]:
+        if asked.answer is not None:
+            return asked.answer, asked.outcome
+        assert asked.approval_id is not None
+        outcome = await gate.wait(asked.approval_id)
+        return _answer(outcome, asked.args), outcome
+
+
+@dataclass
+class _Asked:
+    """One deferred call: its approval to wait for, or its answer already."""
+
+    args: dict[str, Any]
+    approval_id: str | None = None
+    answer: ToolApproved | ToolDenied | None = None
+    outcome: ApprovalOutcome | None = None
 
 
 def _current_gate() -> ApprovalGate:
