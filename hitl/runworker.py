@@ -25,11 +25,18 @@ from hitl.logs import configure_logging
 from hitl.plugin import build_worker
 from hitl.secrets import redact_text
 from hitl.text import clip, visible
-from hitl.tools import TOOLS_ENV, ToolRegistrationError, load_tools, modules_from
+from hitl.tools import (
+    TOOLS_ENV,
+    ToolRegistrationError,
+    load_previewers,
+    load_tools,
+    modules_from,
+)
 
 log = structlog.get_logger("hitl.worker")
 
 WORKFLOWS_ENV = "HITL_WORKFLOWS"
+PREVIEWERS_ENV = "HITL_PREVIEWERS"
 
 
 class WorkflowModuleError(Exception):
@@ -99,6 +106,12 @@ def add_worker_arguments(
         f"{TOOLS_ENV}, else the built-in toolkits",
     )
     parser.add_argument(
+        "--previewers",
+        metavar="MODULES",
+        help="modules of @hitl.tools.previewer functions: the worker's preview and risk of "
+        f"calls of tools that are not hitl tools (a framework's); default: {PREVIEWERS_ENV}",
+    )
+    parser.add_argument(
         "--tools-only",
         action="store_true",
         help="serve only the tools' activities (no workflows, no model): a worker for "
@@ -126,6 +139,8 @@ async def run_worker(args: argparse.Namespace) -> int:
     task_queue = args.task_queue or settings.task_queue
     try:
         registry = load_tools(modules_from(args.tools))
+        named = getattr(args, "previewers", None) or os.environ.get(PREVIEWERS_ENV) or ""
+        previewers = load_previewers([m.strip() for m in named.split(",") if m.strip()])
     except ToolRegistrationError as error:
         log.error("worker.tools_refused", error=str(error))
         print(f"worker: {error}", flush=True)
@@ -156,6 +171,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         task_queue,
         tools=registry,
         tools_only=args.tools_only,
+        previewers=previewers,
         workflows=workflows,
         activities=activities,
     )

@@ -199,6 +199,28 @@ async def test_registration_errors_stop_the_worker_with_what_to_fix(
         assert expected in out.decode(), out.decode()
 
 
+async def test_a_worker_loads_its_previewers_from_modules_and_refuses_bad_ones(
+    env: WorkflowEnvironment,
+) -> None:
+    """`hitl worker --previewers MODULES` (or HITL_PREVIEWERS) loads the worker's previews of
+    a framework's calls; a module that isn't there, or defines none, stops it with what to fix."""
+    for option, variable, expected in [
+        (["--previewers", "tests.usertools.nowhere"], "", "previewer module"),
+        ([], "tests.usertools.nowhere", "could not be imported"),
+        (["--previewers", "tests.usertools.shop"], "", "defines no previewers"),
+    ]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hitl.cli", "worker", *option,
+            cwd=ROOT,
+            env={**os.environ, "TEMPORAL_ADDRESS": _address(env), "HITL_PREVIEWERS": variable},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 2, out.decode()
+        assert expected in out.decode(), out.decode()
+
+
 class Opaque:
     """A type no JSON Schema describes."""
 
