@@ -11,6 +11,7 @@ of a bearer token (never the token), and what they may decide:
     self_approve = []              # tools they may approve in runs they started themselves
 
     read = []                      # tools whose approvals they may read without deciding
+    slack_user = "U012ABCDEF"      # their Slack member id: their clicks in Slack decide as them
 
     [[quorum]]                     # calls at or above this risk need this many approvers
     min_risk = 80
@@ -92,6 +93,9 @@ class Reviewer:
     read: tuple[str, ...] = ()
     """Tools whose approvals this reviewer may read (list, record, events) without
     deciding them; those they may decide they may always read."""
+    slack_user: str | None = None
+    """Their Slack member id (`U…`): a click in Slack by that user decides as this
+    reviewer, through the same rules (`hitl.api.routers.slack`)."""
 
     def may_decide(self, tool: str) -> bool:
         return "*" in self.tools or tool in self.tools
@@ -133,6 +137,12 @@ class ReviewerConfig:
             if hmac.compare_digest(reviewer.token_sha256, digest):
                 found = reviewer
         return found
+
+    def by_slack_user(self, user_id: str) -> Reviewer | None:
+        """The reviewer whose Slack member id this is, else None."""
+        if not user_id:
+            return None
+        return next((r for r in self.reviewers.values() if r.slack_user == user_id), None)
 
     def quorum_for(self, risk: int, own: int = 1) -> int:
         needed = own
@@ -233,7 +243,17 @@ def load_config(
                 groups=tuple(entry.get("groups", [])),
                 self_approve=tuple(entry.get("self_approve", [])),
                 read=tuple(entry.get("read", [])),
+                slack_user=_slack_user(entry.get("slack_user"), name, file),
             )
+        mapped: dict[str, str] = {}
+        for reviewer in config.reviewers.values():
+            if reviewer.slack_user is not None:
+                if reviewer.slack_user in mapped:
+                    raise ReviewerConfigError(
+                        f"reviewers {mapped[reviewer.slack_user]!r} and {reviewer.name!r} in "
+                        f"{file} have the same slack_user; one Slack user is one reviewer"
+                    )
+                mapped[reviewer.slack_user] = reviewer.name
         for rule in data.get("quorum") or []:
             config.quorum.append(QuorumRule(int(rule["min_risk"]), int(rule["approvals"])))
         policy = data.get("policy") or {}
@@ -256,6 +276,17 @@ def load_config(
             f"{error}); see `hitl reviewers --help`"
         ) from None
     return config
+
+
+def _slack_user(value: object, name: str, file: Path) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isalnum() or not 2 <= len(value) <= 40:
+        raise ReviewerConfigError(
+            f"reviewer {name!r} in {file}: slack_user is a Slack member id such as "
+            '"U012ABCDEF" (their profile, ⋮, Copy member ID)'
+        )
+    return value
 
 
 def add_reviewer(

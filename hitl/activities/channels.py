@@ -9,6 +9,9 @@ Configured on the worker, each from one setting:
 - `HITL_REDIS_URL` (and `HITL_REDIS_CHANNEL`, default `hitl:approvals`): a JSON message
   published with the approval id as `correlation_id`; decisions can come back through
   `hitl bridge redis`.
+- `HITL_SLACK_BOT_TOKEN` (and `HITL_SLACK_CHANNEL`, `HITL_SLACK_CHANNELS`): pending
+  approvals posted as interactive messages, updated in place as they are decided
+  (`hitl.chat.slack`, docs/slack.md).
 - `HITL_INBOX_URL`: where the inbox is (links in every message).
 
 Each delivery is bounded, whatever the other end does (refuses, accepts and never
@@ -43,6 +46,8 @@ from typing import Any
 
 import structlog
 
+from hitl.chat.slack import SlackSettings, publish
+from hitl.chat.slack import settings as slack_settings
 from hitl.models import ApprovalRecord, NotifyEvent
 from hitl.text import clip, markdown_text, visible
 
@@ -77,6 +82,8 @@ class Delivery:
     ok: bool
     attempts: int
     error: str | None = None
+    message: dict[str, str] | None = None
+    """Where the channel put it, for a chat message updated later (Slack: channel, ts)."""
 
 
 def inbox_link(record: ApprovalRecord, environ: Mapping[str, str] | None = None) -> str:
@@ -147,7 +154,7 @@ def text_message(event: NotifyEvent, link: str, markdown: bool = True) -> tuple[
 
 
 async def _with_retries(
-    name: str, send: Callable[[], Awaitable[None]], deadline: float
+    name: str, send: Callable[[], Awaitable[dict[str, str] | None]], deadline: float
 ) -> Delivery:
     """Try, and try again after a backoff, until it works, ATTEMPTS are used or the
     deadline (event loop time) comes; every try bounded by TRY_TIMEOUT."""
@@ -158,8 +165,8 @@ async def _with_retries(
     while attempt < ATTEMPTS and deadline - loop.time() > 0.05:
         attempt += 1
         try:
-            await asyncio.wait_for(send(), min(TRY_TIMEOUT, deadline - loop.time()))
-            return Delivery(name, True, attempt)
+            sent = await asyncio.wait_for(send(), min(TRY_TIMEOUT, deadline - loop.time()))
+            return Delivery(name, True, attempt, message=sent)
         except Exception as failure:
             text = str(failure) or "no answer in time"
             error = clip(visible(f"{type(failure).__name__}: {text}"), 300)
@@ -250,13 +257,29 @@ async def _redis(url: str, channel: str, data: dict[str, Any]) -> None:
         await client.aclose()
 
 
+async def _slack(config: SlackSettings, event: NotifyEvent, link: str) -> dict[str, str] | None:
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    # The SDK's client is synchronous (see hitl.chat.slack.client): each call is bounded
+    # by its own timeout, so a try given up on ends soon after in its thread. Its errors
+    # say what Slack answered (`channel_not_found`), never the token.
+    try:
+        return await asyncio.to_thread(publish, config, event.event, event.approval, link)
+    except SlackApiError as error:
+        raise ConnectionError(f"Slack answered {error.response.get('error')!r}") from None
+    except SlackClientError as error:
+        raise ConnectionError(f"Slack could not be reached ({type(error).__name__})") from None
+    except OSError as error:
+        raise ConnectionError(f"Slack could not be reached ({type(error).__name__})") from None
+
+
 async def deliver(event: NotifyEvent, environ: Mapping[str, str] | None = None) -> list[Delivery]:
     """Send one event to every configured channel, each independently, none failing."""
     environ = os.environ if environ is None else environ
     deadline = asyncio.get_running_loop().time() + DEADLINE
     link = inbox_link(event.approval, environ)
     data = summary(event, link)
-    sends: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    sends: list[tuple[str, Callable[[], Awaitable[dict[str, str] | None]]]] = []
     # One channel per Apprise URL: a mail server that is down doesn't resend the chat.
     for number, url in enumerate(apprise_urls(environ.get("HITL_APPRISE_URLS") or ""), 1):
         scheme = re.sub(r"[^a-z0-9+]", "", url.partition(":")[0].lower())[:20]
@@ -268,6 +291,9 @@ async def deliver(event: NotifyEvent, environ: Mapping[str, str] | None = None) 
         redis_url = environ["HITL_REDIS_URL"]
         channel = environ.get("HITL_REDIS_CHANNEL") or DEFAULT_REDIS_CHANNEL
         sends.append(("redis", lambda: _redis(redis_url, channel, data)))
+    slack = slack_settings(environ)
+    if slack is not None:
+        sends.append(("slack", functools.partial(_slack, slack, event, link)))
     return list(
         await asyncio.gather(*(_with_retries(name, send, deadline) for name, send in sends))
     )

@@ -30,7 +30,10 @@ async def notify_reviewers(event: NotifyEvent) -> list[dict[str, object]]:
         channels={d.channel: "ok" if d.ok else d.error for d in deliveries},
         decide=f"hitl approve {record.id}" if event.event in ("pending", "reminder") else None,
     )
-    return [{"channel": d.channel, "ok": d.ok, "attempts": d.attempts, "error": d.error}
+    # A chat message's place (Slack: channel id and ts, no secret) goes into history with
+    # the result, so the record of the run says where its approval was posted.
+    return [{"channel": d.channel, "ok": d.ok, "attempts": d.attempts, "error": d.error,
+             **({"message": d.message} if d.message else {})}
             for d in deliveries]  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from hitl.api.deps import ApiState
 from hitl.api.errors import ApiError, not_json, problem, rpc_problem, validation_sentence
 from hitl.api.feed import POLL_SECONDS, EventFeed
 from hitl.api.middleware import LOOPBACK, BodyLimit, SecurityHeaders, TrustedHosts
-from hitl.api.routers import approvals, events, inbox, runs
+from hitl.api.routers import approvals, events, inbox, runs, slack
 from hitl.decisions import RefusalCode
 from hitl.reviewers import ReviewerConfig
 from hitl.reviews import (
@@ -122,7 +122,10 @@ def create_app(
         workspace_root=PurePosixPath(workspace_root) if workspace_root else None,
     )
     _install_error_handlers(app)
-    for module in (approvals, runs, events, inbox):
+    # Slack's interactivity endpoint, when the signing secret is set: its requests carry
+    # Slack's signature, not a reviewer's token (`hitl.api.routers.slack`).
+    app.state.slack = slack.receiver()
+    for module in (approvals, runs, events, inbox, slack):
         app.include_router(module.router)
     # The last added runs first: headers on every answer, then the host, then the body.
     app.add_middleware(BodyLimit)
