@@ -435,3 +435,94 @@ async def test_unmapped_unauthorized_and_outdated_clicks_decide_nothing_and_say_
         lambda: set(buttons((slack.posted_for(record.id) or {})["blocks"])) == {chat.OPEN},
         "the message updated without its buttons",
     )
+
+
+async def test_modify_checks_the_arguments_in_the_modal_then_runs_with_them(
+    api: ServedApi, client: Client, task_queue: str, tmp_path: Path, slack: FakeSlack
+) -> None:
+    handle, record, message = await pending_message(client, task_queue, tmp_path, slack, "m")
+    body = click("UDAVE", chat.MODIFY, buttons(message["blocks"])[chat.MODIFY], message["ts"])
+    assert (await post(api, body, signed(body))).status_code == 200
+    view = (
+        await until(
+            lambda: [
+                v["view"]
+                for v in slack.of("views.open")
+                if v["view"]["callback_id"] == chat.MODIFY_VIEW
+                and record.id in v["view"]["private_metadata"]
+            ],
+            "the modify modal",
+        )
+    )[-1]
+    shown = next(b for b in view["blocks"] if b.get("block_id") == "args")
+    assert json.loads(shown["element"]["initial_value"]) == record.action_json.args
+
+    async def submit(text: str) -> httpx.Response:
+        payload = {
+            "type": "view_submission",
+            "user": {"id": "UDAVE"},
+            "view": {
+                "callback_id": chat.MODIFY_VIEW,
+                "private_metadata": view["private_metadata"],
+                "state": {"values": {"args": {"args": {"value": text}}}},
+            },
+        }
+        form = urlencode({"payload": json.dumps(payload)})
+        return await post(api, form, signed(form))
+
+    for wrong in ("{not json", "[1]", json.dumps({"paths": "logs"})):
+        answer = (await submit(wrong)).json()
+        assert answer["response_action"] == "errors" and answer["errors"]["args"], answer
+    assert (await approvals(handle))[0].decisions == []  # nothing was sent
+
+    assert (await submit(json.dumps({"paths": [OLD_LOGS[1]]}))).status_code == 200
+    for _ in range(400):
+        now = next(r for r in await approvals(handle) if r.id == record.id)
+        if now.status.value != "pending":
+            break
+        await asyncio.sleep(0.05)
+    assert now.status.value == "modified" and now.reviewer == "dave"
+    assert now.effective_action.args == {"paths": [OLD_LOGS[1]]}
+
+
+async def test_slack_down_costs_the_notification_its_bound_and_never_the_approval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hitl.activities.channels import DEADLINE
+    from hitl.devserver import free_port
+
+    monkeypatch.setenv(chat.API_URL_ENV, f"http://127.0.0.1:{free_port()}/api/")
+    started = time.monotonic()
+    (delivery,) = await deliver(_event())
+    assert not delivery.ok and delivery.error and TOKEN not in delivery.error
+    assert time.monotonic() - started < DEADLINE + 1
+
+
+def test_channels_per_tool_and_risk_and_one_slack_user_per_reviewer(tmp_path: Path) -> None:
+    config = chat.settings(
+        {
+            chat.TOKEN_ENV: TOKEN,
+            chat.CHANNEL_ENV: "CDEFAULT",
+            chat.CHANNELS_ENV: "risk>=80=CRISKY, tool=run_command=COPS",
+        }
+    )
+    assert config is not None and TOKEN not in repr(config)
+    assert config.channel_for("run_command", 10) == "COPS"
+    assert config.channel_for("run_command", 90) == "COPS"  # the tool's own rule first
+    assert config.channel_for("delete_files", 90) == "CRISKY"
+    assert config.channel_for("delete_files", 10) == "CDEFAULT"
+    assert chat.settings({}) is None
+    with pytest.raises(ValueError, match="HITL_SLACK_CHANNELS"):
+        chat.settings({chat.TOKEN_ENV: TOKEN, chat.CHANNELS_ENV: "nonsense"})
+
+    path = tmp_path / "reviewers.toml"
+    write_reviewers(path)
+    text = path.read_text()
+    for name in ("bob", "dave"):
+        text = text.replace(f"[reviewers.{name}]\n", f'[reviewers.{name}]\nslack_user = "USAME"\n')
+    path.write_text(text)
+    with pytest.raises(ValueError, match="same slack_user"):
+        load_config(path)
+    path.write_text(text.replace('"USAME"', '"<@U1>"', 1))
+    with pytest.raises(ValueError, match="member id"):
+        load_config(path)

@@ -31,9 +31,10 @@ from urllib.parse import parse_qs
 import structlog
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 from hitl.api.deps import ApiState, State
-from hitl.api.errors import ApiError
+from hitl.api.errors import ApiError, validation_sentence
 from hitl.arguments import schema_problem
 from hitl.chat import ButtonValue, card
 from hitl.chat import slack as chat
@@ -228,6 +229,14 @@ async def _allowed(
 
 
 async def _clicked(state: ApiState, slack: SlackReceiver, user: str, payload: Any) -> None:
+    """A click, after Slack was answered: whatever goes wrong ends here, logged."""
+    try:
+        await _click(state, slack, user, payload)
+    except Exception as error:
+        log.warning("slack.click_failed", error=type(error).__name__)
+
+
+async def _click(state: ApiState, slack: SlackReceiver, user: str, payload: Any) -> None:
     try:
         action = payload["actions"][0]
         action_id = str(action["action_id"])
@@ -251,12 +260,16 @@ async def _clicked(state: ApiState, slack: SlackReceiver, user: str, payload: An
         await _tell(slack, where, f"Not decided: {refusal}")
         return
     if kind == "approve":
-        decision = ApproveDecision(
-            approval_id=value.approval_id,
-            reviewer=name,
-            comment="approved in Slack",
-            action_digest=value.action_digest,
-        )
+        try:
+            decision = ApproveDecision(
+                approval_id=value.approval_id,
+                reviewer=name,
+                comment="approved in Slack",
+                action_digest=value.action_digest,
+            )
+        except ValidationError as error:
+            await _tell(slack, where, f"Not decided: {validation_sentence(error)}")
+            return
         await _send(state, slack, where, decision, value.workflow_id)
     elif kind == "reject":
         await _call(slack, "views_open", trigger_id=payload.get("trigger_id"),
@@ -372,12 +385,15 @@ async def _submitted(
         reason = _field(payload, "reason").strip()
         if not reason:
             return _errors(reason="Say why: the agent reads it.")
-        decision: AnyDecision = RejectDecision(
-            approval_id=value.approval_id,
-            reviewer=name,
-            reason=clip(reason, REASON_CHARS),
-            action_digest=value.action_digest,
-        )
+        try:
+            decision: AnyDecision = RejectDecision(
+                approval_id=value.approval_id,
+                reviewer=name,
+                reason=clip(reason, REASON_CHARS),
+                action_digest=value.action_digest,
+            )
+        except ValidationError as error:
+            return _errors(reason=clip(validation_sentence(error), 300))
         tasks.add_task(_send, state, slack, where, decision, value.workflow_id)
         return Response(status_code=200)
     try:
@@ -392,13 +408,16 @@ async def _submitted(
     problem = schema_problem(record, args)
     if problem is not None:
         return _errors(args=clip(f"Invalid for {record.action_json.tool}: {problem}", 300))
-    comment = _field(payload, "comment").strip() or None
-    decision = ModifyDecision(
-        approval_id=value.approval_id,
-        reviewer=name,
-        args=args,
-        comment=comment,
-        action_digest=value.action_digest,
-    )
+    try:
+        decision = ModifyDecision(
+            approval_id=value.approval_id,
+            reviewer=name,
+            args=args,
+            comment=_field(payload, "comment").strip(),
+            action_digest=value.action_digest,
+        )
+    except ValidationError as error:
+        # A decision's own bounds (sizes, depth): said in the modal, nothing sent.
+        return _errors(args=clip(validation_sentence(error), 300))
     tasks.add_task(_send, state, slack, where, decision, value.workflow_id)
     return Response(status_code=200)
