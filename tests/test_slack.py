@@ -36,6 +36,7 @@ from hitl.models import (
     NotifyEvent,
     ToolAction,
     ToolPreview,
+    Vote,
 )
 from hitl.reviewers import load_config
 from tests.conftest import OLD_LOGS, make_logs
@@ -526,3 +527,32 @@ def test_channels_per_tool_and_risk_and_one_slack_user_per_reviewer(tmp_path: Pa
     path.write_text(text.replace('"USAME"', '"<@U1>"', 1))
     with pytest.raises(ValueError, match="member id"):
         load_config(path)
+
+
+async def test_votes_and_a_timeout_show_in_the_message(slack: FakeSlack) -> None:
+    event = _event()
+    record = event.approval.model_copy(
+        update={
+            "id": "apr_votes",
+            "quorum": 2,
+            "votes": [
+                Vote(reviewer="bob", at=event.at, action_digest=event.approval.action_digest)
+            ],
+        }
+    )
+    (posted,) = await deliver(NotifyEvent(event="pending", approval=record, at=event.at))
+    assert posted.ok
+    shown = json.dumps((slack.posted_for("apr_votes") or {})["blocks"])
+    assert "approvals 1 of 2: `bob`" in shown
+    expired = record.model_copy(
+        update={
+            "status": ApprovalStatus.REJECTED,
+            "reviewer": "system:timeout",
+            "reason": "no decision came within 30 min; auto-rejected",
+        }
+    )
+    (done,) = await deliver(NotifyEvent(event="timed_out", approval=expired, at=event.at))
+    assert done.ok and done.message == posted.message
+    updated = slack.posted_for("apr_votes") or {}
+    assert set(buttons(updated["blocks"])) == {chat.OPEN}
+    assert updated["blocks"][0]["text"]["text"] == "Approval timed out"

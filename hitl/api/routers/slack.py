@@ -44,7 +44,8 @@ from hitl.reviews import ReviewError
 from hitl.text import clip
 
 log = structlog.get_logger("hitl.slack")
-router = APIRouter(prefix="/slack", tags=["slack"], include_in_schema=True)
+# Not in the review API's schema: Slack calls it, signed with the app's secret, not a reviewer.
+router = APIRouter(prefix="/slack", tags=["slack"], include_in_schema=False)
 
 MAX_AGE = 300
 """Seconds a request's timestamp may be off (Slack's own advice: 5 minutes)."""
