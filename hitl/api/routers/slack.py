@@ -271,7 +271,9 @@ async def _click(state: ApiState, slack: SlackReceiver, user: str, payload: Any)
         except ValidationError as error:
             await _tell(slack, where, f"Not decided: {validation_sentence(error)}")
             return
-        await _send(state, slack, where, decision, value.workflow_id)
+        # To the run that holds the approval the authorizer just read, whatever the
+        # button says (it names the run only to find the message's context).
+        await _send(state, slack, where, decision, record.session_id)
     elif kind == "reject":
         await _call(slack, "views_open", trigger_id=payload.get("trigger_id"),
                     view=_reject_view(record, where.encode(value)))  # fmt: skip
@@ -386,6 +388,10 @@ async def _submitted(
         reason = _field(payload, "reason").strip()
         if not reason:
             return _errors(reason="Say why: the agent reads it.")
+        # Asked again: the reviewers file may have changed since the modal opened.
+        rejected, refusal = await _allowed(state, name, "reject", value)
+        if rejected is None or refusal is not None:
+            return _errors(reason=clip(f"Not allowed: {refusal}", 300))
         try:
             decision: AnyDecision = RejectDecision(
                 approval_id=value.approval_id,
@@ -395,7 +401,7 @@ async def _submitted(
             )
         except ValidationError as error:
             return _errors(reason=clip(validation_sentence(error), 300))
-        tasks.add_task(_send, state, slack, where, decision, value.workflow_id)
+        tasks.add_task(_send, state, slack, where, decision, rejected.session_id)
         return Response(status_code=200)
     try:
         args = json.loads(_field(payload, "args"))
@@ -420,5 +426,5 @@ async def _submitted(
     except ValidationError as error:
         # A decision's own bounds (sizes, depth): said in the modal, nothing sent.
         return _errors(args=clip(validation_sentence(error), 300))
-    tasks.add_task(_send, state, slack, where, decision, value.workflow_id)
+    tasks.add_task(_send, state, slack, where, decision, record.session_id)
     return Response(status_code=200)
