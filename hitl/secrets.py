@@ -70,6 +70,8 @@ KNOWN_SECRET_ENV = (
     "HITL_CODEC_KEY",
     "HITL_SIGNING_KEY",
     "HITL_DECISION_KEYS",
+    "HITL_SLACK_BOT_TOKEN",
+    "HITL_SLACK_SIGNING_SECRET",
 )
 """Secrets by name, whatever their value looks like. URLs here are secret as a whole
 (user, host and all), not only their password."""
