@@ -247,6 +247,7 @@ class GatedTools:
             quorum=check.quorum,
             scope_key=check.scope_key if from_worker else None,
             lapsed=check.lapsed_grantors,
+            escalation=check.escalation if from_worker else None,
         )
         state.approval_id = record.id
         if policy.auto_approved(record.risk, threshold):

@@ -16,6 +16,15 @@ of a bearer token (never the token), and what they may decide:
     min_risk = 80
     approvals = 2
 
+    [[escalation]]                 # first matching rule (by tool and/or risk) applies
+    tool = "deploy"                # optional: a tool name or "*"
+    min_risk = 50                  # optional
+    remind_at = [0.5]              # fractions of the approval's time, or seconds (>= 1)
+    escalate_after = 1200          # seconds; then `to` are asked too and may decide
+    to = "oncall"                  # a group (reviewers' `groups`) or a list of names
+    at_deadline = "reject"         # or "extend": held once for extend_by, then rejected
+    extend_by = 600                # seconds, at most a day
+
     [policy]                       # the worker's; a run's input may only make it stricter
     auto_approve_below = 0         # flagged calls below this risk are approved by policy
     standing = true                # whether reviewers may grant standing approvals
@@ -44,7 +53,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hitl.models import canonical_json
+from hitl.models import (
+    MAX_ESCALATION_REVIEWERS,
+    MAX_EXTEND_SECONDS,
+    EscalationPolicy,
+    canonical_json,
+)
 
 REVIEWERS_ENV = "HITL_REVIEWERS"
 DECISION_KEYS_ENV = "HITL_DECISION_KEYS"
@@ -118,12 +132,62 @@ class QuorumRule:
     approvals: int
 
 
+@dataclass(frozen=True)
+class EscalationRule:
+    """One `[[escalation]]` table: which calls it covers and what it does."""
+
+    index: int
+    tool: str | None = None
+    min_risk: int = 0
+    remind_at: tuple[float, ...] = ()
+    """Fractions (0 < f < 1) of the approval's time, or seconds (>= 1) after it opened."""
+    escalate_after: float | None = None
+    to: tuple[str, ...] = ()
+    """Reviewer names or group names, as written (resolved when a call is checked)."""
+    at_deadline: str = "reject"
+    extend_by: float = 0.0
+
+    def covers(self, tool: str, risk: int) -> bool:
+        return (self.tool in (None, "*", tool)) and risk >= self.min_risk
+
+
 @dataclass
 class ReviewerConfig:
     reviewers: dict[str, Reviewer] = field(default_factory=dict)
     quorum: list[QuorumRule] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
     path: Path | None = None
+    escalation: list[EscalationRule] = field(default_factory=list)
+
+    def members(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """Reviewer names for names or groups (reviewers' `groups`), in file order."""
+        found: list[str] = []
+        for name in names:
+            if name in self.reviewers:
+                matched = [name]
+            else:
+                matched = [r.name for r in self.reviewers.values() if name in r.groups]
+            found.extend(member for member in matched if member not in found)
+        return found
+
+    def escalation_for(
+        self, tool: str, risk: int, approval_timeout: float
+    ) -> EscalationPolicy | None:
+        """The first `[[escalation]]` rule covering this call, as the run applies it."""
+        for rule in self.escalation:
+            if not rule.covers(tool, risk):
+                continue
+            span = max(approval_timeout, 1e-9)
+            fractions = sorted({f if f < 1 else f / span for f in rule.remind_at} - {0.0})
+            return EscalationPolicy(
+                remind_at=[f for f in fractions if 0 < f < 1],
+                escalate_after_seconds=rule.escalate_after,
+                to=self.members(rule.to)[:MAX_ESCALATION_REVIEWERS],
+                at_deadline="extend" if rule.at_deadline == "extend" else "reject",
+                extend_by_seconds=min(rule.extend_by, MAX_EXTEND_SECONDS),
+                rule=f"escalation[{rule.index}]",
+            )
+        return None
 
     def by_token(self, token: str) -> Reviewer | None:
         """The reviewer whose token this is (compared in constant time), else None."""
@@ -150,16 +214,20 @@ class ReviewerConfig:
         requested_by: str,
         scope: str | None = None,
         max_risk: int | None = None,
+        escalated_to: tuple[str, ...] | list[str] = (),
     ) -> str | None:
         """Why this reviewer may not make this decision, or None if they may.
 
         The one authorizer: the API, the inbox, the bridge, the CLI's signing path and the
-        worker's verification all ask this, with the file as it is now.
+        worker's verification all ask this, with the file as it is now. `escalated_to`:
+        the reviewers the approval was escalated to by the time the decision arrived (the
+        run's record, from the worker's policy): they may decide it whatever their tools,
+        within their risk limit, and only once escalated.
         """
         reviewer = self.reviewers.get(name)
         if reviewer is None:
             return f"{name} is not a reviewer (not in the reviewers file)"
-        if not reviewer.may_decide(tool):
+        if not reviewer.may_decide(tool) and name not in escalated_to:
             return f"{name} may not decide {tool} calls (their tools: {', '.join(reviewer.tools)})"
         if kind in ("approve", "modify") and risk > reviewer.max_risk:
             return f"{name} may approve up to risk {reviewer.max_risk}; this call's risk is {risk}"
@@ -248,6 +316,10 @@ def load_config(
         )
         if config.policy.approval_timeout is not None and config.policy.approval_timeout <= 0:
             raise ReviewerConfigError(f"[policy] approval_timeout in {file} must be positive")
+        config.escalation = [
+            _escalation_rule(index, rule, file, config)
+            for index, rule in enumerate(data.get("escalation") or [])
+        ]
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, ReviewerConfigError):
             raise
@@ -256,6 +328,59 @@ def load_config(
             f"{error}); see `hitl reviewers --help`"
         ) from None
     return config
+
+
+def _escalation_rule(index: int, rule: Any, file: Path, config: ReviewerConfig) -> EscalationRule:
+    where = f"[[escalation]] #{index + 1} in {file}"
+    if not isinstance(rule, dict):
+        raise ReviewerConfigError(f"{where} is a table")
+    unknown = set(rule) - {
+        "tool",
+        "min_risk",
+        "remind_at",
+        "escalate_after",
+        "to",
+        "at_deadline",
+        "extend_by",
+    }
+    if unknown:
+        raise ReviewerConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
+    to = rule.get("to", [])
+    to = (to,) if isinstance(to, str) else tuple(str(name) for name in to)
+    after = float(rule["escalate_after"]) if "escalate_after" in rule else None
+    if after is not None and not (0 < after < 366 * 86400):
+        raise ReviewerConfigError(f"{where}: escalate_after must be positive seconds")
+    if (after is None) != (not to):
+        raise ReviewerConfigError(f"{where}: escalate_after and to go together")
+    if to and not config.members(to):
+        raise ReviewerConfigError(
+            f"{where}: to = {list(to)} names no reviewer (a reviewer's name, or a group in "
+            "reviewers' `groups`)"
+        )
+    at_deadline = str(rule.get("at_deadline", "reject"))
+    if at_deadline not in ("reject", "extend"):
+        raise ReviewerConfigError(
+            f'{where}: at_deadline is "reject" or "extend" (an approval never approves itself)'
+        )
+    extend_by = float(rule.get("extend_by", 0))
+    if at_deadline == "extend" and not (0 < extend_by <= MAX_EXTEND_SECONDS):
+        raise ReviewerConfigError(
+            f"{where}: extend_by must be positive seconds, at most {MAX_EXTEND_SECONDS}"
+        )
+    remind_at = tuple(float(value) for value in rule.get("remind_at", []))
+    if any(not (value > 0) or value != value for value in remind_at):
+        raise ReviewerConfigError(f"{where}: remind_at holds fractions (0-1) or seconds (>= 1)")
+    tool = rule.get("tool")
+    return EscalationRule(
+        index=index,
+        tool=str(tool) if tool is not None else None,
+        min_risk=int(rule.get("min_risk", 0)),
+        remind_at=remind_at,
+        escalate_after=after,
+        to=to,
+        at_deadline=at_deadline,
+        extend_by=extend_by if at_deadline == "extend" else 0.0,
+    )
 
 
 def add_reviewer(
