@@ -466,6 +466,12 @@ class ApprovalRecord(BaseModel):
         return self
 
     @property
+    def state_word(self) -> str:
+        """The status as shown to people: `expired` for an approval nobody decided in
+        time (its `status` stays `rejected`), else the status."""
+        return "expired" if self.expired else self.status.value
+
+    @property
     def escalated_to(self) -> list[str]:
         """Everyone the approval was escalated to so far."""
         names: list[str] = []
@@ -751,6 +757,10 @@ class RunInput(BaseModel):
     auto_approve_below: int | None = Field(default=None, ge=0, le=101)
     """May only lower the worker's auto-approve threshold (its reviewers file `[policy]`);
     None: the worker's. 0: nothing is approved by policy in this run."""
+    escalation: EscalationPolicy | None = None
+    """The escalation this run asks for: it may only make the worker's stricter (no
+    extension at the deadline, a shorter one, more reminders); who else is asked, and
+    when, is the worker's alone (`hitl.policy.stricter_escalation`)."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
     requested_by: str = ""

@@ -90,7 +90,7 @@ def format_approval(
         *framed(
             "APPROVAL ",
             f"{visible(record.id)}   run {visible(record.session_id)}   "
-            f"status {record.status.value.upper()}",
+            f"status {record.state_word.upper()}",
             width,
         ),
         rule,
@@ -124,7 +124,22 @@ def format_approval(
             # quorum still counts.
             modified += f"  (digest {visible(current_digest(record))})"
         lines += framed("Modified:  ", modified, width)
-    if record.reviewer:
+    for step in record.escalations:
+        if step.kind == "escalated":
+            lines += framed(
+                "Escalated: ",
+                f"{step.at:%Y-%m-%d %H:%M:%S} UTC to {visible(', '.join(step.to))}",
+                width,
+            )
+        elif step.until is not None:
+            lines.append(
+                f"Extended:  {step.at:%Y-%m-%d %H:%M:%S} UTC, until {step.until:%H:%M:%S} UTC"
+            )
+    if record.expired:
+        lines += framed(
+            "Expired:   ", f"no decision in time (rejected): {visible(record.reason or '')}", width
+        )
+    elif record.reviewer:
         decided = f"{record.status.value} by {visible(record.reviewer)}"
         if record.reason:
             decided += f": {visible(record.reason)}"
@@ -262,7 +277,7 @@ def outcome_words(outcome: Outcome) -> str:
         return visible(refused_words(outcome.code, outcome.rejected))
     if outcome.ended:
         record = outcome.record
-        state = "decided" if record is None else record.status.value
+        state = "decided" if record is None else record.state_word
         if record is not None and record.reviewer:
             state += f" by {visible(record.reviewer)}"
         title = form_of(RefusalCode.RUN_ENDED).title

@@ -1,0 +1,214 @@
+"""Escalation on the time-skipping server: a 30-minute approval with stages, in seconds.
+
+The worker's reviewers file says: remind at half time, escalate after 20 minutes to the
+on-call group (whose member may not normally decide the tool), then reject at the
+deadline (or hold once for a bounded extension). The run's input may only make it stricter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from hitl import contract
+from hitl.cli.runs import cmd_audit
+from hitl.decisions import RefusalCode
+from hitl.devserver import temporal_binary
+from hitl.models import ApprovalStatus, EscalationPolicy, NotifyEvent
+from hitl.reviews import Audit, Reviews
+from hitl.terminal import format_approval
+from hitl.visibility import ensure_search_attributes
+from tests.helpers import approvals, decision, wait_decisions, wait_pending
+from tests.helpers import start_run as start
+from worker import build_worker
+
+REVIEWERS = """
+[reviewers.alice]
+token_sha256 = "aa"
+tools = ["*"]
+
+[reviewers.olga]
+token_sha256 = "bb"
+tools = ["read_file"]
+groups = ["oncall"]
+
+[[escalation]]
+remind_at = [0.5]
+escalate_after = 1200
+to = "oncall"
+at_deadline = "{at_deadline}"
+{extend}
+"""
+
+EVENTS: list[tuple[str, timedelta, list[str]]] = []
+
+
+@activity.defn(name=contract.ACTIVITY_NOTIFY_EVENT)
+async def capture(event: NotifyEvent) -> None:
+    """A channel that notes each event, when (in the approval's own time), and who was asked."""
+    EVENTS.append((event.event, event.at - event.approval.created_at, event.approval.escalated_to))
+
+
+@pytest.fixture(scope="module")
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_binary("temporal-test-server"),
+        test_server_startup_timeout=timedelta(seconds=60),
+        data_converter=pydantic_data_converter,
+    )
+    await ensure_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+def reviewers_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_deadline: str = "reject"
+) -> None:
+    extend = "extend_by = 600" if at_deadline == "extend" else ""
+    path = tmp_path / "reviewers.toml"
+    path.write_text(REVIEWERS.format(at_deadline=at_deadline, extend=extend))
+    monkeypatch.setenv("HITL_REVIEWERS", str(path))
+    monkeypatch.delenv("HITL_DECISION_KEYS", raising=False)
+
+
+async def send(handle: WorkflowHandle, approval_id: str, reviewer: str) -> None:
+    await handle.signal(contract.SIGNAL_APPROVE, decision(approval_id, reviewer))
+
+
+async def test_escalated_reviewer_decides_only_after_escalation(
+    skipping: WorkflowEnvironment, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reviewers_file(tmp_path, monkeypatch)
+    EVENTS.clear()
+    client = skipping.client
+    async with build_worker(client, "tq-esc-1", activities=[capture]):
+        handle = await start(client, "tq-esc-1", workspace)
+        with skipping.auto_time_skipping_disabled():
+            [record] = await wait_pending(handle)
+            assert record.escalation is not None and record.escalation.to == ["olga"]
+            # Before the escalation, olga (read_file only) may not decide the tool.
+            await send(handle, record.id, "olga")
+            [early] = await wait_decisions(handle, record.id, 1)
+        assert early.outcome == "refused" and early.code == RefusalCode.NOT_ALLOWED.value
+        assert "may not decide" in (early.refusal or "")
+
+        await skipping.sleep(timedelta(minutes=21))
+        with skipping.auto_time_skipping_disabled():
+            [now] = [r for r in await approvals(handle) if r.id == record.id]
+            assert now.status is ApprovalStatus.PENDING
+            [step] = now.escalations
+            assert step.kind == "escalated" and step.to == ["olga"]
+            assert (
+                timedelta(minutes=20) <= step.at - now.created_at < timedelta(minutes=20, seconds=1)
+            )
+            await send(handle, record.id, "olga")
+            log = await wait_decisions(handle, record.id, 2)
+        assert log[1].outcome == "applied", log[1]
+        result = await handle.result()
+
+    [done] = result.approvals
+    assert done.status is ApprovalStatus.APPROVED and done.reviewer == "olga"
+    assert not done.expired
+    names = [name for name, _, _ in EVENTS]
+    assert names == ["pending", "reminder", "escalated", "decided"], EVENTS
+    assert timedelta(minutes=15) <= EVENTS[1][1] < timedelta(minutes=16)
+    assert EVENTS[2][1] >= timedelta(minutes=20) and EVENTS[2][2] == ["olga"]
+
+
+async def test_deadline_expires_recorded_and_shown_as_expired(
+    skipping: WorkflowEnvironment,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reviewers_file(tmp_path, monkeypatch)
+    client = skipping.client
+    async with build_worker(client, "tq-esc-2"):
+        handle = await start(client, "tq-esc-2", workspace)
+        with skipping.auto_time_skipping_disabled():
+            await wait_pending(handle)
+        await skipping.sleep(timedelta(minutes=31))
+        result = await handle.result()
+    [done] = result.approvals
+    assert done.status is ApprovalStatus.REJECTED  # the contract's status
+    assert done.expired and done.reviewer == "system:timeout"
+    assert [s.kind for s in done.escalations] == ["escalated"]
+    assert done.model_dump(mode="json")["expired"] is True  # `hitl show --json`
+    assert "status EXPIRED" in format_approval(done)  # `hitl show`
+
+    # The test server lists no workflows: the audit is given the run's own records.
+    async def audit(self: Reviews, workflow_id: str) -> Audit:
+        return Audit(workflow_id, "completed", [], result.approvals, [])
+
+    monkeypatch.setattr(Reviews, "audit", audit)
+    code = await cmd_audit(client, argparse.Namespace(run=handle.id, json=False))
+    shown = capsys.readouterr().out
+    assert code == 0 and f"{done.id}" in shown and "expired" in shown
+    assert "rejected by" not in shown
+    await cmd_audit(client, argparse.Namespace(run=handle.id, json=True))
+    [audited] = json.loads(capsys.readouterr().out)["approvals"]
+    assert audited["expired"] is True and audited["status"] == "rejected"
+
+
+async def test_extend_holds_once_for_a_bounded_time_then_expires(
+    skipping: WorkflowEnvironment, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reviewers_file(tmp_path, monkeypatch, at_deadline="extend")
+    EVENTS.clear()
+    client = skipping.client
+    async with build_worker(client, "tq-esc-3", activities=[capture]):
+        handle = await start(client, "tq-esc-3", workspace)
+        with skipping.auto_time_skipping_disabled():
+            [record] = await wait_pending(handle)
+        await skipping.sleep(timedelta(minutes=35))
+        with skipping.auto_time_skipping_disabled():
+            [held] = [r for r in await approvals(handle) if r.id == record.id]
+        assert held.status is ApprovalStatus.PENDING
+        held_for = held.expires_at - held.created_at
+        assert timedelta(minutes=40) <= held_for < timedelta(minutes=40, seconds=1)
+        await skipping.sleep(timedelta(minutes=6))
+        result = await handle.result()
+    [done] = result.approvals
+    assert done.expired and done.status is ApprovalStatus.REJECTED
+    assert [s.kind for s in done.escalations] == ["escalated", "extended"]
+    assert done.reviewed_at is not None
+    assert done.reviewed_at - done.created_at >= timedelta(minutes=40)
+    names = [name for name, _, _ in EVENTS]
+    assert names == ["pending", "reminder", "escalated", "extended", "timed_out"], EVENTS
+
+
+async def test_a_run_asking_for_a_looser_policy_does_not_get_it(
+    skipping: WorkflowEnvironment, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reviewers_file(tmp_path, monkeypatch)  # the worker's: reject at the deadline
+    client = skipping.client
+    asked = EscalationPolicy(
+        escalate_after_seconds=60,
+        to=["mallory"],
+        at_deadline="extend",
+        extend_by_seconds=86_400,
+    )
+    async with build_worker(client, "tq-esc-4"):
+        handle = await start(client, "tq-esc-4", workspace, escalation=asked)
+        with skipping.auto_time_skipping_disabled():
+            [record] = await wait_pending(handle)
+        assert record.escalation is not None
+        assert record.escalation.to == ["olga"]
+        assert record.escalation.escalate_after_seconds == 1200
+        assert record.escalation.at_deadline == "reject"
+        assert any("worker's escalation policy applies" in w for w in record.preview.warnings)
+        await skipping.sleep(timedelta(minutes=31))
+        result = await handle.result()
+    [done] = result.approvals
+    assert done.expired
+    assert [s.kind for s in done.escalations] == ["escalated"]  # no extension
