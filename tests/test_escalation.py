@@ -24,6 +24,7 @@ from hitl.cli.runs import cmd_audit
 from hitl.decisions import RefusalCode
 from hitl.devserver import temporal_binary
 from hitl.models import ApprovalStatus, EscalationPolicy, NotifyEvent
+from hitl.reviewers import ReviewerConfigError, load_config
 from hitl.reviews import Audit, Reviews
 from hitl.terminal import format_approval
 from hitl.visibility import ensure_search_attributes
@@ -212,3 +213,27 @@ async def test_a_run_asking_for_a_looser_policy_does_not_get_it(
     [done] = result.approvals
     assert done.expired
     assert [s.kind for s in done.escalations] == ["escalated"]  # no extension
+
+
+def test_the_reviewers_file_escalation_rules_and_the_authorizer(tmp_path: Path) -> None:
+    path = tmp_path / "reviewers.toml"
+    path.write_text(REVIEWERS.format(at_deadline="extend", extend="extend_by = 600"))
+    config = load_config(path)
+    rule = config.escalation_for("delete_files", 40, 1800)
+    assert rule is not None and rule.to == ["olga"] and rule.escalate_after_seconds == 1200
+    assert rule.at_deadline == "extend" and rule.extend_by_seconds == 600
+    assert rule.remind_at == [0.5]
+    # Olga may decide delete_files only once the approval was escalated to her.
+    assert config.refusal("olga", "approve", "delete_files", 40, "") is not None
+    assert config.refusal("olga", "approve", "delete_files", 40, "", escalated_to=["olga"]) is None
+    assert config.refusal("mallory", "approve", "x", 40, "", escalated_to=["mallory"]) is not None
+    for bad in (
+        'at_deadline = "approve"',
+        'at_deadline = "extend"\nextend_by = 999999',
+        'to = "nobody"\nescalate_after = 60',
+        "escalate_after = 60",
+        "surprise = 1",
+    ):
+        path.write_text('[reviewers.a]\ntoken_sha256 = "x"\n[[escalation]]\n' + bad + "\n")
+        with pytest.raises(ReviewerConfigError):
+            load_config(path)
