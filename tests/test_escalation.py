@@ -8,6 +8,7 @@ deadline (or hold once for a bounded extension). The run's input may only make i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,7 +29,7 @@ from hitl.reviewers import ReviewerConfigError, load_config
 from hitl.reviews import Audit, Reviews
 from hitl.terminal import format_approval
 from hitl.visibility import ensure_search_attributes
-from tests.helpers import approvals, decision, wait_decisions, wait_pending
+from tests.helpers import approvals, assert_replays, decision, wait_decisions, wait_pending
 from tests.helpers import start_run as start
 from worker import build_worker
 
@@ -123,6 +124,7 @@ async def test_escalated_reviewer_decides_only_after_escalation(
     assert names == ["pending", "reminder", "escalated", "decided"], EVENTS
     assert timedelta(minutes=15) <= EVENTS[1][1] < timedelta(minutes=16)
     assert EVENTS[2][1] >= timedelta(minutes=20) and EVENTS[2][2] == ["olga"]
+    await assert_replays(handle)
 
 
 async def test_deadline_expires_recorded_and_shown_as_expired(
@@ -186,6 +188,7 @@ async def test_extend_holds_once_for_a_bounded_time_then_expires(
     assert done.reviewed_at - done.created_at >= timedelta(minutes=40)
     names = [name for name, _, _ in EVENTS]
     assert names == ["pending", "reminder", "escalated", "extended", "timed_out"], EVENTS
+    await assert_replays(handle)
 
 
 async def test_a_run_asking_for_a_looser_policy_does_not_get_it(
@@ -237,3 +240,37 @@ def test_the_reviewers_file_escalation_rules_and_the_authorizer(tmp_path: Path) 
         path.write_text('[reviewers.a]\ntoken_sha256 = "x"\n[[escalation]]\n' + bad + "\n")
         with pytest.raises(ReviewerConfigError):
             load_config(path)
+
+
+async def test_escalation_on_the_dev_server_with_short_times(
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same stages in real time (escalation at 1 s of 6 s), and the run replays."""
+    path = tmp_path / "reviewers.toml"
+    text = REVIEWERS.format(at_deadline="reject", extend="").replace(
+        "escalate_after = 1200", "escalate_after = 1"
+    )
+    path.write_text(text + "\n[policy]\napproval_timeout = 6\n")
+    monkeypatch.setenv("HITL_REVIEWERS", str(path))
+    monkeypatch.delenv("HITL_DECISION_KEYS", raising=False)
+    async with build_worker(client, task_queue):
+        handle = await start(client, task_queue, workspace)
+        [record] = await wait_pending(handle)
+        await send(handle, record.id, "olga")
+        [early] = await wait_decisions(handle, record.id, 1)
+        assert early.code == RefusalCode.NOT_ALLOWED.value
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not [r for r in await approvals(handle) if r.escalations]:
+            assert loop.time() < deadline, "no escalation"
+            await asyncio.sleep(0.05)
+        await send(handle, record.id, "olga")
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+    [done] = result.approvals
+    assert done.status is ApprovalStatus.APPROVED and done.reviewer == "olga"
+    assert [d.outcome for d in done.decisions] == ["refused", "applied"]
+    await assert_replays(handle)
