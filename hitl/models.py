@@ -197,6 +197,9 @@ class EscalationPolicy(BaseModel):
     """The one extension's length (bounded by MAX_EXTEND_SECONDS)."""
     rule: str = ""
     """Which `[[escalation]]` rule of the worker's file this is, for the record."""
+    working_hours: str | None = None
+    """Set when the rule counts working time only: the hours (its times and the approval's
+    deadline were computed over them by the worker's check, as calendar time)."""
 
 
 class Escalation(BaseModel):

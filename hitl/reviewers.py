@@ -24,6 +24,13 @@ of a bearer token (never the token), and what they may decide:
     to = "oncall"                  # a group (reviewers' `groups`) or a list of names
     at_deadline = "reject"         # or "extend": held once for extend_by, then rejected
     extend_by = 600                # seconds, at most a day
+    working_hours = true           # its times (and the approval's) count working time only
+
+    [working_hours]                # when the clock runs for rules that ask for it
+    timezone = "Europe/Berlin"
+    days = ["mon", "tue", "wed", "thu", "fri"]
+    hours = "09:00-17:00"
+    holidays = ["2026-12-25"]
 
     [policy]                       # the worker's; a run's input may only make it stricter
     auto_approve_below = 0         # flagged calls below this risk are approved by policy
@@ -49,9 +56,10 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hitl.models import (
     MAX_ESCALATION_REVIEWERS,
@@ -132,6 +140,49 @@ class QuorumRule:
     approvals: int
 
 
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_CALENDAR_DAYS = 400
+"""How far ahead working time is looked for; beyond it, time counts as it passes."""
+
+
+@dataclass(frozen=True)
+class WorkingHours:
+    """When the clock runs for approvals whose escalation rule says `working_hours`."""
+
+    timezone: str
+    days: frozenset[int]
+    """Weekdays, 0 = Monday."""
+    opens: time
+    closes: time
+    holidays: frozenset[date] = frozenset()
+
+    def wall_seconds(self, start: datetime, working: float) -> float:
+        """Seconds of calendar time from `start` until `working` seconds of working time
+        have passed (deterministic: a function of its arguments and the time zone rules)."""
+        zone = ZoneInfo(self.timezone)
+        begin = start.astimezone(UTC)
+        left = max(0.0, working)
+        day = begin.astimezone(zone).date()
+        for _ in range(MAX_CALENDAR_DAYS):
+            if day.weekday() in self.days and day not in self.holidays:
+                # Compared in UTC: aware times in one zone subtract as wall clocks (DST).
+                opens = datetime.combine(day, self.opens, zone).astimezone(UTC)
+                closes = datetime.combine(day, self.closes, zone).astimezone(UTC)
+                since = max(opens, begin)
+                if closes > since:
+                    span = (closes - since).total_seconds()
+                    if span >= left:
+                        return (since + timedelta(seconds=left) - begin).total_seconds()
+                    left -= span
+            day += timedelta(days=1)
+        return working  # no working time found: the clock runs as time passes
+
+    def describe(self) -> str:
+        days = ",".join(DAY_NAMES[d] for d in sorted(self.days))
+        text = f"{self.timezone} {days} {self.opens:%H:%M}-{self.closes:%H:%M}"
+        return text + (f", {len(self.holidays)} holiday(s)" if self.holidays else "")
+
+
 @dataclass(frozen=True)
 class EscalationRule:
     """One `[[escalation]]` table: which calls it covers and what it does."""
@@ -146,6 +197,7 @@ class EscalationRule:
     """Reviewer names or group names, as written (resolved when a call is checked)."""
     at_deadline: str = "reject"
     extend_by: float = 0.0
+    working_hours: bool = False
 
     def covers(self, tool: str, risk: int) -> bool:
         return (self.tool in (None, "*", tool)) and risk >= self.min_risk
@@ -158,6 +210,7 @@ class ReviewerConfig:
     policy: Policy = field(default_factory=Policy)
     path: Path | None = None
     escalation: list[EscalationRule] = field(default_factory=list)
+    working_hours: WorkingHours | None = None
 
     def members(self, names: tuple[str, ...] | list[str]) -> list[str]:
         """Reviewer names for names or groups (reviewers' `groups`), in file order."""
@@ -197,6 +250,36 @@ class ReviewerConfig:
             if hmac.compare_digest(reviewer.token_sha256, digest):
                 found = reviewer
         return found
+
+    def timed_escalation(
+        self, tool: str, risk: int, approval_timeout: float, now: datetime
+    ) -> tuple[EscalationPolicy | None, float]:
+        """The escalation policy and the approval timeout, as calendar time from `now`:
+        where the matching rule counts working hours only, its times (and the approval's
+        timeout) are stretched over the `[working_hours]` from now on."""
+        found = self.escalation_for(tool, risk, approval_timeout)
+        rule = next((r for r in self.escalation if r.covers(tool, risk)), None)
+        hours = self.working_hours
+        if found is None or rule is None or not rule.working_hours or hours is None:
+            return found, approval_timeout
+        total = hours.wall_seconds(now, approval_timeout)
+        reminders = {
+            hours.wall_seconds(now, fraction * approval_timeout) / total
+            for fraction in found.remind_at
+        }
+        after = found.escalate_after_seconds
+        return (
+            found.model_copy(
+                update={
+                    "remind_at": sorted(f for f in reminders if 0 < f < 1),
+                    "escalate_after_seconds": (
+                        hours.wall_seconds(now, after) if after is not None else None
+                    ),
+                    "working_hours": hours.describe(),
+                }
+            ),
+            total,
+        )
 
     def quorum_for(self, risk: int, own: int = 1) -> int:
         needed = own
@@ -316,6 +399,7 @@ def load_config(
         )
         if config.policy.approval_timeout is not None and config.policy.approval_timeout <= 0:
             raise ReviewerConfigError(f"[policy] approval_timeout in {file} must be positive")
+        config.working_hours = _working_hours(data.get("working_hours"), file)
         config.escalation = [
             _escalation_rule(index, rule, file, config)
             for index, rule in enumerate(data.get("escalation") or [])
@@ -342,6 +426,7 @@ def _escalation_rule(index: int, rule: Any, file: Path, config: ReviewerConfig) 
         "to",
         "at_deadline",
         "extend_by",
+        "working_hours",
     }
     if unknown:
         raise ReviewerConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
@@ -371,7 +456,13 @@ def _escalation_rule(index: int, rule: Any, file: Path, config: ReviewerConfig) 
     if any(not (value > 0) or value != value for value in remind_at):
         raise ReviewerConfigError(f"{where}: remind_at holds fractions (0-1) or seconds (>= 1)")
     tool = rule.get("tool")
+    working = rule.get("working_hours", False)
+    if not isinstance(working, bool):
+        raise ReviewerConfigError(f"{where}: working_hours is true or false")
+    if working and config.working_hours is None:
+        raise ReviewerConfigError(f"{where}: working_hours = true needs a [working_hours] table")
     return EscalationRule(
+        working_hours=working,
         index=index,
         tool=str(tool) if tool is not None else None,
         min_risk=int(rule.get("min_risk", 0)),
@@ -380,6 +471,42 @@ def _escalation_rule(index: int, rule: Any, file: Path, config: ReviewerConfig) 
         to=to,
         at_deadline=at_deadline,
         extend_by=extend_by if at_deadline == "extend" else 0.0,
+    )
+
+
+def _working_hours(table: Any, file: Path) -> WorkingHours | None:
+    if table is None:
+        return None
+    where = f"[working_hours] in {file}"
+    if not isinstance(table, dict):
+        raise ReviewerConfigError(f"{where} is a table")
+    zone = str(table.get("timezone", "UTC"))
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ReviewerConfigError(f"{where}: unknown timezone {zone!r}") from None
+    names = [str(day).strip().lower()[:3] for day in table.get("days", DAY_NAMES[:5])]
+    if not names or any(name not in DAY_NAMES for name in names):
+        raise ReviewerConfigError(f"{where}: days are some of {', '.join(DAY_NAMES)}")
+    try:
+        first, last = str(table.get("hours", "09:00-17:00")).split("-")
+        opens, closes = time.fromisoformat(first.strip()), time.fromisoformat(last.strip())
+    except ValueError:
+        raise ReviewerConfigError(f'{where}: hours is "HH:MM-HH:MM"') from None
+    if not opens < closes:
+        raise ReviewerConfigError(f"{where}: hours must open before they close")
+    holidays: set[date] = set()
+    for day in table.get("holidays", []):
+        try:
+            holidays.add(day if isinstance(day, date) else date.fromisoformat(str(day)))
+        except ValueError:
+            raise ReviewerConfigError(f"{where}: holiday {day!r} is not YYYY-MM-DD") from None
+    return WorkingHours(
+        timezone=zone,
+        days=frozenset(DAY_NAMES.index(name) for name in names),
+        opens=opens,
+        closes=closes,
+        holidays=frozenset(holidays),
     )
 
 

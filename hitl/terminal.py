@@ -117,6 +117,21 @@ def format_approval(
         f"Expires:   {record.expires_at:%Y-%m-%d %H:%M:%S} UTC "
         f"({_ago(record.expires_at, now)}; then auto-rejected)",
     ]
+    if record.escalation is not None:
+        plan_of = record.escalation
+        plan = []
+        if plan_of.escalate_after_seconds is not None and plan_of.to:
+            plan.append(
+                f"to {visible(', '.join(plan_of.to))} after {about(plan_of.escalate_after_seconds)}"
+            )
+        plan.append(
+            f"at the deadline: extend once by {about(plan_of.extend_by_seconds)}, then reject"
+            if plan_of.at_deadline == "extend"
+            else "at the deadline: reject"
+        )
+        if plan_of.working_hours:
+            plan.append(f"working hours {visible(plan_of.working_hours)}")
+        lines += framed("Escalation:", " " + "; ".join(plan), width)
     if record.modified_action_json is not None:
         modified = visible_json(record.modified_action_json.args)
         if record.status is ApprovalStatus.PENDING:

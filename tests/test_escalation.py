@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio import activity
@@ -25,7 +26,7 @@ from hitl.cli.runs import cmd_audit
 from hitl.decisions import RefusalCode
 from hitl.devserver import temporal_binary
 from hitl.models import ApprovalStatus, EscalationPolicy, NotifyEvent
-from hitl.reviewers import ReviewerConfigError, load_config
+from hitl.reviewers import ReviewerConfigError, WorkingHours, load_config
 from hitl.reviews import Audit, Reviews
 from hitl.terminal import format_approval
 from hitl.visibility import ensure_search_attributes
@@ -148,6 +149,7 @@ async def test_deadline_expires_recorded_and_shown_as_expired(
     assert [s.kind for s in done.escalations] == ["escalated"]
     assert done.model_dump(mode="json")["expired"] is True  # `hitl show --json`
     assert "status EXPIRED" in format_approval(done)  # `hitl show`
+    assert "Escalation: to olga after 20 min; at the deadline: reject" in format_approval(done)
 
     # The test server lists no workflows: the audit is given the run's own records.
     async def audit(self: Reviews, workflow_id: str) -> Audit:
@@ -274,3 +276,67 @@ async def test_escalation_on_the_dev_server_with_short_times(
     assert done.status is ApprovalStatus.APPROVED and done.reviewer == "olga"
     assert [d.outcome for d in done.decisions] == ["refused", "applied"]
     await assert_replays(handle)
+
+
+HOURS = WorkingHours(
+    timezone="Europe/Berlin",
+    days=frozenset(range(5)),
+    opens=time(9),
+    closes=time(17),
+    holidays=frozenset({date(2026, 12, 25)}),
+)
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+
+
+def test_working_hours_pause_the_clock_outside_hours_weekends_and_holidays() -> None:
+    def until(start: datetime, working: float) -> datetime:
+        # In UTC: an aware time plus a timedelta adds wall-clock time in its own zone.
+        return start.astimezone(UTC) + timedelta(seconds=HOURS.wall_seconds(start, working))
+
+    # Within the day: time runs as it passes.
+    assert until(berlin(2026, 12, 1, 10, 0), 1800) == berlin(2026, 12, 1, 10, 30)
+    # 16:45 Friday + 30 min: 15 min on Friday, 15 min on Monday morning.
+    assert until(berlin(2026, 11, 27, 16, 45), 1800) == berlin(2026, 11, 30, 9, 15)
+    # Asked at night: the clock starts when the day does.
+    assert until(berlin(2026, 12, 1, 22, 0), 60) == berlin(2026, 12, 2, 9, 1)
+    # Thursday 24 December 16:50 + 20 min: Christmas (a holiday) is skipped.
+    assert until(berlin(2026, 12, 24, 16, 50), 1200) == berlin(2026, 12, 28, 9, 10)
+    # Across the change from summer time (25 October 2026): working time, not wall time.
+    assert until(berlin(2026, 10, 23, 16, 0), 2 * 3600) == berlin(2026, 10, 26, 10, 0)
+    assert HOURS.wall_seconds(datetime(2026, 12, 1, 9, 0, tzinfo=UTC), 0) == 0
+    never = WorkingHours("UTC", frozenset({0}), time(9), time(17), frozenset())
+    assert never.wall_seconds(datetime(2026, 12, 1, tzinfo=UTC), 10**9) == 10**9  # bounded
+
+
+def test_a_working_hours_rule_stretches_its_times_over_the_hours(tmp_path: Path) -> None:
+    path = tmp_path / "reviewers.toml"
+    path.write_text(
+        REVIEWERS.format(at_deadline="reject", extend="working_hours = true")
+        + '\n[working_hours]\ntimezone = "Europe/Berlin"\ndays = ["mon", "tue", "wed", "thu",'
+        ' "fri"]\nhours = "09:00-17:00"\nholidays = [2026-12-25]\n'
+    )
+    config = load_config(path)
+    friday = berlin(2026, 11, 27, 16, 45)
+    found, timeout = config.timed_escalation("delete_files", 40, 1800, friday)
+    assert found is not None and found.working_hours
+    weekend = (berlin(2026, 11, 30, 9, 0) - berlin(2026, 11, 27, 17, 0)).total_seconds()
+    assert timeout == 1800 + weekend
+    # Escalation after 20 working minutes: Monday 09:05.
+    assert found.escalate_after_seconds == 1200 + weekend
+    # The reminder at half the working time: Friday 17:00 (15 min of 30), as a fraction.
+    assert found.remind_at == [pytest.approx(900 / timeout)]
+    # Without working hours (the rule doesn't ask), the times are as written.
+    path.write_text(REVIEWERS.format(at_deadline="reject", extend=""))
+    plain, same = load_config(path).timed_escalation("delete_files", 40, 1800, friday)
+    assert same == 1800 and plain is not None and plain.escalate_after_seconds == 1200
+    for bad in ('timezone = "Mars/Olympus"', 'hours = "17:00-09:00"', 'days = ["someday"]'):
+        path.write_text(f"[working_hours]\n{bad}\n")
+        with pytest.raises(ReviewerConfigError):
+            load_config(path)
+    path.write_text("[reviewers.a]\ntoken_sha256 = 'x'\n[[escalation]]\nworking_hours = true\n")
+    with pytest.raises(ReviewerConfigError, match="needs a \\[working_hours\\]"):
+        load_config(path)

@@ -18,6 +18,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -382,12 +383,15 @@ def worker_policy(
             problem=_failure(f"the reviewers file is unusable: {error}"),
         )
     timeout = approval_timeout or config.policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    # Working hours turn the policy's working time into calendar time from now (the
+    # approval opens right after this check; the run keeps the answer, so replays agree).
+    escalation, timeout = config.timed_escalation(tool, risk, timeout, datetime.now(UTC))
     return WorkerPolicy(
         quorum=config.quorum_for(risk, own=quorum),
         approval_timeout_seconds=timeout,
         auto_approve_below=config.policy.auto_approve_below,
         config=config,
-        escalation=config.escalation_for(tool, risk, timeout),
+        escalation=escalation,
     )
 
 
