@@ -946,7 +946,13 @@ class ApprovalGate:
         state = self.run_state()
         ids = list(self._ledger.records)
         memo = {
-            contract.MEMO_PENDING: [item.model_dump(mode="json") for item in pending],
+            # Without an escalation the memo stays as runs before it wrote it.
+            contract.MEMO_PENDING: [
+                item.model_dump(
+                    mode="json", exclude=None if item.escalated_to else {"escalated_to"}
+                )
+                for item in pending
+            ],
             **self._memo,
         }
         if pending:

@@ -500,6 +500,7 @@ class ApprovalRecord(BaseModel):
             quorum=self.quorum,
             votes=len(self.votes),
             requested_by=self.context.requested_by,
+            escalated_to=self.escalated_to,
         )
 
 
@@ -548,6 +549,8 @@ class PendingApproval(BaseModel):
     votes: int = 0
     """Approvals so far, towards `quorum`."""
     requested_by: str = ""
+    escalated_to: list[str] = Field(default_factory=list)
+    """Reviewers the approval was escalated to: they may see and decide it."""
 
 
 # --- decisions (signal payloads) ----------------------------------------------

@@ -32,6 +32,7 @@ from hitl.terminal import format_approval
 from hitl.visibility import ensure_search_attributes
 from tests.helpers import approvals, assert_replays, decision, wait_decisions, wait_pending
 from tests.helpers import start_run as start
+from tests.review_api import ServedApi, worker_env, write_reviewers
 from worker import build_worker
 
 REVIEWERS = """
@@ -340,3 +341,36 @@ def test_a_working_hours_rule_stretches_its_times_over_the_hours(tmp_path: Path)
     path.write_text("[reviewers.a]\ntoken_sha256 = 'x'\n[[escalation]]\nworking_hours = true\n")
     with pytest.raises(ReviewerConfigError, match="needs a \\[working_hours\\]"):
         load_config(path)
+
+
+async def test_an_escalated_reviewer_decides_through_the_review_api(
+    client: Client, task_queue: str, workspace: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """carol decides only write_file: a delete_files approval is none of hers until it is
+    escalated to her; then the API shows it to her and takes her signed decision."""
+    path = tmp_path / "reviewers.toml"
+    tokens = write_reviewers(path)
+    with path.open("a") as file:
+        file.write('\n[[escalation]]\nescalate_after = 2\nto = ["carol"]\n')
+    for name, value in worker_env(path).items():
+        monkeypatch.setenv(name, value)
+    async with build_worker(client, task_queue), ServedApi(client, path) as api:
+        handle = await start(client, task_queue, workspace)
+        [record] = await wait_pending(handle)
+        async with api.http(tokens["carol"]) as carol:
+            early = await carol.post(f"/approvals/{record.id}/approve", json={})
+            assert early.status_code == 404, early.text  # not hers to see, yet
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while not [r for r in await approvals(handle) if r.escalations]:
+                assert loop.time() < deadline, "no escalation"
+                await asyncio.sleep(0.05)
+            shown = await carol.get(f"/approvals/{record.id}")
+            assert shown.status_code == 200 and shown.json()["escalations"][0]["to"] == ["carol"]
+            done = await carol.post(f"/approvals/{record.id}/approve", json={})
+            assert done.status_code == 200, done.text
+            assert done.json()["message"] == "approved by carol"
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+    [approved] = result.approvals
+    assert approved.status is ApprovalStatus.APPROVED and approved.reviewer == "carol"
