@@ -401,6 +401,7 @@ class RedisBridge:
                     record.context.requested_by,
                     getattr(decision, "scope", None),
                     getattr(decision, "max_risk", None),
+                    escalated_to=record.escalated_to,
                 )
                 if refusal:
                     raise Refused(f"forbidden: {refusal}", RefusalCode.NOT_ALLOWED)

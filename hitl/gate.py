@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalStatus,
         DecisionCheck,
         DecisionKind,
+        EscalationPolicy,
         GateState,
         GateStatus,
         NotifyEvent,
@@ -91,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = [
     "CHECK_TIMEOUT",
+    "PATCH_ESCALATION",
     "PATCH_GATE_CLOSES",
     "PATCH_GATE_ENDS",
     "PATCH_MODIFIED_RISK",
@@ -137,6 +139,11 @@ next, the approval settled with another decision queued behind it, where the led
 asks PATCH_QUEUED_ANSWERED; a replay hands over the activity's result before it tells the
 workflow of that task's markers, says no where the run said yes, and every later query of
 the run failed with TMPRL1100. Runs made before this id still ask each rule where they did."""
+PATCH_ESCALATION = "hitl-gate-escalation"
+"""Approvals follow the escalation policy the worker's check returns (reminders at its
+times, escalation to another group, one bounded extension at the deadline). Asked where
+the gate is made (the run's first workflow task); runs made before it ignore the policy,
+so their timers replay as they ran."""
 RULES_DECIDED_AT_START = frozenset({PATCH_TRUST, PATCH_MODIFIED_RISK, PATCH_QUEUED_ANSWERED})
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
@@ -206,6 +213,7 @@ class ApprovalGate:
         self._rules_at_start = workflow.patched(PATCH_RULES_AT_START)
         self._ledger = Ledger(state, patched=self.patched, logger=workflow.logger)
         self._ends_with_run = workflow.patched(PATCH_GATE_ENDS)
+        self._escalates = workflow.patched(PATCH_ESCALATION)
         self._validators: dict[str, Validator | None] = {}
         self._judging = 0
         self._run_state: str | None = None
@@ -268,6 +276,7 @@ class ApprovalGate:
         modifiable: bool = True,
         timeout: timedelta | None = None,
         quorum: int = 1,
+        escalation: EscalationPolicy | None = None,
     ) -> ApprovalOutcome:
         """Ask a reviewer about one call of a tool that is not a `hitl` tool (a framework's
         function tool), and wait for the decision or the timeout.
@@ -277,10 +286,11 @@ class ApprovalGate:
         (`HitlPlugin(previewers=...)`), and its quorum, approval timeout and auto-approve
         threshold for that risk (the reviewers file). Without a worker previewer the
         reviewer sees `preview` if given, else the tool and its arguments. `risk`,
-        `timeout` and `quorum` may only make the worker's policy stricter: a higher risk,
-        a shorter timeout, a larger quorum (the record's warnings say when one was not
-        taken). When the check fails, the reviewer is still asked, with a failed preview,
-        risk 100, the default timeout, and nothing approved by policy.
+        `timeout`, `quorum` and `escalation` may only make the worker's policy stricter: a
+        higher risk, a shorter timeout, a larger quorum, no extension at the deadline
+        (the record's warnings say when one was not taken). When the check fails, the
+        reviewer is still asked, with a failed preview, risk 100, the default timeout, and
+        nothing approved by policy.
 
         `args_schema` (the tool's JSON Schema) lets reviewers' tools check a modification
         before sending it; `validate` checks it in the run (a pydantic model, or a
@@ -302,6 +312,7 @@ class ApprovalGate:
             modifiable=modifiable,
             timeout=timeout,
             quorum=quorum,
+            escalation=escalation,
         )
         return await self.wait(record.id)
 
@@ -318,6 +329,7 @@ class ApprovalGate:
         modifiable: bool = True,
         timeout: timedelta | None = None,
         quorum: int = 1,
+        escalation: EscalationPolicy | None = None,
     ) -> ApprovalRecord:
         """`ask` without the wait: the worker's check, then the approval recorded (or
         decided by the worker's policy); `wait(record.id)` waits for it. For adapters that
@@ -342,6 +354,8 @@ class ApprovalGate:
                 f"the workflow asked for risk {risk}; the worker's {check.risk} applies "
                 "(a workflow may only raise it)"
             )
+        escalating, looser = policy.stricter_escalation(check.escalation, escalation)
+        notes.extend(looser)
         if shown is not check.preview and check.preview is not None:
             notes.extend(check.preview.warnings)  # the worker's: its reviewers file, ...
         if notes:
@@ -362,6 +376,7 @@ class ApprovalGate:
             validate=validate if modifiable else None,
             quorum=needed,
             args_schema=args_schema if modifiable else None,
+            escalation=escalating,
         )
         if automatic is not None:
             self.approve_by_policy(record.id, automatic)
@@ -482,12 +497,15 @@ class ApprovalGate:
         quorum: int = 1,
         scope_key: str | None = None,
         lapsed: Mapping[str, str] | None = None,
+        escalation: EscalationPolicy | None = None,
     ) -> ApprovalRecord:
         """Record a pending approval; `wait` announces it and waits for its decision.
 
         A standing approval that covers the action decides it at once. `scope_key`
         narrows what a standing approval granted on this one covers (the tool's
-        `standing_scope`: for commands, the program and its options).
+        `standing_scope`: for commands, the program and its options). `escalation`: the
+        worker's escalation policy for it (`ToolCheck.escalation`, made stricter by the
+        run at most); ignored in runs made before PATCH_ESCALATION.
         """
         now = workflow.now()
         info = workflow.info()
@@ -507,6 +525,7 @@ class ApprovalGate:
             quorum=quorum,
             scope_key=scope_key,
             lapsed=lapsed,
+            escalation=escalation if self._escalates else None,
         )
         self._validators[record.id] = validate
         return record
@@ -543,7 +562,9 @@ class ApprovalGate:
     def _announce(self, record: ApprovalRecord) -> None:
         if record.id not in self._announced:
             self._event(record, "pending")
-        if record.id not in self._reminding and self._reminders:
+        if record.id not in self._reminding and record.escalation is not None:
+            self._reminding[record.id] = asyncio.create_task(self._escalate(record))
+        elif record.id not in self._reminding and self._reminders:
             self._reminding[record.id] = asyncio.create_task(self._remind(record))
         self._announced.add(record.id)
 
@@ -582,6 +603,38 @@ class ApprovalGate:
                 return
             self._event(record, "reminder")
 
+    async def _escalate(self, record: ApprovalRecord) -> None:
+        """The record's escalation policy, stage by stage on durable timers: reminders at
+        its times (the gate's own when it sets none), then `to` are asked and may decide.
+        A stage carried from an earlier run (continue-as-new) is not done twice."""
+        rule = record.escalation
+        assert rule is not None
+        span = record.expires_at - record.created_at
+        stages: list[tuple[Any, str]] = [
+            (record.created_at + span * fraction, "reminder")
+            for fraction in (rule.remind_at or self._reminders)
+        ]
+        escalated = any(step.kind == "escalated" for step in record.escalations)
+        if rule.escalate_after_seconds is not None and rule.to and not escalated:
+            stages.append(
+                (record.created_at + timedelta(seconds=rule.escalate_after_seconds), "escalated")
+            )
+        stages.sort(key=lambda stage: (stage[0], stage[1]))
+        for moment, stage in stages:
+            if moment >= record.expires_at:
+                continue
+            wait = moment - workflow.now()
+            if wait <= timedelta(0) and stage == "reminder":
+                continue
+            if wait > timedelta(0):
+                await workflow.sleep(wait, summary=f"approval {record.id} {stage}")
+            if record.status is not ApprovalStatus.PENDING:
+                return
+            if stage == "escalated":
+                if self._ledger.escalate(record.id, list(rule.to), workflow.now()) is None:
+                    return
+            self._event(record, stage)
+
     async def _await_decision(self, record: ApprovalRecord) -> None:
         # The deadline the reviewer is shown is the deadline: the timer runs from the
         # record's creation, not from when the notification went out.
@@ -599,6 +652,14 @@ class ApprovalGate:
                     await self._run(self._ledger.judge(item, workflow.now()))
                     continue
                 if timer is None or timer.done():
+                    if self._extend(record):
+                        timer = asyncio.create_task(
+                            workflow.sleep(
+                                record.expires_at - workflow.now(),
+                                summary=f"approval {record.id} extended deadline",
+                            )
+                        )
+                        continue
                     self._ledger.expire(record.id, workflow.now())
                     break
                 await workflow.wait_condition(_arrived_or_done(inbox, timer))
@@ -613,6 +674,18 @@ class ApprovalGate:
                 record, "timed_out" if record.reviewer == policy.TIMEOUT_REVIEWER else "decided"
             )
         self._ledger.settled(record.id, workflow.now())
+
+    def _extend(self, record: ApprovalRecord) -> bool:
+        """At the deadline, `at_deadline = "extend"` holds the approval once, bounded."""
+        rule = record.escalation
+        if rule is None or rule.at_deadline != "extend":
+            return False
+        if not self._ledger.extend(
+            record.id, timedelta(seconds=rule.extend_by_seconds), workflow.now()
+        ):
+            return False
+        self._event(record, "extended")
+        return True
 
     # --- judging: the ledger asks, the adapter runs the checks ---------------------------
 
@@ -873,7 +946,13 @@ class ApprovalGate:
         state = self.run_state()
         ids = list(self._ledger.records)
         memo = {
-            contract.MEMO_PENDING: [item.model_dump(mode="json") for item in pending],
+            # Without an escalation the memo stays as runs before it wrote it.
+            contract.MEMO_PENDING: [
+                item.model_dump(
+                    mode="json", exclude=None if item.escalated_to else {"escalated_to"}
+                )
+                for item in pending
+            ],
             **self._memo,
         }
         if pending:

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalOutcome,
         ApprovalStatus,
         CallState,
+        EscalationPolicy,
         ToolAction,
         ToolCall,
         ToolCheck,
@@ -64,6 +65,8 @@ class ToolCallOptions:
     max_action_bytes: int = 64 * 1024
     workspace_root: str | None = None
     """The folder the workspace must be reached from without following a link."""
+    escalation: EscalationPolicy | None = None
+    """The escalation the run asks for: it may only make the worker's stricter."""
 
 
 class GatedTools:
@@ -225,6 +228,10 @@ class GatedTools:
                 check.auto_approve_below, self.options.auto_approve_below
             )
             notes += lowered
+            escalation, looser = policy.stricter_escalation(
+                check.escalation, self.options.escalation
+            )
+            notes += looser
             if notes and preview is not None:
                 preview = preview.model_copy(update={"warnings": [*preview.warnings, *notes]})
         else:
@@ -235,6 +242,7 @@ class GatedTools:
                 self.options.tool_approval_timeouts,
             )
             threshold = self.options.auto_approve_below or 0
+            escalation = None
         record = self.gate.open(
             action,
             preview=preview,
@@ -247,6 +255,7 @@ class GatedTools:
             quorum=check.quorum,
             scope_key=check.scope_key if from_worker else None,
             lapsed=check.lapsed_grantors,
+            escalation=escalation if from_worker else None,
         )
         state.approval_id = record.id
         if policy.auto_approved(record.risk, threshold):

@@ -36,6 +36,7 @@ from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     EXCERPT_CHARS,
     MAX_DECISION_BYTES,
+    MAX_EXTEND_SECONDS,
     MAX_REFUSED_PER_APPROVAL,
     MAX_REFUSED_PER_RUN,
     ApprovalContext,
@@ -46,6 +47,8 @@ from hitl.models import (
     DecisionCheckRequest,
     DecisionEntry,
     DecisionKind,
+    Escalation,
+    EscalationPolicy,
     GateState,
     ModifyDecision,
     RefusedDecision,
@@ -167,6 +170,16 @@ class Incoming:
 
 
 # --- the rules that need only a record -------------------------------------------------------
+
+
+def escalated_by(record: ApprovalRecord, at: datetime) -> list[str]:
+    """Who the approval had been escalated to by `at` (a decision counts from when it
+    arrived: one sent before the escalation is judged as its reviewer's own)."""
+    names: list[str] = []
+    for step in record.escalations:
+        if step.kind == "escalated" and step.at <= at:
+            names.extend(name for name in step.to if name not in names)
+    return names
 
 
 def decided_refusal(record: ApprovalRecord) -> Refusal:
@@ -354,6 +367,7 @@ class Ledger:
         quorum: int = 1,
         scope_key: str | None = None,
         lapsed: Mapping[str, str] | None = None,
+        escalation: EscalationPolicy | None = None,
     ) -> ApprovalRecord:
         """Record a pending approval. A standing approval that covers it decides it at once
         (except for grantors in `lapsed`, whose grants no longer hold)."""
@@ -376,6 +390,7 @@ class Ledger:
             ),
             quorum=max(1, int(quorum)),
             scope_key=scope_key,
+            escalation=escalation,
         )
         self.records[record.id] = record
         self.inbox[record.id] = []
@@ -420,11 +435,41 @@ class Ledger:
         )
         return True
 
+    def escalate(self, approval_id: str, to: list[str], now: datetime) -> Escalation | None:
+        """Ask `to` about a pending approval too: from `now` on they may decide it (the
+        authorizer is told, `escalated_by`). None when it is no longer pending."""
+        record = self.records[approval_id]
+        if record.status is not ApprovalStatus.PENDING or not to:
+            return None
+        step = Escalation(at=now, to=list(dict.fromkeys(to)), kind="escalated")
+        record.escalations.append(step)
+        self.dirty = True
+        return step
+
+    def extend(self, approval_id: str, by: timedelta, now: datetime) -> bool:
+        """Hold a pending approval past its deadline once, for `by` (bounded by
+        MAX_EXTEND_SECONDS); False when it can't (decided, extended already, no time)."""
+        record = self.records[approval_id]
+        by = min(by, timedelta(seconds=MAX_EXTEND_SECONDS))
+        if (
+            record.status is not ApprovalStatus.PENDING
+            or by <= timedelta(0)
+            or any(step.kind == "extended" for step in record.escalations)
+        ):
+            return False
+        until = max(now, record.expires_at) + by
+        record.escalations.append(Escalation(at=now, kind="extended", until=until))
+        record.expires_at = until
+        self.dirty = True
+        return True
+
     def expire(self, approval_id: str, now: datetime) -> None:
-        """The approval's time ran out with no decision: rejected by `system:timeout`."""
+        """The approval's time ran out with no decision: rejected by `system:timeout`,
+        recorded as expired (not rejected by a person)."""
         record = self.records[approval_id]
         if record.status is not ApprovalStatus.PENDING:
             return
+        record.expired = True
         timeout = record.expires_at - record.created_at
         self._settle_by_system(
             record,
@@ -772,6 +817,7 @@ class Ledger:
                 requested_by=record.context.requested_by,
                 received_at=item.received_at,
                 kind=item.kind.value,
+                escalated_to=escalated_by(record, item.received_at),
             )
         )
 

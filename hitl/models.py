@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 30 * 60
 SCRIPTED_MODEL_NAME = "scripted-offline"
@@ -173,6 +173,45 @@ class ToolDescriptor(BaseModel):
         }
 
 
+MAX_EXTEND_SECONDS = 24 * 3600
+"""The longest one extension at the deadline may hold an approval (`at_deadline = "extend"`)."""
+MAX_ESCALATION_REVIEWERS = 50
+
+
+class EscalationPolicy(BaseModel):
+    """The worker's escalation policy for one approval (the reviewers file's
+    `[[escalation]]`), computed by the worker's check; a run may only make it stricter
+    (`hitl.policy.stricter_escalation`)."""
+
+    remind_at: list[float] = Field(default_factory=list)
+    """When to remind the reviewers, as fractions of the approval's time (0 < f < 1)."""
+    escalate_after_seconds: float | None = None
+    """Seconds after the approval opened when `to` are asked too (None: no escalation)."""
+    to: list[str] = Field(default_factory=list)
+    """The reviewers asked at `escalate_after_seconds` (a group resolved to names): from
+    then on they may decide the approval even where the tool is not theirs."""
+    at_deadline: Literal["reject", "extend"] = "reject"
+    """What the deadline does: reject, or hold once for `extend_by_seconds`, then reject.
+    Never approve."""
+    extend_by_seconds: float = 0.0
+    """The one extension's length (bounded by MAX_EXTEND_SECONDS)."""
+    rule: str = ""
+    """Which `[[escalation]]` rule of the worker's file this is, for the record."""
+    working_hours: str | None = None
+    """Set when the rule counts working time only: the hours (its times and the approval's
+    deadline were computed over them by the worker's check, as calendar time)."""
+
+
+class Escalation(BaseModel):
+    """Who was asked about an approval, when, beyond its usual reviewers."""
+
+    at: datetime
+    to: list[str] = Field(default_factory=list)
+    kind: Literal["escalated", "extended"] = "escalated"
+    until: datetime | None = None
+    """For an extension: the new deadline."""
+
+
 class ToolCheck(BaseModel):
     """What the `check_tool` activity says of a proposed call, from the tool's own code.
 
@@ -209,6 +248,8 @@ class ToolCheck(BaseModel):
     previewed: bool = False
     """`check_call` only: the preview and risk are the worker's previewer's for this tool
     (False: a default preview of the arguments)."""
+    escalation: EscalationPolicy | None = None
+    """The worker's escalation policy for this call (reviewers file `[[escalation]]`)."""
 
 
 class DecisionCheckRequest(BaseModel):
@@ -222,6 +263,9 @@ class DecisionCheckRequest(BaseModel):
     kind: str | None = None
     """What the decision does, as the run read it (the signal's name says it for a
     payload that carries no `kind`): the reviewer rules depend on it."""
+    escalated_to: list[str] = Field(default_factory=list)
+    """Reviewers the approval was escalated to by now (its record's `escalations`): the
+    authorizer lets them decide it even where the tool is not theirs."""
 
 
 class DecisionCheck(BaseModel):
@@ -404,6 +448,39 @@ class ApprovalRecord(BaseModel):
     scope_key: str | None = None
     """The tool's scope key for this action (`ToolCheck.scope_key`): what a standing
     approval granted on it covers."""
+    expired: bool = False
+    """Rejected because its time ran out (reviewer `system:timeout`), not by a person;
+    `status` stays `rejected`. Set for records of older runs too, from their reviewer."""
+    escalation: EscalationPolicy | None = None
+    """The escalation policy this approval runs under (the worker's, made stricter by the
+    run's ask), if any."""
+    escalations: list[Escalation] = Field(default_factory=list)
+    """Who was asked when beyond the usual reviewers, and any extension of the deadline."""
+
+    @model_validator(mode="after")
+    def _expired_from_reviewer(self) -> ApprovalRecord:
+        # Records of runs made before `expired` existed say it by their reviewer.
+        if (
+            not self.expired
+            and self.status == ApprovalStatus.REJECTED
+            and self.reviewer == "system:timeout"
+        ):
+            self.expired = True
+        return self
+
+    @property
+    def state_word(self) -> str:
+        """The status as shown to people: `expired` for an approval nobody decided in
+        time (its `status` stays `rejected`), else the status."""
+        return "expired" if self.expired else self.status.value
+
+    @property
+    def escalated_to(self) -> list[str]:
+        """Everyone the approval was escalated to so far."""
+        names: list[str] = []
+        for step in self.escalations:
+            names.extend(name for name in step.to if name not in names)
+        return names
 
     @property
     def effective_action(self) -> ToolAction:
@@ -423,13 +500,16 @@ class ApprovalRecord(BaseModel):
             quorum=self.quorum,
             votes=len(self.votes),
             requested_by=self.context.requested_by,
+            escalated_to=self.escalated_to,
         )
 
 
 class NotifyEvent(BaseModel):
     """Input of the `notify_reviewers` activity: what happened to an approval."""
 
-    event: Literal["pending", "reminder", "decided", "timed_out"]
+    event: Literal["pending", "reminder", "decided", "timed_out", "escalated", "extended"]
+    """`escalated`: the record's last `escalations` entry says who was asked now;
+    `extended`: its deadline was held once (`at_deadline = "extend"`)."""
     approval: ApprovalRecord
     at: datetime
 
@@ -469,6 +549,8 @@ class PendingApproval(BaseModel):
     votes: int = 0
     """Approvals so far, towards `quorum`."""
     requested_by: str = ""
+    escalated_to: list[str] = Field(default_factory=list)
+    """Reviewers the approval was escalated to: they may see and decide it."""
 
 
 # --- decisions (signal payloads) ----------------------------------------------
@@ -681,6 +763,10 @@ class RunInput(BaseModel):
     auto_approve_below: int | None = Field(default=None, ge=0, le=101)
     """May only lower the worker's auto-approve threshold (its reviewers file `[policy]`);
     None: the worker's. 0: nothing is approved by policy in this run."""
+    escalation: EscalationPolicy | None = None
+    """The escalation this run asks for: it may only make the worker's stricter (no
+    extension at the deadline, a shorter one, more reminders); who else is asked, and
+    when, is the worker's alone (`hitl.policy.stricter_escalation`)."""
     origin: dict[str, Any] = Field(default_factory=dict)
     """Who started the run and with what (command, versions), kept as evidence."""
     requested_by: str = ""

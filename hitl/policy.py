@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    MAX_EXTEND_SECONDS,
+    EscalationPolicy,
 )
 
 TIMEOUT_REVIEWER = "system:timeout"
@@ -74,6 +76,66 @@ def stricter_threshold(worker: int, run: int | None) -> tuple[int, list[str]]:
         f"the run asked to auto-approve below risk {run}; the worker's threshold {worker} "
         "applies (a run may only lower it)"
     ]
+
+
+def stricter_escalation(
+    worker: EscalationPolicy | None, asked: EscalationPolicy | None
+) -> tuple[EscalationPolicy | None, list[str]]:
+    """The worker's escalation policy, made stricter (never looser) by what a run asks.
+
+    Who else may decide, and from when, is the worker's alone: a run can't add reviewers
+    or bring an escalation forward. It may turn an extension at the deadline into a
+    rejection, shorten the extension, and add reminders (they widen nothing). Returns the
+    policy and notes for the record where the run asked for more than it gets.
+    """
+    if asked is None:
+        return worker, []
+    notes: list[str] = []
+    base = worker or EscalationPolicy()
+    if asked.to and (asked.to != base.to or asked.escalate_after_seconds is None):
+        notes.append(
+            "the run asked to escalate to reviewers of its choosing; the worker's escalation "
+            "policy applies (a run may only make it stricter)"
+        )
+    elif (
+        asked.escalate_after_seconds is not None
+        and base.escalate_after_seconds is not None
+        and _finite(asked.escalate_after_seconds) < base.escalate_after_seconds
+    ):
+        sooner = duration_text(_finite(asked.escalate_after_seconds))
+        notes.append(
+            f"the run asked to escalate after {sooner}; "
+            f"the worker's {duration_text(base.escalate_after_seconds)} applies"
+        )
+    extend = base.at_deadline == "extend" and asked.at_deadline == "extend"
+    if asked.at_deadline == "extend" and base.at_deadline != "extend":
+        notes.append(
+            "the run asked to extend the deadline; the worker's policy rejects at the deadline"
+        )
+    by = min(base.extend_by_seconds, _finite(asked.extend_by_seconds)) if extend else 0.0
+    if extend and _finite(asked.extend_by_seconds) > base.extend_by_seconds:
+        notes.append(
+            f"the run asked for a {duration_text(_finite(asked.extend_by_seconds))} extension; "
+            f"the worker's {duration_text(base.extend_by_seconds)} applies"
+        )
+    reminders = sorted(
+        {f for f in [*base.remind_at, *asked.remind_at] if math.isfinite(f) and 0 < f < 1}
+    )
+    merged = base.model_copy(
+        update={
+            "remind_at": reminders,
+            "at_deadline": "extend" if extend and by > 0 else "reject",
+            "extend_by_seconds": max(0.0, by) if extend else 0.0,
+        }
+    )
+    if worker is None and not merged.remind_at:
+        return None, notes
+    return merged, notes
+
+
+def _finite(value: float) -> float:
+    # A run's input holds whatever its starter wrote: NaN and infinities are no time.
+    return min(float(MAX_EXTEND_SECONDS * 365), max(0.0, value)) if math.isfinite(value) else 0.0
 
 
 def duration_text(delta: timedelta | float) -> str:

@@ -17,6 +17,22 @@ of a bearer token (never the token), and what they may decide:
     min_risk = 80
     approvals = 2
 
+    [[escalation]]                 # first matching rule (by tool and/or risk) applies
+    tool = "deploy"                # optional: a tool name or "*"
+    min_risk = 50                  # optional
+    remind_at = [0.5]              # fractions of the approval's time, or seconds (>= 1)
+    escalate_after = 1200          # seconds; then `to` are asked too and may decide
+    to = "oncall"                  # a group (reviewers' `groups`) or a list of names
+    at_deadline = "reject"         # or "extend": held once for extend_by, then rejected
+    extend_by = 600                # seconds, at most a day
+    working_hours = true           # its times (and the approval's) count working time only
+
+    [working_hours]                # when the clock runs for rules that ask for it
+    timezone = "Europe/Berlin"
+    days = ["mon", "tue", "wed", "thu", "fri"]
+    hours = "09:00-17:00"
+    holidays = ["2026-12-25"]
+
     [policy]                       # the worker's; a run's input may only make it stricter
     auto_approve_below = 0         # flagged calls below this risk are approved by policy
     standing = true                # whether reviewers may grant standing approvals
@@ -41,11 +57,17 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hitl.models import canonical_json
+from hitl.models import (
+    MAX_ESCALATION_REVIEWERS,
+    MAX_EXTEND_SECONDS,
+    EscalationPolicy,
+    canonical_json,
+)
 
 REVIEWERS_ENV = "HITL_REVIEWERS"
 DECISION_KEYS_ENV = "HITL_DECISION_KEYS"
@@ -122,12 +144,107 @@ class QuorumRule:
     approvals: int
 
 
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_CALENDAR_DAYS = 400
+"""How far ahead working time is looked for; beyond it, time counts as it passes."""
+
+
+@dataclass(frozen=True)
+class WorkingHours:
+    """When the clock runs for approvals whose escalation rule says `working_hours`."""
+
+    timezone: str
+    days: frozenset[int]
+    """Weekdays, 0 = Monday."""
+    opens: time
+    closes: time
+    holidays: frozenset[date] = frozenset()
+
+    def wall_seconds(self, start: datetime, working: float) -> float:
+        """Seconds of calendar time from `start` until `working` seconds of working time
+        have passed (deterministic: a function of its arguments and the time zone rules)."""
+        zone = ZoneInfo(self.timezone)
+        begin = start.astimezone(UTC)
+        left = max(0.0, working)
+        day = begin.astimezone(zone).date()
+        for _ in range(MAX_CALENDAR_DAYS):
+            if day.weekday() in self.days and day not in self.holidays:
+                # Compared in UTC: aware times in one zone subtract as wall clocks (DST).
+                opens = datetime.combine(day, self.opens, zone).astimezone(UTC)
+                closes = datetime.combine(day, self.closes, zone).astimezone(UTC)
+                since = max(opens, begin)
+                if closes > since:
+                    span = (closes - since).total_seconds()
+                    if span >= left:
+                        return (since + timedelta(seconds=left) - begin).total_seconds()
+                    left -= span
+            day += timedelta(days=1)
+        return working  # no working time found: the clock runs as time passes
+
+    def describe(self) -> str:
+        days = ",".join(DAY_NAMES[d] for d in sorted(self.days))
+        text = f"{self.timezone} {days} {self.opens:%H:%M}-{self.closes:%H:%M}"
+        return text + (f", {len(self.holidays)} holiday(s)" if self.holidays else "")
+
+
+@dataclass(frozen=True)
+class EscalationRule:
+    """One `[[escalation]]` table: which calls it covers and what it does."""
+
+    index: int
+    tool: str | None = None
+    min_risk: int = 0
+    remind_at: tuple[float, ...] = ()
+    """Fractions (0 < f < 1) of the approval's time, or seconds (>= 1) after it opened."""
+    escalate_after: float | None = None
+    to: tuple[str, ...] = ()
+    """Reviewer names or group names, as written (resolved when a call is checked)."""
+    at_deadline: str = "reject"
+    extend_by: float = 0.0
+    working_hours: bool = False
+
+    def covers(self, tool: str, risk: int) -> bool:
+        return (self.tool in (None, "*", tool)) and risk >= self.min_risk
+
+
 @dataclass
 class ReviewerConfig:
     reviewers: dict[str, Reviewer] = field(default_factory=dict)
     quorum: list[QuorumRule] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
     path: Path | None = None
+    escalation: list[EscalationRule] = field(default_factory=list)
+    working_hours: WorkingHours | None = None
+
+    def members(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """Reviewer names for names or groups (reviewers' `groups`), in file order."""
+        found: list[str] = []
+        for name in names:
+            if name in self.reviewers:
+                matched = [name]
+            else:
+                matched = [r.name for r in self.reviewers.values() if name in r.groups]
+            found.extend(member for member in matched if member not in found)
+        return found
+
+    def escalation_for(
+        self, tool: str, risk: int, approval_timeout: float
+    ) -> EscalationPolicy | None:
+        """The first `[[escalation]]` rule covering this call, as the run applies it."""
+        for rule in self.escalation:
+            if not rule.covers(tool, risk):
+                continue
+            span = max(approval_timeout, 1e-9)
+            fractions = sorted({f if f < 1 else f / span for f in rule.remind_at} - {0.0})
+            return EscalationPolicy(
+                remind_at=[f for f in fractions if 0 < f < 1],
+                escalate_after_seconds=rule.escalate_after,
+                to=self.members(rule.to)[:MAX_ESCALATION_REVIEWERS],
+                at_deadline="extend" if rule.at_deadline == "extend" else "reject",
+                extend_by_seconds=min(rule.extend_by, MAX_EXTEND_SECONDS),
+                rule=f"escalation[{rule.index}]",
+            )
+        return None
 
     def by_token(self, token: str) -> Reviewer | None:
         """The reviewer whose token this is (compared in constant time), else None."""
@@ -143,6 +260,36 @@ class ReviewerConfig:
         if not user_id:
             return None
         return next((r for r in self.reviewers.values() if r.slack_user == user_id), None)
+
+    def timed_escalation(
+        self, tool: str, risk: int, approval_timeout: float, now: datetime
+    ) -> tuple[EscalationPolicy | None, float]:
+        """The escalation policy and the approval timeout, as calendar time from `now`:
+        where the matching rule counts working hours only, its times (and the approval's
+        timeout) are stretched over the `[working_hours]` from now on."""
+        found = self.escalation_for(tool, risk, approval_timeout)
+        rule = next((r for r in self.escalation if r.covers(tool, risk)), None)
+        hours = self.working_hours
+        if found is None or rule is None or not rule.working_hours or hours is None:
+            return found, approval_timeout
+        total = hours.wall_seconds(now, approval_timeout)
+        reminders = {
+            hours.wall_seconds(now, fraction * approval_timeout) / total
+            for fraction in found.remind_at
+        }
+        after = found.escalate_after_seconds
+        return (
+            found.model_copy(
+                update={
+                    "remind_at": sorted(f for f in reminders if 0 < f < 1),
+                    "escalate_after_seconds": (
+                        hours.wall_seconds(now, after) if after is not None else None
+                    ),
+                    "working_hours": hours.describe(),
+                }
+            ),
+            total,
+        )
 
     def quorum_for(self, risk: int, own: int = 1) -> int:
         needed = own
@@ -160,16 +307,20 @@ class ReviewerConfig:
         requested_by: str,
         scope: str | None = None,
         max_risk: int | None = None,
+        escalated_to: tuple[str, ...] | list[str] = (),
     ) -> str | None:
         """Why this reviewer may not make this decision, or None if they may.
 
         The one authorizer: the API, the inbox, the bridge, the CLI's signing path and the
-        worker's verification all ask this, with the file as it is now.
+        worker's verification all ask this, with the file as it is now. `escalated_to`:
+        the reviewers the approval was escalated to by the time the decision arrived (the
+        run's record, from the worker's policy): they may decide it whatever their tools,
+        within their risk limit, and only once escalated.
         """
         reviewer = self.reviewers.get(name)
         if reviewer is None:
             return f"{name} is not a reviewer (not in the reviewers file)"
-        if not reviewer.may_decide(tool):
+        if not reviewer.may_decide(tool) and name not in escalated_to:
             return f"{name} may not decide {tool} calls (their tools: {', '.join(reviewer.tools)})"
         if kind in ("approve", "modify") and risk > reviewer.max_risk:
             return f"{name} may approve up to risk {reviewer.max_risk}; this call's risk is {risk}"
@@ -268,6 +419,11 @@ def load_config(
         )
         if config.policy.approval_timeout is not None and config.policy.approval_timeout <= 0:
             raise ReviewerConfigError(f"[policy] approval_timeout in {file} must be positive")
+        config.working_hours = _working_hours(data.get("working_hours"), file)
+        config.escalation = [
+            _escalation_rule(index, rule, file, config)
+            for index, rule in enumerate(data.get("escalation") or [])
+        ]
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, ReviewerConfigError):
             raise
@@ -287,6 +443,102 @@ def _slack_user(value: object, name: str, file: Path) -> str | None:
             '"U012ABCDEF" (their profile, ⋮, Copy member ID)'
         )
     return value
+
+
+def _escalation_rule(index: int, rule: Any, file: Path, config: ReviewerConfig) -> EscalationRule:
+    where = f"[[escalation]] #{index + 1} in {file}"
+    if not isinstance(rule, dict):
+        raise ReviewerConfigError(f"{where} is a table")
+    unknown = set(rule) - {
+        "tool",
+        "min_risk",
+        "remind_at",
+        "escalate_after",
+        "to",
+        "at_deadline",
+        "extend_by",
+        "working_hours",
+    }
+    if unknown:
+        raise ReviewerConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
+    to = rule.get("to", [])
+    to = (to,) if isinstance(to, str) else tuple(str(name) for name in to)
+    after = float(rule["escalate_after"]) if "escalate_after" in rule else None
+    if after is not None and not (0 < after < 366 * 86400):
+        raise ReviewerConfigError(f"{where}: escalate_after must be positive seconds")
+    if (after is None) != (not to):
+        raise ReviewerConfigError(f"{where}: escalate_after and to go together")
+    if to and not config.members(to):
+        raise ReviewerConfigError(
+            f"{where}: to = {list(to)} names no reviewer (a reviewer's name, or a group in "
+            "reviewers' `groups`)"
+        )
+    at_deadline = str(rule.get("at_deadline", "reject"))
+    if at_deadline not in ("reject", "extend"):
+        raise ReviewerConfigError(
+            f'{where}: at_deadline is "reject" or "extend" (an approval never approves itself)'
+        )
+    extend_by = float(rule.get("extend_by", 0))
+    if at_deadline == "extend" and not (0 < extend_by <= MAX_EXTEND_SECONDS):
+        raise ReviewerConfigError(
+            f"{where}: extend_by must be positive seconds, at most {MAX_EXTEND_SECONDS}"
+        )
+    remind_at = tuple(float(value) for value in rule.get("remind_at", []))
+    if any(not (value > 0) or value != value for value in remind_at):
+        raise ReviewerConfigError(f"{where}: remind_at holds fractions (0-1) or seconds (>= 1)")
+    tool = rule.get("tool")
+    working = rule.get("working_hours", False)
+    if not isinstance(working, bool):
+        raise ReviewerConfigError(f"{where}: working_hours is true or false")
+    if working and config.working_hours is None:
+        raise ReviewerConfigError(f"{where}: working_hours = true needs a [working_hours] table")
+    return EscalationRule(
+        working_hours=working,
+        index=index,
+        tool=str(tool) if tool is not None else None,
+        min_risk=int(rule.get("min_risk", 0)),
+        remind_at=remind_at,
+        escalate_after=after,
+        to=to,
+        at_deadline=at_deadline,
+        extend_by=extend_by if at_deadline == "extend" else 0.0,
+    )
+
+
+def _working_hours(table: Any, file: Path) -> WorkingHours | None:
+    if table is None:
+        return None
+    where = f"[working_hours] in {file}"
+    if not isinstance(table, dict):
+        raise ReviewerConfigError(f"{where} is a table")
+    zone = str(table.get("timezone", "UTC"))
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ReviewerConfigError(f"{where}: unknown timezone {zone!r}") from None
+    names = [str(day).strip().lower()[:3] for day in table.get("days", DAY_NAMES[:5])]
+    if not names or any(name not in DAY_NAMES for name in names):
+        raise ReviewerConfigError(f"{where}: days are some of {', '.join(DAY_NAMES)}")
+    try:
+        first, last = str(table.get("hours", "09:00-17:00")).split("-")
+        opens, closes = time.fromisoformat(first.strip()), time.fromisoformat(last.strip())
+    except ValueError:
+        raise ReviewerConfigError(f'{where}: hours is "HH:MM-HH:MM"') from None
+    if not opens < closes:
+        raise ReviewerConfigError(f"{where}: hours must open before they close")
+    holidays: set[date] = set()
+    for day in table.get("holidays", []):
+        try:
+            holidays.add(day if isinstance(day, date) else date.fromisoformat(str(day)))
+        except ValueError:
+            raise ReviewerConfigError(f"{where}: holiday {day!r} is not YYYY-MM-DD") from None
+    return WorkingHours(
+        timezone=zone,
+        days=frozenset(DAY_NAMES.index(name) for name in names),
+        opens=opens,
+        closes=closes,
+        holidays=frozenset(holidays),
+    )
 
 
 def add_reviewer(

@@ -90,7 +90,7 @@ def format_approval(
         *framed(
             "APPROVAL ",
             f"{visible(record.id)}   run {visible(record.session_id)}   "
-            f"status {record.status.value.upper()}",
+            f"status {record.state_word.upper()}",
             width,
         ),
         rule,
@@ -117,6 +117,21 @@ def format_approval(
         f"Expires:   {record.expires_at:%Y-%m-%d %H:%M:%S} UTC "
         f"({_ago(record.expires_at, now)}; then auto-rejected)",
     ]
+    if record.escalation is not None:
+        plan_of = record.escalation
+        plan = []
+        if plan_of.escalate_after_seconds is not None and plan_of.to:
+            plan.append(
+                f"to {visible(', '.join(plan_of.to))} after {about(plan_of.escalate_after_seconds)}"
+            )
+        plan.append(
+            f"at the deadline: extend once by {about(plan_of.extend_by_seconds)}, then reject"
+            if plan_of.at_deadline == "extend"
+            else "at the deadline: reject"
+        )
+        if plan_of.working_hours:
+            plan.append(f"working hours {visible(plan_of.working_hours)}")
+        lines += framed("Escalation:", " " + "; ".join(plan), width)
     if record.modified_action_json is not None:
         modified = visible_json(record.modified_action_json.args)
         if record.status is ApprovalStatus.PENDING:
@@ -124,7 +139,22 @@ def format_approval(
             # quorum still counts.
             modified += f"  (digest {visible(current_digest(record))})"
         lines += framed("Modified:  ", modified, width)
-    if record.reviewer:
+    for step in record.escalations:
+        if step.kind == "escalated":
+            lines += framed(
+                "Escalated: ",
+                f"{step.at:%Y-%m-%d %H:%M:%S} UTC to {visible(', '.join(step.to))}",
+                width,
+            )
+        elif step.until is not None:
+            lines.append(
+                f"Extended:  {step.at:%Y-%m-%d %H:%M:%S} UTC, until {step.until:%H:%M:%S} UTC"
+            )
+    if record.expired:
+        lines += framed(
+            "Expired:   ", f"no decision in time (rejected): {visible(record.reason or '')}", width
+        )
+    elif record.reviewer:
         decided = f"{record.status.value} by {visible(record.reviewer)}"
         if record.reason:
             decided += f": {visible(record.reason)}"
@@ -262,7 +292,7 @@ def outcome_words(outcome: Outcome) -> str:
         return visible(refused_words(outcome.code, outcome.rejected))
     if outcome.ended:
         record = outcome.record
-        state = "decided" if record is None else record.status.value
+        state = "decided" if record is None else record.state_word
         if record is not None and record.reviewer:
             state += f" by {visible(record.reviewer)}"
         title = form_of(RefusalCode.RUN_ENDED).title

@@ -199,3 +199,27 @@ async def test_the_inbox_shows_text_exactly_as_the_terminal_does(
                 [sample, multiline],
             )
             assert shown == visible(sample, multiline=multiline), repr(sample)
+
+
+async def test_an_approval_nobody_decided_shows_as_expired(
+    api: tuple[ServedApi, dict[str, str]], browser: BrowserContext, client: Client,
+    task_queue: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    served, tokens = api
+    run = await start_run(
+        client, task_queue, make_logs(tmp_path / "e"), tool_approval_timeouts={"delete_files": 5}
+    )
+    [record] = await wait_pending(run)
+    async with served.http(tokens["alice"]) as alice:
+        await wait_listed(alice, run.id)
+    page = await browser.new_page()
+    await page.goto(served.url + "/")
+    await page.fill("#token", tokens["alice"])
+    await page.click("#signin button[type=submit]")
+    await expect(page.locator("#live")).to_have_text("live")
+    await expect(card(page, record.id).locator(".request-text")).to_have_text(CLEANUP_TASK)
+    # Told apart from a person's rejection: expired, not "rejected by system:timeout".
+    await expect(card(page, record.id).locator(".outcome")).to_contain_text(
+        "expired: no decision in time, so rejected", timeout=20_000
+    )
+    await expect(card(page, record.id).locator(".outcome")).not_to_contain_text("rejected by")

@@ -39,12 +39,16 @@ from hitl.ledger import (
     Refusal,
     Verified,
     Verify,
+    escalated_by,
 )
 from hitl.models import (
+    MAX_EXTEND_SECONDS,
     MAX_REFUSED_PER_APPROVAL,
     MAX_REFUSED_PER_RUN,
+    ApprovalRecord,
     ApprovalStatus,
     DecisionKind,
+    EscalationPolicy,
     GateState,
     ToolAction,
     payload_digest,
@@ -880,3 +884,107 @@ def test_a_decision_is_applied_when_its_checks_answer() -> None:
     record = book.records[approval]
     assert entry.received_at == T0 + timedelta(minutes=1)
     assert record.reviewed_at == later and record.status is ApprovalStatus.MODIFIED
+
+
+# --- expiry apart from a person's rejection, escalation state (issue 19) -----------------------
+
+
+def test_expiry_is_recorded_apart_from_a_persons_rejection() -> None:
+    book = ledger()
+    expired, rejected = opened(book, minutes=5), opened(book, n=2)
+    book.expire(expired, T0 + timedelta(minutes=5))
+    decide(book, DecisionKind.REJECT, {"approval_id": rejected, "reviewer": "ann"})
+    assert book.records[expired].expired and book.records[expired].state_word == "expired"
+    assert book.records[expired].status is ApprovalStatus.REJECTED  # the contract's status
+    assert not book.records[rejected].expired
+    assert book.records[rejected].state_word == "rejected"
+
+
+def test_a_record_from_an_older_run_is_recognised_as_expired_by_its_reviewer() -> None:
+    book = ledger()
+    approval = opened(book, minutes=5)
+    book.expire(approval, T0 + timedelta(minutes=5))
+    old = book.records[approval].model_dump(mode="json")
+    del old["expired"]  # as a run made before the field recorded it
+    assert ApprovalRecord.model_validate(old).expired
+    person = {**old, "reviewer": "ann"}
+    assert not ApprovalRecord.model_validate(person).expired
+
+
+def test_escalation_lets_the_group_decide_only_from_when_it_was_asked() -> None:
+    book = ledger()
+    approval = opened(book)
+    early = T0 + timedelta(minutes=1)
+    item = book.receive(
+        DecisionKind.APPROVE, {"approval_id": approval, "reviewer": "cy"}, "approve", early
+    )
+    assert item is not None and book.next_decision(approval) is item
+    judging = book.judge(item, early)
+    need = next(judging)
+    assert isinstance(need, Verify) and need.request.escalated_to == []
+    judging.close()
+    step = book.escalate(approval, ["cy", "cy", "bob"], T0 + timedelta(minutes=5))
+    assert step is not None and step.to == ["cy", "bob"]
+    record = book.records[approval]
+    assert record.escalated_to == ["cy", "bob"]
+    # A decision sent before the escalation is judged as its reviewer's own.
+    assert escalated_by(record, early) == []
+    assert escalated_by(record, T0 + timedelta(minutes=5)) == ["cy", "bob"]
+    later = T0 + timedelta(minutes=6)
+    item = book.receive(
+        DecisionKind.APPROVE, {"approval_id": approval, "reviewer": "cy"}, "approve", later
+    )
+    assert item is not None
+    need = next(book.judge(item, later))
+    assert isinstance(need, Verify) and need.request.escalated_to == ["cy", "bob"]
+
+
+def test_extension_happens_once_bounded_and_never_after_a_decision() -> None:
+    book = ledger()
+    approval = opened(book, minutes=10)
+    deadline = T0 + timedelta(minutes=10)
+    assert book.extend(approval, timedelta(days=30), deadline)
+    record = book.records[approval]
+    assert record.expires_at == deadline + timedelta(seconds=MAX_EXTEND_SECONDS)
+    assert not book.extend(approval, timedelta(minutes=5), record.expires_at)  # once only
+    book.expire(approval, record.expires_at)
+    assert record.expired and [s.kind for s in record.escalations] == ["extended"]
+    assert book.escalate(approval, ["bob"], record.expires_at) is None  # decided: nothing
+    other = opened(book, n=2)
+    decide(book, DecisionKind.APPROVE, {"approval_id": other, "reviewer": "ann"})
+    assert not book.extend(other, timedelta(minutes=5), deadline)
+    assert not book.records[other].expired
+
+
+def test_a_run_may_only_make_the_escalation_policy_stricter() -> None:
+    worker = EscalationPolicy(
+        remind_at=[0.5],
+        escalate_after_seconds=1200,
+        to=["olga"],
+        at_deadline="extend",
+        extend_by_seconds=600,
+    )
+    looser = EscalationPolicy(
+        escalate_after_seconds=10,
+        to=["mallory"],
+        at_deadline="extend",
+        extend_by_seconds=float("inf"),
+        remind_at=[0.9, float("nan")],
+    )
+    merged, notes = policy.stricter_escalation(worker, looser)
+    assert merged is not None
+    assert merged.to == ["olga"] and merged.escalate_after_seconds == 1200
+    # An infinite extension is no time: the run gets no extension at all.
+    assert merged.at_deadline == "reject" and merged.extend_by_seconds == 0
+    assert merged.remind_at == [0.5, 0.9]
+    assert any("worker's escalation policy applies" in note for note in notes)
+    stricter, _ = policy.stricter_escalation(worker, EscalationPolicy(at_deadline="reject"))
+    assert stricter is not None and stricter.at_deadline == "reject"
+    shorter, _ = policy.stricter_escalation(
+        worker, EscalationPolicy(at_deadline="extend", extend_by_seconds=60)
+    )
+    assert shorter is not None and shorter.extend_by_seconds == 60
+    none, notes = policy.stricter_escalation(
+        None, EscalationPolicy(at_deadline="extend", extend_by_seconds=60, to=["x"])
+    )
+    assert none is None and notes

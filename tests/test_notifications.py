@@ -302,7 +302,7 @@ async def test_a_timed_out_approval_is_announced_on_every_channel(
     ]
     assert [m["event"] for m in subscribed] == [h["event"] for h in hooks]
     assert (
-        "Outcome: rejected by system:timeout"
+        "Outcome: expired (no decision in time; rejected)"
         in json.loads(channels.on("/apprise")[-1][1])["message"]
     )
 

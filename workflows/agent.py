@@ -172,6 +172,7 @@ class AgentWorkflow:
                 task_queues=run.tool_task_queues,
                 max_action_bytes=run.limits.max_action_bytes,
                 workspace_root=run.workspace_root,
+                escalation=run.escalation,
             ),
         )
         schemas = self._tools.schemas()

@@ -61,6 +61,7 @@ async def verify_decision(request: DecisionCheckRequest) -> DecisionCheck:
             request.requested_by,
             scope=str(decision.get("scope") or "once"),
             max_risk=wanted,
+            escalated_to=request.escalated_to,
         )
     if refusal is None:
         # The worker's policy holds with or without a list of reviewers.

@@ -98,7 +98,7 @@ class CallActivities:
         preview = preview.model_copy(deep=True)
         if request.min_risk is not None and request.min_risk > risk:
             risk = max(0, min(100, request.min_risk))
-        worker = worker_policy(risk)
+        worker = worker_policy(risk, tool=request.tool)
         if worker.problem is not None:
             preview.warnings.append(worker.problem)
         return ToolCheck(
@@ -108,6 +108,7 @@ class CallActivities:
             preview=bounded_preview(preview),
             quorum=worker.quorum,
             approval_timeout_seconds=worker.approval_timeout_seconds,
+            escalation=worker.escalation,
             # A preview that failed is never approved by policy: a person decides.
             auto_approve_below=0 if preview.failed else worker.auto_approve_below,
             previewed=found is not None,

@@ -72,7 +72,9 @@ TITLES = {
     "pending": "Approval needed",
     "reminder": "Still waiting for a decision",
     "decided": "Approval decided",
-    "timed_out": "Approval timed out",
+    "timed_out": "Approval expired",
+    "escalated": "Approval escalated",
+    "extended": "Approval deadline extended",
 }
 
 
@@ -122,6 +124,8 @@ def summary(event: NotifyEvent, link: str) -> dict[str, Any]:
         "votes": len(record.votes),
         "reviewer": record.reviewer,
         "reason": record.reason,
+        "expired": record.expired,
+        "escalated_to": record.escalated_to,
         "link": link,
         "sent_at": event.at.isoformat(),
     }
@@ -141,12 +145,17 @@ def text_message(event: NotifyEvent, link: str, markdown: bool = True) -> tuple[
     ]
     if record.context.requested_by:
         lines.append(f"Requested by: {shown(record.context.requested_by)}")
-    if event.event in ("pending", "reminder"):
+    if event.event == "escalated":
+        lines.append(f"Escalated to: {shown(', '.join(record.escalated_to))}")
+    if event.event in ("pending", "reminder", "escalated", "extended"):
         lines.append(f"Expires: {record.expires_at:%Y-%m-%d %H:%M} UTC")
         if record.quorum > 1:
             lines.append(f"Approvals: {len(record.votes)} of {record.quorum}")
     else:
-        lines.append(f"Outcome: {record.status.value} by {shown(record.reviewer or 'nobody')}")
+        if record.expired:
+            lines.append("Outcome: expired (no decision in time; rejected)")
+        else:
+            lines.append(f"Outcome: {record.status.value} by {shown(record.reviewer or 'nobody')}")
         if record.reason:
             lines.append(f"Reason: {shown(clip(record.reason, 300))}")
     lines += [f"Approval: {shown(record.id)} in run {shown(record.session_id)}", f"Open: {link}"]

@@ -18,6 +18,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ from hitl.activities.callers import approval_refusal
 from hitl.activities.heartbeat import heartbeating
 from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    EscalationPolicy,
     ToolCheck,
     ToolCheckRequest,
     ToolDescriptor,
@@ -232,7 +234,9 @@ class ToolActivities:
             )
         # The worker's policy, not the run's: quorum, auto-approval and the approval
         # timeout come from the tool's definition and the reviewers file as it is now.
-        worker = worker_policy(risk, quorum=found.quorum, approval_timeout=found.approval_timeout)
+        worker = worker_policy(
+            risk, quorum=found.quorum, approval_timeout=found.approval_timeout, tool=found.name
+        )
         lapsed: dict[str, str] = {}
         if worker.config is not None:
             lapsed = _lapsed(worker.config, request.standing_grantors, found.name, risk)
@@ -253,6 +257,7 @@ class ToolActivities:
             quorum=worker.quorum,
             scope_key=scope_key,
             approval_timeout_seconds=worker.approval_timeout_seconds,
+            escalation=worker.escalation,
             auto_approve_below=worker.auto_approve_below,
             lapsed_grantors=lapsed,
         )
@@ -356,10 +361,12 @@ class WorkerPolicy:
     """None: the reviewers file is unusable (`problem` says why); the call's own quorum
     and timeout apply, and nothing is approved by policy."""
     problem: str | None = None
+    escalation: EscalationPolicy | None = None
+    """The first `[[escalation]]` rule covering the call (tool, risk), resolved."""
 
 
 def worker_policy(
-    risk: int, *, quorum: int = 1, approval_timeout: float | None = None
+    risk: int, *, quorum: int = 1, approval_timeout: float | None = None, tool: str = ""
 ) -> WorkerPolicy:
     """Quorum, approval timeout and auto-approve threshold for a call at `risk`: the
     tool's own (`quorum`, `approval_timeout`) under the reviewers file's `[[quorum]]`
@@ -375,13 +382,16 @@ def worker_policy(
             config=None,
             problem=_failure(f"the reviewers file is unusable: {error}"),
         )
+    timeout = approval_timeout or config.policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    # Working hours turn the policy's working time into calendar time from now (the
+    # approval opens right after this check; the run keeps the answer, so replays agree).
+    escalation, timeout = config.timed_escalation(tool, risk, timeout, datetime.now(UTC))
     return WorkerPolicy(
         quorum=config.quorum_for(risk, own=quorum),
-        approval_timeout_seconds=(
-            approval_timeout or config.policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
-        ),
+        approval_timeout_seconds=timeout,
         auto_approve_below=config.policy.auto_approve_below,
         config=config,
+        escalation=escalation,
     )
 
 

@@ -48,6 +48,8 @@ class ApprovalItem(PendingApproval):
     status: ApprovalStatus = ApprovalStatus.PENDING
     reviewer: str | None = None
     reviewed_at: datetime | None = None
+    expired: bool = False
+    """Rejected because nobody decided in time (`status` stays `rejected`)."""
 
     @classmethod
     def of(cls, record: ApprovalRecord) -> ApprovalItem:
@@ -56,6 +58,7 @@ class ApprovalItem(PendingApproval):
             status=record.status,
             reviewer=record.reviewer,
             reviewed_at=record.reviewed_at,
+            expired=record.expired,
         )
 
 

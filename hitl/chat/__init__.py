@@ -89,9 +89,10 @@ def card(record: ApprovalRecord, link: str, timed_out: bool = False) -> Card:
     action = record.effective_action
     arguments = canonical_json(action.args)
     preview = record.preview.details or ""
+    timed_out = timed_out or record.expired
     settled = record.status is not ApprovalStatus.PENDING or timed_out
     if timed_out:
-        outcome = f"timed out: no decision by {record.expires_at:%Y-%m-%d %H:%M} UTC, rejected"
+        outcome = f"expired: no decision by {record.expires_at:%Y-%m-%d %H:%M} UTC, rejected"
     elif record.status is ApprovalStatus.PENDING:
         outcome = ""
     else:
@@ -112,7 +113,7 @@ def card(record: ApprovalRecord, link: str, timed_out: bool = False) -> Card:
         expires_at=record.expires_at,
         quorum=record.quorum,
         votes=tuple(vote.reviewer for vote in record.votes),
-        status="timed out" if timed_out else record.status.value,
+        status="expired" if timed_out else record.status.value,
         settled=settled,
         outcome=outcome,
         reason=clip(record.reason or "", REASON_CHARS),

@@ -68,11 +68,11 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
         return APPLIED
     print(f"Run {visible(args.run)}: {len(records)} approval(s)")
     for record in records:
-        who = f" by {visible(record.reviewer)}" if record.reviewer else ""
+        who = f" by {visible(record.reviewer)}" if record.reviewer and not record.expired else ""
         print()
         print_framed(
             "",
-            f"{visible(record.id)}  {visible(record.action_json.tool)}  {record.status.value}{who}"
+            f"{visible(record.id)}  {visible(record.action_json.tool)}  {record.state_word}{who}"
             f"  created {record.created_at:%Y-%m-%d %H:%M:%S}"
             + (f"  decided {record.reviewed_at:%H:%M:%S}" if record.reviewed_at else ""),
         )

@@ -277,8 +277,12 @@
       summarize(card, event.approval);
       fetchDetails(event.id, true);
     } else if ((type === "approval.decided" || type === "approval.timed_out") && card) {
-      const text = event.status ? ending(event) : "no longer pending: " + (event.reason || "");
-      decided(card, (type === "approval.timed_out" ? "timed out: " : "") + text, "applied");
+      // Expired (no decision in time) is told apart from a person's rejection.
+      const expired = type === "approval.timed_out" || event.expired === true;
+      const text = event.status
+        ? ending({ ...event, expired })
+        : (expired ? "expired: " : "") + "no longer pending: " + (event.reason || "");
+      decided(card, text, "applied");
     }
   }
 
@@ -407,6 +411,9 @@
 
   // How an approval ended, the same words whether the answer or an event says it first.
   function ending(record) {
+    if (record.expired || (record.status === "rejected" && record.reviewer === "system:timeout")) {
+      return "expired: no decision in time, so rejected" + (record.reason ? " (" + record.reason + ")" : "");
+    }
     return record.status + " by " + (record.reviewer || "unknown") + (record.reason ? ": " + record.reason : "");
   }
 

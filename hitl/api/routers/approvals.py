@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -44,6 +44,7 @@ from hitl.models import (
     RejectDecision,
     RevokeDecision,
 )
+from hitl.reviewers import ReviewerConfig
 from hitl.reviews import CONFIRM_SECONDS, ApprovalNotFound, Outcome, ReviewError
 
 router = APIRouter(
@@ -120,7 +121,7 @@ async def list_approvals(
                 for record in audit.approvals
                 if record.status in _WANTED[status]
                 and (tool is None or record.action_json.tool == tool)
-                and who.may_read(config, record.action_json.tool)
+                and _may_see(who, config, record.action_json.tool, record.escalated_to)
             ]
         )
     token = _decode_token(state.page_key, page_token) if page_token is not None else None
@@ -130,7 +131,7 @@ async def list_approvals(
         items=[
             ApprovalItem(**item.model_dump())
             for item in page.items
-            if who.may_read(config, item.tool)
+            if _may_see(who, config, item.tool, item.escalated_to)
         ],
         next_page_token=_encode_token(state.page_key, page.next_page_token),
     )
@@ -149,7 +150,7 @@ async def get_approval(state: State, who: Who, approval_id: ApprovalId) -> Appro
     """The full record: request, reasoning, exact action, preview, risk, votes, decisions.
     An approval of a tool this reviewer may not read is a 404, as an unknown one is."""
     record = await state.reviews.get(approval_id)
-    if not who.may_read(state.config, record.action_json.tool):
+    if not _may_see(who, state.config, record.action_json.tool, record.escalated_to):
         raise _unseen(approval_id)
     return record
 
@@ -167,6 +168,12 @@ class _Target:
     requested_by: str
     digest: str
     record: ApprovalRecord | None
+    escalated_to: list[str] = field(default_factory=list)
+
+
+def _may_see(who: Identity, config: ReviewerConfig, tool: str, escalated_to: list[str]) -> bool:
+    """Those who may read the tool's approvals, and the reviewers one was escalated to."""
+    return who.may_read(config, tool) or (who.name is not None and who.name in escalated_to)
 
 
 async def _target(state: ApiState, who: Identity, approval_id: str, full: bool) -> _Target:
@@ -175,8 +182,9 @@ async def _target(state: ApiState, who: Identity, approval_id: str, full: bool) 
     this reviewer may not read is not found."""
     located = await state.reviews.locate(approval_id)
     item = located.summary
-    if item is not None and not who.may_read(state.config, item.tool):
-        raise _unseen(approval_id)
+    if item is not None and not _may_see(who, state.config, item.tool, item.escalated_to):
+        # The summary may lag an escalation to this reviewer: the run's record says.
+        full = True
     if (
         not full
         and item is not None
@@ -188,11 +196,19 @@ async def _target(state: ApiState, who: Identity, approval_id: str, full: bool) 
         # reaches the run sooner. A stale summary costs nothing: the run refuses a
         # decision on an action that changed, and the answer says so.
         return _Target(
-            located.workflow_id, item.tool, item.risk, item.requested_by, item.action_digest, None
+            located.workflow_id,
+            item.tool,
+            item.risk,
+            item.requested_by,
+            item.action_digest,
+            None,
+            item.escalated_to,
         )
     records = await state.reviews.approvals_of(located.workflow_id, located.run_id, located.status)
     record = next((r for r in records if r.id == approval_id), None)
-    if record is None or not who.may_read(state.config, record.action_json.tool):
+    if record is None or not _may_see(
+        who, state.config, record.action_json.tool, record.escalated_to
+    ):
         raise _unseen(approval_id)
     return _Target(
         record.session_id,
@@ -201,6 +217,7 @@ async def _target(state: ApiState, who: Identity, approval_id: str, full: bool) 
         record.context.requested_by,
         current_digest(record),
         record,
+        record.escalated_to,
     )
 
 
@@ -227,6 +244,7 @@ async def _decide(
             target.requested_by,
             scope=body.scope if isinstance(body, ApproveBody) else None,
             max_risk=body.max_risk if isinstance(body, ApproveBody) else None,
+            escalated_to=target.escalated_to,
         )
         if refusal is not None:
             raise ApiError.refused(RefusalCode.NOT_ALLOWED, refusal)

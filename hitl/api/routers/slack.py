@@ -224,7 +224,13 @@ async def _allowed(
     except (ReviewError, ApiError) as error:
         return None, str(error)
     refusal = config.refusal(
-        name, kind, record.action_json.tool, record.risk, record.context.requested_by
+        name,
+        kind,
+        record.action_json.tool,
+        record.risk,
+        record.context.requested_by,
+        # Those it was escalated to may decide it from then on, as on every other path.
+        escalated_to=record.escalated_to,
     )
     return record, refusal
 
