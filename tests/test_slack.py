@@ -555,4 +555,4 @@ async def test_votes_and_a_timeout_show_in_the_message(slack: FakeSlack) -> None
     assert done.ok and done.message == posted.message
     updated = slack.posted_for("apr_votes") or {}
     assert set(buttons(updated["blocks"])) == {chat.OPEN}
-    assert updated["blocks"][0]["text"]["text"] == "Approval timed out"
+    assert updated["blocks"][0]["text"]["text"] == "Approval expired"
