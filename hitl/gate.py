@@ -649,7 +649,17 @@ class ApprovalGate:
             while record.status is ApprovalStatus.PENDING:
                 item = self._ledger.next_decision(record.id)
                 if item is not None:
+                    votes = len(record.votes)
                     await self._run(self._ledger.judge(item, workflow.now()))
+                    if (
+                        self._escalates  # runs since then announce votes (asked at start)
+                        and record.status is ApprovalStatus.PENDING
+                        and len(record.votes) > votes
+                        and record.id in self._announced
+                    ):
+                        # A vote toward a quorum, from any path: the channels (a Slack
+                        # message updated in place) say so, not only the decision's sender.
+                        self._event(record, "voted")
                     continue
                 if timer is None or timer.done():
                     if self._extend(record):

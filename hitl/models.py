@@ -507,9 +507,10 @@ class ApprovalRecord(BaseModel):
 class NotifyEvent(BaseModel):
     """Input of the `notify_reviewers` activity: what happened to an approval."""
 
-    event: Literal["pending", "reminder", "decided", "timed_out", "escalated", "extended"]
+    event: Literal["pending", "reminder", "decided", "timed_out", "escalated", "extended", "voted"]
     """`escalated`: the record's last `escalations` entry says who was asked now;
-    `extended`: its deadline was held once (`at_deadline = "extend"`)."""
+    `extended`: its deadline was held once (`at_deadline = "extend"`); `voted`: a vote
+    toward its quorum was recorded (`votes`), the approval still pending."""
     approval: ApprovalRecord
     at: datetime
 

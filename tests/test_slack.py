@@ -33,15 +33,17 @@ from hitl.models import (
     ApprovalContext,
     ApprovalRecord,
     ApprovalStatus,
+    ApproveDecision,
     NotifyEvent,
     ToolAction,
     ToolPreview,
     Vote,
 )
-from hitl.reviewers import load_config
+from hitl.reviewers import decode_key, load_config
+from hitl.reviews import Reviews
 from tests.conftest import OLD_LOGS, make_logs
 from tests.helpers import approvals, start_run, turn, wait_decisions, wait_pending
-from tests.review_api import ServedApi, worker_env, write_reviewers
+from tests.review_api import API_KEY, ServedApi, worker_env, write_reviewers
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -527,6 +529,34 @@ def test_channels_per_tool_and_risk_and_one_slack_user_per_reviewer(tmp_path: Pa
     path.write_text(text.replace('"USAME"', '"<@U1>"', 1))
     with pytest.raises(ValueError, match="member id"):
         load_config(path)
+
+
+async def test_a_vote_from_another_path_updates_the_message_in_place(
+    client: Client,
+    task_queue: str,
+    tmp_path: Path,
+    slack: FakeSlack,
+    reviewers: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quorum's vote cast outside Slack (here the reviews library, as the CLI and the API
+    send it) shows in the posted message at once, not only at the next outcome."""
+    quorum = tmp_path / "reviewers.toml"
+    quorum.write_text(reviewers.read_text() + "\n[[quorum]]\nmin_risk = 0\napprovals = 2\n")
+    monkeypatch.setenv("HITL_REVIEWERS", str(quorum))  # the in-process worker reads it
+    handle, record, message = await pending_message(client, task_queue, tmp_path, slack, "v")
+    assert record.quorum == 2 and "approvals 0 of 2" in json.dumps(message["blocks"])
+    reviews = Reviews(client, signer=("api", decode_key(API_KEY)))
+    voted = await reviews.decide(
+        ApproveDecision(approval_id=record.id, reviewer="dave"), workflow_id=handle.id
+    )
+    assert voted.applied, voted
+    await until(
+        lambda: "approvals 1 of 2: `dave`" in json.dumps(slack.posted_for(record.id) or {}),
+        "the message showing dave's vote",
+    )
+    assert chat.APPROVE in buttons((slack.posted_for(record.id) or {})["blocks"])
+    await handle.terminate("test done")
 
 
 async def test_votes_and_a_timeout_show_in_the_message(slack: FakeSlack) -> None:

@@ -75,6 +75,7 @@ TITLES = {
     "timed_out": "Approval expired",
     "escalated": "Approval escalated",
     "extended": "Approval deadline extended",
+    "voted": "Vote recorded",
 }
 
 
@@ -147,7 +148,11 @@ def text_message(event: NotifyEvent, link: str, markdown: bool = True) -> tuple[
         lines.append(f"Requested by: {shown(record.context.requested_by)}")
     if event.event == "escalated":
         lines.append(f"Escalated to: {shown(', '.join(record.escalated_to))}")
-    if event.event in ("pending", "reminder", "escalated", "extended"):
+    if event.event == "voted" and record.votes:
+        lines.append(
+            f"Vote: {shown(record.votes[-1].reviewer)} ({len(record.votes)} of {record.quorum})"
+        )
+    if event.event in ("pending", "reminder", "escalated", "extended", "voted"):
         lines.append(f"Expires: {record.expires_at:%Y-%m-%d %H:%M} UTC")
         if record.quorum > 1:
             lines.append(f"Approvals: {len(record.votes)} of {record.quorum}")
