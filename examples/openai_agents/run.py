@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from hitl.devserver import DevServer, free_port
+from hitl.entry import exit_now
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))  # no interpreter finalization: sdk-python#300

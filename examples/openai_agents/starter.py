@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from examples.openai_agents.workflow import SupportAgentWorkflow, SupportAnswer, SupportRequest
 from hitl import contract
+from hitl.entry import exit_now
 from hitl.models import ApprovalRecord
 from hitl.text import visible, visible_json
 
@@ -117,4 +118,4 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    exit_now(asyncio.run(main()))  # no interpreter finalization: sdk-python#300

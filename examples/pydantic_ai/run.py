@@ -20,6 +20,7 @@ from pathlib import Path
 from examples.pydantic_ai import starter
 from examples.pydantic_ai.scripted_model import ScriptedServer
 from hitl.devserver import DevServer, free_port
+from hitl.entry import exit_now
 from hitl.models import SCRIPTED_BANNER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,4 +73,4 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))  # no interpreter finalization: sdk-python#300

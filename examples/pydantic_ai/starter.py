@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from examples.pydantic_ai.workflow import TASK_QUEUE, SupportWorkflow
 from hitl import contract
+from hitl.entry import exit_now
 from hitl.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -100,4 +101,4 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    exit_now(asyncio.run(main(sys.argv[1:])))  # no interpreter finalization: sdk-python#300
