@@ -22,8 +22,14 @@ def schema_problem(record: ApprovalRecord, args: dict[str, Any]) -> str | None:
     arguments, in one sentence; None when it finds nothing, or the record has no schema."""
     if record.args_schema is None:
         return None
+    return problems_with(record.args_schema, args)
+
+
+def problems_with(schema: dict[str, Any], args: dict[str, Any]) -> str | None:
+    """What `schema` says is wrong with `args`, in one sentence; None when nothing is.
+    Pure and deterministic: the gate checks a modification with it inside the run."""
     errors = sorted(
-        jsonschema.Draft202012Validator(record.args_schema).iter_errors(args),
+        jsonschema.Draft202012Validator(schema).iter_errors(args),
         key=lambda error: list(error.path),
     )
     if not errors:

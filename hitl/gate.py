@@ -1043,19 +1043,13 @@ def schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict[
 
     def check(args: dict[str, Any]) -> dict[str, Any]:
         with workflow.unsafe.imports_passed_through():
-            import jsonschema  # loaded only by runs that use it; pure, deterministic
+            # Loaded only by runs that use it; pure, deterministic: the reviewers' tools
+            # check a modification with the same function before sending it.
+            from hitl.arguments import problems_with
 
-        errors = sorted(
-            jsonschema.Draft202012Validator(schema).iter_errors(args),
-            key=lambda error: list(error.path),
-        )
-        if errors:
-            raise ValueError(
-                "; ".join(
-                    f"{'.'.join(str(part) for part in error.path) or 'arguments'}: {error.message}"
-                    for error in errors[:5]
-                )
-            )
+        problem = problems_with(schema, args)
+        if problem is not None:
+            raise ValueError(problem)
         return args
 
     return check
