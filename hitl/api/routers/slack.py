@@ -38,7 +38,7 @@ from hitl.api.errors import ApiError, validation_sentence
 from hitl.arguments import schema_problem
 from hitl.chat import ButtonValue, card
 from hitl.chat import slack as chat
-from hitl.decisions import FORMS, AnyDecision, RefusalCode, describe_entry
+from hitl.decisions import AnyDecision, describe_entry, form_of
 from hitl.models import ApprovalRecord, ApproveDecision, ModifyDecision, RejectDecision
 from hitl.reviews import ReviewError
 from hitl.text import clip
@@ -305,12 +305,12 @@ async def _send(
     entry = outcome.entry
     code = outcome.refusal_code
     if outcome.rejected is not None or outcome.ended:
-        title = FORMS[RefusalCode(code)].title if code in set(RefusalCode) else "refused"
+        title = form_of(code).title
         await _tell(slack, where, f"Not decided ({title}): {outcome.rejected or 'the run ended'}")
     elif entry is None:
         await _tell(slack, where, "Sent; the run has not confirmed it yet (no worker running?)")
     elif entry.outcome != "applied":
-        title = FORMS[RefusalCode(code)].title if code in set(RefusalCode) else "refused"
+        title = form_of(code).title
         await _tell(slack, where, f"Not decided ({title}, {code}): {entry.refusal or ''}")
     else:
         log.info("slack.decided", approval_id=decision.approval_id, reviewer=decision.reviewer,
