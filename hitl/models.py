@@ -498,6 +498,23 @@ class ApprovalRecord(BaseModel):
         return "expired" if self.expired else self.status.value
 
     @property
+    def outcome(self) -> Literal["pending", "approved", "modified", "rejected", "expired", "auto"]:
+        """How the approval ended, in the words telemetry, stats, audit and backtests share:
+        `auto` when no person decided it (the worker's policy or rules, or a standing
+        approval a person granted earlier), `expired` when its time ran out, else the
+        person's (or quorum's) decision."""
+        if self.status is ApprovalStatus.PENDING:
+            return "pending"
+        if self.expired:
+            return "expired"
+        if self.rule is not None or self.standing is not None:
+            return "auto"
+        applied = [d for d in self.decisions if d.outcome == "applied"]
+        if applied and applied[-1].kind in (DecisionKind.POLICY, DecisionKind.STANDING):
+            return "auto"
+        return self.status.value  # type: ignore[return-value]
+
+    @property
     def escalated_to(self) -> list[str]:
         """Everyone the approval was escalated to so far."""
         names: list[str] = []
