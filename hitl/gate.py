@@ -83,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         PendingApproval,
         RefusedDecision,
         RejectedAction,
+        RuleVerdict,
         ToolAction,
         ToolCheck,
         ToolCheckRequest,
@@ -341,7 +342,7 @@ class ApprovalGate:
             validate = schema_validator(args_schema)
         if args_schema is None and isinstance(validate, type) and issubclass(validate, BaseModel):
             args_schema = schema_of(validate)
-        check = await self._check_call(action, risk)
+        check = await self._check_call(action, risk, context)
         shown = check.preview if check.previewed or preview is None else bounded_preview(preview)
         assert shown is not None
         wait, notes = policy.stricter_timeout(
@@ -361,6 +362,7 @@ class ApprovalGate:
         if notes:
             shown = shown.model_copy(update={"warnings": [*shown.warnings, *notes]})
         needed = max(check.quorum, quorum)
+        rule, _ = policy.acting_rule(check.rule)
         automatic = None
         if policy.auto_approved(check.risk, check.auto_approve_below) and needed <= 1:
             automatic = (
@@ -377,17 +379,28 @@ class ApprovalGate:
             quorum=needed,
             args_schema=args_schema if modifiable else None,
             escalation=escalating,
+            rule=rule,
+            shadow=check.shadow,
         )
         if automatic is not None:
             self.approve_by_policy(record.id, automatic)
         return record
 
-    async def _check_call(self, action: ToolAction, risk: int | None) -> ToolCheck:
+    async def _check_call(
+        self, action: ToolAction, risk: int | None, context: ApprovalContext | str | None
+    ) -> ToolCheck:
         """The worker's preview, risk and policy for a call (`check_call`); fails closed."""
+        asker = context if isinstance(context, ApprovalContext) else None
         try:
             return await workflow.execute_activity_method(
                 CallActivities.check_call,
-                ToolCheckRequest(tool=action.tool, args=action.args, min_risk=risk),
+                ToolCheckRequest(
+                    tool=action.tool,
+                    args=action.args,
+                    min_risk=risk,
+                    requested_by=asker.requested_by if asker else "",
+                    requester_verified=asker.requester_verified if asker else False,
+                ),
                 start_to_close_timeout=CHECK_TIMEOUT,
                 heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
                 retry_policy=TOOL_RETRY,
@@ -498,6 +511,8 @@ class ApprovalGate:
         scope_key: str | None = None,
         lapsed: Mapping[str, str] | None = None,
         escalation: EscalationPolicy | None = None,
+        rule: RuleVerdict | None = None,
+        shadow: RuleVerdict | None = None,
     ) -> ApprovalRecord:
         """Record a pending approval; `wait` announces it and waits for its decision.
 
@@ -505,7 +520,10 @@ class ApprovalGate:
         narrows what a standing approval granted on this one covers (the tool's
         `standing_scope`: for commands, the program and its options). `escalation`: the
         worker's escalation policy for it (`ToolCheck.escalation`, made stricter by the
-        run at most); ignored in runs made before PATCH_ESCALATION.
+        run at most); ignored in runs made before PATCH_ESCALATION. `rule`: the worker's
+        auto-approval rules' verdict (`ToolCheck.rule`, through `policy.acting_rule`): a
+        deny rejects at once, an approve approves (never a quorum); `shadow`: a verdict
+        only recorded beside the person's decision (`ToolCheck.shadow`).
         """
         now = workflow.now()
         info = workflow.info()
@@ -526,6 +544,8 @@ class ApprovalGate:
             scope_key=scope_key,
             lapsed=lapsed,
             escalation=escalation if self._escalates else None,
+            rule=rule,
+            shadow=shadow,
         )
         self._validators[record.id] = validate
         return record

@@ -205,7 +205,7 @@ class GatedTools:
         if descriptor.approval == "never":
             # No rule to apply: the activity validates the arguments as it runs them.
             return await self._execute(descriptor, ToolAction(tool=call.name, args=raw))
-        check = await self._check(state, descriptor, raw, modification=False)
+        check = await self._check(state, descriptor, raw, modification=False, context=context)
         if not check.ok or check.args is None:
             return tool_error(check.error or f"{call.name} can't be carried out as asked")
         action = ToolAction(tool=descriptor.name, args=check.args)
@@ -232,6 +232,8 @@ class GatedTools:
                 check.escalation, self.options.escalation
             )
             notes += looser
+            rule, overruled = policy.acting_rule(check.rule, self.options.auto_approve_below)
+            notes += overruled
             if notes and preview is not None:
                 preview = preview.model_copy(update={"warnings": [*preview.warnings, *notes]})
         else:
@@ -243,6 +245,7 @@ class GatedTools:
             )
             threshold = self.options.auto_approve_below or 0
             escalation = None
+            rule = None
         record = self.gate.open(
             action,
             preview=preview,
@@ -256,6 +259,8 @@ class GatedTools:
             scope_key=check.scope_key if from_worker else None,
             lapsed=check.lapsed_grantors,
             escalation=escalation if from_worker else None,
+            rule=rule,
+            shadow=check.shadow if from_worker else None,
         )
         state.approval_id = record.id
         if policy.auto_approved(record.risk, threshold):
@@ -317,12 +322,17 @@ class GatedTools:
         return check_modification
 
     async def _check(
-        self, state: CallState, descriptor: ToolDescriptor, args: Any, modification: bool
+        self,
+        state: CallState,
+        descriptor: ToolDescriptor,
+        args: Any,
+        modification: bool,
+        context: ApprovalContext | None = None,
     ) -> ToolCheck:
         self._busy.add(state.call.id)
         try:
             grantors = self.gate.standing_grantors(descriptor.name)
-            return await self._run_check(descriptor, args, modification, grantors)
+            return await self._run_check(descriptor, args, modification, grantors, context)
         finally:
             self._busy.discard(state.call.id)
 
@@ -332,6 +342,7 @@ class GatedTools:
         args: Any,
         modification: bool,
         grantors: Sequence[str] = (),
+        context: ApprovalContext | None = None,
     ) -> ToolCheck:
         try:
             check: ToolCheck = await workflow.execute_activity(
@@ -344,6 +355,9 @@ class GatedTools:
                     modification=modification,
                     workspace_root=self.options.workspace_root,
                     standing_grantors=list(grantors),
+                    # Who asked, for the worker's rules (a name counts only if verified).
+                    requested_by=context.requested_by if context else "",
+                    requester_verified=context.requester_verified if context else False,
                 ),
                 result_type=ToolCheck,
                 start_to_close_timeout=CHECK_TIMEOUT,

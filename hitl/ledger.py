@@ -54,6 +54,7 @@ from hitl.models import (
     RefusedDecision,
     RejectDecision,
     RejectedAction,
+    RuleVerdict,
     StandingApproval,
     ToolAction,
     ToolPreview,
@@ -368,9 +369,16 @@ class Ledger:
         scope_key: str | None = None,
         lapsed: Mapping[str, str] | None = None,
         escalation: EscalationPolicy | None = None,
+        rule: RuleVerdict | None = None,
+        shadow: RuleVerdict | None = None,
     ) -> ApprovalRecord:
         """Record a pending approval. A standing approval that covers it decides it at once
-        (except for grantors in `lapsed`, whose grants no longer hold)."""
+        (except for grantors in `lapsed`, whose grants no longer hold).
+
+        `rule`: the worker's rules' verdict to act on (`by_rule`): a deny rejects at once,
+        before any standing approval (the worker's rules are stricter than a grant); an
+        approve approves where a standing approval did not. `shadow`: a verdict only
+        recorded, beside the decision a person makes."""
         if isinstance(context, str) or context is None:
             context = ApprovalContext(original_request=context or "")
         record = ApprovalRecord(
@@ -397,6 +405,11 @@ class Ledger:
         self.modifiable[record.id] = modifiable
         self.approvals_total += 1
         self.dirty = True
+        if shadow is not None:
+            record.shadow = shadow
+        if rule is not None and rule.verdict == "deny":
+            self.by_rule(record.id, rule, now)
+            return record
         standing = self._standing_for(record, lapsed or {})
         if standing is not None:
             standing.uses += 1
@@ -410,7 +423,36 @@ class Ledger:
                 f"({scope_text(standing)}, for the rest of the run)",
                 now,
             )
+        elif rule is not None:
+            self.by_rule(record.id, rule, now)
         return record
+
+    def by_rule(self, approval_id: str, rule: RuleVerdict, now: datetime) -> bool:
+        """Decide a pending approval by one of the worker's auto-approval rules: `deny`
+        rejects with the rule's reason (the agent reads it), `approve` approves, never
+        standing in for a quorum. The record keeps the verdict (`rule`: which rule, which
+        version of the rule set), and its log says so (a `policy` entry naming the rule).
+        False when nothing was decided (`ask`, a quorum, no longer pending)."""
+        record = self.records[approval_id]
+        if record.status is not ApprovalStatus.PENDING or rule.verdict == "ask":
+            return False
+        named = f"rule {quoted(rule.rule)} (rules {rule.policy_digest or 'unversioned'})"
+        if rule.verdict == "deny":
+            status, reason = ApprovalStatus.REJECTED, f"{rule.reason or 'denied'}; by {named}"
+        elif record.quorum > 1:
+            self._logger.warning(
+                "Approval %s needs %d approvers; a rule does not approve it",
+                record.id,
+                record.quorum,
+            )
+            return False
+        else:
+            status, reason = ApprovalStatus.APPROVED, f"approved by {named}: {rule.reason}"
+        record.rule = rule
+        self._settle_by_system(
+            record, DecisionKind.POLICY, status, policy.POLICY_REVIEWER, clip(reason, 1_000), now
+        )
+        return True
 
     def approve_by_policy(self, approval_id: str, reason: str, now: datetime) -> bool:
         """Decide a pending approval by the run's own policy; False if it can't (decided

@@ -250,6 +250,11 @@ class ToolCheck(BaseModel):
     (False: a default preview of the arguments)."""
     escalation: EscalationPolicy | None = None
     """The worker's escalation policy for this call (reviewers file `[[escalation]]`)."""
+    rule: RuleVerdict | None = None
+    """The worker's auto-approval rules' verdict on this call (`HITL_RULES`, mode `act`):
+    the gate approves or denies by it without a person; `ask` leaves it to a person."""
+    shadow: RuleVerdict | None = None
+    """The rules' verdict in shadow mode: recorded beside the person's decision, not acted on."""
 
 
 class DecisionCheckRequest(BaseModel):
@@ -292,6 +297,10 @@ class ToolCheckRequest(BaseModel):
     min_risk: int | None = None
     """`check_call` only: the risk the workflow asks for; the worker's is raised to it
     (never lowered), before the reviewers file's quorum rules apply."""
+    requested_by: str = ""
+    """Who started the run (`ApprovalContext.requested_by`), for the worker's rules."""
+    requester_verified: bool = False
+    """`requested_by` was proven by a signed start: only then may a rule trust the name."""
 
 
 class ToolRequest(BaseModel):

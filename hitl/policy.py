@@ -14,6 +14,7 @@ from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     MAX_EXTEND_SECONDS,
     EscalationPolicy,
+    RuleVerdict,
 )
 
 TIMEOUT_REVIEWER = "system:timeout"
@@ -151,6 +152,22 @@ def duration_text(delta: timedelta | float) -> str:
     if seconds % 60 == 0 and seconds >= 60:
         return f"{seconds // 60} min"
     return f"{seconds} s"
+
+
+def acting_rule(
+    verdict: RuleVerdict | None, run_threshold: int | None = None
+) -> tuple[RuleVerdict | None, list[str]]:
+    """The rules' verdict the gate acts on, and a note for the record: a run's input may
+    only make the worker's rules stricter, so a run that turned automatic approval off
+    (`auto_approve_below = 0`) gets a person where a rule would approve; a deny stands."""
+    if verdict is None or verdict.verdict == "ask":
+        return None, []
+    if verdict.verdict == "approve" and run_threshold == 0:
+        return None, [
+            f"rule {verdict.rule} would approve this call, but the run turned automatic "
+            "approval off (auto_approve_below = 0), so a person decides"
+        ]
+    return verdict, []
 
 
 def auto_approved(risk: int, threshold: int) -> bool:

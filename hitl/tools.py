@@ -160,8 +160,10 @@ class Tool:
         preview: Callable[..., Any] | None = None,
         quorum: int = 1,
         standing_scope: ScopeFn | None = None,
+        auto_approve: bool = True,
     ) -> None:
         self.fn = fn
+        self.auto_approve = bool(auto_approve)
         self.quorum = max(1, int(quorum))
         self.name = (name or fn.__name__).strip()
         self.description = _description(description, fn)
@@ -352,6 +354,7 @@ def tool(
     preview: Callable[..., Any] | None = None,
     quorum: int = 1,
     standing_scope: ScopeFn | None = None,
+    auto_approve: bool = True,
 ) -> Any:
     """Make a function a tool: `@tool` or `@tool(requires_approval=..., risk=..., ...)`.
 
@@ -371,6 +374,9 @@ def tool(
       equal (and whose risk is within the grant), e.g. `run_command`'s program and
       options. One that raises fails closed: no standing approval covers the call.
       Like `risk`, it runs in the check activity and is not part of the tool's digest.
+    - `auto_approve`: False means a person always decides a flagged call: neither the
+      worker's auto-approval rules (`HITL_RULES`) nor its risk threshold approve it (a
+      deny rule still denies). Read by the check activity; not part of the digest.
     """
 
     def make(function: Implementation) -> Tool:
@@ -388,6 +394,7 @@ def tool(
             preview=preview,
             quorum=quorum,
             standing_scope=standing_scope,
+            auto_approve=auto_approve,
         )
 
     return make(fn) if fn is not None else make

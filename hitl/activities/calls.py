@@ -18,7 +18,7 @@ import structlog
 from temporalio import activity
 
 from hitl.activities.heartbeat import heartbeating
-from hitl.activities.tools import _failure, bounded_preview, worker_policy
+from hitl.activities.tools import CallFacts, _failure, bounded_preview, worker_policy
 from hitl.models import ToolCheck, ToolCheckRequest, ToolPreview, canonical_json
 from hitl.secrets import redact_model
 from hitl.text import clip, visible, visible_json
@@ -98,9 +98,20 @@ class CallActivities:
         preview = preview.model_copy(deep=True)
         if request.min_risk is not None and request.min_risk > risk:
             risk = max(0, min(100, request.min_risk))
-        worker = worker_policy(risk, tool=request.tool)
+        worker = worker_policy(
+            risk,
+            tool=request.tool,
+            call=CallFacts(
+                tool=request.tool,
+                args=request.args,
+                requested_by=request.requested_by,
+                requester_verified=request.requester_verified,
+                failed=preview.failed,
+            ),
+        )
         if worker.problem is not None:
             preview.warnings.append(worker.problem)
+        preview.warnings.extend(worker.notes)
         return ToolCheck(
             ok=True,
             needs_approval=True,
@@ -112,6 +123,8 @@ class CallActivities:
             # A preview that failed is never approved by policy: a person decides.
             auto_approve_below=0 if preview.failed else worker.auto_approve_below,
             previewed=found is not None,
+            rule=worker.rule,
+            shadow=worker.shadow,
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from hitl.activities.heartbeat import heartbeating
 from hitl.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     EscalationPolicy,
+    RuleVerdict,
     ToolCheck,
     ToolCheckRequest,
     ToolDescriptor,
@@ -42,6 +43,7 @@ from hitl.models import (
 )
 from hitl.policy import format_validation_error
 from hitl.reviewers import ReviewerConfig, ReviewerConfigError, load_config
+from hitl.rules import Call, RulesError, broken, judge, load_rules
 from hitl.secrets import redact_model
 from hitl.text import clip, quoted, visible
 from hitl.toolkits.workspace import JOURNAL_DIR, Journal
@@ -235,8 +237,23 @@ class ToolActivities:
         # The worker's policy, not the run's: quorum, auto-approval and the approval
         # timeout come from the tool's definition and the reviewers file as it is now.
         worker = worker_policy(
-            risk, quorum=found.quorum, approval_timeout=found.approval_timeout, tool=found.name
+            risk,
+            quorum=found.quorum,
+            approval_timeout=found.approval_timeout,
+            tool=found.name,
+            # A reviewer's modification is judged by the reviewer, not by the rules.
+            call=None
+            if request.modification
+            else CallFacts(
+                tool=found.name,
+                args=normalized,
+                requested_by=request.requested_by,
+                requester_verified=request.requester_verified,
+                auto_approve=found.auto_approve,
+                failed=preview.failed,
+            ),
         )
+        preview.warnings.extend(worker.notes)
         lapsed: dict[str, str] = {}
         if worker.config is not None:
             lapsed = _lapsed(worker.config, request.standing_grantors, found.name, risk)
@@ -260,6 +277,8 @@ class ToolActivities:
             escalation=worker.escalation,
             auto_approve_below=worker.auto_approve_below,
             lapsed_grantors=lapsed,
+            rule=worker.rule,
+            shadow=worker.shadow,
         )
 
     async def _preview(self, found: Tool, args: Any, ctx: ToolContext) -> ToolPreview:
@@ -363,36 +382,115 @@ class WorkerPolicy:
     problem: str | None = None
     escalation: EscalationPolicy | None = None
     """The first `[[escalation]]` rule covering the call (tool, risk), resolved."""
+    rule: RuleVerdict | None = None
+    """The auto-approval rules' verdict, to act on (`HITL_RULES` in mode `act`)."""
+    shadow: RuleVerdict | None = None
+    """The auto-approval rules' verdict, to record only (mode `shadow`)."""
+    notes: tuple[str, ...] = ()
+    """What the reviewer should read about the rules (one failed, one asked for a person)."""
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What the worker's rules judge a call by, besides its risk."""
+
+    tool: str
+    args: Any
+    requested_by: str = ""
+    requester_verified: bool = False
+    auto_approve: bool = True
+    """False: the tool is defined to always ask a person."""
+    failed: bool = False
+    """The preview failed: nothing was seen to approve."""
 
 
 def worker_policy(
-    risk: int, *, quorum: int = 1, approval_timeout: float | None = None, tool: str = ""
+    risk: int,
+    *,
+    quorum: int = 1,
+    approval_timeout: float | None = None,
+    tool: str = "",
+    call: CallFacts | None = None,
 ) -> WorkerPolicy:
     """Quorum, approval timeout and auto-approve threshold for a call at `risk`: the
     tool's own (`quorum`, `approval_timeout`) under the reviewers file's `[[quorum]]`
     rules and `[policy]` (`approval_timeout` for tools without their own, 30 minutes
-    without either). Shared by `check_tool` and `check_call`."""
+    without either), and, for `call`, the verdict of the worker's auto-approval rules
+    (`HITL_RULES`). Shared by `check_tool` and `check_call`: the one place both judge."""
     try:
         config = load_config()
     except ReviewerConfigError as error:
-        return WorkerPolicy(
+        problem = _failure(f"the reviewers file is unusable: {error}")
+        base = WorkerPolicy(
             quorum=quorum,
             approval_timeout_seconds=approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
             auto_approve_below=0,
             config=None,
-            problem=_failure(f"the reviewers file is unusable: {error}"),
+            problem=problem,
         )
+        return _with_rules(base, risk, call, unsure="the reviewers file is unusable")
     timeout = approval_timeout or config.policy.approval_timeout or DEFAULT_APPROVAL_TIMEOUT_SECONDS
     # Working hours turn the policy's working time into calendar time from now (the
     # approval opens right after this check; the run keeps the answer, so replays agree).
     escalation, timeout = config.timed_escalation(tool, risk, timeout, datetime.now(UTC))
-    return WorkerPolicy(
+    base = WorkerPolicy(
         quorum=config.quorum_for(risk, own=quorum),
         approval_timeout_seconds=timeout,
         auto_approve_below=config.policy.auto_approve_below,
         config=config,
         escalation=escalation,
     )
+    return _with_rules(base, risk, call)
+
+
+def _with_rules(
+    base: WorkerPolicy, risk: int, call: CallFacts | None, unsure: str | None = None
+) -> WorkerPolicy:
+    """The policy with the rules' verdict on the call. A rules file that can't be used, a
+    rule that fails or a rule that says `ask` turns the risk threshold off for the call:
+    a person decides (a broken file might have held a deny)."""
+    if call is None:
+        return base
+    threshold = base.auto_approve_below if call.auto_approve and not call.failed else 0
+    try:
+        rules = load_rules()
+    except RulesError as error:
+        verdict = broken(str(error))
+        return replace(
+            base,
+            auto_approve_below=0,
+            rule=verdict,
+            notes=(_failure(f"{error}; a person decides"),),
+        )
+    if rules is None:
+        return replace(base, auto_approve_below=threshold)
+    verdict = judge(
+        rules,
+        Call(
+            tool=call.tool,
+            args=call.args if isinstance(call.args, dict) else {},
+            risk=risk,
+            requester=call.requested_by,
+            verified=call.requester_verified,
+        ),
+        quorum=base.quorum,
+        auto_approve=call.auto_approve,
+        failed=call.failed,
+        unsure=unsure,
+    )
+    if rules.mode == "shadow":
+        return replace(base, auto_approve_below=threshold, shadow=verdict)
+    notes: tuple[str, ...] = ()
+    if verdict.verdict == "ask" and (verdict.rule or verdict.error):
+        threshold = 0
+        notes = (
+            _failure(
+                f"{verdict.reason}"
+                + (f" ({verdict.error})" if verdict.error else "")
+                + (f" [rules {verdict.policy_digest}]" if verdict.policy_digest else "")
+            ),
+        )
+    return replace(base, auto_approve_below=threshold, rule=verdict, notes=notes)
 
 
 def _lapsed(config: ReviewerConfig, grantors: list[str], tool: str, risk: int) -> dict[str, str]:

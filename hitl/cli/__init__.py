@@ -8,6 +8,7 @@ not confirm in time). A refusal's exit code comes from its code
 - `approvals`: pending, show, approve, reject, modify, revoke, review
 - `runs`: runs, audit
 - `admin`: doctor, reviewers, codec, bridge, serve, worker
+- `policy`: policy test (backtest auto-approval rules)
 - `render`: tables; `common`: exit codes, errors, printing
 """
 
@@ -41,6 +42,7 @@ from hitl.cli.approvals import (
     cmd_show,
 )
 from hitl.cli.common import USAGE, CliError, down, first_line
+from hitl.cli.policy import add_policy_parser, cmd_policy
 from hitl.cli.runs import cmd_audit, cmd_runs
 from hitl.config import ConfigError, connect, load_settings, parse_duration
 from hitl.decisions import RefusalCode, form_of
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "decides, under any name; for your own machine only",
     )
     add("doctor", "check the local set-up and say what is wrong")
+    add_policy_parser(add)
     # The worker's options are read by `hitl worker` itself (admin.cmd_worker), which
     # imports the worker's modules: none of them load for the other commands.
     sub.add_parser(
@@ -248,6 +251,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
             return await cmd_codec(args)
         if args.command == "serve":
             return await cmd_serve(args)
+        if args.command == "policy":
+            return await cmd_policy(args)  # connects only when it reads from Temporal
         if args.command == "bridge" and args.transport == "send":
             return await send_command(args)  # a reviewer's machine: Redis, no Temporal
         settings = load_settings()
