@@ -50,6 +50,7 @@ from hitl.models import (
     DecisionKind,
     EscalationPolicy,
     GateState,
+    RuleVerdict,
     ToolAction,
     payload_digest,
 )
@@ -169,6 +170,7 @@ class LedgerMachine(RuleBasedStateMachine):
         minutes=st.integers(3, 30),
         modifiable=st.booleans(),
         by_policy=st.sampled_from([False, False, False, True]),
+        verdict=st.sampled_from([None, None, None, "approve", "deny", "ask"]),
     )
     def open(
         self,
@@ -179,6 +181,7 @@ class LedgerMachine(RuleBasedStateMachine):
         minutes: int,
         modifiable: bool,
         by_policy: bool,
+        verdict: str | None,
     ) -> str:
         self.counter += 1
         record = self.ledger.open(
@@ -189,14 +192,23 @@ class LedgerMachine(RuleBasedStateMachine):
             risk=risk,
             modifiable=modifiable,
             quorum=quorum,
+            rule=verdict_of(verdict),
         )
+        if verdict == "deny":
+            event("opened: denied by a rule")
+            assert record.status is ApprovalStatus.REJECTED and record.standing is None
+        elif record.rule is not None:
+            event("opened: approved by a rule")
+            assert record.quorum == 1 and record.standing is None
         if record.standing is not None:
             event("opened: decided by a standing approval")
             assert record.quorum == 1, "a standing approval never decides a quorum approval"
             assert record.status is ApprovalStatus.APPROVED
         if by_policy:
             applied = self.ledger.approve_by_policy(record.id, "low risk", self.now)
-            assert applied == (record.quorum == 1 and record.standing is None)
+            assert applied == (
+                record.quorum == 1 and record.standing is None and verdict not in EFFECTS
+            )
         return record.id
 
     @rule(
@@ -450,6 +462,20 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert record.standing is None
 
     @invariant()
+    def a_rule_decides_only_as_it_said_and_says_so(self) -> None:
+        for record in self.ledger.records.values():
+            if record.rule is None:
+                continue
+            assert record.reviewer == policy.POLICY_REVIEWER and record.outcome == "auto"
+            assert record.decisions[0].kind is DecisionKind.POLICY
+            assert record.rule.rule in (record.reason or "")
+            if record.rule.verdict == "approve":
+                assert record.status is ApprovalStatus.APPROVED and record.quorum == 1
+            else:
+                assert record.rule.verdict == "deny"
+                assert record.status is ApprovalStatus.REJECTED
+
+    @invariant()
     def standing_approvals_come_from_single_approvals(self) -> None:
         for standing in self.ledger.standing.values():
             record = self.ledger.records.get(standing.id)
@@ -468,6 +494,17 @@ TestLedger = LedgerMachine.TestCase
 
 
 # --- one refusal code each -------------------------------------------------------------------
+
+
+EFFECTS = ("approve", "deny")
+
+
+def verdict_of(verdict: str | None) -> RuleVerdict | None:
+    if verdict is None:
+        return None
+    return RuleVerdict(
+        rule=f"{verdict}-rule", verdict=verdict, reason=f"the {verdict} rule", policy_digest="d1"
+    )
 
 
 def opened(
@@ -988,3 +1025,53 @@ def test_a_run_may_only_make_the_escalation_policy_stricter() -> None:
         None, EscalationPolicy(at_deadline="extend", extend_by_seconds=60, to=["x"])
     )
     assert none is None and notes
+
+
+def test_a_rule_approves_decides_and_names_itself_but_never_a_quorum() -> None:
+    book = ledger()
+    rule = verdict_of("approve")
+    assert rule is not None
+    record = book.open(
+        ToolAction(tool="delete_files", args={"n": 1}), approval_id="a1", now=T0, rule=rule
+    )
+    assert record.status is ApprovalStatus.APPROVED and record.rule == rule
+    [entry] = record.decisions
+    assert entry.kind is DecisionKind.POLICY and entry.reviewer == policy.POLICY_REVIEWER
+    assert record.reason == "approved by rule approve-rule (rules d1): the approve rule"
+    quorum = book.open(
+        ToolAction(tool="delete_files", args={"n": 2}),
+        approval_id="a2",
+        now=T0,
+        rule=rule,
+        quorum=2,
+    )
+    assert quorum.status is ApprovalStatus.PENDING and quorum.rule is None
+    assert not book.by_rule("a2", rule, T0)
+
+
+def test_a_rule_deny_rejects_with_its_reason_before_any_standing_approval() -> None:
+    book = ledger()
+    first = opened(book)
+    decide(book, DecisionKind.APPROVE, {"approval_id": first, "reviewer": "ann", "scope": "tool"})
+    denied = book.open(
+        ToolAction(tool="delete_files", args={"n": 9}),
+        approval_id="d1",
+        now=T0,
+        rule=verdict_of("deny"),
+    )
+    assert denied.status is ApprovalStatus.REJECTED and denied.standing is None
+    assert denied.reason == "the deny rule; by rule deny-rule (rules d1)"
+    assert book.outcome("d1").reason == denied.reason  # what the agent is told
+    assert book.records[first].standing is None
+
+
+def test_a_shadow_verdict_is_recorded_and_decides_nothing() -> None:
+    book = ledger()
+    shadow = verdict_of("approve")
+    record = book.open(
+        ToolAction(tool="delete_files", args={"n": 1}), approval_id="s1", now=T0, shadow=shadow
+    )
+    assert record.status is ApprovalStatus.PENDING and record.shadow == shadow
+    assert record.rule is None and record.decisions == []
+    decide(book, DecisionKind.REJECT, {"approval_id": "s1", "reviewer": "ann", "reason": "no"})
+    assert record.outcome == "rejected" and record.shadow == shadow
