@@ -250,6 +250,27 @@ class Bench:
             f"{pai['gate_without_activity_check_p50_ms']:.1f} ms."
         )
 
+    async def backtest(self) -> None:
+        """Auto-approval rules replayed over recorded approvals (`hitl policy test --from`):
+        synthetic records as a JSON Lines export, predicate rules and the same as Cedar."""
+        from bench import backtest
+
+        count = self.args.backtest
+        print(f"backtest: a rule set replayed over {count:,} recorded approvals", flush=True)
+        found = await asyncio.to_thread(backtest.measure, count, self.workspace.parent)
+        assert found["predicates_dangerous"] == found["cedar_dangerous"], found
+        self.fact(
+            f"backtest over {count:,} approvals, predicate rules", found["predicates_ms"], "ms"
+        )
+        self.fact(f"backtest over {count:,} approvals, Cedar policies", found["cedar_ms"], "ms")
+        self.notes.append(
+            f"Backtest: {count:,} synthetic approvals ({found['export_mb']:.1f} MB of JSON "
+            "Lines) read and judged by four rules, then by the same decisions as Cedar "
+            f"policies (both remove {found['predicates_removed']:,} prompts and find "
+            f"{found['predicates_dangerous']:,} dangerous cases); judging alone "
+            f"{found['predicates_eval_ms']:.0f} ms and {found['cedar_eval_ms']:.0f} ms."
+        )
+
     def _cpu(self) -> dict[str, float]:
         assert self.server.process is not None
         return {
@@ -1003,6 +1024,9 @@ def write_report(
         "8. **Review API at scale** (after part 3, every paused run still waiting): first page",
         "   `GET /approvals?limit=50` and the next one, and the `/events` delay of a decision",
         "   made by a signal.",
+        "9. **Backtest** (`bench/backtest.py`, no server): `hitl policy test --from`'s path over",
+        "   synthetic approval records in a JSON Lines export, reading included, best of 3;",
+        "   predicate rules, then the same decisions as Cedar policies (`cedarpy`).",
         "",
     ]
     values = values or {}
@@ -1072,10 +1096,19 @@ def main() -> None:
         "--frameworks", type=int, default=20, help="approved calls per agent framework"
     )
     parser.add_argument(
+        "--backtest", type=int, default=10_000, help="recorded approvals the backtest replays"
+    )
+    parser.add_argument(
         "--parts",
         nargs="+",
-        default=["latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"],
-        choices=["latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"],
+        default=[
+            *("latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"),
+            "backtest",
+        ],
+        choices=[
+            *("latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"),
+            "backtest",
+        ],
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
