@@ -23,6 +23,7 @@ import structlog
 from hitl.config import ConfigError, connect, load_settings
 from hitl.logs import configure_logging
 from hitl.plugin import build_worker
+from hitl.rules import RulesError, load_rules
 from hitl.secrets import redact_text
 from hitl.text import clip, visible
 from hitl.tools import (
@@ -145,6 +146,14 @@ async def run_worker(args: argparse.Namespace) -> int:
         log.error("worker.tools_refused", error=str(error))
         print(f"worker: {error}", flush=True)
         return 2
+    try:
+        # Checked at start so a deploy with a broken rules file fails here, not by asking
+        # a person about every call (which is what it does if the file breaks later).
+        rules = load_rules()
+    except RulesError as error:
+        log.error("worker.rules_refused", error=str(error))
+        print(f"worker: {error}", flush=True)
+        return 2
     workflows: list[type] = []
     activities: list[Callable[..., Any]] = []
     if not args.tools_only:  # a tools-only worker serves no workflow and holds no secrets
@@ -188,6 +197,11 @@ async def run_worker(args: argparse.Namespace) -> int:
             tools=registry.names,
             tools_only=args.tools_only,
             workflows=[item.__name__ for item in workflows],
+            rules=(
+                {"file": str(rules.path), "mode": rules.mode, "digest": rules.digest}
+                if rules is not None
+                else None
+            ),
         )
         await stop.wait()
     log.info("worker.stopped")

@@ -5,6 +5,8 @@ over a JSON Lines export (`hitl policy test --from`). Milliseconds each."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -430,3 +432,23 @@ async def test_hitl_policy_test_from_an_export_exits_1_on_a_dangerous_case(
 def test_the_verdict_record_fields_round_trip() -> None:
     verdict = RuleVerdict(rule="r", verdict="approve", policy_digest="abc")
     assert RuleVerdict.model_validate_json(verdict.model_dump_json()) == verdict
+
+
+def test_a_worker_with_an_unusable_rules_file_does_not_start(tmp_path: Path) -> None:
+    broken = tmp_path / "rules.toml"
+    broken.write_text('mode = "act"\n[[rule]]\nname = "half"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "hitl.cli", "worker", "--tools-only"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HITL_RULES": str(broken),
+            "TEMPORAL_ADDRESS": "127.0.0.1:1",
+            "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml",
+        },
+    )
+    assert done.returncode == 2
+    assert "[[rule]] #1 ('half') in " in done.stdout and "effect is" in done.stdout
