@@ -52,7 +52,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +66,7 @@ MAX_RULES = 1_000
 MAX_DEPTH = 16
 MAX_REASON_CHARS = 500
 MAX_ERROR_CHARS = 500
+MAX_RULE_NAME_CHARS = 200
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b,
@@ -399,7 +400,7 @@ class RuleSet:
         self, rule: str, verdict: str, reason: str, error: str | None = None
     ) -> RuleVerdict:
         return RuleVerdict(
-            rule=rule,
+            rule=_clip(rule, MAX_RULE_NAME_CHARS),
             verdict=verdict,
             reason=_clip(reason, MAX_REASON_CHARS),
             policy_digest=self.digest,
@@ -422,13 +423,11 @@ def guarded(
     if verdict.verdict != "approve":
         return verdict
     why = unsure
-    if why is not None:
-        pass
-    elif quorum > 1:
+    if why is None and quorum > 1:
         why = f"the call needs {quorum} approvers and a rule never stands in for them"
-    elif not auto_approve:
+    elif why is None and not auto_approve:
         why = "its tool is defined to always ask a person (auto_approve=False)"
-    elif failed:
+    elif why is None and failed:
         why = "its preview failed, so nothing was seen to approve"
     if why is None:
         return verdict
@@ -641,11 +640,3 @@ def _cedar_rule(
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def describe(rules: RuleSet) -> Iterable[str]:
-    for rule in rules.rules:
-        if isinstance(rule, CedarRule):
-            yield f"{rule.name}: Cedar, {len(rule.effects)} policies"
-        else:
-            yield f"{rule.name}: {rule.effect}"

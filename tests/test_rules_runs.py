@@ -25,9 +25,11 @@ from hitl.models import ApprovalOutcome, ApprovalStatus, DecisionKind, RunResult
 from hitl.plugin import HitlPlugin
 from hitl.reviews import Reviews
 from hitl.rules import load_rules
+from hitl.tools import tool
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
-from tests.helpers import CLEANUP_TASK, assert_replays, decision, start_run, wait_pending
+from tests.helpers import CLEANUP_TASK, assert_replays, decision, start_run, turn, wait_pending
 from tests.test_gate_api import Ask, AskingWorkflow
+from worker import build_worker
 
 OLD_LOGS_RULE = """
 mode = "{mode}"
@@ -164,6 +166,37 @@ async def test_a_rule_that_fails_asks_a_person_and_turns_the_threshold_off(
         "is not valid TOML" in w and "a person decides" in w for w in record.preview.warnings
     )
     await handle.terminate("seen")
+
+
+@tool(requires_approval=True, risk=10, auto_approve=False)
+def ring_bell(times: int = 1) -> str:
+    """Ring the office bell: harmless, but the team wants a person to say so."""
+    return "ding " * times
+
+
+async def test_a_tool_defined_to_always_ask_is_never_approved_by_a_rule_or_threshold(
+    client: Client,
+    task_queue: str,
+    workspace: Path,
+    tmp_path: Path,
+    rules_file: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rules_file('mode = "act"\n[[rule]]\nname = "bells"\neffect = "approve"\ntool = "ring_*"\n')
+    reviewers(tmp_path, monkeypatch, "[policy]\nauto_approve_below = 101\n")
+    async with build_worker(client, task_queue, tools=["builtin", ring_bell]):
+        handle = await start_run(
+            client, task_queue, workspace, script=[turn(("ring_bell", {"times": 2}))]
+        )
+        [record] = await wait_pending(handle)
+        assert record.rule is None and record.decisions == []
+        assert any(
+            "rule 'bells' would approve, but its tool is defined to always ask a person" in w
+            for w in record.preview.warnings
+        )
+        await handle.signal(contract.SIGNAL_APPROVE, decision(record.id, "ann"))
+        result = await asyncio.wait_for(handle.result(), 30)
+    assert result.approvals[0].reviewer == "ann"
 
 
 async def test_shadow_mode_records_the_verdict_beside_the_persons_decision(
