@@ -88,6 +88,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCheckRequest,
         ToolPreview,
     )
+    from hitl.telemetry import ApprovalTelemetry
     from hitl.text import clip, markdown_text, quoted, visible_json
 
 __all__ = [
@@ -214,6 +215,8 @@ class ApprovalGate:
         self._ledger = Ledger(state, patched=self.patched, logger=workflow.logger)
         self._ends_with_run = workflow.patched(PATCH_GATE_ENDS)
         self._escalates = workflow.patched(PATCH_ESCALATION)
+        # Spans and replay-safe counts only: no command, so no patch (hitl/telemetry.py).
+        self.telemetry = ApprovalTelemetry()
         self._validators: dict[str, Validator | None] = {}
         self._judging = 0
         self._run_state: str | None = None
@@ -528,6 +531,7 @@ class ApprovalGate:
             escalation=escalation if self._escalates else None,
         )
         self._validators[record.id] = validate
+        self.telemetry.requested(record)
         return record
 
     async def wait(self, approval_id: str, validate: Validator | None = None) -> ApprovalOutcome:
@@ -539,6 +543,7 @@ class ApprovalGate:
         if record.status is ApprovalStatus.PENDING:
             self._announce(record)
             await self._await_decision(record)
+        self.telemetry.settled(record)
         if record.status is ApprovalStatus.REJECTED:
             self._ledger.remember_rejection(record)
         return self.outcome(approval_id)
