@@ -310,13 +310,11 @@ class Telemetry:
     async def running(self) -> AsyncIterator[Telemetry]:
         """While the worker runs: drain the runtime's metrics into the SDK, serve
         Prometheus text; on the way out, flush what is left."""
-        from temporalio.contrib.opentelemetry import MetricsExporter
-
         try:
             if self.settings.prometheus and self.buffer is not None:
                 self._serve_prometheus()
             if self.buffer is not None:
-                async with MetricsExporter(self.buffer, self.meter_provider):
+                async with _exporter_by_value()(self.buffer, self.meter_provider):
                     yield self
             else:
                 yield self
@@ -343,6 +341,35 @@ class Telemetry:
         """The pending approvals by tool, sampled by `count` every
         HITL_METRICS_PENDING_SECONDS (the API process's view, from visibility)."""
         return PendingGauge(self, count)
+
+
+def _exporter_by_value() -> type:
+    """Temporal's `MetricsExporter`, with its instruments and attribute sets found by value.
+
+    It keeps them by `id()` of the buffer's objects, which live only as long as the
+    instrument or the attribute set they stand for: the gate's are made per run and per
+    count (`add(1, {"tool": ...})`), so once one was freed its id came back for another,
+    and counts landed under another set's labels (tests/test_telemetry.py saw a request
+    counted with no tool) while the caches grew by one entry per count."""
+    from temporalio.contrib.opentelemetry import MetricsExporter
+
+    class ByValue(MetricsExporter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._by_name: dict[tuple[str, int], Any] = {}
+
+        def _get_or_create_instrument(self, metric: Any) -> Any:
+            key = (metric.name, metric.kind)
+            found = self._by_name.get(key)
+            if found is None:
+                self._instruments.clear()  # never the id-keyed entry of a freed metric
+                found = self._by_name[key] = super()._get_or_create_instrument(metric)
+            return found
+
+        def _get_or_create_attributes(self, attributes: Any) -> Any:
+            return dict(attributes)
+
+    return ByValue
 
 
 class PendingGauge:
@@ -399,6 +426,16 @@ def install(
     settings = settings_from_env(service, environ)
     if settings is None:
         return None
+    try:
+        return _install(settings, worker)
+    except ImportError as error:
+        raise TelemetryConfigError(
+            f"telemetry is turned on but its packages are missing ({error.name}): "
+            "pip install 'hitl-agents[telemetry]'"
+        ) from None
+
+
+def _install(settings: TelemetrySettings, worker: bool) -> Telemetry:
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
