@@ -2,8 +2,9 @@
 
 Behind a reviewer's token like every other route: the counts name tools and how many of
 their approvals wait, which is for the deployment's people, not for whoever reaches the
-port. A scraper gets a reviewer token of its own (`hitl reviewers add prometheus`)
-and sends its token as `authorization: Bearer` (Prometheus' `authorization` setting).
+port. A scraper gets a reviewer of its own who may decide nothing (`hitl reviewers add
+prometheus --tools none`) and sends its token as `authorization: Bearer` (Prometheus'
+`authorization` setting).
 """
 
 from __future__ import annotations
