@@ -804,7 +804,8 @@ class ApprovalGate:
                 f"{clip(str(error), 200)}",
             )
             return
-        self._ledger.receive(kind, value, name, workflow.now())
+        item = self._ledger.receive(kind, value, name, workflow.now())
+        self.telemetry.received(item.approval_id if item is not None else None)
 
     def _refuse_unattached(self, name: str, sentence: str) -> None:
         self._ledger.refuse_unattached(
@@ -833,6 +834,7 @@ class ApprovalGate:
                 type=RefusalCode.UNKNOWN_APPROVAL.value,
                 non_retryable=True,
             )
+        self.telemetry.received(item.approval_id)
         await workflow.wait_condition(lambda: item.entry is not None)
         assert item.entry is not None
         return self._receipt(item)

@@ -69,7 +69,10 @@ TIME_TO_DECIDE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 216
 MAX_NAME_CHARS = 100
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:/@+-]{1,100}")
 MAX_CONTEXTS = 256
-"""Approval span contexts kept for the tool runs they allowed (taken when the tool runs)."""
+"""Approval span contexts kept for the tool runs they allowed (taken when the tool runs),
+and approvals whose decisions' senders are kept for links (taken at settlement)."""
+MAX_LINKS = 8
+"""Decisions' senders linked from one approval span (the first ones)."""
 
 
 def outcome_of(record: ApprovalRecord) -> str:
@@ -120,6 +123,7 @@ class ApprovalTelemetry:
         self._since = workflow.now()
         self._reported: set[str] = set()
         self._contexts: dict[str, trace.SpanContext] = {}
+        self._senders: dict[str, list[trace.SpanContext]] = {}
         self._instruments: (
             tuple[MetricCounter, MetricCounter, MetricHistogramFloat, MetricCounter] | None
         ) = None
@@ -140,6 +144,21 @@ class ApprovalTelemetry:
                 meter.create_counter(EXPIRIES, "Approvals nobody decided in time", "{approval}"),
             )
         return self._instruments
+
+    def received(self, approval_id: str | None) -> None:
+        """A decision on `approval_id` arrived, in its handler: the span it came with (the
+        sender's, carried in the signal's or update's headers, in the sender's trace) is
+        linked from the approval's span, which joins the reviewer's request to the run."""
+        if self._tracer is None or not approval_id:
+            return
+        sender = trace.get_current_span().get_span_context()
+        if not sender.is_valid:
+            return
+        if approval_id not in self._senders and len(self._senders) >= MAX_CONTEXTS:
+            self._senders.pop(next(iter(self._senders)))
+        senders = self._senders.setdefault(approval_id, [])
+        if len(senders) < MAX_LINKS:
+            senders.append(sender)
 
     def requested(self, record: ApprovalRecord) -> None:
         self._meter()[0].add(1, {"tool": bounded_name(record.action_json.tool)})
@@ -189,7 +208,10 @@ class ApprovalTelemetry:
         # run waited in one worker or was replayed into another on the way, and none
         # exported for a settlement that is being replayed (the provider drops it).
         span = self._tracer.start_span(
-            SPAN_NAME, attributes=attributes, start_time=_ns(record.created_at)
+            SPAN_NAME,
+            attributes=attributes,
+            links=[trace.Link(sender) for sender in self._senders.pop(record.id, [])],
+            start_time=_ns(record.created_at),
         )
         span.end(end_time=_ns(ended))
         if record.status in (ApprovalStatus.APPROVED, ApprovalStatus.MODIFIED):

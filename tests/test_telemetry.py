@@ -233,11 +233,18 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
                 assert ran.name == "RunActivity:run_tool" and ran.trace_id == run_span.trace_id
             for outcome in ("rejected", "expired"):
                 assert children(by_outcome[outcome].span_id) == [], outcome
-            # A decision's trace crosses from the API into the run's update handler.
+            # A decision's trace crosses from the API into the run's update handler, and the
+            # approval's span links to that handler's span (the reviewer's request's trace).
             sent = otlp.spans_named("StartWorkflowUpdate:decide", API)
             assert len(sent) >= 2
             handled = [s for s in otlp.spans if s.parent_id in {x.span_id for x in sent}]
             assert {s.service for s in handled} == {WORKER}
+            for outcome in ("approved", "rejected"):
+                [(trace_id, span_id)] = by_outcome[outcome].links
+                [handler] = [s for s in handled if s.span_id == span_id]
+                assert handler.name == "HandleUpdate:decide" and handler.trace_id == trace_id
+                assert trace_id != run_span.trace_id, "the request's own trace"
+            assert by_outcome["expired"].links == by_outcome["auto"].links == []
             # Nothing a model or a reviewer wrote leaves the processes.
             for span in otlp.spans:
                 for value in span.attributes.values():
