@@ -131,6 +131,7 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
     script = [
         turn(("write_file", {"path": "config/a.yaml", "content": CONTENT})),
         turn(("write_file", {"path": "config/b.yaml", "content": CONTENT})),
+        turn(("write_file", {"path": "config/c.yaml", "content": CONTENT})),
         turn(("delete_files", {"paths": OLD_LOGS})),  # risk 42
         turn(("write_file", {"path": "notes.txt", "content": CONTENT})),
         turn(content="done"),
@@ -183,24 +184,31 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
                     f"/approvals/{second.id}/reject", json={"reason": REASON}, headers=auth
                 )
                 assert answer.status_code == 200, answer.text
+                third = await next_pending(handle, seen)
+                answer = await http.post(
+                    f"/approvals/{third.id}/modify",
+                    json={"args": {"path": "config/c.yaml", "content": "edited " + CONTENT}},
+                    headers=auth,
+                )
+                assert answer.status_code == 200, answer.text
             result = await asyncio.wait_for(handle.result(), 60)
             assert [r.state_word for r in result.approvals] == [
-                "approved", "rejected", "expired", "approved",
+                "approved", "rejected", "modified", "expired", "approved",
             ]  # fmt: skip
 
             # --- spans: one per approval, in the run's trace, parent of the tool it allowed
             spans = await until(
                 lambda: (
-                    len(otlp.spans_named(telemetry.SPAN_NAME, WORKER)) >= 4
+                    len(otlp.spans_named(telemetry.SPAN_NAME, WORKER)) >= 5
                     and otlp.spans_named("RunWorkflow:AgentWorkflow", WORKER)
                     and otlp.spans_named(telemetry.SPAN_NAME, WORKER)
                 ),
-                "four approval spans and the run's span",
+                "five approval spans and the run's span",
             )
-            assert len(spans) == 4
+            assert len(spans) == 5
             [run_span] = otlp.spans_named("RunWorkflow:AgentWorkflow", WORKER)
             by_outcome = {span.attributes["hitl.outcome"]: span for span in spans}
-            assert sorted(by_outcome) == ["approved", "auto", "expired", "rejected"]
+            assert sorted(by_outcome) == ["approved", "auto", "expired", "modified", "rejected"]
             ids = {r.state_word if r.reviewer != "policy" else "auto": r for r in result.approvals}
             for outcome, span in by_outcome.items():
                 record = ids[outcome]
@@ -226,7 +234,7 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
             def children(parent: str) -> list[Any]:
                 return [s for s in otlp.spans if s.parent_id == parent]
 
-            for outcome in ("approved", "auto"):
+            for outcome in ("approved", "modified", "auto"):
                 [scheduled] = children(by_outcome[outcome].span_id)
                 assert scheduled.name == "StartActivity:run_tool", outcome
                 [ran] = children(scheduled.span_id)
@@ -239,7 +247,7 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
             assert len(sent) >= 2
             handled = [s for s in otlp.spans if s.parent_id in {x.span_id for x in sent}]
             assert {s.service for s in handled} == {WORKER}
-            for outcome in ("approved", "rejected"):
+            for outcome in ("approved", "rejected", "modified"):
                 [(trace_id, span_id)] = by_outcome[outcome].links
                 [handler] = [s for s in handled if s.span_id == span_id]
                 assert handler.name == "HandleUpdate:decide" and handler.trace_id == trace_id
@@ -258,13 +266,14 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
             expected = {
                 (("outcome", "approved"), ("tool", "write_file")): 1,
                 (("outcome", "rejected"), ("tool", "write_file")): 1,
+                (("outcome", "modified"), ("tool", "write_file")): 1,
                 (("outcome", "expired"), ("tool", "delete_files")): 1,
                 (("outcome", "auto"), ("tool", "write_file")): 1,
             }
             await until(lambda: outcomes() == expected, f"outcomes {expected}, have {outcomes()}")
             requests = otlp.latest(telemetry.REQUESTS, WORKER)
             assert {k: p.value for k, p in requests.items()} == {
-                (("tool", "write_file"),): 3,
+                (("tool", "write_file"),): 4,
                 (("tool", "delete_files"),): 1,
             }
             expiries = otlp.latest(telemetry.EXPIRIES, WORKER)
@@ -273,6 +282,7 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
             assert set(waits) == {
                 (("outcome", "approved"), ("tool", "write_file")),
                 (("outcome", "rejected"), ("tool", "write_file")),
+                (("outcome", "modified"), ("tool", "write_file")),
             }
             for point in waits.values():
                 assert point.kind == "histogram" and point.count == 1
@@ -307,7 +317,7 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
         runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)),
     )
     await replayer.replay_workflow(history)
-    assert started.started == 4, "the gate made its spans during the replay too"
+    assert started.started == 5, "the gate made its spans during the replay too"
     assert [s.name for s in exporter.get_finished_spans()] == []
     names = {update.metric.name for update in buffer.retrieve_updates()}
     assert not {name for name in names if name.startswith("hitl.")}, names
