@@ -5,7 +5,8 @@ WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
 COPY hitl ./hitl
-RUN pip install --no-cache-dir .
+# With the telemetry extra: turned on by the environment only (docs/telemetry.md).
+RUN pip install --no-cache-dir '.[telemetry]'
 # The reference agent is not part of the installed package: it runs from /app, where
 # `python worker.py` finds it (the script's folder is on the import path).
 COPY workflows ./workflows

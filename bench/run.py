@@ -443,6 +443,88 @@ class Bench:
             "until it shows the decision) in the baseline column"
         )
 
+    # --- 9. telemetry -------------------------------------------------------------------------
+
+    async def telemetry(self) -> None:
+        """Approval telemetry's cost: the same approved runs, in alternating batches, on a
+        worker with it on (spans and metrics over OTLP/HTTP to a receiver in this process,
+        Prometheus served) and on the project worker, with it off."""
+        from tests.otlp_receiver import OtlpReceiver
+
+        count, batch = self.args.telemetry, 10
+        print(f"\n9. telemetry: {count} approved calls with it on and off", flush=True)
+        queue = "bench-telemetry"
+        with OtlpReceiver() as otlp:
+            on = WorkerProcess(
+                "project",
+                self.server.address,
+                queue,
+                self.workers["project"].probe.path.with_name("telemetry.probe"),
+                env={
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
+                    "OTEL_SERVICE_NAME": "hitl-bench-worker",
+                    # Set in the bench's environment to measure one signal alone
+                    # (OTEL_TRACES_EXPORTER=none, or OTEL_METRICS_EXPORTER=none with
+                    # HITL_PROMETHEUS=0).
+                    "HITL_PROMETHEUS": os.environ.get("HITL_PROMETHEUS", "1"),
+                    "HITL_METRICS_PORT": str(free_port()),
+                },
+            )
+            sides = {"off": (self.workers["project"], None), "on": (on, queue)}
+            cpu = {side: 0.0 for side in sides}
+            resume: dict[str, list[float]] = {side: [] for side in sides}
+            whole: dict[str, list[float]] = {side: [] for side in sides}
+            idle = {}
+            try:
+                for side, (worker, _) in sides.items():
+                    before = cpu_seconds(worker.process.pid)
+                    await asyncio.sleep(10)
+                    idle[side] = (cpu_seconds(worker.process.pid) - before) / 10 * 1000
+                for n in range(0, count, batch):
+                    for side, (worker, on_queue) in sides.items():
+                        before = cpu_seconds(worker.process.pid)
+                        size = min(batch, count - n)
+                        pairs = await self.pause_project_runs(size, f"otel-{side}", on_queue)
+                        for workflow_id, approval_id in pairs:
+                            handle = self.project.get_workflow_handle(workflow_id)
+                            sent = time.time()
+                            await handle.signal(
+                                contract.SIGNAL_APPROVE,
+                                {"approval_id": approval_id, "reviewer": "bench"},
+                            )
+                            began = await worker.probe.wait(approval_id)
+                            resume[side].append((began - sent) * 1000)
+                            await handle.result()
+                            whole[side].append((time.time() - sent) * 1000)
+                        cpu[side] += cpu_seconds(worker.process.pid) - before
+                await asyncio.sleep(2)  # the last batch's spans out (batch delay 5 s max)
+            finally:
+                on.stop()
+            spans = len(otlp.spans_named("hitl.approval"))
+        per_call = {side: cpu[side] / count * 1000 for side in sides}
+        self.row("telemetry: worker CPU per approved run", per_call["on"], per_call["off"], "ms")
+        for q in (50, 99):
+            self.row(
+                f"telemetry: decision to resume p{q}",
+                percentile(resume["on"], q),
+                percentile(resume["off"], q),
+                "ms",
+            )
+        self.row(
+            "telemetry: decision to run result p50",
+            percentile(whole["on"], 50),
+            percentile(whole["off"], 50),
+            "ms",
+        )
+        self.row("telemetry: idle worker CPU per second", idle["on"], idle["off"], "ms")
+        self.note(
+            f"telemetry ({count} approved runs, batches of {batch} alternating): the project "
+            "column is a worker with telemetry on (OTLP/HTTP spans and metrics to a receiver in "
+            "the bench process, Prometheus served), the baseline column the same worker code "
+            f"with it off; CPU per run covers start, pause, decision, tool and end; the "
+            f"receiver got {spans} approval spans"
+        )
+
     # --- 2. bulk ----------------------------------------------------------------------------
 
     async def bulk(self) -> None:
@@ -1027,6 +1109,11 @@ def write_report(
         "9. **Backtest** (`bench/backtest.py`, no server): `hitl policy test --from`'s path over",
         "   synthetic approval records in a JSON Lines export, reading included, best of 3;",
         "   predicate rules, then the same decisions as Cedar policies (`cedarpy`).",
+        "10. **Telemetry** (`hitl.telemetry`): the same approved runs, in alternating batches",
+        "    of 10, on a worker with telemetry on (spans and metrics over OTLP/HTTP to a",
+        "    receiver in the bench process, Prometheus served) and one with it off: worker CPU",
+        "    per run (start to end, from /proc), decision to the tool's start and to the run's",
+        "    result, and the idle worker's CPU per second.",
         "",
     ]
     values = values or {}
@@ -1099,15 +1186,18 @@ def main() -> None:
         "--backtest", type=int, default=10_000, help="recorded approvals the backtest replays"
     )
     parser.add_argument(
+        "--telemetry", type=int, default=100, help="approved calls, telemetry on and off"
+    )
+    parser.add_argument(
         "--parts",
         nargs="+",
         default=[
-            *("latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"),
-            "backtest",
+            *("latency", "bulk", "steps", "growth", "api", "frameworks", "telemetry"),
+            *("scale", "api_scale", "backtest"),
         ],
         choices=[
-            *("latency", "bulk", "steps", "growth", "api", "frameworks", "scale", "api_scale"),
-            "backtest",
+            *("latency", "bulk", "steps", "growth", "api", "frameworks", "telemetry"),
+            *("scale", "api_scale", "backtest"),
         ],
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from bench.baseline import BaselineApproval, BaselineLoop, baseline_action, base
 from hitl import contract
 from hitl.config import connect, load_settings
 from hitl.entry import exit_now
+from hitl.telemetry import install
 from worker import build_worker
 
 
@@ -60,8 +62,11 @@ async def main() -> None:
     parser.add_argument("--ready", required=True, help="file created once the worker polls")
     args = parser.parse_args()
     probe = Probe(args.probe)
+    telemetry = None
     if args.kind == "project":
-        worker = build_worker(await connect(load_settings()), args.task_queue, interceptors=[probe])
+        telemetry = install("hitl-bench-worker")  # on only where the environment says so
+        client = await connect(load_settings(), telemetry)
+        worker = build_worker(client, args.task_queue, interceptors=[probe])
     else:
         # The obvious way: default data converter, default worker settings.
         client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
@@ -74,7 +79,10 @@ async def main() -> None:
         )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with worker:
+    async with AsyncExitStack() as stack:
+        if telemetry is not None:
+            await stack.enter_async_context(telemetry.running())
+        await stack.enter_async_context(worker)
         Path(args.ready).touch()
         await stop.wait()
 

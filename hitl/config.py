@@ -10,13 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
 
 from hitl import contract
 from hitl.codec import data_converter
+
+if TYPE_CHECKING:
+    from hitl.telemetry import Telemetry
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -174,15 +177,22 @@ def describe_connection(env: Mapping[str, str] | None = None) -> list[tuple[str,
     return lines
 
 
-async def connect(settings: Settings | None = None) -> Client:
+async def connect(settings: Settings | None = None, telemetry: Telemetry | None = None) -> Client:
     """A client with the pydantic data converter (encrypted with HITL_CODEC_KEY), as every
-    process of the project uses."""
+    process of the project uses; with `telemetry` (`hitl.telemetry.install`), Temporal's
+    OpenTelemetry plugin and the runtime whose metrics it exports."""
     settings = settings or load_settings()
+    extra: dict[str, Any] = {}
+    if telemetry is not None:
+        extra["plugins"] = telemetry.plugins
+        if telemetry.runtime is not None:
+            extra["runtime"] = telemetry.runtime
     return await Client.connect(
         settings.address,
         namespace=settings.namespace,
         data_converter=data_converter(),
         **settings.connect,
+        **extra,
     )
 
 

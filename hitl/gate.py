@@ -89,6 +89,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCheckRequest,
         ToolPreview,
     )
+    from hitl.telemetry import ApprovalTelemetry
     from hitl.text import clip, markdown_text, quoted, visible_json
 
 __all__ = [
@@ -215,6 +216,8 @@ class ApprovalGate:
         self._ledger = Ledger(state, patched=self.patched, logger=workflow.logger)
         self._ends_with_run = workflow.patched(PATCH_GATE_ENDS)
         self._escalates = workflow.patched(PATCH_ESCALATION)
+        # Spans and replay-safe counts only: no command, so no patch (hitl/telemetry.py).
+        self.telemetry = ApprovalTelemetry()
         self._validators: dict[str, Validator | None] = {}
         self._judging = 0
         self._run_state: str | None = None
@@ -548,6 +551,7 @@ class ApprovalGate:
             shadow=shadow,
         )
         self._validators[record.id] = validate
+        self.telemetry.requested(record)
         return record
 
     async def wait(self, approval_id: str, validate: Validator | None = None) -> ApprovalOutcome:
@@ -559,6 +563,7 @@ class ApprovalGate:
         if record.status is ApprovalStatus.PENDING:
             self._announce(record)
             await self._await_decision(record)
+        self.telemetry.settled(record)
         if record.status is ApprovalStatus.REJECTED:
             self._ledger.remember_rejection(record)
         return self.outcome(approval_id)
@@ -819,7 +824,8 @@ class ApprovalGate:
                 f"{clip(str(error), 200)}",
             )
             return
-        self._ledger.receive(kind, value, name, workflow.now())
+        item = self._ledger.receive(kind, value, name, workflow.now())
+        self.telemetry.received(item.approval_id if item is not None else None)
 
     def _refuse_unattached(self, name: str, sentence: str) -> None:
         self._ledger.refuse_unattached(
@@ -848,6 +854,7 @@ class ApprovalGate:
                 type=RefusalCode.UNKNOWN_APPROVAL.value,
                 non_retryable=True,
             )
+        self.telemetry.received(item.approval_id)
         await workflow.wait_condition(lambda: item.entry is not None)
         assert item.entry is not None
         return self._receipt(item)

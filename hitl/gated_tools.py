@@ -390,12 +390,14 @@ class GatedTools:
         limit = timeout or timedelta(seconds=descriptor.execution_timeout_seconds)
         label = action.tool + (f" (approval {approval_id})" if approval_id else "")
         queue = self.options.task_queues.get(action.tool)
-        try:
-            result: ToolResult
+        # Scheduled (not awaited) inside the approval's span: the run's headers carry it to
+        # the tool's spans as their parent (nothing when telemetry is off).
+        handle: workflow.ActivityHandle[ToolResult]
+        with self.gate.telemetry.allowed_by(approval_id):
             if descriptor.read_only and queue is None:
                 # Read-only and quick: a local activity runs it inside the current
                 # workflow task, without a round trip through the server.
-                result = await workflow.execute_local_activity(
+                handle = workflow.start_local_activity(
                     contract.ACTIVITY_RUN_TOOL,
                     request,
                     result_type=ToolResult,
@@ -404,7 +406,7 @@ class GatedTools:
                     summary=label,
                 )
             else:
-                result = await workflow.execute_activity(
+                handle = workflow.start_activity(
                     contract.ACTIVITY_RUN_TOOL,
                     request,
                     result_type=ToolResult,
@@ -414,6 +416,8 @@ class GatedTools:
                     retry_policy=TOOL_RETRY,
                     summary=label,
                 )
+        try:
+            result: ToolResult = await handle
         except ActivityError as error:
             return tool_error(f"{action.tool} failed: {error.cause}")
         return result

@@ -13,7 +13,8 @@ workflow (final state published, last notifications sent), and, when the worker 
 a check that the namespace has the search attributes the gate publishes (registered if
 missing and allowed). Workflows are yours to register (the reference agent's worker.py
 registers `AgentWorkflow` and its model call). Replay histories with the same plugin
-(`Replayer(workflows=..., plugins=[HitlPlugin()])`). Like
+(`Replayer(workflows=..., plugins=[HitlPlugin()])`). Approval telemetry comes with
+Temporal's `OpenTelemetryPlugin` on the same client (docs/telemetry.md). Like
 `temporalio-openai-agents`' `OpenAIAgentsPlugin`, it is built on `temporalio.plugin`.
 """
 

@@ -16,6 +16,7 @@ import importlib
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from hitl.logs import configure_logging
 from hitl.plugin import build_worker
 from hitl.rules import RulesError, load_rules
 from hitl.secrets import redact_text
+from hitl.telemetry import Telemetry, TelemetryConfigError, install
 from hitl.text import clip, visible
 from hitl.tools import (
     TOOLS_ENV,
@@ -166,7 +168,14 @@ async def run_worker(args: argparse.Namespace) -> int:
             print(f"worker: {error}", flush=True)
             return 2
     try:
-        client = await connect(settings)
+        # Before the client: its runtime carries the metrics, its plugin the spans.
+        telemetry = install("hitl-worker")
+    except TelemetryConfigError as error:
+        log.error("worker.telemetry_refused", error=str(error))
+        print(f"worker: {error}", flush=True)
+        return 2
+    try:
+        client = await connect(settings, telemetry)
     except RuntimeError as error:
         log.error("worker.no_server", address=settings.address, error=str(error))
         print(
@@ -188,7 +197,10 @@ async def run_worker(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
+    async with AsyncExitStack() as stack:
+        if telemetry is not None:
+            await stack.enter_async_context(telemetry.running())
+        await stack.enter_async_context(worker)
         log.info(
             "worker.started",
             address=settings.address,
@@ -202,7 +214,22 @@ async def run_worker(args: argparse.Namespace) -> int:
                 if rules is not None
                 else None
             ),
+            telemetry=_telemetry_said(telemetry),
         )
         await stop.wait()
     log.info("worker.stopped")
     return 0
+
+
+def _telemetry_said(telemetry: Telemetry | None) -> str:
+    if telemetry is None:
+        return "off"
+    settings = telemetry.settings
+    parts = [
+        name for name, on in (("traces", settings.traces), ("metrics", settings.metrics)) if on
+    ]
+    said = ("otlp " + "+".join(parts)) if parts else ""
+    if telemetry.metrics_address is not None:
+        host, port = telemetry.metrics_address
+        said += f"{', ' if said else ''}prometheus http://{host}:{port}/metrics"
+    return said

@@ -22,7 +22,7 @@ from hitl.api.deps import ApiState
 from hitl.api.errors import ApiError, not_json, problem, rpc_problem, validation_sentence
 from hitl.api.feed import POLL_SECONDS, EventFeed
 from hitl.api.middleware import LOOPBACK, BodyLimit, SecurityHeaders, TrustedHosts
-from hitl.api.routers import approvals, events, inbox, runs, slack
+from hitl.api.routers import approvals, events, inbox, metrics, runs, slack
 from hitl.decisions import RefusalCode
 from hitl.reviewers import ReviewerConfig
 from hitl.reviews import (
@@ -34,6 +34,7 @@ from hitl.reviews import (
     Reviews,
     RunNotFound,
 )
+from hitl.telemetry import Telemetry, pending_by_tool
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -81,21 +82,36 @@ def create_app(
     confirm_seconds: float = CONFIRM_SECONDS,
     task_queue: str = contract.DEFAULT_TASK_QUEUE,
     workspace_root: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The API and the inbox over a connected client.
 
     `config`: the reviewers (an empty one only with `insecure`); `signer`: (issuer, key)
-    that signs every decision, or None to send them unsigned.
+    that signs every decision, or None to send them unsigned. `telemetry`
+    (`hitl.telemetry.install`): the pending approvals as a gauge, and `/metrics` where
+    HITL_PROMETHEUS asks for it.
     """
     if not config.reviewers and not insecure:
         raise ValueError("no reviewers configured: pass insecure=True to serve without auth")
     reviews = Reviews(client, confirm_seconds=confirm_seconds, signer=signer or False)
     feed = EventFeed(reviews, poll_seconds)
 
+    gauge = None
+    if telemetry is not None and telemetry.meter_provider is not None:
+
+        async def pending_now() -> dict[str, int]:
+            return pending_by_tool(await reviews.pending())
+
+        gauge = telemetry.pending_gauge(pending_now)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if gauge is not None:
+            gauge.start()
         yield
         feed.close()
+        if gauge is not None:
+            gauge.stop()
 
     app = FastAPI(
         title="hitl-agents review API",
@@ -127,6 +143,8 @@ def create_app(
     app.state.slack = slack.receiver()
     for module in (approvals, runs, events, inbox, slack):
         app.include_router(module.router)
+    if telemetry is not None and telemetry.settings.prometheus:
+        app.include_router(metrics.router)
     # The last added runs first: headers on every answer, then the host, then the body.
     app.add_middleware(BodyLimit)
     if insecure and host not in ("0.0.0.0", "::"):

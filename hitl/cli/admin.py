@@ -306,8 +306,15 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     address = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     settings = load_settings()
+    from hitl.telemetry import TelemetryConfigError, install
+
     try:
-        client = await connect(settings)
+        telemetry = install("hitl-api", worker=False)
+    except TelemetryConfigError as error:
+        sock.close()
+        raise CliError(str(error)) from error
+    try:
+        client = await connect(settings, telemetry)
     except RuntimeError as error:
         sock.close()
         raise CliError(down(settings, error)) from error
@@ -334,6 +341,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         task_queue=settings.task_queue,
         workspace_root=os.environ.get("HITL_WORKSPACE_ROOT") or None,
+        telemetry=telemetry,
     )
     server = _server_class()(
         uvicorn.Config(
@@ -346,7 +354,11 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     print(f"hitl serve: the inbox and the API on {address}", file=sys.stderr, flush=True)
-    await server.serve(sockets=[sock])
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        if telemetry is not None:  # what is left goes out before the process ends
+            await asyncio.to_thread(telemetry.shutdown)
     return APPLIED
 
 

@@ -50,6 +50,7 @@ import contextvars
 import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -241,16 +242,23 @@ def gated_activity_tool(
         args, _ = schema.to_call_args(schema.params_pydantic_model(**data))
         call_id = getattr(ctx, "tool_call_id", None)
         approval_id = (_APPROVAL_IDS.get() or {}).get(call_id) if call_id else None
-        result = await workflow.execute_activity(
-            base.name,
-            args=args,
-            activity_id=approval_id,
-            task_queue=task_queue,
-            start_to_close_timeout=start_to_close_timeout,
-            retry_policy=retry_policy,
-            summary=summary or f"{base.name} ({approval_id or 'not gated'})",
+        # Scheduled inside the approval's span (telemetry on): the tool's spans are its children.
+        allowed = (
+            ApprovalGate.current().telemetry.allowed_by(approval_id)
+            if approval_id
+            else nullcontext()
         )
-        return str(result)
+        with allowed:
+            handle = workflow.start_activity(
+                base.name,
+                args=args,
+                activity_id=approval_id,
+                task_queue=task_queue,
+                start_to_close_timeout=start_to_close_timeout,
+                retry_policy=retry_policy,
+                summary=summary or f"{base.name} ({approval_id or 'not gated'})",
+            )
+        return str(await handle)
 
     return FunctionTool(
         name=base.name,
