@@ -36,6 +36,8 @@ class Problem(BaseModel):
     """Why, as a stable code to branch on (the sentence may change; the code does not): one
     of `hitl.decisions.RefusalCode`, e.g. `stale_action`, `not_allowed`, `not_found`. The
     HTTP status is the code's (`hitl.decisions.FORMS`)."""
+    title: str | None = None
+    """The code in a few words (its `FORMS` title, e.g. "the action changed"), for a list."""
     entry: DecisionEntry | None = None
     """For a decision the run refused: its entry in the decision log."""
     record: ApprovalRecord | None = None

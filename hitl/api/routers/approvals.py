@@ -11,8 +11,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -41,11 +44,19 @@ from hitl.models import (
     ApproveDecision,
     DecisionEntry,
     ModifyDecision,
+    PendingApproval,
     RejectDecision,
     RevokeDecision,
 )
 from hitl.reviewers import ReviewerConfig
-from hitl.reviews import CONFIRM_SECONDS, ApprovalNotFound, Outcome, ReviewError
+from hitl.reviews import (
+    CONFIRM_SECONDS,
+    SORTS,
+    ApprovalNotFound,
+    Outcome,
+    PendingFilter,
+    ReviewError,
+)
 
 router = APIRouter(
     prefix="/approvals",
@@ -90,6 +101,50 @@ _WANTED = {
 }
 
 
+_SORTED_TOKEN = b"hitl-sorted:"
+"""What a sorted listing's page token starts with (inside the signed part): Temporal's own
+tokens, for the unsorted listing, never do."""
+_DURATION = re.compile(r"^([0-9]{1,7})(s|m|h|d)?$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_EXPIRES_WITHIN = timedelta(days=366)
+
+
+def _duration(name: str, text: str) -> timedelta:
+    found = _DURATION.match(text.strip())
+    if found is None:
+        raise ApiError(
+            422,
+            f"{name}={text[:40]!r} is not a duration: give a whole number of seconds, or one "
+            "with a unit s, m, h or d (e.g. 90s, 15m, 2h, 1d)",
+        )
+    seconds = int(found.group(1)) * _UNIT[found.group(2) or "s"]
+    if seconds < 1 or seconds > MAX_EXPIRES_WITHIN.total_seconds():
+        raise ApiError(422, f"{name}={text} is out of range: between 1s and 366d")
+    return timedelta(seconds=seconds)
+
+
+def _sorted_token(key: bytes, sort: str, order: str, after: list[object] | None) -> str | None:
+    if after is None:
+        return None
+    return _encode_token(key, _SORTED_TOKEN + json.dumps([sort, order, after]).encode())
+
+
+def _sorted_after(key: bytes, text: str, sort: str, order: str) -> list[object]:
+    token = _decode_token(key, text)
+    if not token.startswith(_SORTED_TOKEN):
+        raise ApiError(
+            422, f"page_token is from the unsorted listing; with sort={sort} start without it"
+        )
+    given_sort, given_order, after = json.loads(token[len(_SORTED_TOKEN) :])
+    if (given_sort, given_order) != (sort, order):
+        raise ApiError(
+            422,
+            f"page_token is from the listing sorted by {given_sort} {given_order}, not by "
+            f"{sort} {order}; start without it",
+        )
+    return list(after)
+
+
 @router.get("", response_model=ApprovalPage, summary="List approvals")
 async def list_approvals(
     state: State,
@@ -101,17 +156,69 @@ async def list_approvals(
     run: Annotated[str | None, Query(max_length=1000, description="a workflow id")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
+    requester: Annotated[
+        str | None, Query(max_length=200, description="who asked for the run (requested_by)")
+    ] = None,
+    risk_min: Annotated[int | None, Query(ge=0, le=100)] = None,
+    risk_max: Annotated[int | None, Query(ge=0, le=100)] = None,
+    expires_within: Annotated[
+        str | None,
+        Query(max_length=20, description="expiring within this long: seconds, or 90s, 15m, 2h, 1d"),
+    ] = None,
+    sort: Annotated[
+        Literal["expires_at", "risk"] | None,
+        Query(description="sorted by this over every pending approval; default newest runs first"),
+    ] = None,
+    order: Annotated[Literal["asc", "desc"] | None, Query()] = None,
 ) -> ApprovalPage:
-    """Pending approvals of every run, a page at a time (newest runs first), from
-    visibility alone. Decided ones are listed for one run (`run=`), in one page. Only
-    approvals of tools this reviewer may read are listed (a page may then come short
-    while `next_page_token` says more follow)."""
+    """Pending approvals of every run, a page at a time, from visibility alone. Decided
+    ones are listed for one run (`run=`), in one page. Only approvals of tools this
+    reviewer may read are listed.
+
+    Unsorted, runs come newest first, a visibility page at a time (its cost does not grow
+    with how many wait; with filters a page may come short while `next_page_token` says
+    more follow). With `sort` (`expires_at`, soonest first, or `risk`, lowest first;
+    `order=desc` turns it round) every pending approval is read to sort them, so a page
+    costs as much as listing them all."""
+    filters = PendingFilter(
+        tool=tool,
+        run=run,
+        requester=requester,
+        risk_min=risk_min,
+        risk_max=risk_max,
+        expires_within=_duration("expires_within", expires_within)
+        if expires_within is not None
+        else None,
+    )
+    if risk_min is not None and risk_max is not None and risk_min > risk_max:
+        raise ApiError(
+            422, f"risk_min={risk_min} is above risk_max={risk_max}: nothing could match"
+        )
+    if order is not None and sort is None:
+        raise ApiError(422, f"order={order} needs sort= one of {', '.join(SORTS)}")
     if status != "pending":
         if run is None:
             raise ApiError(
                 422,
                 f"status={status} lists one run's approvals: add run=WORKFLOW_ID (GET /runs "
                 "lists runs); across all runs only pending approvals are listed",
+            )
+        given = [
+            name
+            for name, value in (
+                ("requester", requester),
+                ("risk_min", risk_min),
+                ("risk_max", risk_max),
+                ("expires_within", expires_within),
+                ("sort", sort),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ApiError(
+                422,
+                f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to pending "
+                f"approvals only; with status={status} give run= (and tool=) alone",
             )
         audit = await state.reviews.audit(run)
         config = state.config
@@ -124,15 +231,31 @@ async def list_approvals(
                 and _may_see(who, config, record.action_json.tool, record.escalated_to)
             ]
         )
+    config = state.config  # read once for the page, not once per approval
+
+    def shown(item: PendingApproval) -> bool:
+        return filters.matches(item) and _may_see(who, config, item.tool, item.escalated_to)
+
+    if sort is not None:
+        direction = order or "asc"
+        after = (
+            _sorted_after(state.page_key, page_token, sort, direction)
+            if page_token is not None
+            else None
+        )
+        found, last = await state.reviews.pending_sorted(
+            sort, direction == "desc", limit, after, run=run, where=shown
+        )
+        return ApprovalPage(
+            items=[ApprovalItem(**item.model_dump()) for item in found],
+            next_page_token=_sorted_token(state.page_key, sort, direction, last),
+        )
     token = _decode_token(state.page_key, page_token) if page_token is not None else None
-    page = await state.reviews.pending_page(limit, token, tool=tool, run=run)
-    config = state.config
+    if token is not None and token.startswith(_SORTED_TOKEN):
+        raise ApiError(422, "page_token is from a sorted listing; give the same sort= with it")
+    page = await state.reviews.pending_page(limit, token, run=run, where=shown)
     return ApprovalPage(
-        items=[
-            ApprovalItem(**item.model_dump())
-            for item in page.items
-            if _may_see(who, config, item.tool, item.escalated_to)
-        ],
+        items=[ApprovalItem(**item.model_dump()) for item in page.items],
         next_page_token=_encode_token(state.page_key, page.next_page_token),
     )
 
