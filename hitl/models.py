@@ -410,6 +410,25 @@ class DecisionEntry(BaseModel):
     so a copy of a decision id seen on a shared channel can't take the decision's place."""
 
 
+class RuleVerdict(BaseModel):
+    """What one of the worker's auto-approval rules said about a call.
+
+    Acted on (`ApprovalRecord.rule`: the call was approved or denied without a person), or
+    recorded beside the person's decision without acting (`ApprovalRecord.shadow`, a rule
+    set in shadow mode), so `hitl stats` can say how often the rule and the people agree.
+    """
+
+    rule: str
+    """The rule's name in the worker's configuration (a Cedar policy's id for Cedar)."""
+    verdict: Literal["approve", "deny", "ask"]
+    """`ask`: the rule passes the call to a person (also when it can't decide)."""
+    reason: str = ""
+    policy_digest: str = ""
+    """Digest of the rule set as the worker loaded it: which version decided."""
+    error: str | None = None
+    """The rule failed (bad predicate, Cedar error): the verdict is then `ask`."""
+
+
 class ApprovalRecord(BaseModel):
     """One approval checkpoint: the fields of an approvals table, plus context."""
 
@@ -456,6 +475,10 @@ class ApprovalRecord(BaseModel):
     run's ask), if any."""
     escalations: list[Escalation] = Field(default_factory=list)
     """Who was asked when beyond the usual reviewers, and any extension of the deadline."""
+    rule: RuleVerdict | None = None
+    """The worker's auto-approval rule that decided this approval without a person."""
+    shadow: RuleVerdict | None = None
+    """A rule set's verdict in shadow mode, recorded beside the person's decision."""
 
     @model_validator(mode="after")
     def _expired_from_reviewer(self) -> ApprovalRecord:
@@ -473,6 +496,23 @@ class ApprovalRecord(BaseModel):
         """The status as shown to people: `expired` for an approval nobody decided in
         time (its `status` stays `rejected`), else the status."""
         return "expired" if self.expired else self.status.value
+
+    @property
+    def outcome(self) -> Literal["pending", "approved", "modified", "rejected", "expired", "auto"]:
+        """How the approval ended, in the words telemetry, stats, audit and backtests share:
+        `auto` when no person decided it (the worker's policy or rules, or a standing
+        approval a person granted earlier), `expired` when its time ran out, else the
+        person's (or quorum's) decision."""
+        if self.status is ApprovalStatus.PENDING:
+            return "pending"
+        if self.expired:
+            return "expired"
+        if self.rule is not None or self.standing is not None:
+            return "auto"
+        applied = [d for d in self.decisions if d.outcome == "applied"]
+        if applied and applied[-1].kind in (DecisionKind.POLICY, DecisionKind.STANDING):
+            return "auto"
+        return self.status.value  # type: ignore[return-value]
 
     @property
     def escalated_to(self) -> list[str]:

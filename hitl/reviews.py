@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -897,6 +897,69 @@ class Reviews:
         audit.refused = await self._refused(workflow_id, latest)
         return audit
 
+    async def records(
+        self,
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        problems: list[str] | None = None,
+    ) -> AsyncIterator[ApprovalRecord]:
+        """Every approval created in [since, until) across runs, with every decision.
+
+        The runs that can hold one are those running or closed since `since` (an approval
+        outlives neither its run nor the run it was carried into); each run of a chain is
+        read, so what a continue-as-new did not carry is there too, and a carried approval
+        comes once, in its latest state. Yielded run by run (each run's oldest first), not
+        in one global order. A run whose records can't be read (an ended run with no
+        worker to replay it, a memo this process can't decode) is said in `problems` when
+        given, else raised.
+        """
+        since = since.astimezone(UTC)
+        query = (
+            f"{contract.STATE_KEY.name} IS NOT NULL AND "
+            f"(ExecutionStatus = 'Running' OR CloseTime >= '{_timestamp(since)}')"
+        )
+        if until is not None:
+            until = until.astimezone(UTC)
+            query += f" AND StartTime < '{_timestamp(until)}'"
+        chains: dict[str, list[WorkflowExecution]] = {}
+        async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+            chains.setdefault(execution.id, []).append(execution)
+        limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def chain(workflow_id: str, runs: list[WorkflowExecution]) -> list[ApprovalRecord]:
+            seen: dict[str, ApprovalRecord] = {}
+            for execution in sorted(runs, key=lambda e: e.start_time):
+                async with limit:
+                    try:
+                        found = await self.approvals_of(
+                            workflow_id, execution.run_id, execution.status
+                        )
+                    except (ReviewError, RPCError, ValidationError) as error:
+                        if problems is None:
+                            raise
+                        problems.append(f"run {workflow_id}/{execution.run_id}: {error}")
+                        continue
+                for record in found:
+                    seen[record.id] = record  # a carried approval: its latest state wins
+            return sorted(
+                (
+                    r
+                    for r in seen.values()
+                    if r.created_at >= since and (until is None or r.created_at < until)
+                ),
+                key=lambda record: record.created_at,
+            )
+
+        tasks = [asyncio.ensure_future(chain(wf, runs)) for wf, runs in chains.items()]
+        try:
+            for done in asyncio.as_completed(tasks):
+                for record in await done:
+                    yield record
+        finally:
+            for task in tasks:
+                task.cancel()
+
     async def _agent_result(self, workflow_id: str, run_id: str | None) -> RunResult | None:
         """A completed agent run's result (it carries its approvals); None for other workflows."""
         handle = self.client.get_workflow_handle(workflow_id, run_id=run_id, result_type=RunResult)
@@ -1011,6 +1074,11 @@ def _pending_query(run: str | None) -> str:
     if run is not None:
         query += f" AND WorkflowId = '{_escaped(run)}'"
     return query
+
+
+def _timestamp(moment: datetime) -> str:
+    """A moment as visibility queries take it (RFC 3339, UTC)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _escaped(text: str) -> str:

@@ -323,3 +323,52 @@ async def test_a_script_that_cant_be_used_is_one_sentence_not_a_traceback(tmp_pa
     assert "is not JSON" in said["broken.json"]
     assert "is not a JSON list of turns" in said["object.json"]
     assert "turn 2 is not {content, tool_calls}: content:" in said["wrong.json"]
+
+
+def test_an_approvals_outcome_names_who_ended_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from hitl.models import (
+        ApprovalContext,
+        ApprovalRecord,
+        ApprovalStatus,
+        DecisionEntry,
+        DecisionKind,
+        RuleVerdict,
+        ToolAction,
+        ToolPreview,
+    )
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    action = ToolAction(tool="delete_files", args={"paths": ["a"]})
+
+    def record(status: ApprovalStatus, kind: DecisionKind | None = None, **extra: object):
+        decisions = (
+            [DecisionEntry(kind=kind, reviewer="x", received_at=now, outcome="applied")]
+            if kind
+            else []
+        )
+        return ApprovalRecord(
+            id="apr_1",
+            session_id="s",
+            action_json=action,
+            action_digest=action.digest(),
+            status=status,
+            created_at=now,
+            expires_at=now + timedelta(minutes=30),
+            context=ApprovalContext(original_request="r"),
+            preview=ToolPreview(summary="s"),
+            decisions=decisions,
+            **extra,
+        )
+
+    assert record(ApprovalStatus.PENDING).outcome == "pending"
+    assert record(ApprovalStatus.APPROVED, DecisionKind.APPROVE).outcome == "approved"
+    assert record(ApprovalStatus.MODIFIED, DecisionKind.MODIFY).outcome == "modified"
+    assert record(ApprovalStatus.REJECTED, DecisionKind.REJECT).outcome == "rejected"
+    timed_out = record(ApprovalStatus.REJECTED, DecisionKind.TIMEOUT, reviewer="system:timeout")
+    assert timed_out.outcome == "expired"
+    assert record(ApprovalStatus.APPROVED, DecisionKind.POLICY).outcome == "auto"
+    assert record(ApprovalStatus.APPROVED, DecisionKind.STANDING).outcome == "auto"
+    ruled = RuleVerdict(rule="deny-prod", verdict="deny")
+    assert record(ApprovalStatus.REJECTED, DecisionKind.POLICY, rule=ruled).outcome == "auto"

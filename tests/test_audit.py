@@ -1,0 +1,80 @@
+"""The audit trail across runs: every approval with every decision over a time range."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from hitl import contract
+from hitl.models import ApprovalStatus, RunLimits, RunResult
+from hitl.reviews import Reviews
+from tests.helpers import decision, start_run, turn, wait_pending
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def test_records_cover_every_run_of_a_continue_as_new_chain_once(
+    client: Client, task_queue: str, workspace: Path
+) -> None:
+    began = datetime.now(UTC) - timedelta(seconds=5)
+    script = [
+        turn(("delete_files", {"paths": ["logs/old-1.log"]})),
+        turn(("delete_files", {"paths": ["logs/old-2.log"]})),
+    ]
+    handle = await start_run(
+        client, task_queue, workspace, script=script, limits=RunLimits(continue_as_new_events=200)
+    )
+    [first] = await wait_pending(handle)
+    await handle.signal(contract.SIGNAL_APPROVE, decision(first.id, "alice"))
+    second = None
+    for _ in range(200):
+        pending = [r for r in await wait_pending(handle) if r.id != first.id]
+        if pending:
+            [second] = pending
+            break
+        await asyncio.sleep(0.05)
+    assert second is not None
+    first_run = (await handle.describe()).run_id
+    latest = client.get_workflow_handle(handle.id, result_type=RunResult)
+    # Junk decisions grow the history until the run continues as new while it waits.
+    for batch in range(40):
+        await asyncio.gather(
+            *(
+                latest.signal(contract.SIGNAL_APPROVE, decision(f"apr_junk{batch}_{i}"))
+                for i in range(10)
+            )
+        )
+        await asyncio.sleep(0.1)
+        if (await latest.describe()).run_id != first_run:
+            break
+    assert (await latest.describe()).run_id != first_run, "the run continued as new"
+    await latest.signal(contract.SIGNAL_REJECT, decision(second.id, "bob", reason="not today"))
+    await asyncio.wait_for(latest.result(), timeout=30)
+
+    problems: list[str] = []
+    found = [
+        record
+        async for record in Reviews(client).records(since=began, problems=problems)
+        if record.session_id == handle.id
+    ]
+    assert problems == []
+    by_id = {record.id: record for record in found}
+    assert sorted(by_id) == sorted([first.id, second.id]) and len(found) == 2
+    assert by_id[first.id].status is ApprovalStatus.APPROVED
+    assert by_id[first.id].reviewer == "alice"
+    assert by_id[second.id].status is ApprovalStatus.REJECTED
+    assert [(d.reviewer, d.outcome) for d in by_id[second.id].decisions][-1] == (
+        "bob",
+        "applied",
+    )
+
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    after = [r async for r in Reviews(client).records(since=later) if r.session_id == handle.id]
+    assert after == []
+    assert [r async for r in Reviews(client).records(since=began, until=began)] == [], (
+        "nothing was created before it began"
+    )
