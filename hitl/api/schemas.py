@@ -52,6 +52,8 @@ class ApprovalItem(PendingApproval):
     reviewed_at: datetime | None = None
     expired: bool = False
     """Rejected because nobody decided in time (`status` stays `rejected`)."""
+    reason: str | None = None
+    """A decided one's reason (a rejection's, or a comment)."""
 
     @classmethod
     def of(cls, record: ApprovalRecord) -> ApprovalItem:
@@ -61,6 +63,7 @@ class ApprovalItem(PendingApproval):
             reviewer=record.reviewer,
             reviewed_at=record.reviewed_at,
             expired=record.expired,
+            reason=record.reason,
         )
 
 
@@ -68,6 +71,15 @@ class ApprovalPage(BaseModel):
     items: list[ApprovalItem]
     next_page_token: str | None = None
     """Pass it as `page_token` for the next page; null on the last one."""
+
+
+class HistoryPage(ApprovalPage):
+    """Decided approvals, newest decision first."""
+
+    complete: bool = True
+    """False: some runs could not be read (`problems` says which), or the range held more
+    than one listing reads (narrow it with `since` and `until`)."""
+    problems: list[str] = Field(default_factory=list)
 
 
 class Decided(BaseModel):

@@ -7,6 +7,7 @@ it logged, and the approval as the run now sees it. A refusal is answered from i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -15,7 +16,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -31,6 +32,7 @@ from hitl.api.schemas import (
     ApproveBody,
     Decided,
     DecisionBody,
+    HistoryPage,
     ModifyBody,
     RejectBody,
     RevokeBody,
@@ -257,6 +259,100 @@ async def list_approvals(
     return ApprovalPage(
         items=[ApprovalItem(**item.model_dump()) for item in page.items],
         next_page_token=_encode_token(state.page_key, page.next_page_token),
+    )
+
+
+MAX_HISTORY_RECORDS = 20_000
+"""The approvals one history listing reads at most (every page reads the whole range: it
+is sorted by when each was decided, which no store keeps an order of)."""
+HISTORY_SECONDS = 30.0
+"""How long one history listing reads runs at most before answering with what it has."""
+MAX_PROBLEMS = 20
+_HISTORY_TOKEN = b"hitl-history:"
+
+
+def _moment(name: str, text: str) -> datetime:
+    """A time given as an ISO 8601 moment (UTC if it names no zone), or as a duration
+    before now (7d, 2h, 90m)."""
+    if _DURATION.match(text.strip()):
+        return datetime.now(UTC) - _duration(name, text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ApiError(
+            422,
+            f"{name}={text[:40]!r} is neither a moment (ISO 8601, e.g. 2026-11-28T09:00:00Z) "
+            "nor a duration before now (e.g. 7d, 2h)",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _decided_key(record: ApprovalRecord) -> list[object]:
+    """Newest decision first, then by id: where a record falls in the history."""
+    moment = record.reviewed_at or record.created_at
+    return [-moment.timestamp(), record.id]
+
+
+@router.get("/history", response_model=HistoryPage, summary="Decided approvals")
+async def history(
+    state: State,
+    who: Who,
+    since: Annotated[
+        str, Query(max_length=40, description="ISO 8601 moment, or a duration before now: 7d")
+    ] = "7d",
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
+) -> HistoryPage:
+    """Approvals created in [since, until) that are decided (approved, modified, rejected or
+    expired), across runs and continue-as-new chains, newest decision first, a page at a
+    time: who decided, when, and the reason. Only approvals of tools this reviewer may read
+    are listed. Every page reads the whole range (`Reviews.records`), at most
+    20,000 approvals and 30 s: `complete` is false when it stopped short."""
+    start = _moment("since", since)
+    end = _moment("until", until) if until is not None else None
+    if end is not None and end <= start:
+        raise ApiError(422, f"until={until} is not after since={since}: nothing could match")
+    after = None
+    if page_token is not None:
+        token = _decode_token(state.page_key, page_token)
+        if not token.startswith(_HISTORY_TOKEN):
+            raise ApiError(422, "page_token is not from the history; start without it")
+        after = json.loads(token[len(_HISTORY_TOKEN) :])
+    config = state.config
+    problems: list[str] = []
+    found: list[tuple[list[object], ApprovalRecord]] = []
+    complete = True
+    read = 0
+    try:
+        async with asyncio.timeout(HISTORY_SECONDS):
+            async for record in state.reviews.records(start, end, problems=problems):
+                read += 1
+                if read > MAX_HISTORY_RECORDS:
+                    complete = False
+                    break
+                if record.status is ApprovalStatus.PENDING or not _may_see(
+                    who, config, record.action_json.tool, record.escalated_to
+                ):
+                    continue
+                key = _decided_key(record)
+                if after is None or key > after:
+                    found.append((key, record))
+    except TimeoutError:
+        complete = False
+        problems.append(f"stopped reading runs after {HISTORY_SECONDS:g} s; narrow the range")
+    found.sort(key=lambda pair: pair[0])
+    page = found[:limit]
+    more = len(found) > limit
+    return HistoryPage(
+        items=[ApprovalItem.of(record) for _, record in page],
+        next_page_token=_encode_token(
+            state.page_key, _HISTORY_TOKEN + json.dumps(page[-1][0]).encode()
+        )
+        if more
+        else None,
+        complete=complete and not problems,
+        problems=problems[:MAX_PROBLEMS],
     )
 
 
