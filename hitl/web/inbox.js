@@ -454,6 +454,7 @@
       if (matches(event.approval)) insertLive(event.approval);
     } else if (type === "approval.updated" && entry && event.approval) {
       entry.item = event.approval;
+      entry.record = null; // read again when shown: it may hold another action now
       renderRow(entry);
       if (state.current === event.id) openDetail(event.id, true);
     } else if ((type === "approval.decided" || type === "approval.timed_out") && entry) {
@@ -601,7 +602,10 @@
       const first = $("rows").firstElementChild;
       if (first && !pageToken) moveTo(first.dataset.approvalId, { focus: false });
       else if (!first) showDetail();
-    } else if (!pageToken && !merge) openDetail(state.current, false);
+    } else {
+      markCurrent();
+      if (!pageToken && !merge) openDetail(state.current, false);
+    }
   }
 
   function addRow(item, beforeRow) {
@@ -644,17 +648,22 @@
 
   // --- the cursor and the detail pane -------------------------------------------------------
 
-  function moveTo(id, { focus = true } = {}) {
-    const entry = state.rows.get(id);
-    if (!entry) return;
-    const previous = state.rows.get(state.current);
-    if (previous) {
-      previous.el.classList.remove("current");
-      previous.el.setAttribute("aria-selected", "false");
+  function markCurrent() {
+    for (const row of $("rows").querySelectorAll(".row.current")) {
+      row.classList.remove("current");
+      row.setAttribute("aria-selected", "false");
     }
-    state.current = id;
+    const entry = state.rows.get(state.current);
+    if (!entry) return null;
     entry.el.classList.add("current");
     entry.el.setAttribute("aria-selected", "true");
+    return entry;
+  }
+
+  function moveTo(id, { focus = true } = {}) {
+    if (!state.rows.has(id)) return;
+    state.current = id;
+    const entry = markCurrent();
     entry.el.scrollIntoView({ block: "nearest" });
     if (focus && document.activeElement !== $("rows")) $("rows").focus({ preventScroll: true });
     writeHash();
@@ -856,9 +865,11 @@
       return true;
     }
     say(entry, refusalOf(result), "refused");
-    if (result.status === 409 && data.record && data.record.status !== "pending") {
+    if (data.record && data.record.id === id) {
+      // The approval as it is now: what a stale decision's reviewer must look at again.
       entry.record = data.record;
-      decided(entry, refusalOf(result), "refused");
+      if (data.record.status !== "pending") decided(entry, refusalOf(result), "refused");
+      if (state.current === id) showDetail(entry, false);
     }
     return false;
   }
@@ -885,7 +896,11 @@
     entry.el.classList.remove("live-new");
     if (state.checked.has(entry.item.id)) toggleChecked(entry.item.id, false);
     say(entry, text, kind);
-    if (state.current === entry.item.id) $("detail").classList.add("decided-detail");
+    tickRow(entry.el, Date.now());
+    if (state.current === entry.item.id) {
+      $("detail").classList.add("decided-detail");
+      tickDetail(Date.now());
+    }
   }
 
   // --- several at once ----------------------------------------------------------------------
@@ -1031,7 +1046,11 @@
     for (const [name, text] of cells) {
       const cell = document.createElement("td");
       cell.className = name;
-      setText(cell, text);
+      // A long reason scrolls in its cell instead of stretching the table.
+      const inner = document.createElement("div");
+      inner.className = "cell";
+      setText(inner, text);
+      cell.append(inner);
       row.append(cell);
     }
     return row;
