@@ -149,6 +149,7 @@ async def test_a_bad_listing_parameter_is_a_422_that_says_what_is_wrong(
     [
         ({"since": "yesterday"}, "since='yesterday' is neither a moment"),
         ({"since": "1d", "until": "2d"}, "until=2d is not after since=1d"),
+        ({"since": "0001-01-01T00:00:00+05:00"}, "is out of range: a moment from 1970"),
         ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
         ({"page_token": "bm90IGEgdG9rZW4"}, "page_token is not one this API gave out"),
     ],

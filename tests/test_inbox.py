@@ -237,6 +237,9 @@ async def test_the_inbox_shows_text_exactly_as_the_terminal_does(
     browser: BrowserContext, api: tuple[ServedApi, dict[str, str]]
 ) -> None:
     served, _ = api
+    # Text reaches the page only as text: nothing of it is ever parsed as markup.
+    script = (ROOT / "hitl" / "web" / "inbox.js").read_text()
+    assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", script)
     page = await browser.new_page()
     await page.goto(served.url + "/")
     # Lone surrogates can't travel as UTF-8 (nor in a record): what reaches a page can't hold them.

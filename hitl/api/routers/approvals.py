@@ -284,7 +284,13 @@ def _moment(name: str, text: str) -> datetime:
             f"{name}={text[:40]!r} is neither a moment (ISO 8601, e.g. 2026-11-28T09:00:00Z) "
             "nor a duration before now (e.g. 7d, 2h)",
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        moment = datetime.min.replace(tzinfo=UTC)
+    if not 1970 <= moment.year <= 9998:
+        raise ApiError(422, f"{name}={text[:40]} is out of range: a moment from 1970 to 9998")
+    return moment
 
 
 def _decided_key(record: ApprovalRecord) -> list[object]:
