@@ -497,6 +497,6 @@ async def test_several_approved_at_once_one_refused_as_stale_and_the_history(
     keep("inbox-history.png", shot)
     await page.reload()
     await expect(page.locator("#history-rows tr").first).to_have_attribute(
-        "data-approval-id", quorum
+        "data-approval-id", quorum, timeout=40_000
     )
     assert errors == []

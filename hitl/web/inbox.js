@@ -108,6 +108,7 @@
     checked: new Set(), // the approvals selected for a decision on several
     nextPage: null,
     listing: 0, // the newest listing asked for: an older answer is dropped
+    freshListing: 0, // a new listing (not a merge, not a next page) not answered yet
     detailing: 0,
     stream: null,
     generation: 0,
@@ -551,12 +552,16 @@
   // first again to add what the rows miss (`merge`).
   async function load({ pageToken = null, merge = false }) {
     if (!state.token) return;
+    // A new listing still on its way is answered by this one: it must replace the rows too.
+    if (merge && state.freshListing === state.listing) merge = false;
     const query = listingQuery(pageToken);
     const asked = ++state.listing;
+    if (!pageToken && !merge) state.freshListing = asked;
     document.body.dataset.loading = "1";
     const result = await api("/approvals?" + query.toString());
     if (asked !== state.listing) return;
     delete document.body.dataset.loading;
+    state.freshListing = 0;
     if (result.status !== 200) {
       setText($("filter-error"), "Could not list approvals: " + detailOf(result));
       return;
@@ -1022,7 +1027,10 @@
       setText($("notice"), "Could not read the history: " + detailOf(result));
       return;
     }
-    $("notice").textContent = "";
+    const problems = result.data.problems || [];
+    if (result.data.complete === false) {
+      setText($("notice"), "The history may be incomplete: " + (problems.slice(0, 3).join("; ") || "the range holds more than one listing reads"));
+    } else $("notice").textContent = "";
     if (!pageToken) $("history-rows").replaceChildren();
     for (const item of result.data.items) $("history-rows").append(historyRow(item));
     state.historyNext = result.data.next_page_token;
