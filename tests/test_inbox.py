@@ -464,13 +464,20 @@ async def test_several_approved_at_once_one_refused_as_stale_and_the_history(
         [record] = (await handle.result()).approvals
         assert (record.status.value, record.reviewer) == ("approved", "alice")
 
-    # The one left, rejected by key with a hostile reason: the history shows it as text.
-    await page.keyboard.press("x")  # unselect: the cursor is on it
+    # The one left: looked at again (it shows the change), chosen again as it is now, and
+    # rejected with Shift+R and a hostile reason, which the history shows as text.
     await row(page, quorum).click()
-    await page.keyboard.press("r")
-    await page.fill("#d-reason", HOSTILE_REASON)
+    await expect(page.locator("#d-modified")).to_contain_text(OLD_LOGS[0])
+    await page.keyboard.press("x")
+    await expect(page.locator("#bulk")).to_be_hidden()
+    await page.keyboard.press("x")
+    await expect(page.locator("#bulk-count")).to_have_text("1 selected")
+    await page.keyboard.press("Shift+R")
+    await expect(page.locator("#bulk-reason")).to_be_focused()
+    await page.fill("#bulk-reason", HOSTILE_REASON)
     await page.keyboard.press("Enter")
     await expect(row(page, quorum).locator(".row-outcome")).to_contain_text("rejected by alice")
+    await expect(page.locator("#bulk")).to_be_hidden()
     await page.click("#tab-history")
     assert "tab=history" in page.url
     history = page.locator("#history-rows tr")

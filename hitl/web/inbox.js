@@ -455,9 +455,11 @@
       if (matches(event.approval)) insertLive(event.approval);
     } else if (type === "approval.updated" && entry && event.approval) {
       entry.item = event.approval;
-      entry.record = null; // read again when shown: it may hold another action now
       renderRow(entry);
+      // It may hold another action now: the one shown is read again at once (what it
+      // showed stays until then), any other when it is shown.
       if (state.current === event.id) openDetail(event.id, true);
+      else entry.record = null;
     } else if ((type === "approval.decided" || type === "approval.timed_out") && entry) {
       // Expired (no decision in time) is told apart from a person's rejection.
       const expired = type === "approval.timed_out" || event.expired === true;
