@@ -19,6 +19,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from hitl.models import PendingApproval
+from hitl.reviews import PendingFilter, sort_key
 from tests.conftest import OLD_LOGS, make_logs
 from tests.helpers import start_run, turn, wait_pending
 from tests.review_api import ServedApi, wait_listed, worker_env, write_reviewers
@@ -211,3 +213,28 @@ async def test_the_history_says_who_decided_when_and_why_newest_first(
             break
     assert seen == [item["id"] for item in body["items"]]
     await client.get_workflow_handle(runs["mid_run"]).terminate("test done")
+
+
+def test_filters_hold_at_their_bounds_and_sorting_breaks_ties_by_expiry_then_id() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def item(id: str, risk: int, minutes: float) -> PendingApproval:
+        return PendingApproval(
+            id=id, session_id="run", tool="t", summary="", risk=risk, created_at=now,
+            expires_at=now + timedelta(minutes=minutes), requested_by="ann",
+        )  # fmt: skip
+
+    a, b, c, gone = item("a", 40, 10), item("b", 40, 5), item("c", 70, 30), item("d", 0, -1)
+    within = PendingFilter(expires_within=timedelta(minutes=10))
+    assert [x.id for x in (a, b, c, gone) if within.matches(x, now)] == ["a", "b", "d"]
+    bounds = PendingFilter(risk_min=40, risk_max=40, requester="ann")
+    assert [x.id for x in (a, b, c, gone) if bounds.matches(x, now)] == ["a", "b"]
+    assert not PendingFilter(requester="bob").matches(a, now)
+
+    def ordered(sort: str, descending: bool) -> list[str]:
+        return [x.id for x in sorted((a, b, c, gone), key=lambda x: sort_key(x, sort, descending))]
+
+    assert ordered("risk", False) == ["d", "b", "a", "c"]
+    assert ordered("risk", True) == ["c", "b", "a", "d"]  # same risk: the sooner expiry first
+    assert ordered("expires_at", False) == ["d", "b", "a", "c"]
+    assert ordered("expires_at", True) == ["c", "a", "b", "d"]

@@ -234,9 +234,10 @@ async def list_approvals(
             ]
         )
     config = state.config  # read once for the page, not once per approval
+    now = datetime.now(UTC)
 
     def shown(item: PendingApproval) -> bool:
-        return filters.matches(item) and _may_see(who, config, item.tool, item.escalated_to)
+        return filters.matches(item, now) and _may_see(who, config, item.tool, item.escalated_to)
 
     if sort is not None:
         direction = order or "asc"
