@@ -193,9 +193,9 @@ async def test_the_history_says_who_decided_when_and_why_newest_first(
     ours = [item for item in body["items"] if item["id"] in (runs["low"], runs["high"])]
     assert [item["id"] for item in ours] == [runs["high"], runs["low"]]  # newest first
     rejected, approved = ours
-    assert (rejected["status"], rejected["reviewer"]) == ("rejected", "bob")
+    assert (rejected["outcome"], rejected["reviewer"]) == ("rejected", "bob")
     assert rejected["reason"] == "<b>keep</b> them \u202eall"
-    assert (approved["status"], approved["reviewer"]) == ("approved", "bob")
+    assert (approved["outcome"], approved["reviewer"]) == ("approved", "bob")
     assert approved["reviewed_at"] <= rejected["reviewed_at"]
     assert runs["mid"] not in [item["id"] for item in body["items"]]  # still pending
     assert body["complete"] is True and body["problems"] == []

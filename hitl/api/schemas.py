@@ -54,6 +54,9 @@ class ApprovalItem(PendingApproval):
     """Rejected because nobody decided in time (`status` stays `rejected`)."""
     reason: str | None = None
     """A decided one's reason (a rejection's, or a comment)."""
+    outcome: Literal["pending", "approved", "modified", "rejected", "expired", "auto"] | None = None
+    """How it ended, in the words stats and audit use (`ApprovalRecord.outcome`): `auto`
+    when no person decided it."""
 
     @classmethod
     def of(cls, record: ApprovalRecord) -> ApprovalItem:
@@ -64,6 +67,7 @@ class ApprovalItem(PendingApproval):
             reviewed_at=record.reviewed_at,
             expired=record.expired,
             reason=record.reason,
+            outcome=record.outcome,
         )
 
 

@@ -608,6 +608,10 @@
     state.nextPage = merge ? (state.nextPage ?? result.data.next_page_token) : result.data.next_page_token;
     $("more").hidden = !state.nextPage;
     $("empty").hidden = state.rows.size > 0;
+    // A filtered page reads a bounded number of runs: none found yet is not none at all.
+    $("empty").textContent = state.nextPage
+      ? "None in the runs read so far: load more to look further."
+      : "No pending approvals match.";
     $("rows").dataset.query = query.toString();
     if (!state.current || !state.rows.has(state.current)) {
       const first = $("rows").firstElementChild;
@@ -1047,7 +1051,7 @@
   function historyRow(item) {
     const row = document.createElement("tr");
     row.dataset.approvalId = item.id;
-    const word = item.expired ? "expired" : item.status;
+    const word = item.outcome || (item.expired ? "expired" : item.status);
     const cells = [
       ["when", item.reviewed_at ? new Date(Date.parse(item.reviewed_at)).toISOString().slice(0, 19).replace("T", " ") + " UTC" : "—"],
       ["outcome outcome-" + word, word],
