@@ -381,6 +381,7 @@
     $("tab-history").setAttribute("aria-pressed", String(tab === "history"));
     $("pending-view").hidden = tab !== "pending";
     $("history-view").hidden = tab !== "history";
+    $("notice").textContent = ""; // what it said was about the other tab
     writeHash();
     if (tab === "history") loadHistory(null);
   }
