@@ -54,7 +54,7 @@ soak: $(STAMP)
 		tests/test_fuzz_decisions.py tests/test_hostile_decisions.py tests/test_growth.py
 
 ## Latency, bulk decisions, paused runs at scale, per-step overhead vs a baseline (not CI).
-bench: $(STAMP)
+bench: chromium $(STAMP)
 	$(BIN)/python -m bench.run
 
 lint: $(STAMP)

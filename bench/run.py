@@ -7,6 +7,8 @@
 5. growth: history per step at 10, 100 and 500 steps
 6. the review API (`hitl serve`): decision to the approved action's start beside a signed
    signal, the first page of pending over the paused runs, /events delivery delay
+9. the inbox in Chromium (`--parts inbox`, not run by default): first rows shown, and a
+   tool filter typed until its rows show, over the paused runs (after `scale`, or alone)
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ from hitl.tools import load_tools
 from workflows.agent import SYSTEM_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium, as the inbox tests use (never a downloaded one)."""
 
 
 def _turn(tool: str, args: dict[str, Any]) -> ScriptedTurn:
@@ -842,15 +848,7 @@ class Bench:
         self.fact("/events delay, decided by a signal, p99", percentile(polled, 99), "ms")
 
     async def _api_listing(self, http: httpx.AsyncClient) -> None:
-        paused = (
-            await self.project.count_workflows(
-                f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
-            )
-        ).count
-        if paused < self.args.scale:
-            print(f"  pausing {self.args.scale - paused} more runs", flush=True)
-            await self.pause_project_runs(self.args.scale - paused, "api-scale")
-            paused = self.args.scale
+        paused = await self._paused_up_to(self.args.scale)
         firsts, seconds = [], []
         for _ in range(20):
             t0 = time.perf_counter()
@@ -885,6 +883,94 @@ class Bench:
             f"/events delay, decided by a signal, {paused:,} pending, p50",
             percentile(polled, 50),
             "ms",
+        )
+
+    # --- 9. the inbox in a browser -----------------------------------------------------------
+
+    async def inbox(self) -> None:
+        """The web inbox in Chromium over every paused run (after `scale`, or alone: it
+        pauses runs up to --scale itself): page load until the first rows show, and a tool
+        filter typed until its rows show."""
+        print("\n9. the inbox in Chromium over the paused runs", flush=True)
+        async with self._served(worker=False) as (http, _, _):
+            paused = await self._paused_up_to(self.args.scale)
+            await self._inbox_renders(http, paused)
+
+    async def _paused_up_to(self, count: int) -> int:
+        """How many runs are paused, after pausing more to reach `count`."""
+        paused = (
+            await self.project.count_workflows(
+                f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
+            )
+        ).count
+        if paused < count:
+            print(f"  pausing {count - paused} more runs", flush=True)
+            await self.pause_project_runs(count - paused, "more")
+            paused = count
+        return paused
+
+    async def _inbox_renders(self, http: httpx.AsyncClient, paused: int) -> None:
+        from playwright.async_api import async_playwright  # a dev dependency, as in tests
+
+        token = http.headers["Authorization"].removeprefix("Bearer ")
+        url = str(http.base_url).rstrip("/") + "/"
+        repeats = self.args.inbox_repeats
+        renders: dict[str, list[float]] = {"": [], "#sort=expires_at:asc": []}
+        filters: list[float] = []
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+            )
+            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            # Signed in already, as after a first visit in this tab.
+            await context.add_init_script(
+                f"sessionStorage.setItem('hitl.token', {json.dumps(token)})"
+            )
+            for _ in range(repeats):
+                for hash, times in renders.items():
+                    page = await context.new_page()
+                    t0 = time.perf_counter()
+                    await page.goto(url + hash)
+                    await page.wait_for_selector("#rows .row", timeout=300_000)
+                    times.append((time.perf_counter() - t0) * 1000)
+                    await page.close()
+            page = await context.new_page()
+            await page.goto(url)
+            await page.wait_for_selector("#rows .row", timeout=300_000)
+            for _ in range(repeats):
+                await page.fill("#f-tool", "")
+                await page.wait_for_selector('#rows:not([data-query*="tool="]) .row')
+                await page.focus("#f-tool")
+                t0 = time.perf_counter()
+                await page.keyboard.type("write_file")
+                await page.wait_for_selector(
+                    '#rows[data-query*="tool=write_file"] .row', timeout=300_000
+                )
+                filters.append((time.perf_counter() - t0) * 1000)
+            await browser.close()
+        for q in (50, 99):
+            self.fact(
+                f"inbox first rows shown, {paused:,} pending, p{q}",
+                percentile(renders[""], q),
+                "ms",
+            )
+        for q in (50, 99):
+            self.fact(
+                f"inbox first rows shown sorted by expiry, {paused:,} pending, p{q}",
+                percentile(renders["#sort=expires_at:asc"], q),
+                "ms",
+            )
+        for q in (50, 99):
+            self.fact(
+                f"inbox tool filter typed to rows shown, {paused:,} pending, p{q}",
+                percentile(filters, q),
+                "ms",
+            )
+        self.note(
+            f"inbox: Chromium ({CHROMIUM}) signed in already; first rows: navigation until the "
+            f"list shows a row ({repeats} page loads each); filter: typing `write_file` in the "
+            f"tool filter (the inbox waits {250} ms after the last key) until the server's "
+            "filtered first page shows; sorted by expiry, every pending approval is read"
         )
 
 
@@ -1114,6 +1200,10 @@ def write_report(
         "    receiver in the bench process, Prometheus served) and one with it off: worker CPU",
         "    per run (start to end, from /proc), decision to the tool's start and to the run's",
         "    result, and the idle worker's CPU per second.",
+        "11. **Inbox** (`--parts inbox`, after part 3 or alone; Debian's Chromium, signed in):",
+        "    page load until the list shows its first rows, newest runs first and sorted by",
+        "    expiry (which reads every pending approval), and a tool filter typed until the",
+        "    server's filtered page shows (the inbox waits 250 ms after the last key).",
         "",
     ]
     values = values or {}
@@ -1193,12 +1283,17 @@ def main() -> None:
         nargs="+",
         default=[
             *("latency", "bulk", "steps", "growth", "api", "frameworks", "telemetry"),
-            *("scale", "api_scale", "backtest"),
+            *("scale", "api_scale", "inbox", "backtest"),
         ],
         choices=[
             *("latency", "bulk", "steps", "growth", "api", "frameworks", "telemetry"),
-            *("scale", "api_scale", "backtest"),
+            *("scale", "api_scale", "inbox", "backtest"),
         ],
+        help="inbox drives Debian's Chromium (make bench installs it as make test does); "
+        "it goes after scale, or alone",
+    )
+    parser.add_argument(
+        "--inbox-repeats", type=int, default=20, help="page loads and filters in the inbox part"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()

@@ -193,6 +193,51 @@ class Page:
     next_page_token: bytes | None = None
 
 
+SORTS = ("expires_at", "risk")
+"""What a sorted listing (`Reviews.pending_sorted`) may be sorted by."""
+
+
+@dataclass(frozen=True)
+class PendingFilter:
+    """Which pending approvals a listing shows: every condition given must hold."""
+
+    tool: str | None = None
+    run: str | None = None
+    """A workflow id."""
+    requester: str | None = None
+    """Who asked for the run (`requested_by`)."""
+    risk_min: int | None = None
+    risk_max: int | None = None
+    expires_within: timedelta | None = None
+    """Expiring at most this long from now (already expired ones included)."""
+
+    def matches(self, item: PendingApproval, now: datetime | None = None) -> bool:
+        if self.tool is not None and item.tool != self.tool:
+            return False
+        if self.run is not None and item.session_id != self.run:
+            return False
+        if self.requester is not None and item.requested_by != self.requester:
+            return False
+        if self.risk_min is not None and item.risk < self.risk_min:
+            return False
+        if self.risk_max is not None and item.risk > self.risk_max:
+            return False
+        if self.expires_within is not None:
+            return item.expires_at <= (now or datetime.now(UTC)) + self.expires_within
+        return True
+
+
+def sort_key(item: PendingApproval, sort: str, descending: bool = False) -> list[Any]:
+    """Where an approval falls in a sorted listing, as JSON-able values (a page token
+    holds the last one shown): by `sort`, then the soonest expiry, then the id."""
+    expires = item.expires_at.timestamp()
+    if sort == "expires_at":
+        return [-expires if descending else expires, item.id]
+    if sort == "risk":
+        return [-item.risk if descending else item.risk, expires, item.id]
+    raise ReviewError(f"{quoted(sort)} is not a sort order; one of {', '.join(SORTS)}")
+
+
 @dataclass
 class Audit:
     """Every approval of a workflow id, across its runs, with every decision."""
@@ -233,18 +278,55 @@ class Reviews:
 
     # --- listing --------------------------------------------------------------------------
 
-    async def pending(self, tool: str | None = None) -> list[PendingApproval]:
-        """Every pending approval of every running workflow, oldest first, from visibility."""
-        query = f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
+    async def pending(
+        self,
+        tool: str | None = None,
+        run: str | None = None,
+        where: Callable[[PendingApproval], bool] | None = None,
+    ) -> list[PendingApproval]:
+        """Every pending approval of every running workflow (or of the workflow id `run`),
+        oldest first, from visibility; only those `where` holds for, if given."""
+        query = _pending_query(run)
         found: list[PendingApproval] = []
         # Large pages: listing is bound by the server's visibility store, and every page is
         # a round trip. Only the pending field of the memo is decoded, straight into models.
         async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
             found.extend(
-                item for item in await _pending_of(execution) if tool is None or item.tool == tool
+                item
+                for item in await _pending_of(execution)
+                if (tool is None or item.tool == tool) and (where is None or where(item))
             )
         found.sort(key=lambda item: item.created_at)
         return found
+
+    async def pending_sorted(
+        self,
+        sort: str,
+        descending: bool = False,
+        limit: int = PAGE_SIZE,
+        after: Sequence[Any] | None = None,
+        run: str | None = None,
+        where: Callable[[PendingApproval], bool] | None = None,
+    ) -> tuple[list[PendingApproval], list[Any] | None]:
+        """One page of pending approvals in `sort` order (`sort_key`), and the key to pass
+        as `after` for the next page (None: this was the last).
+
+        Sorting needs every pending approval: this reads them all (`pending`), so its
+        cost grows with how many wait, unlike `pending_page`. The key names a place in
+        the order, not an offset, so approvals decided between pages shift nothing.
+        """
+        if limit < 1:
+            raise ReviewError("a page holds at least one approval (limit >= 1)")
+        keyed = [
+            (sort_key(item, sort, descending), item)
+            for item in await self.pending(run=run, where=where)
+        ]
+        keyed.sort(key=lambda pair: pair[0])
+        if after is not None:
+            start = list(after)
+            keyed = [pair for pair in keyed if pair[0] > start]
+        page = keyed[:limit]
+        return [item for _, item in page], (page[-1][0] if len(keyed) > limit else None)
 
     async def pending_page(
         self,
@@ -252,6 +334,7 @@ class Reviews:
         page_token: bytes | None = None,
         tool: str | None = None,
         run: str | None = None,
+        where: Callable[[PendingApproval], bool] | None = None,
     ) -> Page:
         """One page of pending approvals, newest runs first, each run's oldest first.
 
@@ -260,21 +343,23 @@ class Reviews:
         at most `limit` approvals and never splits a run between pages, so that the
         token, Temporal's own (a position after the last run shown), stays valid while
         runs are decided; a single run with more than `limit` pending approvals comes
-        whole. With a `tool` filter a page may come short of `limit` while more follow:
-        follow `next_page_token` until it is None.
+        whole. With a `tool` filter (or `where`, a test of each approval) a page may come
+        short of `limit` while more follow: follow `next_page_token` until it is None.
         """
         if limit < 1:
             raise ReviewError("a page holds at least one approval (limit >= 1)")
-        query = f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
-        if run is not None:
-            query += f" AND WorkflowId = '{_escaped(run)}'"
+        query = _pending_query(run)
+
+        def wanted(item: PendingApproval) -> bool:
+            return (tool is None or item.tool == tool) and (where is None or where(item))
+
         items: list[PendingApproval] = []
         token = page_token
         for _ in range(MAX_PAGES_SCANNED):
             listing = self.client.list_workflows(query, page_size=limit, next_page_token=token)
             await listing.fetch_next_page()
             runs = [
-                [item for item in await _pending_of(e) if tool is None or item.tool == tool]
+                [item for item in await _pending_of(e) if wanted(item)]
                 for e in listing.current_page or []
             ]
             taken, before = 0, len(items)
@@ -295,7 +380,7 @@ class Reviews:
                     item
                     for e in exact.current_page or []
                     for item in await _pending_of(e)
-                    if tool is None or item.tool == tool
+                    if wanted(item)
                 ]
                 return Page(items, exact.next_page_token)
             token = listing.next_page_token
@@ -982,6 +1067,13 @@ async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
 
 def _status(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status is not None else "unknown"
+
+
+def _pending_query(run: str | None) -> str:
+    query = f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
+    if run is not None:
+        query += f" AND WorkflowId = '{_escaped(run)}'"
+    return query
 
 
 def _timestamp(moment: datetime) -> str:

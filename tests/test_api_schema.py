@@ -34,6 +34,8 @@ from tests.helpers import start_run, turn, wait_pending
 from tests.review_api import API_KEY, worker_env, write_reviewers
 
 ROOT = Path(__file__).resolve().parent.parent
+PENDING_ONLY = ("requester", "risk_min", "risk_max", "expires_within", "sort")
+"""The listing's filters of pending approvals only."""
 
 
 @dataclass
@@ -102,7 +104,7 @@ def test_no_request_makes_the_api_fail(served: Served) -> None:
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     # The event stream never ends by itself; tests/test_api.py reads it.
     operations = [result.ok() for result in schema.exclude(path="/events").get_all_operations()]
-    assert len(operations) == 10, [operation.label for operation in operations]
+    assert len(operations) == 11, [operation.label for operation in operations]
     for operation in operations:
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         strategies = [operation.as_strategy(mode) for mode in modes]
@@ -126,11 +128,21 @@ def test_no_request_makes_the_api_fail(served: Served) -> None:
         def no_server_error(case: schemathesis.Case) -> None:
             query = case.query or {}
             excluded = []
-            # Two rules OpenAPI can't state, each answered with a 422 that says what to do:
-            # new arguments must fit the approval's own tool (its `args_schema`), and
-            # decided approvals live in their runs, so they are listed one run at a time.
-            if case.operation.path.endswith("/modify") or (
-                query.get("status", "pending") != "pending" and not query.get("run")
+            # Rules OpenAPI can't state, each answered with a 422 that says what to do:
+            # new arguments must fit the approval's own tool (its `args_schema`); decided
+            # approvals live in their runs, so they are listed one run at a time, without
+            # the pending listing's filters; a risk range must not be empty; an order needs
+            # a sort; the history's range is two moments, the first before the second.
+            risks = [query.get(name) for name in ("risk_min", "risk_max")]
+            if (
+                case.operation.path.endswith(("/modify", "/history"))
+                or (
+                    query.get("status", "pending") != "pending"
+                    and (not query.get("run") or set(query) & set(PENDING_ONLY))
+                )
+                or (None not in risks and int(risks[0]) > int(risks[1]))  # type: ignore[arg-type]
+                or (query.get("order") is not None and query.get("sort") is None)
+                or query.get("expires_within") is not None
             ):
                 excluded = [positive_data_acceptance]
             case.call_and_validate(headers=served.headers, excluded_checks=excluded)

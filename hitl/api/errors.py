@@ -69,7 +69,8 @@ def problem(
     record: ApprovalRecord | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = Problem(detail=detail, code=code, entry=entry, record=record)
+    title = form_of(code).title if code else None
+    body = Problem(detail=detail, code=code, title=title, entry=entry, record=record)
     return JSONResponse(
         body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
     )

@@ -36,6 +36,8 @@ class Problem(BaseModel):
     """Why, as a stable code to branch on (the sentence may change; the code does not): one
     of `hitl.decisions.RefusalCode`, e.g. `stale_action`, `not_allowed`, `not_found`. The
     HTTP status is the code's (`hitl.decisions.FORMS`)."""
+    title: str | None = None
+    """The code in a few words (its `FORMS` title, e.g. "the action changed"), for a list."""
     entry: DecisionEntry | None = None
     """For a decision the run refused: its entry in the decision log."""
     record: ApprovalRecord | None = None
@@ -50,6 +52,11 @@ class ApprovalItem(PendingApproval):
     reviewed_at: datetime | None = None
     expired: bool = False
     """Rejected because nobody decided in time (`status` stays `rejected`)."""
+    reason: str | None = None
+    """A decided one's reason (a rejection's, or a comment)."""
+    outcome: Literal["pending", "approved", "modified", "rejected", "expired", "auto"] | None = None
+    """How it ended, in the words stats and audit use (`ApprovalRecord.outcome`): `auto`
+    when no person decided it."""
 
     @classmethod
     def of(cls, record: ApprovalRecord) -> ApprovalItem:
@@ -59,6 +66,8 @@ class ApprovalItem(PendingApproval):
             reviewer=record.reviewer,
             reviewed_at=record.reviewed_at,
             expired=record.expired,
+            reason=record.reason,
+            outcome=record.outcome,
         )
 
 
@@ -66,6 +75,15 @@ class ApprovalPage(BaseModel):
     items: list[ApprovalItem]
     next_page_token: str | None = None
     """Pass it as `page_token` for the next page; null on the last one."""
+
+
+class HistoryPage(ApprovalPage):
+    """Decided approvals, newest decision first."""
+
+    complete: bool = True
+    """False: some runs could not be read (`problems` says which), or the range held more
+    than one listing reads (narrow it with `since` and `until`)."""
+    problems: list[str] = Field(default_factory=list)
 
 
 class Decided(BaseModel):

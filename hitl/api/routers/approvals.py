@@ -7,12 +7,16 @@ it logged, and the approval as the run now sees it. A refusal is answered from i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -28,6 +32,7 @@ from hitl.api.schemas import (
     ApproveBody,
     Decided,
     DecisionBody,
+    HistoryPage,
     ModifyBody,
     RejectBody,
     RevokeBody,
@@ -41,11 +46,19 @@ from hitl.models import (
     ApproveDecision,
     DecisionEntry,
     ModifyDecision,
+    PendingApproval,
     RejectDecision,
     RevokeDecision,
 )
 from hitl.reviewers import ReviewerConfig
-from hitl.reviews import CONFIRM_SECONDS, ApprovalNotFound, Outcome, ReviewError
+from hitl.reviews import (
+    CONFIRM_SECONDS,
+    SORTS,
+    ApprovalNotFound,
+    Outcome,
+    PendingFilter,
+    ReviewError,
+)
 
 router = APIRouter(
     prefix="/approvals",
@@ -90,6 +103,50 @@ _WANTED = {
 }
 
 
+_SORTED_TOKEN = b"hitl-sorted:"
+"""What a sorted listing's page token starts with (inside the signed part): Temporal's own
+tokens, for the unsorted listing, never do."""
+_DURATION = re.compile(r"^([0-9]{1,7})(s|m|h|d)?$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_EXPIRES_WITHIN = timedelta(days=366)
+
+
+def _duration(name: str, text: str) -> timedelta:
+    found = _DURATION.match(text.strip())
+    if found is None:
+        raise ApiError(
+            422,
+            f"{name}={text[:40]!r} is not a duration: give a whole number of seconds, or one "
+            "with a unit s, m, h or d (e.g. 90s, 15m, 2h, 1d)",
+        )
+    seconds = int(found.group(1)) * _UNIT[found.group(2) or "s"]
+    if seconds < 1 or seconds > MAX_EXPIRES_WITHIN.total_seconds():
+        raise ApiError(422, f"{name}={text} is out of range: between 1s and 366d")
+    return timedelta(seconds=seconds)
+
+
+def _sorted_token(key: bytes, sort: str, order: str, after: list[object] | None) -> str | None:
+    if after is None:
+        return None
+    return _encode_token(key, _SORTED_TOKEN + json.dumps([sort, order, after]).encode())
+
+
+def _sorted_after(key: bytes, text: str, sort: str, order: str) -> list[object]:
+    token = _decode_token(key, text)
+    if not token.startswith(_SORTED_TOKEN):
+        raise ApiError(
+            422, f"page_token is from the unsorted listing; with sort={sort} start without it"
+        )
+    given_sort, given_order, after = json.loads(token[len(_SORTED_TOKEN) :])
+    if (given_sort, given_order) != (sort, order):
+        raise ApiError(
+            422,
+            f"page_token is from the listing sorted by {given_sort} {given_order}, not by "
+            f"{sort} {order}; start without it",
+        )
+    return list(after)
+
+
 @router.get("", response_model=ApprovalPage, summary="List approvals")
 async def list_approvals(
     state: State,
@@ -101,17 +158,69 @@ async def list_approvals(
     run: Annotated[str | None, Query(max_length=1000, description="a workflow id")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
+    requester: Annotated[
+        str | None, Query(max_length=200, description="who asked for the run (requested_by)")
+    ] = None,
+    risk_min: Annotated[int | None, Query(ge=0, le=100)] = None,
+    risk_max: Annotated[int | None, Query(ge=0, le=100)] = None,
+    expires_within: Annotated[
+        str | None,
+        Query(max_length=20, description="expiring within this long: seconds, or 90s, 15m, 2h, 1d"),
+    ] = None,
+    sort: Annotated[
+        Literal["expires_at", "risk"] | None,
+        Query(description="sorted by this over every pending approval; default newest runs first"),
+    ] = None,
+    order: Annotated[Literal["asc", "desc"] | None, Query()] = None,
 ) -> ApprovalPage:
-    """Pending approvals of every run, a page at a time (newest runs first), from
-    visibility alone. Decided ones are listed for one run (`run=`), in one page. Only
-    approvals of tools this reviewer may read are listed (a page may then come short
-    while `next_page_token` says more follow)."""
+    """Pending approvals of every run, a page at a time, from visibility alone. Decided
+    ones are listed for one run (`run=`), in one page. Only approvals of tools this
+    reviewer may read are listed.
+
+    Unsorted, runs come newest first, a visibility page at a time (its cost does not grow
+    with how many wait; with filters a page may come short while `next_page_token` says
+    more follow). With `sort` (`expires_at`, soonest first, or `risk`, lowest first;
+    `order=desc` turns it round) every pending approval is read to sort them, so a page
+    costs as much as listing them all."""
+    filters = PendingFilter(
+        tool=tool,
+        run=run,
+        requester=requester,
+        risk_min=risk_min,
+        risk_max=risk_max,
+        expires_within=_duration("expires_within", expires_within)
+        if expires_within is not None
+        else None,
+    )
+    if risk_min is not None and risk_max is not None and risk_min > risk_max:
+        raise ApiError(
+            422, f"risk_min={risk_min} is above risk_max={risk_max}: nothing could match"
+        )
+    if order is not None and sort is None:
+        raise ApiError(422, f"order={order} needs sort= one of {', '.join(SORTS)}")
     if status != "pending":
         if run is None:
             raise ApiError(
                 422,
                 f"status={status} lists one run's approvals: add run=WORKFLOW_ID (GET /runs "
                 "lists runs); across all runs only pending approvals are listed",
+            )
+        given = [
+            name
+            for name, value in (
+                ("requester", requester),
+                ("risk_min", risk_min),
+                ("risk_max", risk_max),
+                ("expires_within", expires_within),
+                ("sort", sort),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ApiError(
+                422,
+                f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to pending "
+                f"approvals only; with status={status} give run= (and tool=) alone",
             )
         audit = await state.reviews.audit(run)
         config = state.config
@@ -124,16 +233,133 @@ async def list_approvals(
                 and _may_see(who, config, record.action_json.tool, record.escalated_to)
             ]
         )
+    config = state.config  # read once for the page, not once per approval
+    now = datetime.now(UTC)
+
+    def shown(item: PendingApproval) -> bool:
+        return filters.matches(item, now) and _may_see(who, config, item.tool, item.escalated_to)
+
+    if sort is not None:
+        direction = order or "asc"
+        after = (
+            _sorted_after(state.page_key, page_token, sort, direction)
+            if page_token is not None
+            else None
+        )
+        found, last = await state.reviews.pending_sorted(
+            sort, direction == "desc", limit, after, run=run, where=shown
+        )
+        return ApprovalPage(
+            items=[ApprovalItem(**item.model_dump()) for item in found],
+            next_page_token=_sorted_token(state.page_key, sort, direction, last),
+        )
     token = _decode_token(state.page_key, page_token) if page_token is not None else None
-    page = await state.reviews.pending_page(limit, token, tool=tool, run=run)
-    config = state.config
+    if token is not None and token.startswith(_SORTED_TOKEN):
+        raise ApiError(422, "page_token is from a sorted listing; give the same sort= with it")
+    page = await state.reviews.pending_page(limit, token, run=run, where=shown)
     return ApprovalPage(
-        items=[
-            ApprovalItem(**item.model_dump())
-            for item in page.items
-            if _may_see(who, config, item.tool, item.escalated_to)
-        ],
+        items=[ApprovalItem(**item.model_dump()) for item in page.items],
         next_page_token=_encode_token(state.page_key, page.next_page_token),
+    )
+
+
+MAX_HISTORY_RECORDS = 20_000
+"""The approvals one history listing reads at most (every page reads the whole range: it
+is sorted by when each was decided, which no store keeps an order of)."""
+HISTORY_SECONDS = 30.0
+"""How long one history listing reads runs at most before answering with what it has."""
+MAX_PROBLEMS = 20
+_HISTORY_TOKEN = b"hitl-history:"
+
+
+def _moment(name: str, text: str) -> datetime:
+    """A time given as an ISO 8601 moment (UTC if it names no zone), or as a duration
+    before now (7d, 2h, 90m)."""
+    if _DURATION.match(text.strip()):
+        return datetime.now(UTC) - _duration(name, text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ApiError(
+            422,
+            f"{name}={text[:40]!r} is neither a moment (ISO 8601, e.g. 2026-11-28T09:00:00Z) "
+            "nor a duration before now (e.g. 7d, 2h)",
+        ) from None
+    try:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        moment = datetime.min.replace(tzinfo=UTC)
+    if not 1970 <= moment.year <= 9998:
+        raise ApiError(422, f"{name}={text[:40]} is out of range: a moment from 1970 to 9998")
+    return moment
+
+
+def _decided_key(record: ApprovalRecord) -> list[object]:
+    """Newest decision first, then by id: where a record falls in the history."""
+    moment = record.reviewed_at or record.created_at
+    return [-moment.timestamp(), record.id]
+
+
+@router.get("/history", response_model=HistoryPage, summary="Decided approvals")
+async def history(
+    state: State,
+    who: Who,
+    since: Annotated[
+        str, Query(max_length=40, description="ISO 8601 moment, or a duration before now: 7d")
+    ] = "7d",
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
+) -> HistoryPage:
+    """Approvals created in [since, until) that are decided (approved, modified, rejected or
+    expired), across runs and continue-as-new chains, newest decision first, a page at a
+    time: who decided, when, and the reason. Only approvals of tools this reviewer may read
+    are listed. Every page reads the whole range (`Reviews.records`), at most
+    20,000 approvals and 30 s: `complete` is false when it stopped short."""
+    start = _moment("since", since)
+    end = _moment("until", until) if until is not None else None
+    if end is not None and end <= start:
+        raise ApiError(422, f"until={until} is not after since={since}: nothing could match")
+    after = None
+    if page_token is not None:
+        token = _decode_token(state.page_key, page_token)
+        if not token.startswith(_HISTORY_TOKEN):
+            raise ApiError(422, "page_token is not from the history; start without it")
+        after = json.loads(token[len(_HISTORY_TOKEN) :])
+    config = state.config
+    problems: list[str] = []
+    found: list[tuple[list[object], ApprovalRecord]] = []
+    complete = True
+    read = 0
+    try:
+        async with asyncio.timeout(HISTORY_SECONDS):
+            async for record in state.reviews.records(start, end, problems=problems):
+                read += 1
+                if read > MAX_HISTORY_RECORDS:
+                    complete = False
+                    break
+                if record.status is ApprovalStatus.PENDING or not _may_see(
+                    who, config, record.action_json.tool, record.escalated_to
+                ):
+                    continue
+                key = _decided_key(record)
+                if after is None or key > after:
+                    found.append((key, record))
+    except TimeoutError:
+        complete = False
+        problems.append(f"stopped reading runs after {HISTORY_SECONDS:g} s; narrow the range")
+    found.sort(key=lambda pair: pair[0])
+    page = found[:limit]
+    more = len(found) > limit
+    return HistoryPage(
+        items=[ApprovalItem.of(record) for _, record in page],
+        next_page_token=_encode_token(
+            state.page_key, _HISTORY_TOKEN + json.dumps(page[-1][0]).encode()
+        )
+        if more
+        else None,
+        complete=complete and not problems,
+        problems=problems[:MAX_PROBLEMS],
     )
 
 
