@@ -13,19 +13,22 @@
   first column, `row`. Every cell is at most `MAX_CELL_CHARS` characters, and a cell a
   spreadsheet would read as a formula (starting with = + - @, a tab, CR or LF, or their
   full-width forms) is prefixed with `'`, so a reason like `=HYPERLINK(...)` stays text.
+
+Neither can redraw a terminal it is printed on: JSON Lines escapes control, bidi and
+invisible characters as JSON escapes (`visible_json`: the same values, exactly); a CSV
+cell shows them as `hitl` shows them (`\\x1b`, `\\u202e`), so JSON Lines is the exact copy.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hitl.models import ApprovalRecord, DecisionEntry, RuleVerdict, canonical_json
-from hitl.text import clip
+from hitl.text import clip, visible, visible_json
 
 Format = Literal["jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("jsonl", "csv")
@@ -97,7 +100,7 @@ def cell(value: object) -> str:
         text = value.isoformat()
     else:
         text = str(value)
-    text = clip(text, MAX_CELL_CHARS)
+    text = clip(visible(text, multiline=True), MAX_CELL_CHARS)
     if text.startswith(_FORMULA_STARTS):
         text = "'" + text
     return text
@@ -227,13 +230,13 @@ async def lines(
         tally.approvals += 1
         tally.decisions += len(record.decisions)
         if form == "jsonl":
-            yield json.dumps(record_json(record), ensure_ascii=False) + "\n"
+            yield visible_json(record_json(record)) + "\n"
         else:
             for row in csv_rows(record):
                 yield _csv_line(row)
     end = tally.end()
     if form == "jsonl":
-        yield json.dumps(end, ensure_ascii=False) + "\n"
+        yield visible_json(end) + "\n"
         return
     for problem in end["problems"]:
         yield _csv_line(_side_row("problem", problem))

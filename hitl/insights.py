@@ -383,7 +383,7 @@ class InsightsBuilder:
             }[kind]
             found.append(
                 Candidate(
-                    kind=kind,  # type: ignore[arg-type]
+                    kind=kind,
                     tool=tool,
                     scope_key=key if kind == "scope" else None,
                     action_digest=key if kind == "action" else None,
