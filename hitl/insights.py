@@ -333,7 +333,7 @@ class InsightsBuilder:
                 policy_digest=shadow.policy_digest,
                 verdict=shadow.verdict,
                 outcome=outcome,
-                reviewer=record.reviewer,
+                reviewer=record.reviewer if record.reviewer and _person(record.reviewer) else None,
                 reason=clip(record.reason, 500) if record.reason else None,
                 created_at=record.created_at,
                 risky=risky,
