@@ -183,7 +183,9 @@ async def test_export_and_figures_are_complete_across_a_continue_as_new_chain(
         figures = Insights.model_validate((await bob.get("/insights?since=10m")).json())
         assert figures.approvals >= 2 and figures.tools
         for params, said in [
-            ({"since": "soon"}, "neither a duration"),
+            ({"since": "soon"}, "since"),
+            ({"since": "0d"}, "not a duration"),
+            ({"since": "2099-01-01"}, "in the future"),
             ({"since": "1h", "until": "2h"}, "before it begins"),
             ({"since": "1h", "format": "xml"}, "format"),
             ({}, "since"),

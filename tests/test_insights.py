@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -286,8 +288,10 @@ def test_durations_and_dates_as_people_type_them() -> None:
 
 
 def test_cells_are_never_formulas_and_always_bounded() -> None:
-    for hostile in ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "\uff1d1+1"]:
+    for hostile in ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\n=1", "\uff1d1+1"]:
         assert cell(hostile).startswith("'"), hostile
+    # Controls a terminal would act on show as escapes (the JSON Lines keep them exactly).
+    assert cell("\r=1") == "\\r=1" and cell("a\x1b[2Kb\u202e") == "a\\x1b[2Kb\\u202e"
     assert cell("fine = ok") == "fine = ok" and cell(5) == "5" and cell(None) == ""
     assert cell({"b": 1, "a": "=x"}) == '{"a":"=x","b":1}'
     long = cell("x" * 100_000)
@@ -357,3 +361,12 @@ def test_csv_rows_match_the_columns() -> None:
     for outcome in ("pending", "approved", "modified", "rejected", "expired", "auto"):
         for row in csv_rows(record(outcome)):
             assert len(row) == len(CSV_COLUMNS)
+
+
+def test_the_figures_and_formats_need_no_temporal() -> None:
+    code = (
+        "import sys, hitl.insights, hitl.export, hitl.durations; "
+        "print(sorted(m for m in sys.modules if m.startswith(('temporalio', 'fastapi'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

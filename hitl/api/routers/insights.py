@@ -26,17 +26,28 @@ from hitl.models import ApprovalRecord
 
 router = APIRouter(tags=["insights"], responses=responses(401, 422, 503))
 
+RANGE_PATTERN = (
+    r"^\s*(\d+(\.\d+)?\s*(ms|s|m|min|h|d)?"
+    r"|\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?(Z|[+-]\d{2}:?\d{2})?)\s*$"
+)
+"""What `hitl.durations.parse_moment` reads; it refuses more (0d, too far back, a day
+that does not exist) with a 422 that says why."""
 Since = Annotated[
     str,
     Query(
         max_length=40,
+        pattern=RANGE_PATTERN,
         description="from this long ago (30d, 12h, 90m) or this date or time (ISO 8601, UTC "
         "without a zone)",
     ),
 ]
 Until = Annotated[
     str | None,
-    Query(max_length=40, description="up to (not including) this moment; default: now"),
+    Query(
+        max_length=40,
+        pattern=RANGE_PATTERN,
+        description="up to (not including) this moment; default: now",
+    ),
 ]
 
 
