@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hitl.api.routers.insights import RANGE_PATTERN
+from hitl.cli.insights import render
 from hitl.durations import RangeError, parse_moment, time_range
 from hitl.export import CSV_COLUMNS, MAX_CELL_CHARS, Tally, cell, csv_rows, iter_csv, lines
 from hitl.insights import MIN_DECISIONS, OUTCOMES, insights, percentile
@@ -370,3 +372,34 @@ def test_the_figures_and_formats_need_no_temporal() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.from_regex(RANGE_PATTERN, fullmatch=True).filter(lambda t: len(t) <= 40),
+    )
+)
+def test_any_range_text_is_read_or_refused_in_a_sentence(text: str) -> None:
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    try:
+        moment = parse_moment(text, now)
+    except RangeError as error:
+        assert str(error)
+    else:
+        assert now - timedelta(days=3661) <= moment and moment.tzinfo is not None
+
+
+def test_stats_render_every_part_as_text() -> None:
+    hostile = "x\x1b[2J\u202e"
+    records = [
+        *many(["approved"] * 20, args={"paths": [hostile]}),
+        *many(
+            ["rejected"], reason=hostile, start=50, shadow=RuleVerdict(rule="r", verdict="approve")
+        ),
+    ]
+    shown = render(insights(records, T0 - timedelta(days=1), now=T0 + timedelta(hours=1)))
+    for part in ("By tool", "By reviewer", "Load (requests per hour", "Shadow rules", "Candidates"):
+        assert part in shown
+    assert "\x1b" not in shown and "\u202e" not in shown and "\\u202e" in shown
