@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
 from hitl import contract
@@ -107,7 +108,7 @@ async def test_export_and_figures_are_complete_across_a_continue_as_new_chain(
     tmp_path: Path,
 ) -> None:
     # From the test's start: runs that ended before it (other tests') are not read.
-    since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    since = datetime.now(UTC).isoformat()
     handle = await chain(client, task_queue, workspace)
     audit = await Reviews(client).audit(handle.id)
     assert len(audit.runs) >= 2 and len(audit.approvals) == 2
@@ -225,16 +226,28 @@ async def test_a_run_that_cannot_be_read_is_named_and_the_export_says_it_is_shor
             client, queue, workspace, script=[turn(("delete_files", {"paths": ["logs/x.log"]}))]
         )
         await wait_pending(handle)
+    # And one on a task queue no worker ever polled: said at once, not after a query's
+    # timeout (it says the same).
+    never = await client.start_workflow(
+        contract.WORKFLOW_NAME,
+        {},
+        id=f"never-{uuid.uuid4().hex[:8]}",
+        task_queue=f"tq-nobody-{uuid.uuid4().hex[:8]}",
+        search_attributes=TypedSearchAttributes([SearchAttributePair(contract.STATE_KEY, "x")]),
+    )
     began = datetime.now(UTC)
     try:
         code, out, err = await hitl("audit", "--since", "5m", "--format", "jsonl")
         end = json.loads(out.splitlines()[-1])
         assert code == 1 and end["complete"] is False
         assert any(handle.id in problem for problem in end["problems"])
+        [unpolled] = [problem for problem in end["problems"] if never.id in problem]
+        assert "no worker has polled its task queue" in unpolled
         assert handle.id in err and "incomplete" in err
         code, out, err = await hitl("stats", "--since", "5m", "--json")
         assert code == 1 and Insights.model_validate_json(out).complete is False
         assert handle.id in err
     finally:
         await handle.terminate("test over")
+        await never.terminate("test over")
     assert datetime.now(UTC) - began < timedelta(seconds=60)
