@@ -211,6 +211,7 @@ async def test_ranges_that_cannot_be_read_are_usage_errors(hitl: Hitl) -> None:
         (["audit", "some-run", "--since", "1d"], "not both"),
         (["stats", "--since", "0m"], "not a duration"),
         (["stats", "--min-rate", "1.5"], "rate"),
+        (["audit", "--since", "1d", "--output", "/nonexistent/dir/a.csv"], "can't write"),
     ]:
         code, out, err = await hitl(*args)
         assert code == 2 and said in err and out == "", (args, err)

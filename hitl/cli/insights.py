@@ -123,7 +123,10 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
         target = Path(args.output)
         # Written beside it and moved into place whole: a file at that name is an export
         # that ran to its end (which says whether it is complete).
-        handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=".hitl-audit-")
+        try:
+            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".hitl-audit-")
+        except OSError as error:
+            raise CliError(f"can't write beside {args.output}: {error.strerror or error}") from None
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
                 async for line in export:
