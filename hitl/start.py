@@ -33,9 +33,9 @@ from hitl.config import (
     connect,
     load_settings,
     package_versions,
-    parse_duration,
 )
 from hitl.devserver import temporal_version
+from hitl.durations import parse_duration
 from hitl.entry import run_main
 from hitl.logs import configure_logging
 from hitl.models import (

@@ -61,7 +61,9 @@ async def test_records_cover_every_run_of_a_continue_as_new_chain_once(
         async for record in Reviews(client).records(since=began, problems=problems)
         if record.session_id == handle.id
     ]
-    assert problems == []
+    # Other tests leave ended runs behind with no worker to replay them: those are said in
+    # `problems`; none of this run's may be.
+    assert not [problem for problem in problems if handle.id in problem], problems
     by_id = {record.id: record for record in found}
     assert sorted(by_id) == sorted([first.id, second.id]) and len(found) == 2
     assert by_id[first.id].status is ApprovalStatus.APPROVED

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from hitl import contract
+from hitl.api.routers.inbox import WEB_FILES
 from hitl.devserver import SERVER_TUNING, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +101,6 @@ def test_the_package_installs_the_library_whole_and_no_other_top_level_name(
     missing = sorted(name for name in packages if not (built / name / "__init__.py").exists())
     assert not missing, f"pyproject.toml does not install {missing}"
     assert (built / "hitl" / "web" / "index.html").exists()
+    # Every file the API serves, the vendored charting library and its licence included.
+    for name in WEB_FILES:
+        assert (built / "hitl" / "web" / name).exists(), f"the package lacks web/{name}"

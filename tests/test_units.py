@@ -12,8 +12,9 @@ import pytest
 
 from activities.scripted import scripted_turn
 from hitl import policy
-from hitl.config import choose_model, load_settings, parse_duration
+from hitl.config import choose_model, load_settings
 from hitl.decisions import RefusalCode
+from hitl.durations import parse_duration
 from hitl.ledger import precheck
 from hitl.models import (
     SCRIPTED_BANNER,

@@ -22,7 +22,7 @@ from hitl.api.deps import ApiState
 from hitl.api.errors import ApiError, not_json, problem, rpc_problem, validation_sentence
 from hitl.api.feed import POLL_SECONDS, EventFeed
 from hitl.api.middleware import LOOPBACK, BodyLimit, SecurityHeaders, TrustedHosts
-from hitl.api.routers import approvals, events, inbox, metrics, runs, slack
+from hitl.api.routers import approvals, events, inbox, insights, metrics, runs, slack
 from hitl.decisions import RefusalCode
 from hitl.reviewers import ReviewerConfig
 from hitl.reviews import (
@@ -141,7 +141,7 @@ def create_app(
     # Slack's interactivity endpoint, when the signing secret is set: its requests carry
     # Slack's signature, not a reviewer's token (`hitl.api.routers.slack`).
     app.state.slack = slack.receiver()
-    for module in (approvals, runs, events, inbox, slack):
+    for module in (approvals, runs, events, inbox, insights, slack):
         app.include_router(module.router)
     if telemetry is not None and telemetry.settings.prometheus:
         app.include_router(metrics.router)

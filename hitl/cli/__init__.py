@@ -6,7 +6,8 @@ not confirm in time). A refusal's exit code comes from its code
 (`hitl.decisions.FORMS`).
 
 - `approvals`: pending, show, approve, reject, modify, revoke, review
-- `runs`: runs, audit
+- `runs`: runs, audit of one run
+- `insights`: audit over a time range (export), stats
 - `admin`: doctor, reviewers, codec, bridge, serve, worker
 - `policy`: policy test (backtest auto-approval rules)
 - `render`: tables; `common`: exit codes, errors, printing
@@ -42,10 +43,13 @@ from hitl.cli.approvals import (
     cmd_show,
 )
 from hitl.cli.common import USAGE, CliError, down, first_line
+from hitl.cli.insights import add_commands as add_insight_commands
+from hitl.cli.insights import cmd_audit, cmd_stats
 from hitl.cli.policy import add_policy_parser, cmd_policy
-from hitl.cli.runs import cmd_audit, cmd_runs
-from hitl.config import ConfigError, connect, load_settings, parse_duration
+from hitl.cli.runs import cmd_runs
+from hitl.config import ConfigError, connect, load_settings
 from hitl.decisions import RefusalCode, form_of
+from hitl.durations import parse_duration
 from hitl.entry import run_main
 from hitl.reviewers import REVIEWERS_ENV, ReviewerConfigError
 from hitl.reviews import ApprovalNotFound, ReviewError, RunNotFound
@@ -197,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--limit", type=int, default=200, help="at most this many (200)")
     runs.add_argument("--json", action="store_true")
-    audit = add("audit", "every approval of a run with every decision: who, when, outcome")
-    audit.add_argument("run", help="workflow id of the run")
-    audit.add_argument("--json", action="store_true")
+    add_insight_commands(add)  # audit (one run, or a range: export), stats
     serve = add("serve", "the review API and the web inbox (http://127.0.0.1:8000/)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
@@ -230,6 +232,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "review": cmd_review,
     "runs": cmd_runs,
     "audit": cmd_audit,
+    "stats": cmd_stats,
     "revoke": cmd_revoke,
     "bridge": cmd_bridge,
 }

@@ -17,7 +17,8 @@ from pathlib import Path
 from hitl.backtest import Case, Report, backtest, read_export
 from hitl.cli.common import APPLIED, REFUSED, CliError, down, print_json
 from hitl.cli.render import table
-from hitl.config import connect, load_settings, parse_duration
+from hitl.config import connect, load_settings
+from hitl.durations import parse_duration
 from hitl.models import ApprovalRecord
 from hitl.reviews import Reviews
 from hitl.rules import RulesError, load_rules

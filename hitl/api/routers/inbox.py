@@ -1,4 +1,5 @@
-"""The web inbox (static files from `hitl/web/`) and /healthz, which it checks a token with."""
+"""The web inbox and the Insights page (static files from `hitl/web/`), and /healthz, which
+the inbox checks a token with."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ WEB_FILES = {
     "index.html": "text/html; charset=utf-8",
     "inbox.js": "text/javascript; charset=utf-8",
     "inbox.css": "text/css; charset=utf-8",
+    # The Insights page, and the charting library it draws with (vendored, with its licence).
+    "insights.html": "text/html; charset=utf-8",
+    "insights.js": "text/javascript; charset=utf-8",
+    "insights.css": "text/css; charset=utf-8",
+    "vendor/chart.umd.min.js": "text/javascript; charset=utf-8",
+    "vendor/chart.js.LICENSE.md": "text/plain; charset=utf-8",
 }
 
 router = APIRouter()
@@ -55,7 +62,7 @@ async def healthz(state: State, request: Request) -> Health:
 
 
 def _web_file(name: str) -> Callable[[], Awaitable[Response]]:
-    body = (resources.files("hitl") / "web" / name).read_bytes()
+    body = resources.files("hitl").joinpath("web", *name.split("/")).read_bytes()
 
     async def serve() -> Response:
         return Response(body, media_type=WEB_FILES[name])
