@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -235,16 +235,36 @@ class Reviews:
 
     async def pending(self, tool: str | None = None) -> list[PendingApproval]:
         """Every pending approval of every running workflow, oldest first, from visibility."""
-        query = f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
         found: list[PendingApproval] = []
-        # Large pages: listing is bound by the server's visibility store, and every page is
-        # a round trip. Only the pending field of the memo is decoded, straight into models.
-        async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+        async for execution in self.pending_runs():
             found.extend(
                 item for item in await _pending_of(execution) if tool is None or item.tool == tool
             )
         found.sort(key=lambda item: item.created_at)
         return found
+
+    def pending_runs(
+        self, changed_since: datetime | None = None
+    ) -> AsyncIterator[WorkflowExecution]:
+        """The runs a listing of pending approvals reads, as visibility lists them: their
+        memos are decoded by who needs them (`pending_of`).
+
+        Without `changed_since`: every running run with approvals pending. With it: every
+        run whose gate published a change at or after that time (`HitlUpdatedAt`, set by
+        the workflow, so on the server's clock), or that ended since then (terminated,
+        timed out, continued as new), whatever it holds now. A namespace without
+        HitlUpdatedAt refuses that query (`RPCError`, INVALID_ARGUMENT).
+        """
+        query = f"ExecutionStatus = 'Running' AND {contract.PENDING_KEY.name} > 0"
+        if changed_since is not None:
+            at = changed_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            query = (
+                f"{contract.STATE_KEY.name} IS NOT NULL AND "
+                f"({contract.UPDATED_AT_KEY.name} >= '{at}' OR CloseTime >= '{at}')"
+            )
+        # Large pages: listing is bound by the server's visibility store, and every page is
+        # a round trip.
+        return self.client.list_workflows(query, page_size=LIST_PAGE_SIZE)
 
     async def pending_page(
         self,
@@ -906,8 +926,9 @@ async def _memo_of(execution: WorkflowExecution) -> Mapping[str, Any] | None:
         return None
 
 
-async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
-    """The run's pending approvals from its memo (none that this process can't decode)."""
+async def pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
+    """The run's pending approvals from its memo (none that this process can't decode).
+    Only the memo's pending field is decoded, straight into models."""
     try:
         items: list[PendingApproval] = await execution.memo_value(
             contract.MEMO_PENDING, default=[], type_hint=list[PendingApproval]
@@ -915,6 +936,9 @@ async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
     except _UNDECODABLE:
         return []
     return items
+
+
+_pending_of = pending_of
 
 
 def _status(status: WorkflowExecutionStatus | None) -> str:

@@ -1,0 +1,228 @@
+"""The /events feed reads what changed, not what waits (issue 20): a decision made outside
+the API (a plain signal) reaches a subscriber without the whole pending set being read
+again, a terminated run's approvals leave the feed, and a namespace without HitlUpdatedAt
+still runs the gate (no failed workflow task) while the feed falls back to full listings.
+
+Small workflows of this module's own on a worker with `HitlPlugin`, real dev servers, and
+the feed (`hitl.api.feed.EventFeed`) as the review API runs it for /events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from hitl import contract
+from hitl.api.feed import EventFeed
+from hitl.api.schemas import ApprovalEvent
+from hitl.devserver import temporal_binary
+from hitl.gate import PATCH_UPDATED_AT, ApprovalGate
+from hitl.models import ApprovalOutcome
+from hitl.plugin import HitlPlugin
+from hitl.reviews import Reviews, pending_of
+from tests.helpers import assert_replays, decision
+
+MANY = 300
+"""Runs waiting while one is decided: enough that re-reading them all would show."""
+
+
+@workflow.defn
+class WaitingWorkflow:
+    """Asks about one invoice and waits for the reviewer's decision."""
+
+    @workflow.init
+    def __init__(self, customer: str) -> None:
+        self.gate = ApprovalGate(title=f"invoice {customer}")
+
+    @workflow.run
+    async def run(self, customer: str) -> ApprovalOutcome:
+        return await self.gate.ask("send_invoice", {"customer": customer, "amount": 12.5})
+
+
+@pytest.fixture
+async def waiting_worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[WaitingWorkflow],
+        plugins=[HitlPlugin()],
+        max_cached_workflows=MANY + 50,
+    ) as worker:
+        yield worker
+
+
+async def _start_waiting(client: Client, task_queue: str, count: int) -> list[WorkflowHandle]:
+    prefix = f"feed-{uuid.uuid4().hex[:8]}"
+    limit = asyncio.Semaphore(50)
+
+    async def start(i: int) -> WorkflowHandle:
+        async with limit:
+            return await client.start_workflow(
+                WaitingWorkflow.run,
+                f"customer-{i}",
+                id=f"{prefix}-{i}",
+                task_queue=task_queue,
+                result_type=ApprovalOutcome,
+            )
+
+    handles = await asyncio.gather(*(start(i) for i in range(count)))
+    query = (
+        f"WorkflowId STARTS_WITH '{prefix}' AND ExecutionStatus = 'Running' "
+        f"AND {contract.PENDING_KEY.name} > 0"
+    )
+    deadline = asyncio.get_running_loop().time() + 120
+    while (await client.count_workflows(query)).count < count:
+        assert asyncio.get_running_loop().time() < deadline, "the runs did not all wait"
+        await asyncio.sleep(0.2)
+    return list(handles)
+
+
+async def _pending_id(reviews: Reviews, workflow_id: str) -> str:
+    async for execution in reviews.client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        items = await pending_of(execution)
+        if items:
+            return items[0].id
+    raise AssertionError(f"{workflow_id} has nothing pending")
+
+
+async def _next(
+    queue: asyncio.Queue[ApprovalEvent | None], kind: str, approval_id: str, timeout: float
+) -> ApprovalEvent:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            event = await asyncio.wait_for(queue.get(), max(left, 0.01))
+        except TimeoutError:
+            raise AssertionError(f"no {kind} event for {approval_id} in {timeout:g} s") from None
+        assert event is not None, "the feed closed the stream"
+        if event.type == kind and event.id == approval_id:
+            return event
+
+
+async def _failed_tasks(handle: WorkflowHandle) -> list[Any]:
+    return [
+        event
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]
+
+
+async def test_a_signal_decision_reaches_the_feed_without_rereading_the_waiting_runs(
+    client: Client, task_queue: str, waiting_worker: Worker
+) -> None:
+    handles = await _start_waiting(client, task_queue, MANY)
+    reviews = Reviews(client)
+    feed = EventFeed(reviews, interval=0.2)
+    queue = feed.subscribe()
+    try:
+        await asyncio.wait_for(feed.ready.wait(), 60)
+        assert feed.polls["full"] == 1 and feed.memos_read >= MANY
+        # A few polls of what changed: the runs just started are in its window, unread.
+        while feed.polls["changes"] < 3:
+            await asyncio.sleep(0.05)
+        full, read = feed.polls["full"], feed.memos_read
+
+        decided = handles[7]
+        approval_id = await _pending_id(reviews, decided.id)
+        await decided.signal(contract.SIGNAL_APPROVE, decision(approval_id))
+        event = await _next(queue, "approval.decided", approval_id, timeout=20)
+        assert event.status is not None and event.status.value == "approved"
+        assert event.reviewer == "alice"
+        assert feed.polls["full"] == full, "a full listing found it, not the poll of changes"
+        # At most the decided run's memo (none if the poll saw it ended), not the others'.
+        assert feed.memos_read - read <= 2, feed.memos_read - read
+
+        # A run ended without its gate saying so: its approval leaves the feed.
+        ended = handles[11]
+        lost = await _pending_id(reviews, ended.id)
+        read = feed.memos_read
+        await ended.terminate("the agent misbehaved")
+        event = await _next(queue, "approval.decided", lost, timeout=20)
+        assert event.reason is not None and "terminated" in event.reason, event
+        assert feed.polls["full"] == full
+        assert feed.memos_read - read <= 1
+        assert lost not in (feed._known or {})
+
+        # The run that was decided stamped each change, and replays as it ran.
+        history = await decided.fetch_history()
+        assert any(
+            PATCH_UPDATED_AT.encode() in e.SerializeToString()
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        )
+        described = await decided.describe()
+        assert described.typed_search_attributes.get(contract.UPDATED_AT_KEY) is not None
+        await assert_replays(decided, [WaitingWorkflow])
+    finally:
+        feed.unsubscribe(queue)
+        for handle in handles:
+            try:
+                await handle.terminate("test over")
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="module")
+async def old_namespace() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server registered as before HitlUpdatedAt: the gate's first three only."""
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=[contract.STATE_KEY, contract.PENDING_KEY, contract.APPROVAL_IDS_KEY],
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
+    yield environment
+    await environment.shutdown()
+
+
+async def test_without_the_attribute_runs_work_and_the_feed_lists_everything(
+    old_namespace: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = old_namespace.client
+    # A worker that may not register attributes (Temporal Cloud without an admin's key).
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[WaitingWorkflow],
+        plugins=[HitlPlugin(register_search_attributes=False)],
+    ):
+        reviews = Reviews(client)
+        feed = EventFeed(reviews, interval=0.2)
+        queue = feed.subscribe()
+        try:
+            # Nothing waits yet, so nothing says the runs don't stamp: the feed asks what
+            # changed, and the namespace refuses the query.
+            await asyncio.wait_for(feed.ready.wait(), 30)
+            handles = await _start_waiting(client, task_queue, 5)
+            approval_id = await _pending_id(reviews, handles[0].id)
+            await handles[0].signal(contract.SIGNAL_APPROVE, decision(approval_id))
+            event = await _next(queue, "approval.decided", approval_id, timeout=20)
+            assert event.status is not None and event.status.value == "approved"
+            outcome = await handles[0].result()
+            assert outcome.approved
+            # Every poll was a full listing: the namespace can't say what changed.
+            assert not feed._changes_listed and feed.polls["changes"] == 1
+            assert feed.polls["full"] >= 3
+        finally:
+            feed.unsubscribe(queue)
+        for handle in handles:
+            assert await _failed_tasks(handle) == []
+            described = await handle.describe()
+            assert described.typed_search_attributes.get(contract.UPDATED_AT_KEY) is None
+            assert described.typed_search_attributes.get(contract.STATE_KEY) is not None
+        await assert_replays(handles[0], [WaitingWorkflow])
+        for handle in handles[1:]:
+            await handle.terminate("test over")
