@@ -17,9 +17,10 @@ across a run's continue-as-new chain.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,6 +186,26 @@ class Outcome:
         return ""
 
 
+@dataclass(frozen=True)
+class ListedRun:
+    """One run as a listing of pending approvals sees it, its memo not decoded yet."""
+
+    workflow_id: str
+    run_id: str
+    running: bool
+    updated_at: datetime | None
+    """`HitlUpdatedAt`: when its gate last published a change (None: the run doesn't stamp)."""
+    closed_at: datetime | None
+    stored: bytes | None
+    """The memo's pending field as stored: a gate rewrites it only when it changes, so the
+    same bytes hold the same approvals."""
+    read: Callable[[], Awaitable[list[PendingApproval]]] = field(repr=False, compare=False)
+
+    async def pending(self) -> list[PendingApproval]:
+        """Its pending approvals, decoded from the memo (none that this process can't)."""
+        return await self.read()
+
+
 @dataclass
 class Page:
     """One page of a listing, and where the next one starts (None: this was the last)."""
@@ -236,18 +257,14 @@ class Reviews:
     async def pending(self, tool: str | None = None) -> list[PendingApproval]:
         """Every pending approval of every running workflow, oldest first, from visibility."""
         found: list[PendingApproval] = []
-        async for execution in self.pending_runs():
-            found.extend(
-                item for item in await _pending_of(execution) if tool is None or item.tool == tool
-            )
+        async for run in self.pending_runs():
+            found.extend(item for item in await run.pending() if tool is None or item.tool == tool)
         found.sort(key=lambda item: item.created_at)
         return found
 
-    def pending_runs(
-        self, changed_since: datetime | None = None
-    ) -> AsyncIterator[WorkflowExecution]:
-        """The runs a listing of pending approvals reads, as visibility lists them: their
-        memos are decoded by who needs them (`pending_of`).
+    async def pending_runs(self, changed_since: datetime | None = None) -> AsyncIterator[ListedRun]:
+        """The runs a listing of pending approvals reads, as visibility lists them: each
+        memo is decoded by who needs it (`ListedRun.pending`).
 
         Without `changed_since`: every running run with approvals pending. With it: every
         run whose gate published a change at or after that time (`HitlUpdatedAt`, set by
@@ -264,7 +281,17 @@ class Reviews:
             )
         # Large pages: listing is bound by the server's visibility store, and every page is
         # a round trip.
-        return self.client.list_workflows(query, page_size=LIST_PAGE_SIZE)
+        async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+            memo = execution.raw_info.memo.fields.get(contract.MEMO_PENDING)
+            yield ListedRun(
+                workflow_id=execution.id,
+                run_id=execution.run_id,
+                running=execution.status is WorkflowExecutionStatus.RUNNING,
+                updated_at=execution.typed_search_attributes.get(contract.UPDATED_AT_KEY),
+                closed_at=execution.close_time,
+                stored=memo.SerializeToString() if memo is not None else None,
+                read=functools.partial(_pending_of, execution),
+            )
 
     async def pending_page(
         self,
@@ -926,7 +953,7 @@ async def _memo_of(execution: WorkflowExecution) -> Mapping[str, Any] | None:
         return None
 
 
-async def pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
+async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
     """The run's pending approvals from its memo (none that this process can't decode).
     Only the memo's pending field is decoded, straight into models."""
     try:
@@ -936,9 +963,6 @@ async def pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
     except _UNDECODABLE:
         return []
     return items
-
-
-_pending_of = pending_of
 
 
 def _status(status: WorkflowExecutionStatus | None) -> str:

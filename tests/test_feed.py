@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -30,24 +31,31 @@ from hitl.devserver import temporal_binary
 from hitl.gate import PATCH_UPDATED_AT, ApprovalGate
 from hitl.models import ApprovalOutcome
 from hitl.plugin import HitlPlugin
-from hitl.reviews import Reviews, pending_of
-from tests.helpers import assert_replays, decision
+from hitl.reviews import Reviews
+from tests.helpers import assert_replays, decision, wait_pending
 
 MANY = 300
 """Runs waiting while one is decided: enough that re-reading them all would show."""
 
 
+class Waiting(BaseModel):
+    customer: str
+    quorum: int = 1
+
+
 @workflow.defn
 class WaitingWorkflow:
-    """Asks about one invoice and waits for the reviewer's decision."""
+    """Asks about one invoice and waits for the reviewers' decision."""
 
     @workflow.init
-    def __init__(self, customer: str) -> None:
-        self.gate = ApprovalGate(title=f"invoice {customer}")
+    def __init__(self, waiting: Waiting) -> None:
+        self.gate = ApprovalGate(title=f"invoice {waiting.customer}")
 
     @workflow.run
-    async def run(self, customer: str) -> ApprovalOutcome:
-        return await self.gate.ask("send_invoice", {"customer": customer, "amount": 12.5})
+    async def run(self, waiting: Waiting) -> ApprovalOutcome:
+        return await self.gate.ask(
+            "send_invoice", {"customer": waiting.customer, "amount": 12.5}, quorum=waiting.quorum
+        )
 
 
 @pytest.fixture
@@ -62,7 +70,9 @@ async def waiting_worker(client: Client, task_queue: str) -> AsyncIterator[Worke
         yield worker
 
 
-async def _start_waiting(client: Client, task_queue: str, count: int) -> list[WorkflowHandle]:
+async def _start_waiting(
+    client: Client, task_queue: str, count: int, quorum: int = 1
+) -> list[WorkflowHandle]:
     prefix = f"feed-{uuid.uuid4().hex[:8]}"
     limit = asyncio.Semaphore(50)
 
@@ -70,7 +80,7 @@ async def _start_waiting(client: Client, task_queue: str, count: int) -> list[Wo
         async with limit:
             return await client.start_workflow(
                 WaitingWorkflow.run,
-                f"customer-{i}",
+                Waiting(customer=f"customer-{i}", quorum=quorum),
                 id=f"{prefix}-{i}",
                 task_queue=task_queue,
                 result_type=ApprovalOutcome,
@@ -88,12 +98,9 @@ async def _start_waiting(client: Client, task_queue: str, count: int) -> list[Wo
     return list(handles)
 
 
-async def _pending_id(reviews: Reviews, workflow_id: str) -> str:
-    async for execution in reviews.client.list_workflows(f"WorkflowId = '{workflow_id}'"):
-        items = await pending_of(execution)
-        if items:
-            return items[0].id
-    raise AssertionError(f"{workflow_id} has nothing pending")
+async def _pending_id(handle: WorkflowHandle) -> str:
+    [record] = await wait_pending(handle)
+    return record.id
 
 
 async def _next(
@@ -123,6 +130,8 @@ async def test_a_signal_decision_reaches_the_feed_without_rereading_the_waiting_
     client: Client, task_queue: str, waiting_worker: Worker
 ) -> None:
     handles = await _start_waiting(client, task_queue, MANY)
+    [two] = await _start_waiting(client, task_queue, 1, quorum=2)
+    handles.append(two)
     reviews = Reviews(client)
     feed = EventFeed(reviews, interval=0.2)
     queue = feed.subscribe()
@@ -135,7 +144,7 @@ async def test_a_signal_decision_reaches_the_feed_without_rereading_the_waiting_
         full, read = feed.polls["full"], feed.memos_read
 
         decided = handles[7]
-        approval_id = await _pending_id(reviews, decided.id)
+        approval_id = await _pending_id(decided)
         await decided.signal(contract.SIGNAL_APPROVE, decision(approval_id))
         event = await _next(queue, "approval.decided", approval_id, timeout=20)
         assert event.status is not None and event.status.value == "approved"
@@ -144,9 +153,17 @@ async def test_a_signal_decision_reaches_the_feed_without_rereading_the_waiting_
         # At most the decided run's memo (none if the poll saw it ended), not the others'.
         assert feed.memos_read - read <= 2, feed.memos_read - read
 
+        # A vote toward a quorum changes the memo alone: stamped too, and said.
+        voted = await _pending_id(two)
+        read = feed.memos_read
+        await two.signal(contract.SIGNAL_APPROVE, decision(voted, reviewer="bob"))
+        event = await _next(queue, "approval.updated", voted, timeout=20)
+        assert event.approval is not None and event.approval.votes == 1
+        assert feed.polls["full"] == full and feed.memos_read - read == 1
+
         # A run ended without its gate saying so: its approval leaves the feed.
         ended = handles[11]
-        lost = await _pending_id(reviews, ended.id)
+        lost = await _pending_id(ended)
         read = feed.memos_read
         await ended.terminate("the agent misbehaved")
         event = await _next(queue, "approval.decided", lost, timeout=20)
@@ -207,7 +224,7 @@ async def test_without_the_attribute_runs_work_and_the_feed_lists_everything(
             # changed, and the namespace refuses the query.
             await asyncio.wait_for(feed.ready.wait(), 30)
             handles = await _start_waiting(client, task_queue, 5)
-            approval_id = await _pending_id(reviews, handles[0].id)
+            approval_id = await _pending_id(handles[0])
             await handles[0].signal(contract.SIGNAL_APPROVE, decision(approval_id))
             event = await _next(queue, "approval.decided", approval_id, timeout=20)
             assert event.status is not None and event.status.value == "approved"

@@ -21,13 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from hitl import contract, policy
 from hitl.api.schemas import ApprovalEvent
 from hitl.models import ApprovalRecord, ApprovalStatus, PendingApproval
-from hitl.reviews import ReviewError, Reviews, pending_of
+from hitl.reviews import ListedRun, ReviewError, Reviews
 
 log = logging.getLogger("hitl.api")
 
@@ -151,7 +151,9 @@ class EventFeed:
                 self.ready.set()
             except Exception:
                 # Whatever one listing hit, the next may not: a poller that died would
-                # leave every subscriber waiting on a stream that says nothing.
+                # leave every subscriber waiting on a stream that says nothing. A poll cut
+                # short may have read runs it did not diff: the next lists everything.
+                self._full_due = 0.0
                 log.exception("events: the pending approvals could not be listed")
             # A full listing reads every pending approval, so it costs more the more wait
             # (seconds of this process's CPU over 10,000, docs/benchmarks.md). The pause
@@ -165,14 +167,13 @@ class EventFeed:
         self.polls["full"] += 1
         runs: dict[str, dict[str, tuple[bytes | None, list[PendingApproval]]]] = {}
         unstamped = 0
-        async for execution in self.reviews.pending_runs():
+        async for run in self.reviews.pending_runs():
             self.rows_listed += 1
-            stamp = execution.typed_search_attributes.get(contract.UPDATED_AT_KEY)
-            if stamp is None:
+            if run.updated_at is None:
                 unstamped += 1
             else:
-                self._advance(stamp)
-            runs.setdefault(execution.id, {})[execution.run_id] = await self._read(execution)
+                self._advance(run.updated_at)
+            runs.setdefault(run.workflow_id, {})[run.run_id] = await self._read(run)
         self._runs = runs
         current = {
             item.id: item for run in runs.values() for _, items in run.values() for item in items
@@ -194,28 +195,27 @@ class EventFeed:
         since = cursor - MARGIN
         touched: set[str] = set()
         try:
-            async for execution in self.reviews.pending_runs(changed_since=since):
+            async for run in self.reviews.pending_runs(changed_since=since):
                 self.rows_listed += 1
-                stamp = execution.typed_search_attributes.get(contract.UPDATED_AT_KEY)
-                if stamp is not None:
-                    self._advance(stamp)
-                runs = self._runs.setdefault(execution.id, {})
-                if execution.status is WorkflowExecutionStatus.RUNNING:
-                    before = runs.get(execution.run_id)
-                    read = await self._read(execution, before)
+                if run.updated_at is not None:
+                    self._advance(run.updated_at)
+                runs = self._runs.setdefault(run.workflow_id, {})
+                if run.running:
+                    before = runs.get(run.run_id)
+                    read = await self._read(run, before)
                     if read is not before:
-                        runs[execution.run_id] = read
-                        touched.add(execution.id)
+                        runs[run.run_id] = read
+                        touched.add(run.workflow_id)
                     continue
-                closed = execution.close_time or cursor
+                closed = run.closed_at or cursor
                 self._advance(closed)
-                if execution.run_id in self._ended:
+                if run.run_id in self._ended:
                     continue
                 # Ended without its gate saying so (terminated, timed out), or continued as
                 # new: its approvals ended with it, or went on in the next run.
-                self._ended[execution.run_id] = closed
-                if runs.pop(execution.run_id, None) is not None:
-                    touched.add(execution.id)
+                self._ended[run.run_id] = closed
+                if runs.pop(run.run_id, None) is not None:
+                    touched.add(run.workflow_id)
         except RPCError as error:
             if error.status is not RPCStatusCode.INVALID_ARGUMENT:
                 raise
@@ -250,21 +250,16 @@ class EventFeed:
             self._cursor = at
 
     async def _read(
-        self,
-        execution: WorkflowExecution,
-        before: tuple[bytes | None, list[PendingApproval]] | None = None,
+        self, run: ListedRun, before: tuple[bytes | None, list[PendingApproval]] | None = None
     ) -> tuple[bytes | None, list[PendingApproval]]:
-        """What a run holds pending: `before` again if its memo's pending field is unchanged
-        (a gate rewrites it only when it changes, so the same bytes hold the same), else
-        decoded. A full listing reuses what it read of the same run."""
-        field = execution.raw_info.memo.fields.get(contract.MEMO_PENDING)
-        stored = field.SerializeToString() if field is not None else None
+        """What a run holds pending: `before` again if its memo's pending field is unchanged,
+        else decoded. A full listing reuses what it read of the same run."""
         if before is None:
-            before = self._runs.get(execution.id, {}).get(execution.run_id)
-        if before is not None and before[0] == stored:
+            before = self._runs.get(run.workflow_id, {}).get(run.run_id)
+        if before is not None and before[0] == run.stored:
             return before
         self.memos_read += 1
-        return stored, await pending_of(execution)
+        return run.stored, await run.pending()
 
     async def _diff(
         self, known: dict[str, PendingApproval], current: dict[str, PendingApproval]
