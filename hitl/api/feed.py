@@ -145,8 +145,10 @@ class EventFeed:
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
+            full = False
             try:
                 if self._known is None or began >= self._full_due or not await self._changes():
+                    full = True
                     await self._full()
                 self.ready.set()
             except Exception:
@@ -156,11 +158,14 @@ class EventFeed:
                 self._full_due = 0.0
                 log.exception("events: the pending approvals could not be listed")
             # A full listing reads every pending approval, so it costs more the more wait
-            # (seconds of this process's CPU over 10,000, docs/benchmarks.md). The pause
-            # after a poll is at least as long as the poll took: the feed never takes more
-            # than half of a core from the decisions it serves, and events come later instead.
+            # (seconds of this process's CPU over 10,000, docs/benchmarks.md). Where polls
+            # list everything each time, the pause after one is at least as long as it
+            # took: the feed never takes more than half of a core from the decisions it
+            # serves, and events come later instead. A full listing once a minute between
+            # polls of what changed costs little, and the next poll need not wait for it.
             took = loop.time() - began
-            await asyncio.sleep(max(self.interval - took, took))
+            rare = full and self._full_due > loop.time() + self.interval
+            await asyncio.sleep(max(self.interval - took, 0.0 if rare else took))
 
     async def _full(self) -> None:
         """Every pending approval, listed again; only memos that changed are decoded."""
