@@ -32,6 +32,7 @@ from hitl.gate import PATCH_UPDATED_AT, ApprovalGate
 from hitl.models import ApprovalOutcome
 from hitl.plugin import HitlPlugin
 from hitl.reviews import Reviews
+from hitl.visibility import missing_search_attributes
 from tests.helpers import assert_replays, decision, wait_pending
 
 MANY = 300
@@ -225,6 +226,8 @@ async def test_without_the_attribute_runs_work_and_the_feed_lists_everything(
             await asyncio.wait_for(feed.ready.wait(), 30)
             handles = await _start_waiting(client, task_queue, 5)
             approval_id = await _pending_id(handles[0])
+            # Seen pending first: one decided before any listing showed it never was, here.
+            await _next(queue, "approval.pending", approval_id, timeout=20)
             await handles[0].signal(contract.SIGNAL_APPROVE, decision(approval_id))
             event = await _next(queue, "approval.decided", approval_id, timeout=20)
             assert event.status is not None and event.status.value == "approved"
@@ -241,5 +244,34 @@ async def test_without_the_attribute_runs_work_and_the_feed_lists_everything(
             assert described.typed_search_attributes.get(contract.UPDATED_AT_KEY) is None
             assert described.typed_search_attributes.get(contract.STATE_KEY) is not None
         await assert_replays(handles[0], [WaitingWorkflow])
-        for handle in handles[1:]:
+
+    # The attribute registered later (by a worker that may), while runs wait: they go on as
+    # they started, replayed on every task, and only new runs stamp their changes.
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[WaitingWorkflow],
+        plugins=[HitlPlugin()],
+        max_cached_workflows=0,
+    ):
+        # The worker registers it as it starts, before it takes a task.
+        for _ in range(100):
+            if contract.UPDATED_AT_KEY.name not in await missing_search_attributes(client):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the worker did not register HitlUpdatedAt")
+        older = handles[1]
+        await older.signal(contract.SIGNAL_APPROVE, decision(await _pending_id(older)))
+        assert (await asyncio.wait_for(older.result(), 30)).approved
+        assert await _failed_tasks(older) == []
+        described = await older.describe()
+        assert described.typed_search_attributes.get(contract.UPDATED_AT_KEY) is None
+        [newer] = await _start_waiting(client, task_queue, 1)
+        await newer.signal(contract.SIGNAL_REJECT, decision(await _pending_id(newer)))
+        assert not (await asyncio.wait_for(newer.result(), 30)).approved
+        assert await _failed_tasks(newer) == []
+        described = await newer.describe()
+        assert described.typed_search_attributes.get(contract.UPDATED_AT_KEY) is not None
+        for handle in handles[2:]:
             await handle.terminate("test over")
