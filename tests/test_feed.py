@@ -29,7 +29,7 @@ from hitl.api.feed import EventFeed
 from hitl.api.schemas import ApprovalEvent
 from hitl.devserver import temporal_binary
 from hitl.gate import PATCH_UPDATED_AT, ApprovalGate
-from hitl.models import ApprovalOutcome
+from hitl.models import ApprovalOutcome, GateState
 from hitl.plugin import HitlPlugin
 from hitl.reviews import Reviews
 from hitl.visibility import missing_search_attributes
@@ -59,12 +59,45 @@ class WaitingWorkflow:
         )
 
 
+class Carry(BaseModel):
+    customer: str
+    approval_id: str | None = None
+    state: GateState | None = None
+
+
+@workflow.defn
+class CarryingWorkflow:
+    """Opens one approval, continues as new on the `move` signal with it still pending,
+    and waits for its decision in the next run."""
+
+    @workflow.init
+    def __init__(self, carry: Carry) -> None:
+        self.gate = ApprovalGate(state=carry.state)
+        self.moving = False
+
+    @workflow.signal
+    def move(self) -> None:
+        self.moving = True
+
+    @workflow.run
+    async def run(self, carry: Carry) -> ApprovalOutcome:
+        if carry.approval_id is not None:
+            return await self.gate.wait(carry.approval_id)
+        record = await self.gate.open_call("send_invoice", {"customer": carry.customer})
+        await workflow.wait_condition(lambda: self.moving)
+        await self.gate.settle()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            Carry(customer=carry.customer, approval_id=record.id, state=self.gate.snapshot())
+        )
+
+
 @pytest.fixture
 async def waiting_worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=[WaitingWorkflow],
+        workflows=[WaitingWorkflow, CarryingWorkflow],
         plugins=[HitlPlugin()],
         max_cached_workflows=MANY + 50,
     ) as worker:
@@ -190,6 +223,45 @@ async def test_a_signal_decision_reaches_the_feed_without_rereading_the_waiting_
                 await handle.terminate("test over")
             except Exception:
                 pass
+
+
+async def test_an_approval_carried_across_continue_as_new_stays_in_the_feed(
+    client: Client, task_queue: str, waiting_worker: Worker
+) -> None:
+    handle = await client.start_workflow(
+        CarryingWorkflow.run,
+        Carry(customer="ACME"),
+        id=f"carry-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+        result_type=ApprovalOutcome,
+    )
+    approval_id = await _pending_id(handle)
+    feed = EventFeed(Reviews(client), interval=0.2)
+    queue = feed.subscribe()
+    try:
+        await asyncio.wait_for(feed.ready.wait(), 30)
+        assert approval_id in (feed._known or {})
+        full = feed.polls["full"]
+        first_run = (await handle.describe()).run_id
+        await handle.signal(CarryingWorkflow.move)
+        for _ in range(200):
+            if (await handle.describe()).run_id != first_run:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run did not continue as new")
+        # Polls see the old run end and the new one stamp: the approval is still pending.
+        changes = feed.polls["changes"]
+        while feed.polls["changes"] < changes + 5:
+            await asyncio.sleep(0.05)
+        assert approval_id in (feed._known or {}) and queue.empty(), queue.qsize()
+        await handle.signal(contract.SIGNAL_APPROVE, decision(approval_id))
+        event = await _next(queue, "approval.decided", approval_id, timeout=20)
+        assert event.status is not None and event.status.value == "approved"
+        assert feed.polls["full"] == full
+        assert (await asyncio.wait_for(handle.result(), 20)).approved
+    finally:
+        feed.unsubscribe(queue)
 
 
 @pytest.fixture(scope="module")

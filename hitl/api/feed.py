@@ -204,12 +204,11 @@ class EventFeed:
                 self.rows_listed += 1
                 if run.updated_at is not None:
                     self._advance(run.updated_at)
-                runs = self._runs.setdefault(run.workflow_id, {})
                 if run.running:
-                    before = runs.get(run.run_id)
+                    before = self._runs.get(run.workflow_id, {}).get(run.run_id)
                     read = await self._read(run, before)
                     if read is not before:
-                        runs[run.run_id] = read
+                        self._runs.setdefault(run.workflow_id, {})[run.run_id] = read
                         touched.add(run.workflow_id)
                     continue
                 closed = run.closed_at or cursor
@@ -219,7 +218,7 @@ class EventFeed:
                 # Ended without its gate saying so (terminated, timed out), or continued as
                 # new: its approvals ended with it, or went on in the next run.
                 self._ended[run.run_id] = closed
-                if runs.pop(run.run_id, None) is not None:
+                if self._runs.get(run.workflow_id, {}).pop(run.run_id, None) is not None:
                     touched.add(run.workflow_id)
         except RPCError as error:
             if error.status is not RPCStatusCode.INVALID_ARGUMENT:
