@@ -236,6 +236,12 @@ async def test_an_approval_carried_across_continue_as_new_stays_in_the_feed(
         result_type=ApprovalOutcome,
     )
     approval_id = await _pending_id(handle)
+    # Listed as waiting before the feed starts, so its first listing holds it.
+    query = f"WorkflowId = '{handle.id}' AND {contract.PENDING_KEY.name} > 0"
+    for _ in range(200):
+        if (await client.count_workflows(query)).count:
+            break
+        await asyncio.sleep(0.05)
     feed = EventFeed(Reviews(client), interval=0.2)
     queue = feed.subscribe()
     try:
