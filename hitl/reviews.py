@@ -326,25 +326,16 @@ class Reviews:
         run: str | None = None,
         where: Callable[[PendingApproval], bool] | None = None,
     ) -> tuple[list[PendingApproval], list[Any] | None]:
-        """One page of pending approvals in `sort` order (`sort_key`), and the key to pass
+        """One page of pending approvals in `sort` order (`sort_page`), and the key to pass
         as `after` for the next page (None: this was the last).
 
         Sorting needs every pending approval: this reads them all (`pending`), so its
-        cost grows with how many wait, unlike `pending_page`. The key names a place in
-        the order, not an offset, so approvals decided between pages shift nothing.
+        cost grows with how many wait, unlike `pending_page`; a process that keeps the
+        pending set current (the API's event feed) sorts what it holds with `sort_page`.
         """
         if limit < 1:
             raise ReviewError("a page holds at least one approval (limit >= 1)")
-        keyed = [
-            (sort_key(item, sort, descending), item)
-            for item in await self.pending(run=run, where=where)
-        ]
-        keyed.sort(key=lambda pair: pair[0])
-        if after is not None:
-            start = list(after)
-            keyed = [pair for pair in keyed if pair[0] > start]
-        page = keyed[:limit]
-        return [item for _, item in page], (page[-1][0] if len(keyed) > limit else None)
+        return sort_page(await self.pending(run=run, where=where), sort, descending, limit, after)
 
     async def pending_runs(
         self, changed_since: datetime | None = None, run: str | None = None
@@ -1144,6 +1135,25 @@ async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
 
 def _status(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status is not None else "unknown"
+
+
+def sort_page(
+    items: Sequence[PendingApproval],
+    sort: str,
+    descending: bool = False,
+    limit: int = PAGE_SIZE,
+    after: Sequence[Any] | None = None,
+) -> tuple[list[PendingApproval], list[Any] | None]:
+    """One page of `items` in `sort` order (`sort_key`), and the key to pass as `after`
+    for the next page (None: this was the last). The key names a place in the order, not
+    an offset, so approvals decided between pages shift nothing."""
+    keyed = [(sort_key(item, sort, descending), item) for item in items]
+    keyed.sort(key=lambda pair: pair[0])
+    if after is not None:
+        start = list(after)
+        keyed = [pair for pair in keyed if pair[0] > start]
+    page = keyed[:limit]
+    return [item for _, item in page], (page[-1][0] if len(keyed) > limit else None)
 
 
 def _pending_query(run: str | None) -> str:

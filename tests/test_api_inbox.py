@@ -8,6 +8,7 @@ asked for by a requester of its own, so runs of other tests never enter its list
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -29,14 +30,21 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 @pytest.fixture
-async def bob(
+async def served(
     env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[ServedApi, str]]:
     reviewers = tmp_path / "reviewers.toml"
     tokens = write_reviewers(reviewers)
     for name, value in worker_env(reviewers).items():
         monkeypatch.setenv(name, value)
-    async with ServedApi(env.client, reviewers) as served, served.http(tokens["bob"]) as http:
+    async with ServedApi(env.client, reviewers) as api:
+        yield api, tokens["bob"]
+
+
+@pytest.fixture
+async def bob(served: tuple[ServedApi, str]) -> AsyncIterator[httpx.AsyncClient]:
+    api, token = served
+    async with api.http(token) as http:
         yield http
 
 
@@ -114,6 +122,54 @@ async def test_the_listing_filters_sorts_and_pages_on_the_server(
     assert "from the listing sorted by risk desc, not by expires_at asc" in other.json()["detail"]
     unsorted = await bob.get("/approvals", params={**mine, "page_token": tokens[0]})
     assert unsorted.status_code == 422 and "give the same sort=" in unsorted.json()["detail"]
+    for name in ("low", "mid", "high"):
+        await client.get_workflow_handle(runs[name + "_run"]).terminate("test done")
+
+
+async def test_an_open_inbox_sorts_what_the_feed_holds_without_listing_every_run(
+    served: tuple[ServedApi, str], client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Sorting needs every pending approval; an inbox keeps /events open, so the feed's
+    pending set (kept current by cheap polls) is sorted instead of listing every run per
+    request (seconds at 10,000 pending)."""
+    api, token = served
+    state = api.app.state.hitl
+    listings = 0
+    listed = state.reviews.pending
+
+    async def counted(*args: Any, **kwargs: Any) -> list[PendingApproval]:
+        nonlocal listings
+        listings += 1
+        return await listed(*args, **kwargs)
+
+    state.reviews.pending = counted
+    requester = f"req-{uuid.uuid4().hex[:8]}"
+    runs = await three_runs(client, task_queue, tmp_path, requester)
+    low, mid, high = runs["low"], runs["mid"], runs["high"]
+    mine = {"requester": requester}
+    async with api.http(token) as bob:
+        for name in ("low", "mid", "high"):
+            await wait_listed(bob, runs[name + "_run"])
+        assert await ids(bob, **mine, sort="risk", order="desc") == [high, mid, low]
+        assert listings == 1, "without a subscriber, a sorted listing reads every run"
+        subscriber = state.feed.subscribe()
+        try:
+            for _ in range(200):
+                held = await state.feed.snapshot() or []
+                if {low, mid, high} <= {item.id for item in held}:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the feed never held the three approvals")
+            before = listings
+            assert await ids(bob, **mine, sort="risk", order="desc") == [high, mid, low]
+            assert await ids(bob, **mine, sort="expires_at") == [high, mid, low]
+            assert await ids(bob, **mine, sort="risk", risk_min=35) == [mid, high]
+            assert await ids(bob, **mine, sort="risk", tool="write_file") == [mid]
+            assert await ids(bob, run=runs["low_run"], sort="risk") == [low]
+            assert listings == before, "an open feed's pending set served every sorted page"
+        finally:
+            state.feed.unsubscribe(subscriber)
     for name in ("low", "mid", "high"):
         await client.get_workflow_handle(runs[name + "_run"]).terminate("test done")
 

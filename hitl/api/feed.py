@@ -36,6 +36,8 @@ EVENT_QUEUE = 10_000
 """Events a slow /events subscriber may fall behind by before its stream is closed."""
 READ_CONCURRENCY = 8
 ANNOUNCED_SECONDS = 120.0
+SNAPSHOT_WAIT_SECONDS = 30.0
+"""How long a sorted listing waits for the feed's first listing (10,000 pending: ~6 s)."""
 FULL_LISTING_SECONDS = 60.0
 """How often the whole pending set is listed again while every run in it stamps its changes."""
 MARGIN = timedelta(seconds=30)
@@ -84,6 +86,23 @@ class EventFeed:
         """Visibility rows read, all told."""
         self.memos_read = 0
         """Memos decoded, all told: what a poll costs besides listing."""
+
+    async def snapshot(self, wait: float = SNAPSHOT_WAIT_SECONDS) -> list[PendingApproval] | None:
+        """The pending set as the feed holds it now (at most a poll behind visibility), or
+        None when it isn't polling: a sorted listing then needs no listing of its own. A
+        client that reads it after `ready` hears of every later change as an event. While
+        the feed's first listing is under way, waits up to `wait` seconds for it rather
+        than listing every run a second time beside it."""
+        if self._task is None or self._task.done():
+            return None
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), wait)
+            except TimeoutError:
+                return None
+        if self._known is None:
+            return None
+        return list(self._known.values())
 
     def announce(self, record: ApprovalRecord) -> None:
         """An approval this API saw end: said now, and not again by the poller."""

@@ -58,6 +58,7 @@ from hitl.reviews import (
     Outcome,
     PendingFilter,
     ReviewError,
+    sort_page,
 )
 
 router = APIRouter(
@@ -246,9 +247,21 @@ async def list_approvals(
             if page_token is not None
             else None
         )
-        found, last = await state.reviews.pending_sorted(
-            sort, direction == "desc", limit, after, run=run, where=shown
-        )
+        held = await state.feed.snapshot()
+        if held is not None:
+            # Sorting needs every pending approval: an open inbox keeps the feed polling,
+            # and what it holds is as current as a listing (docs/benchmarks.md, inbox).
+            found, last = sort_page(
+                [item for item in held if (run is None or item.session_id == run) and shown(item)],
+                sort,
+                direction == "desc",
+                limit,
+                after,
+            )
+        else:
+            found, last = await state.reviews.pending_sorted(
+                sort, direction == "desc", limit, after, run=run, where=shown
+            )
         return ApprovalPage(
             items=[ApprovalItem(**item.model_dump()) for item in found],
             next_page_token=_sorted_token(state.page_key, sort, direction, last),
