@@ -100,7 +100,9 @@ def create_app(
     if telemetry is not None and telemetry.meter_provider is not None:
 
         async def pending_now() -> dict[str, int]:
-            return pending_by_tool(await reviews.pending())
+            # What an open inbox's feed holds is as current as a listing, and costs none.
+            held = await feed.snapshot(wait=0)
+            return pending_by_tool(held if held is not None else await reviews.pending())
 
         gauge = telemetry.pending_gauge(pending_now)
 
