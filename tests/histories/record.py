@@ -214,6 +214,67 @@ async def riskier(client: Client, queue: str, ws: Path, save: Any) -> None:
         await save("completed", handle)
 
 
+async def escalated(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """Nobody decides within a second: the worker's escalation asks the on-call group, and
+    one of them (who may not decide the tool otherwise) approves."""
+    from hitl.models import ApproveDecision
+    from hitl.reviewers import add_reviewer, decode_key, new_key
+    from hitl.reviews import Reviews
+
+    path = ws.parent / f"{ws.name}-reviewers.toml"
+    add_reviewer(path, "alice")
+    add_reviewer(path, "olga", tools=["read_file"], groups=["oncall"])
+    with path.open("a") as file:
+        file.write('\n[[escalation]]\nescalate_after = 1\nto = "oncall"\n')
+    key = new_key()
+    with _environment(HITL_REVIEWERS=str(path), HITL_DECISION_KEYS=f"api:{key}"):
+        reviews = Reviews(client, signer=("api", decode_key(key)))
+        handle = await start_run(client, queue, ws)
+        [record] = await wait_pending(handle)
+        for _ in range(200):
+            [record] = await wait_pending(handle)
+            if record.escalations:
+                break
+            await asyncio.sleep(0.05)
+        assert [step.to for step in record.escalations] == [["olga"]], record.escalations
+        await save("paused", handle)
+        approved = await reviews.decide(
+            ApproveDecision(approval_id=record.id, reviewer="olga"), workflow_id=handle.id
+        )
+        assert approved.applied, approved
+        await handle.result()
+        await save("completed", handle)
+
+
+async def ruled(client: Client, queue: str, ws: Path, save: Any) -> None:
+    """The worker's rules act: one call approved by a rule, one denied by a rule, the third
+    asked of a person (no rule matches)."""
+    rules = ws.parent / f"{ws.name}-rules.toml"
+    rules.write_text(
+        'mode = "act"\n\n'
+        '[[rule]]\nname = "no-config"\neffect = "deny"\nreason = "config is not ours"\n'
+        'tool = "write_file"\nargs = { path = "path", prefix = "config/" }\n\n'
+        '[[rule]]\nname = "one-old-log"\neffect = "approve"\nreason = "routine"\n'
+        f'tool = "delete_files"\nargs = {{ path = "paths.0", equals = "{OLD_LOGS[0]}" }}\n'
+        "risk = { lt = 40 }\n"
+    )
+    script = [
+        turn(("delete_files", {"paths": [OLD_LOGS[0]]})),
+        turn(("write_file", {"path": "config/app.yaml", "content": "debug: true"})),
+        turn(("delete_files", {"paths": OLD_LOGS[1:]})),
+    ]
+    with _environment(HITL_RULES=str(rules)):
+        handle = await start_run(client, queue, ws, script=script)
+        [record] = await wait_pending(handle)
+        assert record.action_json.args["paths"] == OLD_LOGS[1:], record.action_json
+        await save("paused", handle)
+        await handle.signal(contract.SIGNAL_APPROVE, _decision(record.id, "alice"))
+        result = await handle.result()
+        ruled = [r.rule.rule for r in result.approvals if r.rule is not None]
+        assert sorted(ruled) == ["no-config", "one-old-log"], result.approvals
+        await save("completed", handle)
+
+
 async def raced(client: Client, ws: Path, save: Any) -> None:
     """Two reviewers decide while no worker runs (updates held, signals sent): one
     applies, the other is refused, and every decide update is answered."""
@@ -288,6 +349,8 @@ SCENARIOS: dict[str, Any] = {
     "standing": standing,
     "quorum": quorum,
     "riskier": riskier,
+    "escalated": escalated,
+    "ruled": ruled,
 }
 
 
