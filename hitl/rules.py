@@ -31,7 +31,9 @@ condition false (`exists = false` tests for that); a string test on a non-string
 comparison with a non-number is an error, and an error passes the call to a person with
 the error recorded. Nothing is evaluated as code.
 
-Cedar (`pip install 'hitl-agents[rules]'`): principal `User::"<requester>"`, action
+Cedar (`pip install 'hitl-agents[rules]'`): principal `User::"<requester>"` when a signed
+start proved the requester, else `Unverified::"<requester>"` (so a policy naming a `User`
+never matches a name a run only claims), action
 `Action::"call"`, resource `Tool::"<tool>"`, context `{args, risk, requester_verified}`
 (a null argument is left out: test it with `has`). An explicit forbid denies; a permit
 with no forbid approves; no policy that applies passes to the next rule. A forbid policy
@@ -299,7 +301,9 @@ class CedarRule:
         import cedarpy
 
         request = {
-            "principal": {"type": "User", "id": call.requester},
+            # Only a proven name is a User: a policy on `User::"alice"` must not approve a
+            # run that merely claims to be alice's (its input can say anything).
+            "principal": {"type": "User" if call.verified else "Unverified", "id": call.requester},
             "action": {"type": "Action", "id": "call"},
             "resource": {"type": "Tool", "id": call.tool},
             "context": {
@@ -336,6 +340,7 @@ class CedarRule:
         return f"{self.name}/{self.labels.get(ids[0], ids[0])}"
 
 
+CEDAR_ESCAPES = frozenset({"__entity", "__extn", "__expr"})
 _POLICY_IN_ERROR = re.compile(r"policy `([^`]+)`")
 
 
@@ -343,6 +348,14 @@ def _cedar_value(value: Any, where: str) -> Any:
     """Arguments as a Cedar value: nulls left out (absent, `has`), integral floats as
     longs, other floats as decimals where exact (Cedar has no floating point)."""
     if isinstance(value, Mapping):
+        reserved = CEDAR_ESCAPES.intersection(str(k) for k in value)
+        if reserved:
+            # Cedar's JSON reads these keys as an entity or extension value, not a record:
+            # arguments the model wrote could pose as `User::"alice"` or an IP address.
+            raise RuleEvalError(
+                f"{where} holds the key {sorted(reserved)[0]}, which Cedar would read as an "
+                "entity or extension value rather than an argument"
+            )
         return {str(k): _cedar_value(v, f"{where}.{k}") for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [_cedar_value(v, f"{where}[{i}]") for i, v in enumerate(value) if v is not None]

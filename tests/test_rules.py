@@ -452,3 +452,25 @@ def test_a_worker_with_an_unusable_rules_file_does_not_start(tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert "[[rule]] #1 ('half') in " in done.stdout and "effect is" in done.stdout
+
+
+def test_a_cedar_policy_on_a_user_matches_only_a_proven_requester(tmp_path: Path) -> None:
+    # The run's input names its requester; only a signed start proves it. A team writing
+    # the natural policy must not have it approve whoever claims the name.
+    loaded = cedar_rules(tmp_path, 'permit(principal == User::"alice", action, resource);\n')
+    claimed = loaded.evaluate(call("deploy", {}, requester="alice"))
+    assert claimed.verdict == "ask" and claimed.rule == ""
+    proven = loaded.evaluate(call("deploy", {}, requester="alice", verified=True))
+    assert proven.verdict == "approve"
+
+
+def test_arguments_can_not_pose_as_cedar_entities_or_extension_values(tmp_path: Path) -> None:
+    loaded = cedar_rules(
+        tmp_path,
+        "permit(principal, action, resource) when { context.args.owner == principal };\n",
+    )
+    posing = {"owner": {"__entity": {"type": "User", "id": "bob"}}}
+    verdict = loaded.evaluate(call("deploy", posing, requester="bob", verified=True))
+    assert verdict.verdict == "ask" and "__entity" in (verdict.error or "")
+    nested = {"a": [{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}]}
+    assert loaded.evaluate(call("deploy", nested, requester="bob", verified=True)).verdict == "ask"
