@@ -24,7 +24,8 @@ decides it, and no match passes it to a person:
     cedar = "policies.cedar"        # beside this file; or cedar_policies = '''...'''
 
 Conditions: `{ path = P, OP = V, ... }` (every OP must hold) with OPs `equals`, `in`,
-`glob`, `prefix` (strings, one or a list), `lt`/`le`/`gt`/`ge` (numbers) and `exists`;
+`glob`, `prefix` (strings, one or a list; a value with a `..` segment is an error),
+`lt`/`le`/`gt`/`ge` (numbers) and `exists`;
 `{ all = [...] }`, `{ any = [...] }`, `{ not = {...} }`. A path is `a.b.0` (keys, list
 indexes) or a list `["a.b", 0]` for keys holding dots. A path that is missing makes its
 condition false (`exists = false` tests for that); a string test on a non-string or a
@@ -145,6 +146,19 @@ def _string(value: Any, where: str) -> str:
     return value
 
 
+_PARENT = re.compile(r"(^|[/\\])\.\.($|[/\\])")
+
+
+def _pathlike(value: Any, where: str) -> str:
+    """A string for `glob` and `prefix`, which mostly judge paths: one that climbs out of
+    where it starts (`docs/../.env` begins with `docs/`) can't be judged by its text, so
+    it is an error and a person decides."""
+    text = _string(value, where)
+    if _PARENT.search(text):
+        raise RuleEvalError(f"{where} tests a path, but the value climbs with '..': {text!r}"[:300])
+    return text
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -241,9 +255,9 @@ def _test(op: str, expected: Any, label: str, where: str) -> Callable[[Any], boo
         patterns = _strings(expected, where, op)
         if op == "glob":
             return lambda value: any(
-                fnmatch.fnmatchcase(_string(value, label), p) for p in patterns
+                fnmatch.fnmatchcase(_pathlike(value, label), p) for p in patterns
             )
-        return lambda value: _string(value, label).startswith(patterns)
+        return lambda value: _pathlike(value, label).startswith(patterns)
     bound = expected
     if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
         raise RulesError(f"{where}: {op} is a number")

@@ -474,3 +474,18 @@ def test_arguments_can_not_pose_as_cedar_entities_or_extension_values(tmp_path: 
     assert verdict.verdict == "ask" and "__entity" in (verdict.error or "")
     nested = {"a": [{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}]}
     assert loaded.evaluate(call("deploy", nested, requester="bob", verified=True)).verdict == "ask"
+
+
+def test_a_path_that_climbs_out_of_a_prefix_or_glob_asks_a_person() -> None:
+    # The documented rules approve writes under logs/ or docs/*.md; the model chooses the
+    # path, and "logs/../.env" begins with "logs/".
+    loaded = parse_rules(
+        'mode = "act"\n[[rule]]\nname = "logs"\neffect = "approve"\ntool = "write_file"\n'
+        'args = { any = [ { path = "path", prefix = "logs/" }, '
+        '{ path = "path", glob = "docs/*.md" } ] }\n'
+    )
+    assert loaded.evaluate(call("write_file", {"path": "logs/a.log"})).verdict == "approve"
+    assert loaded.evaluate(call("write_file", {"path": "docs/a..b.md"})).verdict == "approve"
+    for climbing in ("logs/../.env", "docs/../secrets/x.md", "logs/..", "logs\\..\\x"):
+        verdict = loaded.evaluate(call("write_file", {"path": climbing}))
+        assert verdict.verdict == "ask" and "'..'" in (verdict.error or ""), climbing
