@@ -135,7 +135,8 @@ def same(a: Any, b: Any) -> bool:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        # -Infinity is below every bound: `lt = 100` must not approve it.
         raise RuleEvalError(f"{where} compares a number, but the value is {_kind(value)}")
     return value
 
@@ -162,6 +163,8 @@ def _pathlike(value: Any, where: str) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
         type(value), "a list" if isinstance(value, list) else "an object"
     )
@@ -374,6 +377,8 @@ def _cedar_value(value: Any, where: str) -> Any:
     if isinstance(value, list):
         return [_cedar_value(v, f"{where}[{i}]") for i, v in enumerate(value) if v is not None]
     if isinstance(value, float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise RuleEvalError(f"{where} is {value!r}, which Cedar has no value for")
         if value.is_integer() and abs(value) < 2**63:
             return int(value)
         text = repr(value)

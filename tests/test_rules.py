@@ -172,6 +172,10 @@ def test_a_test_of_the_wrong_type_is_an_error_and_asks_a_person() -> None:
     assert verdict.error and "tests a string, but the value is a list" in verdict.error
     verdict = loaded.evaluate(call("write_file", {"path": "docs/a", "size": "1"}))
     assert verdict.verdict == "ask" and "compares a number" in (verdict.error or "")
+    # Python's json reads -Infinity and NaN: neither is a number a bound can judge.
+    for odd in (float("-inf"), float("nan")):
+        verdict = loaded.evaluate(call("write_file", {"path": "docs/a", "size": odd}))
+        assert verdict.verdict == "ask" and "compares a number" in (verdict.error or ""), odd
 
 
 @given(
