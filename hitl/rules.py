@@ -170,11 +170,16 @@ def _kind(value: Any) -> str:
     )
 
 
+_INDEX = re.compile(r"-?[0-9]+")
+
+
 def _path(raw: Any, where: str) -> tuple[str | int, ...]:
     if isinstance(raw, str):
         if not raw:
             raise RulesError(f'{where}: path is empty; name an argument, e.g. path = "path"')
-        return tuple(int(part) if part.lstrip("-").isdigit() else part for part in raw.split("."))
+        # ASCII digits only: "²".isdigit() holds, and int("²") raised a ValueError that no
+        # caller expects (the worker crashed at start, the check failed mid-run).
+        return tuple(int(part) if _INDEX.fullmatch(part) else part for part in raw.split("."))
     if isinstance(raw, list) and raw and all(isinstance(p, str | int) for p in raw):
         return tuple(raw)
     raise RulesError(f'{where}: path is "a.b.0" or a list of keys and indexes, e.g. ["a.b", 0]')

@@ -160,6 +160,13 @@ def test_predicates_over_json_paths() -> None:
     assert not holds({"all": [{"path": "n", "equals": 3}, {"path": "flag", "equals": 1}]}, args)
 
 
+def test_a_path_part_of_other_digits_is_a_key_not_a_crash() -> None:
+    # "²" and "٣" are digits to str.isdigit but not to int(): loading the file raised.
+    assert holds({"path": "a.²", "equals": 1}, {"a": {"²": 1}})
+    assert holds({"path": "a.٣", "exists": False}, {"a": [0, 1, 2, 3]})
+    assert holds({"path": "a.-1", "equals": 3}, {"a": [0, 1, 2, 3]})
+
+
 def test_json_equality_is_strict_about_booleans() -> None:
     assert not same(True, 1) and not same(0, False) and same(1, 1.0)
     assert not holds({"path": "flag", "in": [1]}, {"flag": True})
