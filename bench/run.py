@@ -864,8 +864,8 @@ class Bench:
         self.fact(f"API first page of 50, {paused:,} pending, p50", percentile(firsts, 50), "ms")
         self.fact(f"API first page of 50, {paused:,} pending, p99", percentile(firsts, 99), "ms")
         self.fact(f"API second page of 50, {paused:,} pending, p50", percentile(seconds, 50), "ms")
-        # The poller lists every pending approval each time: a decision made elsewhere is
-        # noticed later the more approvals wait.
+        # The poller lists every pending approval once, then only the runs that changed
+        # (HitlUpdatedAt): a decision made elsewhere should not wait on the others.
         events = EventsReader(http)
         began = time.perf_counter()
         await events.start()
@@ -879,11 +879,12 @@ class Bench:
             )
             polled.append((await events.decided(approval_id) - sent) * 1000)
         await events.stop()
-        self.fact(
-            f"/events delay, decided by a signal, {paused:,} pending, p50",
-            percentile(polled, 50),
-            "ms",
-        )
+        for q in (50, 99):
+            self.fact(
+                f"/events delay, decided by a signal, {paused:,} pending, p{q}",
+                percentile(polled, q),
+                "ms",
+            )
 
     # --- 9. the inbox in a browser -----------------------------------------------------------
 
@@ -1094,6 +1095,11 @@ TARGETS: list[tuple[str, str, Callable[[float, float], bool]]] = [
     ),
     ("API first page of 50", "under 1 s over 10,000 pending", lambda ours, base: ours < 1000),
     (
+        "/events delay, decided by a signal, 10,000 pending",
+        "under 1 s (issue 20)",
+        lambda ours, base: ours < 1000,
+    ),
+    (
         "largest event",
         "under 512 KiB (Temporal's payload limit is 2 MiB)",
         lambda ours, base: ours < 512,
@@ -1184,14 +1190,16 @@ def write_report(
         "   API signs it, sent as a signal straight to the run. `/events` delay: decision sent",
         "   until a subscriber reads its `approval.decided` event: a decision through the API",
         "   is announced when the run confirms it; one made elsewhere (a signal) is noticed by",
-        "   the poller, which lists every pending approval every 0.5 s, or, when a listing",
-        "   takes longer, pauses as long as the listing took.",
+        "   the poller, which every 0.5 s lists the runs whose gate stamped a change",
+        "   (`HitlUpdatedAt`) or that ended since it last looked, and lists every pending",
+        "   approval once a minute (pausing after a poll as long as the poll took).",
         "7. **Frameworks** (`bench/openai_agents.py`, `bench/pydantic_ai.py`): an approved call",
         "   of each framework's agent, decision sent until the tool starts, through the gate;",
         "   the baseline column is the framework's own approval path resumed by a plain signal.",
         "8. **Review API at scale** (after part 3, every paused run still waiting): first page",
         "   `GET /approvals?limit=50` and the next one, and the `/events` delay of a decision",
-        "   made by a signal.",
+        "   made by a signal (10 runs paused after the subscriber's first listing, approved",
+        "   one at a time), with every other run still pending.",
         "9. **Backtest** (`bench/backtest.py`, no server): `hitl policy test --from`'s path over",
         "   synthetic approval records in a JSON Lines export, reading included, best of 3;",
         "   predicate rules, then the same decisions as Cedar policies (`cedarpy`).",

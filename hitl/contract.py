@@ -36,7 +36,11 @@ STATE_KEY = SearchAttributeKey.for_keyword("HitlState")
 PENDING_KEY = SearchAttributeKey.for_int("HitlPendingApprovals")
 APPROVAL_IDS_KEY = SearchAttributeKey.for_keyword_list("HitlApprovalIds")
 """Every approval id of the run, so any approval is found with one visibility query."""
-SEARCH_ATTRIBUTES = (STATE_KEY, PENDING_KEY, APPROVAL_IDS_KEY)
+UPDATED_AT_KEY = SearchAttributeKey.for_datetime("HitlUpdatedAt")
+"""When the run last published a change to its approvals (the workflow's clock, so the
+server's): the review API's event feed reads only the runs changed since it last looked.
+Set only by runs whose worker saw it registered when the run started (`hitl.gate`)."""
+SEARCH_ATTRIBUTES = (STATE_KEY, PENDING_KEY, APPROVAL_IDS_KEY, UPDATED_AT_KEY)
 
 MEMO_PENDING = "hitl_pending"
 MEMO_TASK = "hitl_task"

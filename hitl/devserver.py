@@ -19,7 +19,12 @@ from types import TracebackType
 
 from hitl import contract
 
-_TYPE_NAMES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
+_TYPE_NAMES = {
+    "KEYWORD": "Keyword",
+    "INT": "Int",
+    "KEYWORD_LIST": "KeywordList",
+    "DATETIME": "Datetime",
+}
 
 
 def temporal_binary(name: str = "temporal") -> str:

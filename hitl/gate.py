@@ -30,17 +30,19 @@ import inspect
 import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -101,12 +103,14 @@ __all__ = [
     "PATCH_QUEUED_ANSWERED",
     "PATCH_RULES_AT_START",
     "PATCH_TRUST",
+    "PATCH_UPDATED_AT",
     "TOOL_HEARTBEAT_TIMEOUT",
     "TOOL_RETRY",
     "ApprovalGate",
     "GateInterceptor",
     "Modification",
     "Validator",
+    "WorkerVisibility",
     "compact_record",
     "schema_of",
 ]
@@ -146,6 +150,13 @@ PATCH_ESCALATION = "hitl-gate-escalation"
 times, escalation to another group, one bounded extension at the deadline). Asked where
 the gate is made (the run's first workflow task); runs made before it ignore the policy,
 so their timers replay as they ran."""
+PATCH_UPDATED_AT = "hitl-gate-updated-at"
+"""Every change the run publishes to its approvals (opened, voted, modified, settled,
+escalated, ended) also sets HitlUpdatedAt to the workflow's time, so the review API's event
+feed reads only the runs changed since it last looked. Asked where the gate is made (the
+run's first workflow task), and only where the worker saw the attribute registered: a run
+that upserts one the namespace lacks fails every workflow task. A replay answers from the
+history's marker, whatever its worker saw."""
 RULES_DECIDED_AT_START = frozenset({PATCH_TRUST, PATCH_MODIFIED_RISK, PATCH_QUEUED_ANSWERED})
 MAX_MEMO_ACTION_CHARS = 2_000
 """A pending approval's action rides in the memo only if it is this small."""
@@ -168,6 +179,19 @@ MAX_TITLE_CHARS = 500
 
 _GATES: weakref.WeakValueDictionary[str, ApprovalGate] = weakref.WeakValueDictionary()
 """The gate of each running workflow, by run id, for the interceptor that ends it."""
+
+
+@dataclass
+class WorkerVisibility:
+    """What a worker learned of its namespace's search attributes when it started
+    (`HitlPlugin`'s check), for the gates of the runs it starts."""
+
+    updated_at: bool = False
+    """HitlUpdatedAt is registered: new runs may stamp their changes with it."""
+
+
+_WORKERS: weakref.WeakValueDictionary[str, _GateEnds] = weakref.WeakValueDictionary()
+"""The interceptor of each running workflow, by run id: its worker's `WorkerVisibility`."""
 
 Validator = Callable[[dict[str, Any]], Any] | type[BaseModel]
 """Checks a reviewer's modified arguments: a pydantic model, or a function, sync or
@@ -218,6 +242,7 @@ class ApprovalGate:
         self._escalates = workflow.patched(PATCH_ESCALATION)
         # Spans and replay-safe counts only: no command, so no patch (hitl/telemetry.py).
         self.telemetry = ApprovalTelemetry()
+        self._stamps = _stamps_changes()
         self._validators: dict[str, Validator | None] = {}
         self._judging = 0
         self._run_state: str | None = None
@@ -1005,14 +1030,17 @@ class ApprovalGate:
             return
         previous = self._published
         self._published = published
-        if previous is None or previous[:3] != published[:3]:
-            workflow.upsert_search_attributes(
-                [
-                    contract.STATE_KEY.value_set(state),
-                    contract.PENDING_KEY.value_set(len(pending)),
-                    contract.APPROVAL_IDS_KEY.value_set(ids),
-                ]
-            )
+        # A new memo alone (a vote, an escalation) is stamped too: the feed reads the memo.
+        stamped = self._stamps and (previous is None or previous[:4] != published[:4])
+        if previous is None or previous[:3] != published[:3] or stamped:
+            updates: list[SearchAttributeUpdate[Any]] = [
+                contract.STATE_KEY.value_set(state),
+                contract.PENDING_KEY.value_set(len(pending)),
+                contract.APPROVAL_IDS_KEY.value_set(ids),
+            ]
+            if stamped:
+                updates.append(contract.UPDATED_AT_KEY.value_set(workflow.now()))
+            workflow.upsert_search_attributes(updates)
         if previous is None or previous[3] != memo:
             workflow.upsert_memo(memo)
         workflow.set_current_details(details)
@@ -1127,13 +1155,25 @@ class GateInterceptor(Interceptor):
     Replay with the same plugin (`Replayer(..., plugins=[HitlPlugin()])`).
     """
 
+    def __init__(self, visibility: WorkerVisibility | None = None) -> None:
+        # One class per worker, made once: it carries what this worker knows to its runs.
+        self._inbound = type(
+            "_GateEnds", (_GateEnds,), {"visibility": visibility or WorkerVisibility()}
+        )
+
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
     ) -> type[WorkflowInboundInterceptor] | None:
-        return _GateEnds
+        return self._inbound
 
 
 class _GateEnds(WorkflowInboundInterceptor):
+    visibility = WorkerVisibility()
+
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        super().init(outbound)
+        _WORKERS[outbound.info().run_id] = self
+
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         try:
             result = await super().execute_workflow(input)
@@ -1145,6 +1185,16 @@ class _GateEnds(WorkflowInboundInterceptor):
             raise
         await _end_gate("completed")
         return result
+
+
+def _stamps_changes() -> bool:
+    """Whether this run stamps its changes with HitlUpdatedAt (PATCH_UPDATED_AT), asked in
+    its first workflow task. A new run does where its worker saw the attribute registered;
+    a replayed one did if its history has the marker, whatever this worker saw."""
+    worker = _WORKERS.get(workflow.info().run_id)
+    if workflow.unsafe.is_replaying() or (worker is not None and worker.visibility.updated_at):
+        return workflow.patched(PATCH_UPDATED_AT)
+    return False
 
 
 async def _end_gate(state: str) -> None:

@@ -41,7 +41,7 @@ from hitl.activities.callers import GUARDED, CallerCheck, TrustedCallers
 from hitl.activities.callers import workflow_queues as queues_from_env
 from hitl.activities.calls import ACTIVITY_CHECK_CALL, CallActivities
 from hitl.codec import codec_from_env
-from hitl.gate import GateInterceptor
+from hitl.gate import GateInterceptor, WorkerVisibility
 from hitl.tools import Previewer, PreviewFn, Tool, ToolRegistry, load_previewers, load_tools
 from hitl.visibility import ensure_search_attributes, missing_search_attributes
 
@@ -140,13 +140,14 @@ class HitlPlugin(SimplePlugin):
         ]
         self._register = register_search_attributes and not tools_only
         self._client: Client | None = None
+        self._visibility = WorkerVisibility()
         super().__init__(
             PLUGIN_NAME,
             data_converter=_pydantic,
             activities=self.activities_added,
             workflow_runner=_sandbox,
             interceptors=[
-                GateInterceptor(),
+                GateInterceptor(self._visibility),
                 # The worker's activities serve only the deployment's own workflows: not a
                 # standalone activity, nor a workflow someone serves on a queue of theirs.
                 TrustedCallers(
@@ -178,13 +179,24 @@ class HitlPlugin(SimplePlugin):
 
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:
-        if self._register and self._client is not None:
-            await check_search_attributes(self._client)
+        if self._client is not None:
+            if self._register:
+                missing = await check_search_attributes(self._client)
+            else:
+                try:
+                    missing = await missing_search_attributes(self._client)
+                except RPCError:
+                    missing = [key.name for key in contract.SEARCH_ATTRIBUTES]
+            # A run upserting an attribute the namespace lacks fails its workflow task until
+            # someone registers it: runs started here stamp their changes only if it exists.
+            self._visibility.updated_at = contract.UPDATED_AT_KEY.name not in missing
         yield
 
 
-async def check_search_attributes(client: Client) -> None:
-    """Register the gate's search attributes if missing; say exactly how if not allowed."""
+async def check_search_attributes(client: Client) -> list[str]:
+    """Register the gate's search attributes if missing; say exactly how if not allowed.
+
+    Returns those still missing (all of them when the server can't say)."""
     try:
         added = await ensure_search_attributes(client)
     except RPCError as error:
@@ -200,14 +212,20 @@ async def check_search_attributes(client: Client) -> None:
                 error=error.message,
                 fix="; ".join(search_attribute_commands(client.namespace, missing)),
             )
-        return
+        return missing
     if added:
         log.info("search_attributes.registered", names=added)
+    return []
 
 
 def search_attribute_commands(namespace: str, names: Sequence[str]) -> list[str]:
     kinds = {key.name: key.indexed_value_type.name for key in contract.SEARCH_ATTRIBUTES}
-    words = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
+    words = {
+        "KEYWORD": "Keyword",
+        "INT": "Int",
+        "KEYWORD_LIST": "KeywordList",
+        "DATETIME": "Datetime",
+    }
     return [
         f"temporal operator search-attribute create --namespace {namespace} --name {name} "
         f"--type {words[kinds[name]]}"

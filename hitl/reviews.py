@@ -17,9 +17,10 @@ across a run's continue-as-new chain.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,6 +186,26 @@ class Outcome:
         return ""
 
 
+@dataclass(frozen=True)
+class ListedRun:
+    """One run as a listing of pending approvals sees it, its memo not decoded yet."""
+
+    workflow_id: str
+    run_id: str
+    running: bool
+    updated_at: datetime | None
+    """`HitlUpdatedAt`: when its gate last published a change (None: the run doesn't stamp)."""
+    closed_at: datetime | None
+    stored: bytes | None
+    """The memo's pending field as stored: a gate rewrites it only when it changes, so the
+    same bytes hold the same approvals."""
+    read: Callable[[], Awaitable[list[PendingApproval]]] = field(repr=False, compare=False)
+
+    async def pending(self) -> list[PendingApproval]:
+        """Its pending approvals, decoded from the memo (none that this process can't)."""
+        return await self.read()
+
+
 @dataclass
 class Page:
     """One page of a listing, and where the next one starts (None: this was the last)."""
@@ -286,14 +307,11 @@ class Reviews:
     ) -> list[PendingApproval]:
         """Every pending approval of every running workflow (or of the workflow id `run`),
         oldest first, from visibility; only those `where` holds for, if given."""
-        query = _pending_query(run)
         found: list[PendingApproval] = []
-        # Large pages: listing is bound by the server's visibility store, and every page is
-        # a round trip. Only the pending field of the memo is decoded, straight into models.
-        async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+        async for listed in self.pending_runs(run=run):
             found.extend(
                 item
-                for item in await _pending_of(execution)
+                for item in await listed.pending()
                 if (tool is None or item.tool == tool) and (where is None or where(item))
             )
         found.sort(key=lambda item: item.created_at)
@@ -327,6 +345,40 @@ class Reviews:
             keyed = [pair for pair in keyed if pair[0] > start]
         page = keyed[:limit]
         return [item for _, item in page], (page[-1][0] if len(keyed) > limit else None)
+
+    async def pending_runs(
+        self, changed_since: datetime | None = None, run: str | None = None
+    ) -> AsyncIterator[ListedRun]:
+        """The runs a listing of pending approvals reads, as visibility lists them: each
+        memo is decoded by who needs it (`ListedRun.pending`).
+
+        Without `changed_since`: every running run with approvals pending (of the
+        workflow id `run`, if given). With it: every
+        run whose gate published a change at or after that time (`HitlUpdatedAt`, set by
+        the workflow, so on the server's clock), or that ended since then (terminated,
+        timed out, continued as new), whatever it holds now. A namespace without
+        HitlUpdatedAt refuses that query (`RPCError`, INVALID_ARGUMENT).
+        """
+        query = _pending_query(run)
+        if changed_since is not None:
+            at = _timestamp(changed_since)
+            query = (
+                f"{contract.STATE_KEY.name} IS NOT NULL AND "
+                f"({contract.UPDATED_AT_KEY.name} >= '{at}' OR CloseTime >= '{at}')"
+            )
+        # Large pages: listing is bound by the server's visibility store, and every page is
+        # a round trip.
+        async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+            memo = execution.raw_info.memo.fields.get(contract.MEMO_PENDING)
+            yield ListedRun(
+                workflow_id=execution.id,
+                run_id=execution.run_id,
+                running=execution.status is WorkflowExecutionStatus.RUNNING,
+                updated_at=execution.typed_search_attributes.get(contract.UPDATED_AT_KEY),
+                closed_at=execution.close_time,
+                stored=memo.SerializeToString() if memo is not None else None,
+                read=functools.partial(_pending_of, execution),
+            )
 
     async def pending_page(
         self,
@@ -1079,7 +1131,8 @@ async def _memo_of(execution: WorkflowExecution) -> Mapping[str, Any] | None:
 
 
 async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
-    """The run's pending approvals from its memo (none that this process can't decode)."""
+    """The run's pending approvals from its memo (none that this process can't decode).
+    Only the memo's pending field is decoded, straight into models."""
     try:
         items: list[PendingApproval] = await execution.memo_value(
             contract.MEMO_PENDING, default=[], type_hint=list[PendingApproval]

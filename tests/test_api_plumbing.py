@@ -8,6 +8,7 @@ tests/test_api.py runs the same pieces against a real run.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import MagicMock
@@ -17,6 +18,7 @@ import pytest
 
 from hitl.models import PendingApproval
 from hitl.reviewers import load_config
+from hitl.reviews import ListedRun
 from tests.review_api import ServedApi
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -28,8 +30,16 @@ class Listing:
     def __init__(self) -> None:
         self.items: list[PendingApproval] = []
 
-    async def pending(self, tool: str | None = None) -> list[PendingApproval]:
-        return list(self.items)
+    async def pending_runs(self, changed_since: datetime | None = None) -> AsyncIterator[ListedRun]:
+        # One run that doesn't stamp its changes: the feed lists it whole every time.
+        items = list(self.items)
+
+        async def read() -> list[PendingApproval]:
+            return items
+
+        if items:
+            stored = "".join(item.id for item in items).encode()
+            yield ListedRun("run-1", "r-1", True, None, None, stored, read)
 
 
 def pending(approval_id: str) -> PendingApproval:

@@ -12,7 +12,8 @@ until temporal operator cluster health --address "$ADDRESS"; do
 done
 temporal operator namespace describe -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1 \
     || temporal operator namespace create -n "$NAMESPACE" --address "$ADDRESS"
-for attribute in HitlState=Keyword HitlPendingApprovals=Int HitlApprovalIds=KeywordList; do
+for attribute in HitlState=Keyword HitlPendingApprovals=Int HitlApprovalIds=KeywordList \
+    HitlUpdatedAt=Datetime; do
     name="${attribute%%=*}"
     type="${attribute#*=}"
     temporal operator search-attribute create --namespace "$NAMESPACE" --address "$ADDRESS" \

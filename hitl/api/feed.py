@@ -1,24 +1,33 @@
 """The event feed behind /events: one poller of the pending approvals for every subscriber.
 
-Visibility (the memo's pending summaries) is read as `hitl pending` reads it, every half
-second while anyone listens; what changed is put on each subscriber's queue as an
-`ApprovalEvent`. The route (`hitl.api.routers.events`) writes them as server-sent events.
+Visibility (the memo's pending summaries) is read as `hitl pending` reads it; what changed
+is put on each subscriber's queue as an `ApprovalEvent`. The route
+(`hitl.api.routers.events`) writes them as server-sent events.
+
+A poll costs what changed, not what waits: every half second the feed lists only the runs
+whose gate stamped a change (`HitlUpdatedAt`, on the server's clock) since a little before
+the newest stamp it has seen, and those that ended meanwhile, and decodes the memos of
+those whose pending summaries differ from what it read last. A full listing at start and
+every minute catches what that missed (a run listed late by visibility); runs that don't
+stamp (from workers before HitlUpdatedAt, or a namespace without it) are read by full
+listings only, as often as they cost (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.service import RPCError
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
-from hitl import policy
+from hitl import contract, policy
 from hitl.api.schemas import ApprovalEvent
 from hitl.models import ApprovalRecord, ApprovalStatus, PendingApproval
-from hitl.reviews import ReviewError, Reviews
+from hitl.reviews import ListedRun, ReviewError, Reviews
 
 log = logging.getLogger("hitl.api")
 
@@ -27,12 +36,22 @@ EVENT_QUEUE = 10_000
 """Events a slow /events subscriber may fall behind by before its stream is closed."""
 READ_CONCURRENCY = 8
 ANNOUNCED_SECONDS = 120.0
+FULL_LISTING_SECONDS = 60.0
+"""How often the whole pending set is listed again while every run in it stamps its changes."""
+MARGIN = timedelta(seconds=30)
+"""How far before the newest stamp seen a poll looks again. A stamp is the time its workflow
+task started; visibility lists the change after the task completes (a task may take up to
+its 10 s timeout) and after the store indexes it (about a second on Elasticsearch)."""
+CLOCK_MARGIN = timedelta(minutes=5)
+"""Before the feed has seen any stamp on the server's clock, it looks back this far on its
+own: the two clocks may disagree."""
 
 
 class EventFeed:
-    """One poller for every /events subscriber: the pending set, diffed every half second.
+    """One poller for every /events subscriber: the pending set, kept current every half second.
 
-    Visibility (the memo's pending summaries) is read as `hitl pending` reads it; an
+    Visibility (the memo's pending summaries) is read as `hitl pending` reads it, one full
+    listing when polling starts and then only the runs that changed (see the module); an
     approval that left the set is read from its run to say how it ended. Polling starts
     with the first subscriber and stops with the last. A `ready` event tells a
     subscriber from when on changes are reported (a client reloads its listing then).
@@ -50,6 +69,21 @@ class EventFeed:
         self._announced: dict[str, float] = {}
         """Approvals announced as ended, and when: a listing begun before the decision may
         still show them pending, and must not announce them again."""
+        self._runs: dict[str, dict[str, tuple[bytes | None, list[PendingApproval]]]] = {}
+        """By workflow id, its running runs as last read: the memo's pending field as
+        stored (so an unchanged one is not decoded again) and what it held."""
+        self._ended: dict[str, datetime] = {}
+        """Runs seen ended (by run id, with when), so a poll looks at each once."""
+        self._cursor: datetime | None = None
+        """The newest stamp or end seen, on the server's clock."""
+        self._full_due = 0.0
+        self._changes_listed = True
+        """False once the namespace refused the query by HitlUpdatedAt (not registered)."""
+        self.polls = {"full": 0, "changes": 0}
+        self.rows_listed = 0
+        """Visibility rows read, all told."""
+        self.memos_read = 0
+        """Memos decoded, all told: what a poll costs besides listing."""
 
     def announce(self, record: ApprovalRecord) -> None:
         """An approval this API saw end: said now, and not again by the poller."""
@@ -83,6 +117,8 @@ class EventFeed:
         if not self._subscribers and self._task is not None:
             self._task.cancel()
             self._task, self._known = None, None
+            self._runs, self._ended, self._cursor = {}, {}, None
+            self._changes_listed = True
             self.ready.clear()
 
     def close(self) -> None:
@@ -109,22 +145,125 @@ class EventFeed:
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
+            full = False
             try:
-                current = {item.id: item for item in await self.reviews.pending()}
-                if self._known is not None:
-                    current = await self._diff(self._known, current)
-                self._known = current
+                if self._known is None or began >= self._full_due or not await self._changes():
+                    full = True
+                    await self._full()
                 self.ready.set()
             except Exception:
                 # Whatever one listing hit, the next may not: a poller that died would
-                # leave every subscriber waiting on a stream that says nothing.
+                # leave every subscriber waiting on a stream that says nothing. A poll cut
+                # short may have read runs it did not diff: the next lists everything.
+                self._full_due = 0.0
                 log.exception("events: the pending approvals could not be listed")
-            # A listing reads every pending approval, so it costs more the more wait (about
-            # 5 s of this process's CPU over 10,000, docs/benchmarks.md). The pause after
-            # one is at least as long as the listing took: the feed never takes more than
-            # half of a core from the decisions it serves, and events come later instead.
+            # A full listing reads every pending approval, so it costs more the more wait
+            # (seconds of this process's CPU over 10,000, docs/benchmarks.md). Where polls
+            # list everything each time, the pause after one is at least as long as it
+            # took: the feed never takes more than half of a core from the decisions it
+            # serves, and events come later instead. A full listing once a minute between
+            # polls of what changed costs little, and the next poll need not wait for it.
             took = loop.time() - began
-            await asyncio.sleep(max(self.interval - took, took))
+            rare = full and self._full_due > loop.time() + self.interval
+            await asyncio.sleep(max(self.interval - took, 0.0 if rare else took))
+
+    async def _full(self) -> None:
+        """Every pending approval, listed again; only memos that changed are decoded."""
+        self.polls["full"] += 1
+        runs: dict[str, dict[str, tuple[bytes | None, list[PendingApproval]]]] = {}
+        unstamped = 0
+        async for run in self.reviews.pending_runs():
+            self.rows_listed += 1
+            if run.updated_at is None:
+                unstamped += 1
+            else:
+                self._advance(run.updated_at)
+            runs.setdefault(run.workflow_id, {})[run.run_id] = await self._read(run)
+        self._runs = runs
+        current = {
+            item.id: item for run in runs.values() for _, items in run.values() for item in items
+        }
+        self._known = current if self._known is None else await self._diff(self._known, current)
+        # A run that doesn't stamp its changes is seen by full listings only: list as often
+        # as that costs, as before stamps.
+        every = FULL_LISTING_SECONDS if self._changes_listed and not unstamped else 0.0
+        self._full_due = asyncio.get_running_loop().time() + every
+
+    async def _changes(self) -> bool:
+        """The runs changed since a little before the newest change seen, diffed; False if
+        the namespace can't say (HitlUpdatedAt not registered): a full listing then."""
+        if not self._changes_listed:
+            return False
+        assert self._known is not None
+        self.polls["changes"] += 1
+        cursor = self._cursor or datetime.now(UTC) - CLOCK_MARGIN
+        since = cursor - MARGIN
+        touched: set[str] = set()
+        try:
+            async for run in self.reviews.pending_runs(changed_since=since):
+                self.rows_listed += 1
+                if run.updated_at is not None:
+                    self._advance(run.updated_at)
+                if run.running:
+                    before = self._runs.get(run.workflow_id, {}).get(run.run_id)
+                    read = await self._read(run, before)
+                    if read is not before:
+                        self._runs.setdefault(run.workflow_id, {})[run.run_id] = read
+                        touched.add(run.workflow_id)
+                    continue
+                closed = run.closed_at or cursor
+                self._advance(closed)
+                if run.run_id in self._ended:
+                    continue
+                # Ended without its gate saying so (terminated, timed out), or continued as
+                # new: its approvals ended with it, or went on in the next run.
+                self._ended[run.run_id] = closed
+                if self._runs.get(run.workflow_id, {}).pop(run.run_id, None) is not None:
+                    touched.add(run.workflow_id)
+        except RPCError as error:
+            if error.status is not RPCStatusCode.INVALID_ARGUMENT:
+                raise
+            log.warning(
+                "events: the namespace has no %s search attribute; the feed lists every "
+                "pending approval each time (%s)",
+                contract.UPDATED_AT_KEY.name,
+                error.message,
+            )
+            self._changes_listed = False
+            return False
+        forget = since - MARGIN
+        self._ended = {run: when for run, when in self._ended.items() if when >= forget}
+        if touched:
+            known = {k: v for k, v in self._known.items() if v.session_id in touched}
+            current = {
+                item.id: item
+                for workflow_id in touched
+                for _, items in self._runs.get(workflow_id, {}).values()
+                for item in items
+            }
+            for workflow_id in touched:
+                if not self._runs.get(workflow_id):
+                    self._runs.pop(workflow_id, None)
+            kept = await self._diff(known, current)
+            untouched = {k: v for k, v in self._known.items() if v.session_id not in touched}
+            self._known = {**untouched, **kept}
+        return True
+
+    def _advance(self, at: datetime) -> None:
+        if self._cursor is None or at > self._cursor:
+            self._cursor = at
+
+    async def _read(
+        self, run: ListedRun, before: tuple[bytes | None, list[PendingApproval]] | None = None
+    ) -> tuple[bytes | None, list[PendingApproval]]:
+        """What a run holds pending: `before` again if its memo's pending field is unchanged,
+        else decoded. A full listing reuses what it read of the same run."""
+        if before is None:
+            before = self._runs.get(run.workflow_id, {}).get(run.run_id)
+        if before is not None and before[0] == run.stored:
+            return before
+        self.memos_read += 1
+        return run.stored, await run.pending()
 
     async def _diff(
         self, known: dict[str, PendingApproval], current: dict[str, PendingApproval]
@@ -145,9 +284,14 @@ class EventFeed:
 
         async def ended(workflow_id: str, items: list[PendingApproval]) -> list[PendingApproval]:
             """How each approval of one run ended; those still pending are kept."""
+            status = None
             async with limit:
                 try:
-                    records = {r.id: r for r in await self.reviews.approvals_of(workflow_id)}
+                    handle = self.reviews.client.get_workflow_handle(workflow_id)
+                    status = (await handle.describe()).status
+                    records = {
+                        r.id: r for r in await self.reviews.approvals_of(workflow_id, status=status)
+                    }
                     problem = None
                 except (ReviewError, RPCError, ValidationError) as error:
                     records, problem = {}, str(error)
@@ -155,8 +299,14 @@ class EventFeed:
             for item in items:
                 record = records.get(item.id)
                 if record is not None and record.status is ApprovalStatus.PENDING:
-                    # Visibility lags a continue-as-new: the new run carries it, still pending.
-                    kept.append(item)
+                    if status is WorkflowExecutionStatus.RUNNING:
+                        # Visibility lags a continue-as-new: the new run carries it, pending.
+                        kept.append(item)
+                        continue
+                    # Terminated, timed out, failed: nobody can decide it any more.
+                    name = status.name.lower() if status is not None else "unknown"
+                    reason = f"its run ended ({name}) while it was pending"
+                    self._emit(_event("approval.decided", item, now, reason=reason))
                     continue
                 if record is None:
                     reason = f"no longer pending; its record could not be read ({problem})"
