@@ -50,7 +50,10 @@ def parse_moment(text: str, now: datetime | None = None) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise RangeError(f"{text[:40]!r} is out of range: the calendar ends there") from None
     if moment < now - MAX_RANGE:
         raise RangeError(f"{text[:40]!r} is more than {MAX_RANGE.days} days ago")
     return moment

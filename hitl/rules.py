@@ -24,14 +24,17 @@ decides it, and no match passes it to a person:
     cedar = "policies.cedar"        # beside this file; or cedar_policies = '''...'''
 
 Conditions: `{ path = P, OP = V, ... }` (every OP must hold) with OPs `equals`, `in`,
-`glob`, `prefix` (strings, one or a list), `lt`/`le`/`gt`/`ge` (numbers) and `exists`;
+`glob`, `prefix` (strings, one or a list; a value with a `..` segment is an error),
+`lt`/`le`/`gt`/`ge` (numbers) and `exists`;
 `{ all = [...] }`, `{ any = [...] }`, `{ not = {...} }`. A path is `a.b.0` (keys, list
 indexes) or a list `["a.b", 0]` for keys holding dots. A path that is missing makes its
 condition false (`exists = false` tests for that); a string test on a non-string or a
 comparison with a non-number is an error, and an error passes the call to a person with
 the error recorded. Nothing is evaluated as code.
 
-Cedar (`pip install 'hitl-agents[rules]'`): principal `User::"<requester>"`, action
+Cedar (`pip install 'hitl-agents[rules]'`): principal `User::"<requester>"` when a signed
+start proved the requester, else `Unverified::"<requester>"` (so a policy naming a `User`
+never matches a name a run only claims), action
 `Action::"call"`, resource `Tool::"<tool>"`, context `{args, risk, requester_verified}`
 (a null argument is left out: test it with `has`). An explicit forbid denies; a permit
 with no forbid approves; no policy that applies passes to the next rule. A forbid policy
@@ -132,7 +135,8 @@ def same(a: Any, b: Any) -> bool:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        # -Infinity is below every bound: `lt = 100` must not approve it.
         raise RuleEvalError(f"{where} compares a number, but the value is {_kind(value)}")
     return value
 
@@ -143,19 +147,39 @@ def _string(value: Any, where: str) -> str:
     return value
 
 
+_PARENT = re.compile(r"(^|[/\\])\.\.($|[/\\])")
+
+
+def _pathlike(value: Any, where: str) -> str:
+    """A string for `glob` and `prefix`, which mostly judge paths: one that climbs out of
+    where it starts (`docs/../.env` begins with `docs/`) can't be judged by its text, so
+    it is an error and a person decides."""
+    text = _string(value, where)
+    if _PARENT.search(text):
+        raise RuleEvalError(f"{where} tests a path, but the value climbs with '..': {text!r}"[:300])
+    return text
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
         type(value), "a list" if isinstance(value, list) else "an object"
     )
+
+
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def _path(raw: Any, where: str) -> tuple[str | int, ...]:
     if isinstance(raw, str):
         if not raw:
             raise RulesError(f'{where}: path is empty; name an argument, e.g. path = "path"')
-        return tuple(int(part) if part.lstrip("-").isdigit() else part for part in raw.split("."))
+        # ASCII digits only: "²".isdigit() holds, and int("²") raised a ValueError that no
+        # caller expects (the worker crashed at start, the check failed mid-run).
+        return tuple(int(part) if _INDEX.fullmatch(part) else part for part in raw.split("."))
     if isinstance(raw, list) and raw and all(isinstance(p, str | int) for p in raw):
         return tuple(raw)
     raise RulesError(f'{where}: path is "a.b.0" or a list of keys and indexes, e.g. ["a.b", 0]')
@@ -239,9 +263,9 @@ def _test(op: str, expected: Any, label: str, where: str) -> Callable[[Any], boo
         patterns = _strings(expected, where, op)
         if op == "glob":
             return lambda value: any(
-                fnmatch.fnmatchcase(_string(value, label), p) for p in patterns
+                fnmatch.fnmatchcase(_pathlike(value, label), p) for p in patterns
             )
-        return lambda value: _string(value, label).startswith(patterns)
+        return lambda value: _pathlike(value, label).startswith(patterns)
     bound = expected
     if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
         raise RulesError(f"{where}: {op} is a number")
@@ -299,7 +323,9 @@ class CedarRule:
         import cedarpy
 
         request = {
-            "principal": {"type": "User", "id": call.requester},
+            # Only a proven name is a User: a policy on `User::"alice"` must not approve a
+            # run that merely claims to be alice's (its input can say anything).
+            "principal": {"type": "User" if call.verified else "Unverified", "id": call.requester},
             "action": {"type": "Action", "id": "call"},
             "resource": {"type": "Tool", "id": call.tool},
             "context": {
@@ -336,6 +362,7 @@ class CedarRule:
         return f"{self.name}/{self.labels.get(ids[0], ids[0])}"
 
 
+CEDAR_ESCAPES = frozenset({"__entity", "__extn", "__expr"})
 _POLICY_IN_ERROR = re.compile(r"policy `([^`]+)`")
 
 
@@ -343,10 +370,20 @@ def _cedar_value(value: Any, where: str) -> Any:
     """Arguments as a Cedar value: nulls left out (absent, `has`), integral floats as
     longs, other floats as decimals where exact (Cedar has no floating point)."""
     if isinstance(value, Mapping):
+        reserved = CEDAR_ESCAPES.intersection(str(k) for k in value)
+        if reserved:
+            # Cedar's JSON reads these keys as an entity or extension value, not a record:
+            # arguments the model wrote could pose as `User::"alice"` or an IP address.
+            raise RuleEvalError(
+                f"{where} holds the key {sorted(reserved)[0]}, which Cedar would read as an "
+                "entity or extension value rather than an argument"
+            )
         return {str(k): _cedar_value(v, f"{where}.{k}") for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [_cedar_value(v, f"{where}[{i}]") for i, v in enumerate(value) if v is not None]
     if isinstance(value, float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise RuleEvalError(f"{where} is {value!r}, which Cedar has no value for")
         if value.is_integer() and abs(value) < 2**63:
             return int(value)
         text = repr(value)

@@ -268,6 +268,16 @@ async def test_the_history_says_who_decided_when_and_why_newest_first(
         if token is None:
             break
     assert seen == [item["id"] for item in body["items"]]
+    # A history token is not the pending listing's: a 422 at once, not handed to Temporal
+    # (which answers a token it did not make with an internal error, retried for seconds).
+    history_token = (
+        await bob.get("/approvals/history", params={"since": since, "limit": 1})
+    ).json()["next_page_token"]
+    assert history_token
+    for params in ({"page_token": history_token}, {"page_token": history_token, "sort": "risk"}):
+        listed = await bob.get("/approvals", params=params)
+        assert listed.status_code == 422, listed.text
+        assert "page_token" in listed.json()["detail"]
     await client.get_workflow_handle(runs["mid_run"]).terminate("test done")
 
 

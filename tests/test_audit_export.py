@@ -252,3 +252,20 @@ async def test_a_run_that_cannot_be_read_is_named_and_the_export_says_it_is_shor
         await handle.terminate("test over")
         await never.terminate("test over")
     assert datetime.now(UTC) - began < timedelta(seconds=60)
+
+
+async def test_figures_that_take_too_long_to_read_come_back_incomplete(
+    api: tuple[ServedApi, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any reviewer may ask for ten years of figures: the request answers within a bound,
+    # saying its figures are short, rather than holding the API for as long as it takes.
+    from hitl.api.routers import insights
+
+    monkeypatch.setattr(insights, "INSIGHTS_SECONDS", 0.0)
+    served, tokens = api
+    async with served.http(tokens["bob"]) as bob:
+        answer = await bob.get("/insights", params={"since": "3650d"})
+    assert answer.status_code == 200, answer.text
+    figures = Insights.model_validate(answer.json())
+    assert figures.complete is False
+    assert any("stopped reading runs after 0 s" in p for p in figures.problems)

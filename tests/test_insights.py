@@ -286,6 +286,16 @@ def test_durations_and_dates_as_people_type_them() -> None:
     assert isinstance(RangeError("x"), argparse.ArgumentTypeError), "argparse prints it"
 
 
+def test_a_moment_at_the_edge_of_the_calendar_is_refused_not_a_crash() -> None:
+    # /audit and /insights answered these with a 500 (OverflowError), the CLI a traceback.
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    for bad in ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-01:00"):
+        with pytest.raises(RangeError, match="out of range"):
+            parse_moment(bad, now)
+        with pytest.raises(RangeError):
+            time_range("30d", bad, now)
+
+
 # --- the export's formats -----------------------------------------------------------------
 
 

@@ -160,6 +160,13 @@ def test_predicates_over_json_paths() -> None:
     assert not holds({"all": [{"path": "n", "equals": 3}, {"path": "flag", "equals": 1}]}, args)
 
 
+def test_a_path_part_of_other_digits_is_a_key_not_a_crash() -> None:
+    # "²" and "٣" are digits to str.isdigit but not to int(): loading the file raised.
+    assert holds({"path": "a.²", "equals": 1}, {"a": {"²": 1}})
+    assert holds({"path": "a.٣", "exists": False}, {"a": [0, 1, 2, 3]})
+    assert holds({"path": "a.-1", "equals": 3}, {"a": [0, 1, 2, 3]})
+
+
 def test_json_equality_is_strict_about_booleans() -> None:
     assert not same(True, 1) and not same(0, False) and same(1, 1.0)
     assert not holds({"path": "flag", "in": [1]}, {"flag": True})
@@ -172,6 +179,10 @@ def test_a_test_of_the_wrong_type_is_an_error_and_asks_a_person() -> None:
     assert verdict.error and "tests a string, but the value is a list" in verdict.error
     verdict = loaded.evaluate(call("write_file", {"path": "docs/a", "size": "1"}))
     assert verdict.verdict == "ask" and "compares a number" in (verdict.error or "")
+    # Python's json reads -Infinity and NaN: neither is a number a bound can judge.
+    for odd in (float("-inf"), float("nan")):
+        verdict = loaded.evaluate(call("write_file", {"path": "docs/a", "size": odd}))
+        assert verdict.verdict == "ask" and "compares a number" in (verdict.error or ""), odd
 
 
 @given(
@@ -452,3 +463,40 @@ def test_a_worker_with_an_unusable_rules_file_does_not_start(tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert "[[rule]] #1 ('half') in " in done.stdout and "effect is" in done.stdout
+
+
+def test_a_cedar_policy_on_a_user_matches_only_a_proven_requester(tmp_path: Path) -> None:
+    # The run's input names its requester; only a signed start proves it. A team writing
+    # the natural policy must not have it approve whoever claims the name.
+    loaded = cedar_rules(tmp_path, 'permit(principal == User::"alice", action, resource);\n')
+    claimed = loaded.evaluate(call("deploy", {}, requester="alice"))
+    assert claimed.verdict == "ask" and claimed.rule == ""
+    proven = loaded.evaluate(call("deploy", {}, requester="alice", verified=True))
+    assert proven.verdict == "approve"
+
+
+def test_arguments_can_not_pose_as_cedar_entities_or_extension_values(tmp_path: Path) -> None:
+    loaded = cedar_rules(
+        tmp_path,
+        "permit(principal, action, resource) when { context.args.owner == principal };\n",
+    )
+    posing = {"owner": {"__entity": {"type": "User", "id": "bob"}}}
+    verdict = loaded.evaluate(call("deploy", posing, requester="bob", verified=True))
+    assert verdict.verdict == "ask" and "__entity" in (verdict.error or "")
+    nested = {"a": [{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}]}
+    assert loaded.evaluate(call("deploy", nested, requester="bob", verified=True)).verdict == "ask"
+
+
+def test_a_path_that_climbs_out_of_a_prefix_or_glob_asks_a_person() -> None:
+    # The documented rules approve writes under logs/ or docs/*.md; the model chooses the
+    # path, and "logs/../.env" begins with "logs/".
+    loaded = parse_rules(
+        'mode = "act"\n[[rule]]\nname = "logs"\neffect = "approve"\ntool = "write_file"\n'
+        'args = { any = [ { path = "path", prefix = "logs/" }, '
+        '{ path = "path", glob = "docs/*.md" } ] }\n'
+    )
+    assert loaded.evaluate(call("write_file", {"path": "logs/a.log"})).verdict == "approve"
+    assert loaded.evaluate(call("write_file", {"path": "docs/a..b.md"})).verdict == "approve"
+    for climbing in ("logs/../.env", "docs/../secrets/x.md", "logs/..", "logs\\..\\x"):
+        verdict = loaded.evaluate(call("write_file", {"path": climbing}))
+        assert verdict.verdict == "ask" and "'..'" in (verdict.error or ""), climbing

@@ -27,7 +27,15 @@ from hitl.reviews import Reviews
 from hitl.rules import load_rules
 from hitl.tools import tool
 from tests.conftest import NEW_LOGS, OLD_LOGS, OTHER, files_in, make_logs
-from tests.helpers import CLEANUP_TASK, assert_replays, decision, start_run, turn, wait_pending
+from tests.helpers import (
+    CLEANUP_TASK,
+    assert_replays,
+    decision,
+    start_run,
+    turn,
+    wait_decisions,
+    wait_pending,
+)
 from tests.test_gate_api import Ask, AskingWorkflow
 from worker import build_worker
 
@@ -354,3 +362,31 @@ async def test_the_backtest_replays_rules_over_what_runs_recorded(
     assert code == 1
     assert decided["kept"] in {case["id"] for case in out["dangerous"]}
     assert out["policy_digest"] == rules.digest
+
+
+async def test_a_reviewer_can_not_modify_a_call_into_one_a_rule_denies(
+    client: Client, task_queue: str, worker: Worker, workspace: Path, rules_file: Any
+) -> None:
+    # "A deny always stands": the old-logs call matches no rule and waits for a person, who
+    # must not be able to turn it into the deletion the worker's rules forbid.
+    rules_file(
+        'mode = "act"\n[[rule]]\nname = "keep-config"\neffect = "deny"\n'
+        'reason = "config is managed by the platform team"\ntool = "delete_files"\n'
+        'args = { path = "paths.0", prefix = "config/" }\n'
+    )
+    handle = await start_run(client, task_queue, workspace)
+    [record] = await wait_pending(handle)
+    assert record.rule is None
+    await handle.signal(
+        contract.SIGNAL_MODIFY, decision(record.id, args={"paths": ["config/app.yaml"]})
+    )
+    [entry] = await wait_decisions(handle, record.id, 1)
+    assert entry.outcome == "refused"
+    assert "rule keep-config denies the modified call" in (entry.refusal or "")
+    assert "config is managed by the platform team" in (entry.refusal or "")
+    [still] = await wait_pending(handle)
+    assert still.id == record.id
+    await handle.signal(contract.SIGNAL_REJECT, decision(record.id, reason="no"))
+    await asyncio.wait_for(handle.result(), 30)
+    assert "config/app.yaml" in files_in(workspace)
+    await assert_replays(handle)

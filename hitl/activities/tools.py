@@ -241,10 +241,7 @@ class ToolActivities:
             quorum=found.quorum,
             approval_timeout=found.approval_timeout,
             tool=found.name,
-            # A reviewer's modification is judged by the reviewer, not by the rules.
-            call=None
-            if request.modification
-            else CallFacts(
+            call=CallFacts(
                 tool=found.name,
                 args=normalized,
                 requested_by=request.requested_by,
@@ -253,7 +250,22 @@ class ToolActivities:
                 failed=preview.failed,
             ),
         )
-        preview.warnings.extend(worker.notes)
+        if request.modification:
+            # A reviewer's modification is judged by the reviewer, but a deny stands over a
+            # person as over a standing approval: modifying a call into one the worker's
+            # rules forbid is refused (the approval stays pending). Nothing else of the
+            # rules' verdict applies to a modification.
+            if worker.rule is not None and worker.rule.verdict == "deny":
+                return ToolCheck(
+                    ok=False,
+                    error=clip(
+                        f"the worker's rule {quoted(worker.rule.rule)} denies the modified "
+                        f"call: {worker.rule.reason}",
+                        1_000,
+                    ),
+                )
+        else:
+            preview.warnings.extend(worker.notes)
         lapsed: dict[str, str] = {}
         if worker.config is not None:
             lapsed = _lapsed(worker.config, request.standing_grantors, found.name, risk)

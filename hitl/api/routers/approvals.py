@@ -269,6 +269,10 @@ async def list_approvals(
     token = _decode_token(state.page_key, page_token) if page_token is not None else None
     if token is not None and token.startswith(_SORTED_TOKEN):
         raise ApiError(422, "page_token is from a sorted listing; give the same sort= with it")
+    if token is not None and token.startswith(_HISTORY_TOKEN):
+        # Temporal answers a token it did not make with an internal error, retried for
+        # seconds: the history's own never reaches it.
+        raise ApiError(422, "page_token is from the history (/approvals/history), not this listing")
     page = await state.reviews.pending_page(limit, token, run=run, where=shown)
     return ApprovalPage(
         items=[ApprovalItem(**item.model_dump()) for item in page.items],

@@ -10,6 +10,7 @@ holds for /insights: its figures are over the approvals the reviewer may read.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
@@ -25,6 +26,11 @@ from hitl.insights import MIN_DECISIONS, MIN_RATE, Insights, InsightsBuilder
 from hitl.models import ApprovalRecord
 
 router = APIRouter(tags=["insights"], responses=responses(401, 422, 503))
+
+INSIGHTS_SECONDS = 120.0
+"""How long one /insights request reads runs at most before answering with the figures it
+has (`complete` false, a problem saying so): any reviewer may ask for ten years, and each
+request would otherwise hold the API reading every run of them."""
 
 RANGE_PATTERN = (
     r"^\s*(\d+(\.\d+)?\s*(ms|s|m|min|h|d)?"
@@ -127,15 +133,22 @@ async def insights(
     """Outcome rates and time to decide per tool and per reviewer, load over time, shadow
     rules' agreement with people, and candidates for a rule or a standing approval, over
     the approvals of tools this reviewer may read. `complete` is false when some runs
-    could not be read (`problems`)."""
+    could not be read, or reading took longer than 120 s (`problems`)."""
     start, end = _range(since, until)
     config = state.config
     builder = InsightsBuilder(
         start, end, now=datetime.now(UTC), min_decisions=min_decisions, min_rate=min_rate
     )
-    async for record in state.reviews.records(start, end, problems=builder.problems):
-        if who.may_read(config, record.action_json.tool):
-            builder.add(record)
-        else:
-            builder.withheld += 1
+    try:
+        async with asyncio.timeout(INSIGHTS_SECONDS):
+            async for record in state.reviews.records(start, end, problems=builder.problems):
+                if who.may_read(config, record.action_json.tool):
+                    builder.add(record)
+                else:
+                    builder.withheld += 1
+    except TimeoutError:
+        builder.problems.append(
+            f"stopped reading runs after {INSIGHTS_SECONDS:g} s: the figures cover only the "
+            "runs read by then; narrow the range (since, until) or use hitl stats"
+        )
     return builder.build()
