@@ -188,3 +188,22 @@ class _SlowQueriesInbound(WorkflowInboundInterceptor):
     def handle_query(self, input: HandleQueryInput) -> Any:
         time.sleep(0.2)
         return super().handle_query(input)
+
+
+async def continue_as_new_by_junk(client: Client, handle: WorkflowHandle) -> WorkflowHandle:
+    """Junk decisions (refused, each kept in the log) grow the run's history until it
+    continues as new (a run started with small `RunLimits.continue_as_new_events`); the
+    chain's latest run, once it has."""
+    first_run = (await handle.describe()).run_id
+    latest = client.get_workflow_handle(handle.id, result_type=RunResult)
+    for batch in range(40):
+        await asyncio.gather(
+            *(
+                latest.signal(contract.SIGNAL_APPROVE, decision(f"apr_junk{batch}_{i}"))
+                for i in range(10)
+            )
+        )
+        await asyncio.sleep(0.1)
+        if (await latest.describe()).run_id != first_run:
+            return latest
+    raise AssertionError("the run never continued as new")

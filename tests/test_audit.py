@@ -10,9 +10,9 @@ import pytest
 from temporalio.client import Client
 
 from hitl import contract
-from hitl.models import ApprovalStatus, RunLimits, RunResult
+from hitl.models import ApprovalStatus, RunLimits
 from hitl.reviews import Reviews
-from tests.helpers import decision, start_run, turn, wait_pending
+from tests.helpers import continue_as_new_by_junk, decision, start_run, turn, wait_pending
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -38,20 +38,7 @@ async def test_records_cover_every_run_of_a_continue_as_new_chain_once(
             break
         await asyncio.sleep(0.05)
     assert second is not None
-    first_run = (await handle.describe()).run_id
-    latest = client.get_workflow_handle(handle.id, result_type=RunResult)
-    # Junk decisions grow the history until the run continues as new while it waits.
-    for batch in range(40):
-        await asyncio.gather(
-            *(
-                latest.signal(contract.SIGNAL_APPROVE, decision(f"apr_junk{batch}_{i}"))
-                for i in range(10)
-            )
-        )
-        await asyncio.sleep(0.1)
-        if (await latest.describe()).run_id != first_run:
-            break
-    assert (await latest.describe()).run_id != first_run, "the run continued as new"
+    latest = await continue_as_new_by_junk(client, handle)
     await latest.signal(contract.SIGNAL_REJECT, decision(second.id, "bob", reason="not today"))
     await asyncio.wait_for(latest.result(), timeout=30)
 

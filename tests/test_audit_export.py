@@ -23,9 +23,9 @@ from temporalio.testing import WorkflowEnvironment
 from hitl import contract
 from hitl.export import CSV_COLUMNS, iter_csv
 from hitl.insights import Insights
-from hitl.models import ApprovalRecord, RunLimits, RunResult
+from hitl.models import ApprovalRecord, RunLimits
 from hitl.reviews import Reviews
-from tests.helpers import decision, start_run, turn, wait_pending
+from tests.helpers import continue_as_new_by_junk, decision, start_run, turn, wait_pending
 from tests.review_api import ServedApi, write_reviewers
 from tests.test_cli import Hitl
 from worker import build_worker
@@ -65,19 +65,7 @@ async def chain(client: Client, task_queue: str, workspace: Path) -> WorkflowHan
         if [r for r in await wait_pending(handle) if r.id != first.id]:
             break
         await asyncio.sleep(0.05)
-    first_run = (await handle.describe()).run_id
-    latest = client.get_workflow_handle(handle.id, result_type=RunResult)
-    for batch in range(40):  # junk decisions grow the history until it continues as new
-        await asyncio.gather(
-            *(
-                latest.signal(contract.SIGNAL_APPROVE, decision(f"apr_junk{batch}_{i}"))
-                for i in range(10)
-            )
-        )
-        await asyncio.sleep(0.1)
-        if (await latest.describe()).run_id != first_run:
-            break
-    assert (await latest.describe()).run_id != first_run, "the run continued as new"
+    latest = await continue_as_new_by_junk(client, handle)
     [second] = [r for r in await wait_pending(latest) if r.id != first.id]
     await latest.signal(
         contract.SIGNAL_REJECT,
