@@ -238,20 +238,24 @@ async def test_the_inbox_shows_text_exactly_as_the_terminal_does(
 ) -> None:
     served, _ = api
     # Text reaches the page only as text: nothing of it is ever parsed as markup.
-    script = (ROOT / "hitl" / "web" / "inbox.js").read_text()
-    assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", script)
-    page = await browser.new_page()
-    await page.goto(served.url + "/")
+    for name in ("inbox.js", "common.js"):
+        script = (ROOT / "hitl" / "web" / name).read_text()
+        assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", script)
     # Lone surrogates can't travel as UTF-8 (nor in a record): what reaches a page can't hold them.
     samples = [text for text in [*HOSTILE, "".join(HOSTILE)] if "\udc9b" not in text]
     samples += ["tab\there\nnext line", "e\u0301 a\u0301\u0301\u0301\u0301\u0301 /\u0301", "日本"]
-    for sample in samples:
-        for multiline in (False, True):
-            shown = await page.evaluate(
-                "([text, multiline]) => window.hitlText.visible(text, multiline)",
-                [sample, multiline],
-            )
-            assert shown == visible(sample, multiline=multiline), repr(sample)
+    # Both pages escape with the one `visible` (common.js), the terminal's rules.
+    for path in ("/", "/insights.html"):
+        page = await browser.new_page()
+        await page.goto(served.url + path)
+        for sample in samples:
+            for multiline in (False, True):
+                shown = await page.evaluate(
+                    "([text, multiline]) => window.hitlWeb.visible(text, multiline)",
+                    [sample, multiline],
+                )
+                assert shown == visible(sample, multiline=multiline), (path, repr(sample))
+        await page.close()
 
 
 async def test_an_approval_nobody_decided_shows_as_expired(

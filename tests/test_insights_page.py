@@ -151,6 +151,7 @@ async def test_the_page_and_the_vendored_library_are_served_with_the_csp(
 
 
 def test_the_page_puts_text_in_only_through_text_content() -> None:
-    script = (ROOT / "hitl" / "web" / "insights.js").read_text()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in script, sink
+    for name in ("insights.js", "common.js"):
+        script = (ROOT / "hitl" / "web" / name).read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in script, (name, sink)

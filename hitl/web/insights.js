@@ -1,13 +1,14 @@
 // The Insights page: the figures of GET /insights as charts (Chart.js, vendored under
 // /vendor/, its licence beside it) and tables. No inline script or style (the API's CSP
-// forbids them), no markup from data: every text goes in through textContent, after
-// control, bidirectional and invisible characters are shown as \uXXXX escapes (what the
-// model or a reviewer wrote can't reorder or hide what is shown). The token is the
-// inbox's: kept in this tab's sessionStorage, sent in a header, never in a URL.
+// forbids them), no markup from data: every text goes in through textContent, after the
+// inbox's `visible` (common.js, the terminal's rules) has shown control, bidirectional and
+// invisible characters as escapes (what the model or a reviewer wrote can't reorder or hide
+// what is shown). The token is the inbox's: kept in this tab's sessionStorage, sent in a
+// header, never in a URL.
 "use strict";
 
 (() => {
-  const TOKEN_KEY = "hitl.token";
+  const { visible, detailOf, TOKEN_KEY } = window.hitlWeb;
   const MAX_TEXT = 300;
   const COLORS = {
     approved: "#1d7a3a",
@@ -21,12 +22,9 @@
   const state = { token: null, insecure: false, charts: new Map(), generation: 0 };
   const $ = (id) => document.getElementById(id);
 
-  // Cc (controls), Cf (bidi overrides, zero-width), line and paragraph separators.
-  const UNSEEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
-
+  // Untrusted text made visible, then cut to a size a chart label or a cell can hold.
   function shown(value) {
-    let text = String(value === null || value === undefined ? "" : value);
-    text = text.replace(UNSEEN, (c) => "\\u" + c.codePointAt(0).toString(16).padStart(4, "0"));
+    const text = visible(value);
     return text.length > MAX_TEXT ? text.slice(0, MAX_TEXT - 1) + "…" : text;
   }
 
@@ -44,29 +42,7 @@
 
   // --- talking to the API -------------------------------------------------------------------
 
-  async function api(path) {
-    const headers = { Accept: "application/json" };
-    if (state.token && !state.insecure) headers.Authorization = "Bearer " + state.token;
-    let response;
-    try {
-      response = await fetch(path, { headers, cache: "no-store", credentials: "omit" });
-    } catch (error) {
-      return { status: 0, data: { detail: "the server did not answer: " + error.message } };
-    }
-    let data = null;
-    try {
-      data = await response.json();
-    } catch {
-      data = null;
-    }
-    if (response.status === 401) signOut("The server refused the token; sign in again.");
-    return { status: response.status, data };
-  }
-
-  function detailOf(result) {
-    const detail = result.data && result.data.detail;
-    return typeof detail === "string" ? detail : "HTTP " + result.status;
-  }
+  const { api } = window.hitlWeb.client(state, signOut);
 
   // --- signing in ---------------------------------------------------------------------------
 

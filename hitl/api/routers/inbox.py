@@ -18,6 +18,8 @@ from hitl.reviews import QUERY_TIMEOUT
 
 WEB_FILES = {
     "index.html": "text/html; charset=utf-8",
+    # What both pages share (escaping untrusted text, the API client), loaded before their own.
+    "common.js": "text/javascript; charset=utf-8",
     "inbox.js": "text/javascript; charset=utf-8",
     "inbox.css": "text/css; charset=utf-8",
     # The Insights page, and the charting library it draws with (vendored, with its licence).
