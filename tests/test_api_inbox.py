@@ -170,6 +170,9 @@ async def test_an_open_inbox_sorts_what_the_feed_holds_without_listing_every_run
             assert listings == before, "an open feed's pending set served every sorted page"
         finally:
             state.feed.unsubscribe(subscriber)
+        # A reload comes back within seconds: the feed goes on a while without subscribers.
+        assert await ids(bob, **mine, sort="risk", order="desc") == [high, mid, low]
+        assert listings == before, "the lingering feed served the page after its reader left"
     for name in ("low", "mid", "high"):
         await client.get_workflow_handle(runs[name + "_run"]).terminate("test done")
 

@@ -108,6 +108,7 @@ async def test_the_event_stream_speaks_as_the_inbox_reads_and_ends_with_its_read
     async with ServedApi(MagicMock(), None, poll_seconds=0.05) as served:
         feed = served.app.state.hitl.feed
         feed.reviews = listing
+        feed.linger = 0.05  # polling goes on this long after the last reader left
         lines: list[str] = []
         async with served.http() as http, http.stream("GET", "/events") as response:
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -135,7 +136,7 @@ async def test_the_event_stream_speaks_as_the_inbox_reads_and_ends_with_its_read
         at = lines.index("event: approval.pending")
         assert lines[at + 1].startswith('data: {"type":"approval.pending","id":"apr_1"')
         assert lines[at + 2 : at + 4] == ["id: 1", ""]
-        # The reader left: its subscription ends, and with the last one the polling.
+        # The reader left: its subscription ends, and `linger` after the last one the polling.
         for _ in range(200):
             if not feed._subscribers and feed._task is None:
                 break

@@ -36,6 +36,9 @@ EVENT_QUEUE = 10_000
 """Events a slow /events subscriber may fall behind by before its stream is closed."""
 READ_CONCURRENCY = 8
 ANNOUNCED_SECONDS = 120.0
+LINGER_SECONDS = 120.0
+"""How long the feed keeps polling after its last subscriber left (cheap polls of what
+changed), so a page loaded again finds the pending set current."""
 SNAPSHOT_WAIT_SECONDS = 30.0
 """How long a sorted listing waits for the feed's first listing (10,000 pending: ~6 s)."""
 FULL_LISTING_SECONDS = 60.0
@@ -55,15 +58,21 @@ class EventFeed:
     Visibility (the memo's pending summaries) is read as `hitl pending` reads it, one full
     listing when polling starts and then only the runs that changed (see the module); an
     approval that left the set is read from its run to say how it ended. Polling starts
-    with the first subscriber and stops with the last. A `ready` event tells a
-    subscriber from when on changes are reported (a client reloads its listing then).
+    with the first subscriber and stops `linger` seconds after the last one left. A
+    `ready` event tells a subscriber from when on changes are reported (a client reloads
+    its listing then).
     A decision made through this API is announced as soon as the run confirms it,
     without waiting for a poll.
     """
 
-    def __init__(self, reviews: Reviews, interval: float = POLL_SECONDS) -> None:
+    def __init__(
+        self, reviews: Reviews, interval: float = POLL_SECONDS, linger: float = LINGER_SECONDS
+    ) -> None:
         self.reviews = reviews
         self.interval = interval
+        self.linger = linger
+        """How long polling goes on after the last subscriber left."""
+        self._stopping: asyncio.TimerHandle | None = None
         self.ready = asyncio.Event()
         self._subscribers: set[asyncio.Queue[ApprovalEvent | None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -127,23 +136,39 @@ class EventFeed:
     def subscribe(self) -> asyncio.Queue[ApprovalEvent | None]:
         queue: asyncio.Queue[ApprovalEvent | None] = asyncio.Queue(EVENT_QUEUE)
         self._subscribers.add(queue)
+        if self._stopping is not None:
+            self._stopping.cancel()
+            self._stopping = None
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll())
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[ApprovalEvent | None]) -> None:
         self._subscribers.discard(queue)
-        if not self._subscribers and self._task is not None:
-            self._task.cancel()
-            self._task, self._known = None, None
-            self._runs, self._ended, self._cursor = {}, {}, None
-            self._changes_listed = True
-            self.ready.clear()
+        if not self._subscribers and self._task is not None and self._stopping is None:
+            # A reload, or a step from the inbox to its Insights page and back, comes
+            # back within seconds: polling goes on a while, so the page finds the
+            # pending set current instead of waiting for a full listing (seconds at
+            # 10,000 pending).
+            self._stopping = asyncio.get_running_loop().call_later(self.linger, self._stop)
+
+    def _stop(self) -> None:
+        self._stopping = None
+        if self._subscribers or self._task is None:
+            return
+        self._task.cancel()
+        self._task, self._known = None, None
+        self._runs, self._ended, self._cursor = {}, {}, None
+        self._changes_listed = True
+        self.ready.clear()
 
     def close(self) -> None:
         """End every stream (the server is stopping)."""
         for queue in list(self._subscribers):
             self._drop(queue)
+        if self._stopping is not None:
+            self._stopping.cancel()
+            self._stopping = None
         if self._task is not None:
             self._task.cancel()
 
