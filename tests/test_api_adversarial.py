@@ -20,7 +20,7 @@ from hitl.reviewers import add_reviewer
 from tests.conftest import OLD_LOGS, make_logs
 from tests.helpers import start_run, turn, wait_pending
 from tests.review_api import ServedApi, worker_env, write_reviewers
-from tests.test_inbox import browser, card  # noqa: F401 (the fixture)
+from tests.test_inbox import browser, row, sign_in  # noqa: F401 (the fixture)
 from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -203,22 +203,21 @@ async def test_the_inbox_approves_only_the_modification_the_reviewer_saw(
         assert first.status_code == 200 and first.json()["record"]["status"] == "pending"
 
         page = await browser.new_page()
-        await page.goto(served.url + "/")
-        await page.fill("#token", tokens["alice"])
-        await page.click("#signin button[type=submit]")
-        await expect(page.locator("#live")).to_have_text("live")
-        shown = card(page, record.id)
-        await expect(shown.locator(".modified-action")).to_contain_text(OLD_LOGS[1])
+        await sign_in(page, served, tokens["alice"], f"#run={handle.id}")
+        await row(page, record.id).click()
+        await expect(page.locator("#d-modified")).to_contain_text(OLD_LOGS[1])
 
-        # Bob modifies it again: alice's page still shows dave's modification.
+        # Bob modifies it again: alice's detail pane still shows dave's modification.
         second = await bob.post(url, json={"args": {"paths": [OLD_LOGS[2]]}})
         assert second.status_code == 200 and second.json()["record"]["status"] == "pending"
         await asyncio.sleep(1.5)  # a few /events polls
-        await expect(shown.locator(".modified-action")).to_contain_text(OLD_LOGS[1])
+        await expect(page.locator("#d-modified")).to_contain_text(OLD_LOGS[1])
 
-        await shown.locator("button.approve").click()
+        await page.click("#d-approve")
         try:
-            await expect(shown.locator(".outcome")).to_contain_text("Refused (409)", timeout=5000)
+            await expect(page.locator("#d-outcome")).to_contain_text(
+                "refused (the action changed)", timeout=5000
+            )
             assert (workspace / OLD_LOGS[2]).exists(), "a file alice never saw was deleted"
         finally:
             await handle.terminate("test done")
