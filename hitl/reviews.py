@@ -569,6 +569,8 @@ class Reviews:
                 result_type=list[ApprovalRecord],
                 rpc_timeout=QUERY_TIMEOUT,
             )
+        except KeyError as error:
+            raise _encrypted(workflow_id) from error
         except RPCError as error:
             if status is not WorkflowExecutionStatus.RUNNING and error.status in (
                 RPCStatusCode.DEADLINE_EXCEEDED,
@@ -1032,6 +1034,8 @@ class Reviews:
         handle = self.client.get_workflow_handle(workflow_id, run_id=run_id, result_type=RunResult)
         try:
             return await handle.result()
+        except KeyError as error:
+            raise _encrypted(workflow_id) from error
         except (ValidationError, TypeError, ValueError):
             return None  # a workflow of your own: its result is its own
 
@@ -1131,6 +1135,15 @@ async def _pending_of(execution: WorkflowExecution) -> list[PendingApproval]:
     except _UNDECODABLE:
         return []
     return items
+
+
+def _encrypted(workflow_id: str) -> RecordUnavailable:
+    """What a run's records encrypted with a key (or codec) this process lacks say: the
+    converter knows no such encoding (a KeyError)."""
+    return RecordUnavailable(
+        f"run {workflow_id}: its records are encrypted with a key this process lacks "
+        "(set HITL_CODEC_KEY to read them)"
+    )
 
 
 def _status(status: WorkflowExecutionStatus | None) -> str:

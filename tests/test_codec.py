@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ from hitl.codec import (
 )
 from hitl.codec_server import codec_app
 from hitl.devserver import free_port, temporal_binary
-from hitl.reviews import UNREADABLE_MEMO
+from hitl.reviews import UNREADABLE_MEMO, Reviews
 from tests.conftest import NEW_LOGS, OTHER, files_in
 from tests.helpers import (
     approvals,
@@ -130,6 +131,14 @@ async def test_an_encrypted_run_is_unreadable_at_rest_and_decided_with_the_key(
         await client.get_workflow_handle(handle.id).result()
         code, out, err = await hitl("audit", handle.id, HITL_CODEC_KEY=KEY)
         assert code == 0 and "approved" in out, err
+        # A range read by a process without the key (an export, stats, the inbox's
+        # history) names the encrypted run among what it could not read, and goes on.
+        problems: list[str] = []
+        since = record.created_at - timedelta(seconds=1)
+        read = [r async for r in Reviews(env.client).records(since, problems=problems)]
+        assert all(r.session_id != handle.id for r in read)
+        [said] = [p for p in problems if handle.id in p]
+        assert "encrypted with a key this process lacks" in said and TASK not in said
     assert files_in(workspace) == sorted(NEW_LOGS + OTHER)
 
 
