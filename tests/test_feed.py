@@ -167,7 +167,7 @@ async def test_a_signal_decision_reaches_the_feed_without_rereading_the_waiting_
     [two] = await _start_waiting(client, task_queue, 1, quorum=2)
     handles.append(two)
     reviews = Reviews(client)
-    feed = EventFeed(reviews, interval=0.2)
+    feed = EventFeed(reviews, interval=0.2, linger=0)
     queue = feed.subscribe()
     try:
         await asyncio.wait_for(feed.ready.wait(), 60)
@@ -242,7 +242,7 @@ async def test_an_approval_carried_across_continue_as_new_stays_in_the_feed(
         if (await client.count_workflows(query)).count:
             break
         await asyncio.sleep(0.05)
-    feed = EventFeed(Reviews(client), interval=0.2)
+    feed = EventFeed(Reviews(client), interval=0.2, linger=0)
     queue = feed.subscribe()
     try:
         await asyncio.wait_for(feed.ready.wait(), 30)
@@ -296,7 +296,7 @@ async def test_without_the_attribute_runs_work_and_the_feed_lists_everything(
         plugins=[HitlPlugin(register_search_attributes=False)],
     ):
         reviews = Reviews(client)
-        feed = EventFeed(reviews, interval=0.2)
+        feed = EventFeed(reviews, interval=0.2, linger=0)
         queue = feed.subscribe()
         try:
             # Nothing waits yet, so nothing says the runs don't stamp: the feed asks what

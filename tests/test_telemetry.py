@@ -31,6 +31,7 @@ from hitl import telemetry
 from hitl.models import ApprovalRecord, ApprovalStatus
 from hitl.plugin import HitlPlugin
 from hitl.reviewers import add_reviewer
+from hitl.reviews import Reviews
 from tests.conftest import OLD_LOGS, make_logs
 from tests.helpers import approvals, start_run, turn
 from tests.otlp_receiver import OtlpReceiver
@@ -175,8 +176,18 @@ async def test_a_runs_approvals_reach_a_collector_and_prometheus_and_replay_emit
                     "the API's pending gauge",
                 )
                 assert (await http.get("/metrics")).status_code == 401
-                text = (await http.get("/metrics", headers=auth)).text
-                assert scraped(text, "hitl_approvals_pending") == {(("tool", "write_file"),): 1}
+                # It counts every pending approval of the namespace, other tests' too: the
+                # same counts as a listing of them, ours among them.
+                expected: dict[tuple[tuple[str, str], ...], float] = {}
+                for _ in range(50):
+                    listed = telemetry.pending_by_tool(await Reviews(env.client).pending())
+                    expected = {(("tool", tool),): count for tool, count in listed.items()}
+                    text = (await http.get("/metrics", headers=auth)).text
+                    if scraped(text, "hitl_approvals_pending") == expected:
+                        break
+                    await asyncio.sleep(0.2)
+                assert scraped(text, "hitl_approvals_pending") == expected
+                assert expected[(("tool", "write_file"),)] >= 1
                 answer = await http.post(f"/approvals/{first.id}/approve", json={}, headers=auth)
                 assert answer.status_code == 200, answer.text
                 second = await next_pending(handle, seen)
