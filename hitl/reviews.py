@@ -958,8 +958,9 @@ class Reviews:
     ) -> AsyncIterator[ApprovalRecord]:
         """Every approval created in [since, until) across runs, with every decision.
 
-        The runs that can hold one are those running or closed since `since` (an approval
-        outlives neither its run nor the run it was carried into); each run of a chain is
+        The runs that can hold one are those closed since `since`, and those running that
+        published a change since (an approval outlives neither its run nor the run it was
+        carried into, and opening one is a change); each run of a chain is
         read, so what a continue-as-new did not carry is there too, and a carried approval
         comes once, in its latest state. Yielded run by run (each run's oldest first), not
         in one global order. A run whose records can't be read (an ended run with no
@@ -967,16 +968,33 @@ class Reviews:
         given, else raised.
         """
         since = since.astimezone(UTC)
-        query = (
-            f"{contract.STATE_KEY.name} IS NOT NULL AND "
-            f"(ExecutionStatus = 'Running' OR CloseTime >= '{_timestamp(since)}')"
+        at = _timestamp(since)
+        # A running run that stamped no change since `since` opened no approval since (an
+        # opened approval is a change it stamps, HitlUpdatedAt): it needs no reading. Runs
+        # that don't stamp (older workers) are read; a namespace without the attribute
+        # refuses the query, and every running run is read.
+        stamped = (
+            f"{contract.UPDATED_AT_KEY.name} >= '{at}' OR {contract.UPDATED_AT_KEY.name} IS NULL"
         )
+        queries = [
+            f"{contract.STATE_KEY.name} IS NOT NULL AND (CloseTime >= '{at}' OR "
+            f"(ExecutionStatus = 'Running' AND ({stamped})))",
+            f"{contract.STATE_KEY.name} IS NOT NULL AND "
+            f"(ExecutionStatus = 'Running' OR CloseTime >= '{at}')",
+        ]
         if until is not None:
             until = until.astimezone(UTC)
-            query += f" AND StartTime < '{_timestamp(until)}'"
+            queries = [f"{q} AND StartTime < '{_timestamp(until)}'" for q in queries]
         chains: dict[str, list[WorkflowExecution]] = {}
-        async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
-            chains.setdefault(execution.id, []).append(execution)
+        for query in queries:
+            try:
+                async for execution in self.client.list_workflows(query, page_size=LIST_PAGE_SIZE):
+                    chains.setdefault(execution.id, []).append(execution)
+                break
+            except RPCError as error:
+                if error.status is not RPCStatusCode.INVALID_ARGUMENT or query is queries[-1]:
+                    raise
+                chains = {}
         limit = asyncio.Semaphore(READ_CONCURRENCY)
         polled: dict[str, asyncio.Future[bool]] = {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hitl import contract
 from hitl.models import ApprovalStatus, RunLimits
 from hitl.reviews import Reviews
 from tests.helpers import continue_as_new_by_junk, decision, start_run, turn, wait_pending
+from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -67,3 +69,29 @@ async def test_records_cover_every_run_of_a_continue_as_new_chain_once(
     assert [r async for r in Reviews(client).records(since=began, until=began)] == [], (
         "nothing was created before it began"
     )
+
+
+async def test_a_run_waiting_since_before_the_range_is_not_read(
+    client: Client, workspace: Path
+) -> None:
+    """An export of the last hour does not read every run that has waited for a month: a
+    run that stamped no change since the range began opened no approval in it."""
+    queue = f"tq-old-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, queue):
+        handle = await start_run(client, queue, workspace)
+        await wait_pending(handle)
+    # Its worker is gone: reading it would cost a query's timeout and name it a problem.
+    since = datetime.now(UTC) + timedelta(milliseconds=10)
+    await asyncio.sleep(0.05)
+    try:
+        problems: list[str] = []
+        read = [r async for r in Reviews(client).records(since, problems=problems)]
+        assert all(r.session_id != handle.id for r in read)
+        assert not [p for p in problems if handle.id in p], problems
+        # From before it began, it is read (and, with no worker, named as unreadable).
+        earlier = datetime.now(UTC) - timedelta(minutes=5)
+        problems = []
+        _ = [r async for r in Reviews(client).records(earlier, problems=problems)]
+        assert [p for p in problems if handle.id in p], problems
+    finally:
+        await handle.terminate("test over")
