@@ -173,7 +173,12 @@ async def test_an_open_inbox_sorts_what_the_feed_holds_without_listing_every_run
         # A reload comes back within seconds: the feed goes on a while without subscribers.
         assert await ids(bob, **mine, sort="risk", order="desc") == [high, mid, low]
         assert listings == before, "the lingering feed served the page after its reader left"
-    for name in ("low", "mid", "high"):
+        # A decision through this API leaves the set it sorts at once, not a poll later.
+        answer = await bob.post(f"/approvals/{low}/approve", json={})
+        assert answer.status_code == 200, answer.text
+        assert await ids(bob, **mine, sort="risk", order="desc") == [high, mid]
+        assert listings == before
+    for name in ("mid", "high"):  # low was approved and has ended
         await client.get_workflow_handle(runs[name + "_run"]).terminate("test done")
 
 

@@ -114,8 +114,10 @@ class EventFeed:
         return list(self._known.values())
 
     def announce(self, record: ApprovalRecord) -> None:
-        """An approval this API saw end: said now, and not again by the poller."""
-        if not self._subscribers or record.status is ApprovalStatus.PENDING:
+        """An approval this API saw end: said now, and not again by the poller; gone at
+        once from the pending set, for listings sorted from it (also while the feed polls
+        on after its last subscriber left)."""
+        if self._task is None or record.status is ApprovalStatus.PENDING:
             return
         if self._known is not None:
             self._known.pop(record.id, None)
