@@ -440,6 +440,24 @@ async def test_hitl_policy_test_from_an_export_exits_1_on_a_dangerous_case(
     assert code == 2 and "effect is" in err
 
 
+async def test_hitl_policy_test_reads_times_as_every_range_command_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --since and --until are read by hitl.durations, as hitl audit and hitl stats read
+    # them: a moment at the calendar's edge, or a range that ends before it begins, is a
+    # usage error that says so, never a traceback or an empty report.
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(RULES)
+    path = export(tmp_path / "audit.jsonl", history())
+    source = ("policy", "test", str(rules_file), "--from", str(path))
+    code, _, err = await hitl(capsys, *source, "--since", "0001-01-01T00:00:00+23:59")
+    assert code == 2 and "out of range" in err and "Traceback" not in err
+    code, _, err = await hitl(
+        capsys, *source, "--since", "2026-11-02T00:00", "--until", "2026-11-01T00:00"
+    )
+    assert code == 2 and "ends" in err and "before it begins" in err
+
+
 def test_the_verdict_record_fields_round_trip() -> None:
     verdict = RuleVerdict(rule="r", verdict="approve", policy_digest="abc")
     assert RuleVerdict.model_validate_json(verdict.model_dump_json()) == verdict

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hitl.backtest import Case, Report, backtest, read_export
 from hitl.cli.common import APPLIED, REFUSED, CliError, down, print_json
 from hitl.cli.render import table
 from hitl.config import connect, load_settings
-from hitl.durations import parse_duration
+from hitl.durations import RangeError, parse_moment, time_range
 from hitl.models import ApprovalRecord
 from hitl.reviews import Reviews
 from hitl.rules import RulesError, load_rules
@@ -62,16 +62,19 @@ def add_policy_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> Non
 
 
 def moment(text: str, now: datetime) -> datetime:
-    """A time from `30d`/`12h` (that long before now) or an ISO 8601 time (UTC if bare)."""
+    """A moment as every range command reads it (`hitl.durations`)."""
     try:
-        return now - timedelta(seconds=parse_duration(text))
-    except argparse.ArgumentTypeError:
-        pass
+        return parse_moment(text, now)
+    except RangeError as error:
+        raise CliError(str(error)) from None
+
+
+def time_span(since: str, until: str | None, now: datetime) -> tuple[datetime, datetime | None]:
+    """[since, until) as every range command reads it (`hitl.durations`)."""
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"{text!r} is neither a duration (30d, 12h) nor an ISO time") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return time_range(since, until, now)
+    except RangeError as error:
+        raise CliError(str(error)) from None
 
 
 async def cmd_policy(args: argparse.Namespace) -> int:
@@ -81,17 +84,20 @@ async def cmd_policy(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     assert rules is not None
     now = datetime.now(UTC)
-    until = moment(args.until, now) if args.until else None
     problems: list[str] = []
     if args.source:
-        since = moment(args.since, now) if args.since else None
+        # An export may hold every approval: without --since, all of it is read.
+        if args.since:
+            since, until = time_span(args.since, args.until, now)
+        else:
+            since, until = None, moment(args.until, now) if args.until else None
         try:
             report = backtest(rules, read_export(Path(args.source), problems, since, until))
         except OSError as error:
             raise CliError(f"the export {args.source} can't be read: {error}") from None
     else:
-        since = moment(args.since or "30d", now)
-        report = backtest(rules, [r async for r in _recorded(since, until, problems)])
+        start, until = time_span(args.since or "30d", args.until, now)
+        report = backtest(rules, [r async for r in _recorded(start, until, problems)])
     report.problems = problems
     if args.json:
         print_json(report.as_json())
